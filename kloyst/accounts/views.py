@@ -1,0 +1,130 @@
+"""The caller's vendor and its users: read for members, managed by admins and owners."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import EmailStr, Field
+from sqlalchemy import func, select
+
+from kloyst import events
+from kloyst.accounts.models import Role, User
+from kloyst.auth import services as auth_services
+from kloyst.auth.views import user_json, vendor_json
+from kloyst.db import utcnow
+from kloyst.errors import Conflict, Forbidden
+from kloyst.http.pagination import Page, paginate
+from kloyst.http.validation import Schema
+
+
+class VendorPatch(Schema):
+    name: str = Field(min_length=1, max_length=200)
+
+
+class InviteBody(Schema):
+    email: EmailStr
+    name: str = Field(default="", max_length=200)
+    role: Literal["member", "admin", "owner"] = "member"
+
+
+class UserPatch(Schema):
+    name: str | None = Field(default=None, max_length=200)
+    role: Literal["member", "admin", "owner"] | None = None
+    disabled: bool | None = None
+
+
+def get_vendor(request):
+    return {"vendor": vendor_json(request.identity.user.vendor)}
+
+
+def patch_vendor(request):
+    body = request.validated(VendorPatch)
+    vendor = request.identity.user.vendor
+    vendor.name = body.name
+    return {"vendor": vendor_json(vendor)}
+
+
+def list_users(request):
+    page = request.validated_query(Page)
+    rows = paginate(request.db, select(User), User, page)
+    return {"items": [user_json(u) for u in rows.items], "next_cursor": rows.next_cursor}
+
+
+def _may_grant(actor: User, role: Role) -> None:
+    if role == Role.OWNER and actor.role != Role.OWNER:
+        raise Forbidden("only an owner can make someone an owner", code="owner_required")
+
+
+def _owners(request) -> int:
+    return request.db.scalar(select(func.count()).select_from(User).where(User.role == Role.OWNER,
+                                                                          User.disabled_at.is_(None)))
+
+
+def invite_user(request):
+    body = request.validated(InviteBody)
+    actor = request.identity.user
+    role = Role(body.role)
+    _may_grant(actor, role)
+    user = auth_services.invite_user(request.db, request.registry.settings, inviter=actor, email=body.email,
+                                     name=body.name, role=role)
+    request.response.status_int = 201
+    return {"user": user_json(user)}
+
+
+def patch_user(request):
+    user: User = request.context
+    actor = request.identity.user
+    body = request.validated(UserPatch)
+    if user.role == Role.OWNER and actor.role != Role.OWNER:
+        raise Forbidden("only an owner can change an owner", code="owner_required")
+    losing_owner = user.role == Role.OWNER and (
+        (body.role is not None and body.role != "owner") or body.disabled is True)
+    if losing_owner and _owners(request) <= 1:
+        raise Conflict("a vendor needs at least one active owner; make someone else owner first", code="last_owner")
+    if body.name is not None:
+        user.name = body.name
+    if body.role is not None and Role(body.role) != user.role:
+        _may_grant(actor, Role(body.role))
+        user.role = Role(body.role)
+        auth_services.revoke_all_sessions(request.db, user)
+        events.record(request.outbox, user.vendor_id, "UserRoleChanged", user_id=str(user.id), role=body.role)
+    if body.disabled is not None and body.disabled != (user.disabled_at is not None):
+        if user.id == actor.id:
+            raise Conflict("you cannot disable yourself", code="self_disable")
+        user.disabled_at = utcnow() if body.disabled else None
+        auth_services.revoke_all_sessions(request.db, user)
+    return {"user": user_json(user)}
+
+
+def delete_user(request):
+    user: User = request.context
+    actor = request.identity.user
+    if user.id == actor.id:
+        raise Conflict("you cannot remove yourself; ask another owner or admin", code="self_delete")
+    if user.role == Role.OWNER:
+        if actor.role != Role.OWNER:
+            raise Forbidden("only an owner can remove an owner", code="owner_required")
+        if _owners(request) <= 1:
+            raise Conflict("a vendor needs at least one active owner", code="last_owner")
+    request.db.delete(user)
+    events.record(request.outbox, user.vendor_id, "UserRemoved", user_id=str(user.id))
+    request.response.status_int = 204
+    return request.response
+
+
+def includeme(config) -> None:
+    from kloyst.http.resources import model_factory
+
+    config.add_route("accounts.vendor", "/vendor")
+    config.add_view(get_vendor, route_name="accounts.vendor", request_method="GET", renderer="json")
+    config.add_view(patch_vendor, route_name="accounts.vendor", request_method="PATCH", renderer="json",
+                    permission="vendor.admin")
+    config.add_route("accounts.users", "/vendor/users")
+    config.add_view(list_users, route_name="accounts.users", request_method="GET", renderer="json")
+    config.add_view(invite_user, route_name="accounts.users", request_method="POST", renderer="json",
+                    permission="vendor.admin")
+    config.add_route("accounts.user", "/vendor/users/{id}", factory=model_factory(User))
+    config.add_view(patch_user, route_name="accounts.user", request_method="PATCH", renderer="json",
+                    permission="vendor.admin")
+    config.add_view(delete_user, route_name="accounts.user", request_method="DELETE", renderer="json",
+                    permission="vendor.admin")

@@ -1,0 +1,134 @@
+"""The security policy: who is calling (a bearer access token) and what they may do.
+
+The identity is computed once per request and cached by Pyramid. It re-reads the user,
+so a disabled user, a suspended vendor or a token older than the user's
+``token_version`` (bumped on password reset) stops working at once, not at expiry.
+
+Permissions are plain strings checked here, never in views:
+
+=================  =====================================================
+``authenticated``  any signed-in user (including platform admins)
+``vendor.member``  a user of a vendor (the default for every view)
+``vendor.admin``   a vendor admin or owner
+``vendor.owner``   the vendor's owner
+``platform.admin`` a platform administrator
+=================  =====================================================
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from pyramid.security import Allowed, Denied
+from pyramid.security import NO_PERMISSION_REQUIRED
+
+from kloyst.accounts.models import Role, User, VendorStatus
+from kloyst.auth.tokens import AccessClaims, InvalidToken
+from kloyst.db import tenancy
+
+PERMISSIONS = ("authenticated", "vendor.member", "vendor.admin", "vendor.owner", "platform.admin")
+DEFAULT_PERMISSION = "vendor.member"
+
+
+@dataclass(frozen=True)
+class Identity:
+    user: User
+    claims: AccessClaims
+
+    @property
+    def user_id(self) -> uuid.UUID:
+        return self.user.id
+
+    @property
+    def vendor_id(self) -> uuid.UUID | None:
+        return self.user.vendor_id
+
+    @property
+    def role(self) -> Role:
+        return self.user.role
+
+    @property
+    def is_platform_admin(self) -> bool:
+        return self.user.is_platform_admin
+
+
+def bearer_token(request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()
+
+
+class KloystSecurityPolicy:
+    def identity(self, request) -> Identity | None:
+        token = bearer_token(request)
+        if token is None:
+            return None
+        try:
+            claims = request.registry["kloyst.access_tokens"].decode(token)
+        except InvalidToken:
+            return None
+        with tenancy.unscoped(request.db):
+            user = request.db.get(User, claims.user_id)
+            if user is None or user.disabled_at is not None or user.token_version != claims.token_version:
+                return None
+            if user.vendor_id != claims.vendor_id:
+                return None
+            if user.vendor is not None and user.vendor.status != VendorStatus.ACTIVE:
+                return None
+        return Identity(user=user, claims=claims)
+
+    def authenticated_userid(self, request):
+        identity = request.identity
+        return str(identity.user_id) if identity else None
+
+    def permits(self, request, context, permission):
+        if permission == NO_PERMISSION_REQUIRED:
+            return Allowed("public")
+        identity = request.identity
+        if identity is None:
+            return Denied("not authenticated")
+        if permission == "authenticated":
+            return Allowed("authenticated")
+        if permission == "platform.admin":
+            return Allowed("platform admin") if identity.is_platform_admin else Denied("platform admins only")
+        if permission.startswith("vendor."):
+            if identity.vendor_id is None:
+                return Denied("this route belongs to vendor users")
+            try:
+                needed = Role(permission.removeprefix("vendor."))
+            except ValueError:
+                return Denied(f"unknown permission {permission}")
+            return Allowed(permission) if identity.role.rank >= needed.rank else Denied(
+                f"requires the {needed.value} role")
+        return Denied(f"unknown permission {permission}")
+
+    def remember(self, request, userid, **kw):
+        return []
+
+    def forget(self, request, **kw):
+        return []
+
+
+def _vendor_id(request) -> uuid.UUID | None:
+    identity = request.identity
+    return identity.vendor_id if identity else None
+
+
+def _tenant_scope(request):
+    """The tenant scope of this request's session: the caller's vendor, every vendor for platform admins."""
+    identity = request.identity
+    if identity is None:
+        return tenancy.UNSET
+    if identity.vendor_id is None:
+        return tenancy.ALL_VENDORS if identity.is_platform_admin else tenancy.UNSET
+    return identity.vendor_id
+
+
+def includeme(config) -> None:
+    config.set_security_policy(KloystSecurityPolicy())
+    config.set_default_permission(DEFAULT_PERMISSION)
+    config.add_request_method(_vendor_id, "vendor_id", reify=True)
+    config.add_request_method(_tenant_scope, "tenant_scope", reify=True)

@@ -1,0 +1,249 @@
+"""Sign-up, verification, sign-in, token refresh, sign-out and password reset.
+
+Each function takes the request's session and does its whole job inside the request's
+transaction: a failure anywhere leaves nothing half done (no user without a vendor, no
+mail for a rolled-back sign-up, since mail goes through the outbox).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from kloyst import events, mail
+from kloyst.accounts.models import Role, User, Vendor, VendorStatus, normalize_email
+from kloyst.auth.models import OneTimePurpose, OneTimeToken, RefreshToken
+from kloyst.auth.passwords import hash_password, needs_rehash, password_problem, verify_password
+from kloyst.auth.tokens import AccessTokenCodec, new_secret, secret_hash
+from kloyst.db import tenancy, utcnow
+from kloyst.errors import Conflict, Forbidden, Unauthorized, Unprocessable
+from kloyst.outbox import Outbox
+
+VERIFY_EMAIL_TTL = dt.timedelta(days=2)
+RESET_PASSWORD_TTL = dt.timedelta(hours=1)
+INVITATION_TTL = dt.timedelta(days=7)
+
+
+@dataclass(frozen=True)
+class TokenPair:
+    access_token: str
+    access_expires_at: dt.datetime
+    refresh_token: str
+    refresh_expires_at: dt.datetime
+
+    def as_json(self, now: dt.datetime) -> dict:
+        return {
+            "token_type": "Bearer",
+            "access_token": self.access_token,
+            "expires_in": int((self.access_expires_at - now).total_seconds()),
+            "refresh_token": self.refresh_token,
+            "refresh_expires_in": int((self.refresh_expires_at - now).total_seconds()),
+        }
+
+
+def _require_password(password: str) -> None:
+    if problem := password_problem(password):
+        raise Unprocessable(problem, details={"fields": [{"field": "password", "problem": problem}]})
+
+
+def find_user_by_email(db: Session, email: str) -> User | None:
+    with tenancy.unscoped(db):
+        return db.scalars(select(User).where(User.email == normalize_email(email))).one_or_none()
+
+
+def issue_one_time_token(db: Session, user: User, purpose: OneTimePurpose, ttl: dt.timedelta) -> str:
+    secret = new_secret()
+    db.add(OneTimeToken(user_id=user.id, purpose=purpose, token_hash=secret_hash(secret),
+                        expires_at=utcnow() + ttl))
+    return secret
+
+
+def consume_one_time_token(db: Session, secret: str, purpose: OneTimePurpose) -> User:
+    """Mark the token used and return its user; a wrong, used or expired token is the same 422."""
+    query = select(OneTimeToken).where(OneTimeToken.token_hash == secret_hash(secret),
+                                       OneTimeToken.purpose == purpose).with_for_update()
+    row = db.scalars(query).one_or_none()
+    if row is None or row.used_at is not None or row.expires_at <= utcnow():
+        raise Unprocessable("this link is invalid or has expired; request a new one", code="invalid_token")
+    row.used_at = utcnow()
+    with tenancy.unscoped(db):
+        user = db.get(User, row.user_id)
+    if user is None or user.disabled_at is not None:
+        raise Unprocessable("this link is invalid or has expired; request a new one", code="invalid_token")
+    return user
+
+
+def _link(settings, path: str, secret: str) -> str:
+    return f"{settings['kloyst.http.public_url'].rstrip('/')}{path}?token={secret}"
+
+
+def send_verification(db: Session, settings, user: User) -> None:
+    secret = issue_one_time_token(db, user, OneTimePurpose.VERIFY_EMAIL, VERIFY_EMAIL_TTL)
+    mail.send(Outbox(db), to=user.email, vendor_id=user.vendor_id, subject="Confirm your email for Kloyst",
+              body=(f"Hello {user.name or user.email},\n\nConfirm your email address to start using Kloyst:\n"
+                    f"{_link(settings, '/verify-email', secret)}\n\nOr send this token to "
+                    f"POST {settings['kloyst.api.prefix']}/auth/verify-email:\n{secret}\n\n"
+                    f"The link expires in {VERIFY_EMAIL_TTL.days} days.\n"))
+
+
+def signup(db: Session, settings, *, vendor_name: str, name: str, email: str, password: str) -> User:
+    _require_password(password)
+    email = normalize_email(email)
+    if find_user_by_email(db, email) is not None:
+        raise Conflict("an account with this email already exists; sign in or reset your password",
+                       code="email_taken")
+    with tenancy.unscoped(db):
+        vendor = Vendor(name=vendor_name, status=VendorStatus.ACTIVE)
+        db.add(vendor)
+        db.flush()
+        user = User(vendor_id=vendor.id, email=email, name=name, password_hash=hash_password(password),
+                    role=Role.OWNER)
+        db.add(user)
+        db.flush()
+    send_verification(db, settings, user)
+    events.record(Outbox(db), vendor.id, "VendorSignedUp", user_id=str(user.id))
+    return user
+
+
+def verify_email(db: Session, secret: str) -> User:
+    user = consume_one_time_token(db, secret, OneTimePurpose.VERIFY_EMAIL)
+    if user.email_verified_at is None:
+        user.email_verified_at = utcnow()
+    return user
+
+
+def authenticate(db: Session, email: str, password: str) -> User:
+    """The user for these credentials; one message for unknown email and wrong password (no enumeration)."""
+    user = find_user_by_email(db, email)
+    ok = verify_password(user.password_hash if user else None, password)
+    if not ok or user is None or user.disabled_at is not None:
+        raise Unauthorized("invalid email or password", code="invalid_credentials")
+    if user.vendor is not None and user.vendor.status != VendorStatus.ACTIVE:
+        raise Forbidden("this vendor account is suspended; contact support", code="vendor_suspended")
+    if user.email_verified_at is None:
+        raise Forbidden("confirm your email address first; we sent you a link", code="email_not_verified")
+    if needs_rehash(user.password_hash):
+        user.password_hash = hash_password(password)
+    user.last_login_at = utcnow()
+    return user
+
+
+def _new_refresh(db: Session, user: User, settings, family_id: uuid.UUID, parent_id: uuid.UUID | None
+                 ) -> tuple[str, dt.datetime]:
+    secret = new_secret()
+    expires = utcnow() + dt.timedelta(seconds=settings["kloyst.jwt.refresh_ttl_seconds"])
+    db.add(RefreshToken(family_id=family_id, parent_id=parent_id, user_id=user.id, token_hash=secret_hash(secret),
+                        expires_at=expires))
+    return secret, expires
+
+
+def issue_tokens(db: Session, settings, codec: AccessTokenCodec, user: User, *,
+                 family_id: uuid.UUID | None = None, parent_id: uuid.UUID | None = None) -> TokenPair:
+    access, access_exp = codec.issue(user_id=user.id, vendor_id=user.vendor_id, role=user.role.value,
+                                     token_version=user.token_version)
+    refresh, refresh_exp = _new_refresh(db, user, settings, family_id or uuid.uuid4(), parent_id)
+    return TokenPair(access, access_exp, refresh, refresh_exp)
+
+
+def revoke_family(db: Session, family_id: uuid.UUID) -> None:
+    db.execute(update(RefreshToken).where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
+               .values(revoked_at=utcnow()))
+
+
+def refresh(db: Session, settings, codec: AccessTokenCodec, secret: str) -> TokenPair | None:
+    """Rotate a refresh token. Returns None when it must be refused.
+
+    Reuse of a used or revoked token revokes its whole family; the caller must *commit*
+    that revocation before answering 401, so the view commits and then raises.
+    """
+    row = db.scalars(select(RefreshToken).where(RefreshToken.token_hash == secret_hash(secret))
+                     .with_for_update()).one_or_none()
+    if row is None:
+        return None
+    now = utcnow()
+    if row.used_at is not None or row.revoked_at is not None:
+        revoke_family(db, row.family_id)
+        return None
+    if row.expires_at <= now:
+        return None
+    with tenancy.unscoped(db):
+        user = db.get(User, row.user_id)
+    if user is None or user.disabled_at is not None or (
+            user.vendor is not None and user.vendor.status != VendorStatus.ACTIVE):
+        revoke_family(db, row.family_id)
+        return None
+    row.used_at = now
+    return issue_tokens(db, settings, codec, user, family_id=row.family_id, parent_id=row.id)
+
+
+def logout(db: Session, secret: str) -> None:
+    row = db.scalars(select(RefreshToken).where(RefreshToken.token_hash == secret_hash(secret))).one_or_none()
+    if row is not None:
+        revoke_family(db, row.family_id)
+
+
+def revoke_all_sessions(db: Session, user: User) -> None:
+    """Sign the user out everywhere: refresh families revoked, access tokens invalid via token_version."""
+    db.execute(update(RefreshToken).where(RefreshToken.user_id == user.id, RefreshToken.revoked_at.is_(None))
+               .values(revoked_at=utcnow()))
+    user.token_version += 1
+
+
+def request_password_reset(db: Session, settings, email: str) -> None:
+    """Mail a reset link when the account exists; say nothing either way (no enumeration)."""
+    user = find_user_by_email(db, email)
+    if user is None or user.disabled_at is not None:
+        return
+    secret = issue_one_time_token(db, user, OneTimePurpose.RESET_PASSWORD, RESET_PASSWORD_TTL)
+    mail.send(Outbox(db), to=user.email, vendor_id=user.vendor_id, subject="Reset your Kloyst password",
+              body=(f"Someone asked to reset the password of {user.email}.\n\nChoose a new password here:\n"
+                    f"{_link(settings, '/reset-password', secret)}\n\nOr send this token with your new password to "
+                    f"POST {settings['kloyst.api.prefix']}/auth/password/reset:\n{secret}\n\n"
+                    "The link expires in one hour. If it was not you, ignore this message.\n"))
+
+
+def reset_password(db: Session, secret: str, password: str) -> User:
+    _require_password(password)
+    user = consume_one_time_token(db, secret, OneTimePurpose.RESET_PASSWORD)
+    user.password_hash = hash_password(password)
+    if user.email_verified_at is None:  # the link reached the mailbox, which proves the address
+        user.email_verified_at = utcnow()
+    revoke_all_sessions(db, user)
+    return user
+
+
+def invite_user(db: Session, settings, *, inviter: User, email: str, name: str, role: Role) -> User:
+    """Add a user to the inviter's vendor; they choose a password through the mailed link."""
+    email = normalize_email(email)
+    if find_user_by_email(db, email) is not None:
+        raise Conflict("an account with this email already exists", code="email_taken")
+    user = User(vendor_id=inviter.vendor_id, email=email, name=name, role=role,
+                password_hash=hash_password(new_secret()))
+    db.add(user)
+    db.flush()
+    secret = issue_one_time_token(db, user, OneTimePurpose.RESET_PASSWORD, INVITATION_TTL)
+    mail.send(Outbox(db), to=email, vendor_id=user.vendor_id,
+              subject=f"{inviter.name or inviter.email} invited you to {inviter.vendor.name} on Kloyst",
+              body=(f"You have been invited to {inviter.vendor.name} on Kloyst as {role.value}.\n\n"
+                    f"Choose your password here:\n{_link(settings, '/reset-password', secret)}\n\nOr send this "
+                    f"token with your password to POST {settings['kloyst.api.prefix']}/auth/password/reset:\n"
+                    f"{secret}\n\nThe invitation expires in {INVITATION_TTL.days} days.\n"))
+    events.record(Outbox(db), user.vendor_id, "UserInvited", user_id=str(user.id), role=role.value)
+    return user
+
+
+def create_platform_admin(db: Session, *, email: str, name: str, password: str) -> User:
+    _require_password(password)
+    email = normalize_email(email)
+    with tenancy.unscoped(db):
+        if find_user_by_email(db, email) is not None:
+            raise Conflict(f"an account with email {email} already exists", code="email_taken")
+        user = User(vendor_id=None, email=email, name=name, password_hash=hash_password(password),
+                    role=Role.MEMBER, is_platform_admin=True, email_verified_at=utcnow())
+        db.add(user)
+        db.flush()
+    return user

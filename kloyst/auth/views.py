@@ -1,0 +1,164 @@
+"""Auth routes: sign-up, verification, sign-in, refresh, sign-out, password reset, and who am I."""
+
+from __future__ import annotations
+
+from pydantic import EmailStr, Field
+from pyramid.security import NO_PERMISSION_REQUIRED
+
+from kloyst.auth import services, throttle
+from kloyst.db import utcnow
+from kloyst.errors import Unauthorized
+from kloyst.http.errors import error_response
+from kloyst.http.validation import Schema
+
+PUBLIC = {"permission": NO_PERMISSION_REQUIRED, "renderer": "json", "request_method": "POST"}
+
+
+class SignupBody(Schema):
+    vendor_name: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=200)
+    email: EmailStr
+    password: str = Field(min_length=1, max_length=256)
+
+
+class TokenBody(Schema):
+    token: str = Field(min_length=10, max_length=200)
+
+
+class EmailBody(Schema):
+    email: EmailStr
+
+
+class LoginBody(Schema):
+    email: EmailStr
+    password: str = Field(min_length=1, max_length=256)
+
+
+class RefreshBody(Schema):
+    refresh_token: str = Field(min_length=10, max_length=200)
+
+
+class ResetBody(Schema):
+    token: str = Field(min_length=10, max_length=200)
+    password: str = Field(min_length=1, max_length=256)
+
+
+def user_json(user) -> dict:
+    return {
+        "id": user.id,
+        "email": user.email,
+        "name": user.name,
+        "role": user.role,
+        "vendor_id": user.vendor_id,
+        "is_platform_admin": user.is_platform_admin,
+        "email_verified": user.email_verified_at is not None,
+        "disabled": user.disabled_at is not None,
+        "created_at": user.created_at,
+        "last_login_at": user.last_login_at,
+    }
+
+
+def vendor_json(vendor) -> dict:
+    return {"id": vendor.id, "name": vendor.name, "status": vendor.status, "created_at": vendor.created_at}
+
+
+def signup(request):
+    throttle.throttle_ip(request, "signup")
+    body = request.validated(SignupBody)
+    user = services.signup(request.db, request.registry.settings, vendor_name=body.vendor_name, name=body.name,
+                           email=body.email, password=body.password)
+    request.response.status_int = 201
+    return {"user": user_json(user), "vendor": vendor_json(user.vendor),
+            "next": "confirm your email with the token we mailed you, then sign in"}
+
+
+def verify_email(request):
+    throttle.throttle_ip(request, "verify")
+    body = request.validated(TokenBody)
+    user = services.verify_email(request.db, body.token)
+    return {"user": user_json(user)}
+
+
+def resend_verification(request):
+    throttle.throttle_ip(request, "verify")
+    body = request.validated(EmailBody)
+    throttle.throttle_account(request, "verify", body.email)
+    user = services.find_user_by_email(request.db, body.email)
+    if user is not None and user.email_verified_at is None and user.disabled_at is None:
+        services.send_verification(request.db, request.registry.settings, user)
+    request.response.status_int = 202
+    return {"status": "if the address belongs to an unconfirmed account, a new link is on its way"}
+
+
+def login(request):
+    throttle.throttle_ip(request, "login")
+    body = request.validated(LoginBody)
+    throttle.throttle_account(request, "login", body.email)
+    user = services.authenticate(request.db, body.email, body.password)
+    pair = services.issue_tokens(request.db, request.registry.settings, request.registry["kloyst.access_tokens"], user)
+    return pair.as_json(utcnow())
+
+
+def refresh(request):
+    throttle.throttle_ip(request, "refresh")
+    body = request.validated(RefreshBody)
+    pair = services.refresh(request.db, request.registry.settings, request.registry["kloyst.access_tokens"],
+                            body.refresh_token)
+    if pair is None:
+        # Not raised: a reuse has just revoked the family, and that must commit.
+        return error_response(request, Unauthorized("the refresh token is invalid, expired or already used; "
+                                                     "sign in again", code="invalid_refresh_token"))
+    return pair.as_json(utcnow())
+
+
+def logout(request):
+    body = request.validated(RefreshBody)
+    services.logout(request.db, body.refresh_token)
+    request.response.status_int = 204
+    return request.response
+
+
+def forgot_password(request):
+    throttle.throttle_ip(request, "password")
+    body = request.validated(EmailBody)
+    throttle.throttle_account(request, "password", body.email)
+    services.request_password_reset(request.db, request.registry.settings, body.email)
+    request.response.status_int = 202
+    return {"status": "if the address belongs to an account, a reset link is on its way"}
+
+
+def reset_password(request):
+    throttle.throttle_ip(request, "password")
+    body = request.validated(ResetBody)
+    user = services.reset_password(request.db, body.token, body.password)
+    return {"user": user_json(user), "next": "sign in with your new password"}
+
+
+def me(request):
+    identity = request.identity
+    user = identity.user
+    return {
+        "user": user_json(user),
+        "vendor": vendor_json(user.vendor) if user.vendor else None,
+        "enabled_plugins": sorted(request.enabled_plugins),
+        "token_expires_at": identity.claims.expires_at,
+    }
+
+
+ROUTES = [
+    ("auth.signup", "/auth/signup", signup, PUBLIC),
+    ("auth.verify_email", "/auth/verify-email", verify_email, PUBLIC),
+    ("auth.verify_email.resend", "/auth/verify-email/resend", resend_verification, PUBLIC),
+    ("auth.login", "/auth/login", login, PUBLIC),
+    ("auth.refresh", "/auth/refresh", refresh, PUBLIC),
+    ("auth.logout", "/auth/logout", logout, PUBLIC),
+    ("auth.password.forgot", "/auth/password/forgot", forgot_password, PUBLIC),
+    ("auth.password.reset", "/auth/password/reset", reset_password, PUBLIC),
+    ("auth.me", "/auth/me", me, {"permission": "authenticated", "renderer": "json", "request_method": "GET"}),
+]
+
+
+def includeme(config) -> None:
+    for name, pattern, view, options in ROUTES:
+        config.add_route(name, pattern)
+        config.add_view(view, route_name=name, **options)

@@ -1,0 +1,166 @@
+"""The core's own subcommands: run, db, create-admin, plugins."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import secrets
+import sys
+from pathlib import Path
+
+from kloyst.config import ConfigurationError
+
+
+def _ini(parser) -> None:
+    parser.add_argument("ini", help="the ini file, e.g. development.ini or staging.ini")
+
+
+def cmd_run(args) -> int:
+    from kloyst import runner
+    from kloyst.cli.bootstrap import ensure_var_dirs, load
+    from kloyst.db import migrate
+
+    app, registry = load(args.ini)
+    mode = runner.check_service_type(args.service_type or registry.settings["kloyst.service_type"])
+    ensure_var_dirs(registry)
+    engine = registry["kloyst.engine"]
+    pm = registry["kloyst.plugin_manager"]
+    if args.migrate or engine.dialect.name == "sqlite":
+        # The embedded default migrates itself; elsewhere migrations run once, before the services start.
+        migrate.upgrade(pm, engine)
+    elif migrate.current(pm, engine) != migrate.heads(pm, engine):
+        raise ConfigurationError("the database is not at the latest migration: run `kloyst db upgrade "
+                                 f"{args.ini}` first (or pass --migrate)")
+    first_run_note = _first_run_account(registry) if engine.dialect.name == "sqlite" else None
+
+    def announce(servers) -> None:
+        for server in servers:
+            print(f"Kloyst ({mode}) listening on http://{server.effective_host}:{server.effective_port}"
+                  f"  (health: /healthz, API: {registry.settings['kloyst.api.prefix']}/…)", flush=True)
+        if first_run_note:
+            print(first_run_note, flush=True)
+        if mode == "ALL":
+            print(f"Mail (verification, password reset) is written to {registry.settings['kloyst.mail.file_dir']}/; "
+                  f"logs to {registry.settings['kloyst.log.dir']}/. Stop with Ctrl-C.", flush=True)
+
+    return runner.run(mode, app, registry, on_listening=announce)
+
+
+def _first_run_account(registry) -> str | None:
+    """On an empty embedded database, create a demo vendor owner and say how to sign in with it."""
+    from sqlalchemy import func, select
+
+    from kloyst.accounts.models import Role, User, Vendor
+    from kloyst.auth.passwords import hash_password
+    from kloyst.db import session_scope, tenancy, utcnow
+
+    settings = registry.settings
+    note_file = Path(settings["kloyst.here"]) / "var" / "first-run.txt"
+    with session_scope(registry["kloyst.session_factory"], vendor_id=tenancy.ALL_VENDORS) as db:
+        if db.scalar(select(func.count()).select_from(User)):
+            return note_file.read_text() if note_file.exists() else None
+        password = secrets.token_urlsafe(12)
+        vendor = Vendor(name="Demo vendor")
+        db.add(vendor)
+        db.flush()
+        db.add(User(vendor_id=vendor.id, email="demo@kloyst.local", name="Demo owner", role=Role.OWNER,
+                    password_hash=hash_password(password), email_verified_at=utcnow()))
+    base = settings["kloyst.http.public_url"].rstrip("/") + settings["kloyst.api.prefix"]
+    note = (
+        "First run: created the demo vendor owner demo@kloyst.local with password " + password + "\n"
+        "Sign in:  curl -s -X POST " + base + "/auth/login -H 'Content-Type: application/json' "
+        "-d '{\"email\": \"demo@kloyst.local\", \"password\": \"" + password + "\"}'\n"
+        "(this note is kept in " + str(note_file) + ")"
+    )
+    note_file.parent.mkdir(parents=True, exist_ok=True)
+    note_file.write_text(note + "\n")
+    note_file.chmod(0o600)
+    return note
+
+
+def cmd_db(args) -> int:
+    from kloyst.cli.bootstrap import ensure_var_dirs, load
+    from kloyst.db import migrate
+
+    _, registry = load(args.ini)
+    ensure_var_dirs(registry)
+    engine = registry["kloyst.engine"]
+    pm = registry["kloyst.plugin_manager"]
+    if args.action == "upgrade":
+        migrate.upgrade(pm, engine, args.revision)
+        print("database at", ", ".join(sorted(migrate.current(pm, engine))))
+        return 0
+    current, heads = migrate.current(pm, engine), migrate.heads(pm, engine)
+    if args.action == "current":
+        print("current:", ", ".join(sorted(current)) or "(empty database)")
+        print("heads:  ", ", ".join(sorted(heads)))
+        return 0
+    problems = []
+    if current != heads:
+        problems.append(f"database is at {sorted(current) or 'nothing'}, the code expects {sorted(heads)}: "
+                        f"run kloyst db upgrade {args.ini}")
+    else:
+        drift = migrate.model_drift(pm, engine)
+        if drift:
+            problems.append("models and migrations disagree:\n    " + "\n    ".join(map(repr, drift)))
+    if problems:
+        print("\n".join(problems), file=sys.stderr)
+        return 1
+    print("database is up to date and matches the models")
+    return 0
+
+
+def cmd_create_admin(args) -> int:
+    from kloyst.auth.services import create_platform_admin
+    from kloyst.cli.bootstrap import load
+    from kloyst.db import session_scope, tenancy
+
+    _, registry = load(args.ini)
+    password = os.environ.get("KLOYST_ADMIN_PASSWORD") or (
+        getpass.getpass("Password for the new platform admin: ") if sys.stdin.isatty() else sys.stdin.readline().strip())
+    with session_scope(registry["kloyst.session_factory"], vendor_id=tenancy.ALL_VENDORS) as db:
+        user = create_platform_admin(db, email=args.email, name=args.name or "", password=password)
+        user_id = user.id
+    print(f"platform admin {args.email} created (id {user_id})")
+    return 0
+
+
+def cmd_plugins(args) -> int:
+    from kloyst.cli.bootstrap import load
+
+    _, registry = load(args.ini)
+    pm = registry["kloyst.plugin_manager"]
+    for info in pm.infos.values():
+        flags = " essential" if info.meta.essential else ""
+        requires = f" requires: {', '.join(info.meta.requires)}" if info.meta.requires else ""
+        print(f"{info.name} {info.version} ({info.distribution or 'local'}){flags}{requires}")
+        if info.meta.description:
+            print(f"    {info.meta.description}")
+        hooks = sorted(h.name for h in pm.get_hookcallers(pm.get_plugin(info.name)) or ())
+        print(f"    hooks: {', '.join(hooks) or '(none)'}")
+    return 0
+
+
+def add_commands(subparsers) -> None:
+    """Called by the core plugin's ``kloyst_cli_commands``."""
+    run = subparsers.add_parser("run", help="run a service mode (SERVICE_TYPE) from an ini file")
+    _ini(run)
+    run.add_argument("--service-type", help="override SERVICE_TYPE: API_GATEWAY, WEBHOOK, WORKER, OUTBOX or ALL")
+    run.add_argument("--migrate", action="store_true", help="apply migrations before starting")
+    run.set_defaults(handler=cmd_run)
+
+    db = subparsers.add_parser("db", help="database migrations")
+    db.add_argument("action", choices=["upgrade", "current", "check"])
+    _ini(db)
+    db.add_argument("--revision", default="heads", help="upgrade target (default: every head)")
+    db.set_defaults(handler=cmd_db)
+
+    admin = subparsers.add_parser("create-admin", help="create a platform administrator")
+    _ini(admin)
+    admin.add_argument("--email", required=True)
+    admin.add_argument("--name", default="")
+    admin.set_defaults(handler=cmd_create_admin)
+
+    plugins = subparsers.add_parser("plugins", help="list installed plugins, versions and hooks")
+    _ini(plugins)
+    plugins.set_defaults(handler=cmd_plugins)

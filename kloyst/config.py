@@ -1,0 +1,200 @@
+"""Settings: one table of every core setting, its environment variable and its default.
+
+Why a table: an operator reads one place to learn what Kloyst can be told, the README's
+settings section is generated from the same facts, and start-up can say exactly which
+secret is missing instead of failing later with a ``KeyError`` deep in a request.
+
+The rules, applied in this order for every setting below:
+
+1. the ini file's value (``kloyst.database.url = ...``);
+2. overridden by its environment variable when that is set (``DATABASE_URL``);
+3. a value written ``${NAME}`` in the ini must come from the environment variable ``NAME``:
+   if it is not set, start-up stops with a message naming both the setting and the variable.
+   ``staging.ini`` writes every secret this way, so no secret lives in a committed file.
+
+Plugins add their own settings through the ``kloyst_settings`` hook with the same
+:class:`Setting` shape; their keys are ``<plugin>.<key>``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+ENV_REFERENCE = re.compile(r"^\$\{([A-Z][A-Z0-9_]*)\}$")
+
+
+class ConfigurationError(Exception):
+    """Raised at start-up when a setting is missing or malformed; the message says how to fix it."""
+
+
+def as_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"{value!r} is not a boolean (use true or false)")
+
+
+def as_list(value: Any) -> list[str]:
+    if isinstance(value, (list, tuple)):
+        return [str(v).strip() for v in value if str(v).strip()]
+    return [part.strip() for part in re.split(r"[,\s]+", str(value or "")) if part.strip()]
+
+
+def as_keyring(value: Any) -> dict[str, bytes]:
+    """Parse ``kid1:base64key,kid2:base64key`` into ``{kid: key}``; each key must be 32 bytes or more.
+
+    The first entry is the active one (used to sign or encrypt); the others only verify or
+    decrypt, which is how keys rotate without invalidating what was made with the old key.
+    """
+    if isinstance(value, dict):
+        return value
+    ring: dict[str, bytes] = {}
+    for entry in as_list(value):
+        kid, sep, encoded = entry.partition(":")
+        if not sep or not kid or not encoded:
+            raise ValueError(f"key entry {entry[:12]!r}… must look like kid:base64key")
+        try:
+            key = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+        except (binascii.Error, ValueError) as exc:
+            raise ValueError(f"key {kid!r} is not valid base64") from exc
+        if len(key) < 32:
+            raise ValueError(f"key {kid!r} has {len(key)} bytes; at least 32 are required")
+        if kid in ring:
+            raise ValueError(f"key id {kid!r} appears twice")
+        ring[kid] = key
+    if not ring:
+        raise ValueError("at least one key is required")
+    return ring
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting: its ini key, the environment variable that overrides it, a default and a parser.
+
+    ``required`` settings without a default stop start-up when absent.
+    ``secret`` settings are never printed (``kloyst plugins`` and logs show them as ``***``).
+    """
+
+    key: str
+    env: str
+    default: Any = None
+    parse: Callable[[Any], Any] = str
+    required: bool = False
+    secret: bool = False
+    help: str = ""
+
+
+CORE_SETTINGS: tuple[Setting, ...] = (
+    Setting("kloyst.service_type", "SERVICE_TYPE", "ALL", str.upper,
+            help="Which service this process runs: API_GATEWAY, WEBHOOK, WORKER, OUTBOX or ALL."),
+    Setting("kloyst.http.host", "HOST", "127.0.0.1", help="Address the HTTP server binds."),
+    Setting("kloyst.http.port", "PORT", 6543, int, help="Port of the REST API."),
+    Setting("kloyst.http.webhook_port", "WEBHOOK_PORT", 6544, int,
+            help="Port of the webhook receiver in WEBHOOK mode."),
+    Setting("kloyst.http.max_body_bytes", "MAX_BODY_BYTES", 1_048_576, int,
+            help="Largest request body accepted by ordinary JSON routes (uploads have their own limit)."),
+    Setting("kloyst.http.public_url", "PUBLIC_URL", "http://127.0.0.1:6543",
+            help="Base URL users reach Kloyst at; used in links inside emails."),
+    Setting("kloyst.api.prefix", "API_PREFIX", "/v1", help="Prefix of every REST route."),
+    Setting("kloyst.cors.allowed_origins", "CORS_ALLOWED_ORIGINS", "", as_list,
+            help="Comma-separated origins allowed by CORS; any other origin gets no CORS headers."),
+    Setting("kloyst.database.url", "DATABASE_URL", required=True, secret=True,
+            help="SQLAlchemy URL: sqlite:///… for the embedded default, postgresql+psycopg2://… otherwise."),
+    Setting("kloyst.database.echo", "DATABASE_ECHO", False, as_bool),
+    Setting("kloyst.redis.url", "REDIS_URL", "", secret=True,
+            help="Redis URL; empty means in-process throttling and rate limits (embedded default)."),
+    Setting("kloyst.queue.backend", "QUEUE_BACKEND", "sqlite", str.lower,
+            help="huey storage: sqlite (embedded default), redis, or memory (tests)."),
+    Setting("kloyst.queue.name", "QUEUE_NAME", "kloyst"),
+    Setting("kloyst.queue.sqlite_path", "QUEUE_SQLITE_PATH", "var/queue.sqlite"),
+    Setting("kloyst.queue.immediate", "QUEUE_IMMEDIATE", False, as_bool,
+            help="Run tasks synchronously when enqueued (tests only)."),
+    Setting("kloyst.queue.workers", "QUEUE_WORKERS", 4, int, help="Worker threads of the huey consumer."),
+    Setting("kloyst.jwt.signing_keys", "JWT_SIGNING_KEYS", required=True, parse=as_keyring, secret=True,
+            help="HS256 keys as kid:base64key, comma-separated; the first signs, all verify."),
+    Setting("kloyst.jwt.issuer", "JWT_ISSUER", "kloyst"),
+    Setting("kloyst.jwt.audience", "JWT_AUDIENCE", "kloyst-api"),
+    Setting("kloyst.jwt.access_ttl_seconds", "JWT_ACCESS_TTL_SECONDS", 600, int),
+    Setting("kloyst.jwt.refresh_ttl_seconds", "JWT_REFRESH_TTL_SECONDS", 30 * 24 * 3600, int),
+    Setting("kloyst.jwt.leeway_seconds", "JWT_LEEWAY_SECONDS", 30, int),
+    Setting("kloyst.crypto.data_keys", "DATA_ENCRYPTION_KEYS", required=True, parse=as_keyring, secret=True,
+            help="AES-256-GCM keys for contact fields as kid:base64key; the first encrypts, all decrypt."),
+    Setting("kloyst.crypto.hash_key", "DATA_HASH_KEY", required=True, secret=True,
+            help="HMAC key for mobile_hash (dedupe without plaintext numbers)."),
+    Setting("kloyst.meta.app_secret", "META_APP_SECRET", required=True, secret=True,
+            help="Meta app secret; verifies X-Hub-Signature-256 on webhooks."),
+    Setting("kloyst.meta.verify_token", "META_VERIFY_TOKEN", required=True, secret=True,
+            help="Token Meta echoes in the webhook verification handshake."),
+    Setting("kloyst.meta.graph_url", "META_GRAPH_URL", "https://graph.facebook.com"),
+    Setting("kloyst.meta.graph_version", "META_GRAPH_VERSION", "v23.0"),
+    Setting("kloyst.mail.backend", "MAIL_BACKEND", "file", str.lower,
+            help="file (writes .eml files under kloyst.mail.file_dir) or smtp."),
+    Setting("kloyst.mail.file_dir", "MAIL_FILE_DIR", "var/mail"),
+    Setting("kloyst.mail.smtp_url", "SMTP_URL", "", secret=True,
+            help="smtp://user:password@host:587 (STARTTLS) or smtps://…:465; required when the backend is smtp."),
+    Setting("kloyst.mail.sender", "MAIL_SENDER", "Kloyst <no-reply@kloyst.local>"),
+    Setting("kloyst.log.dir", "LOG_DIR", "var/log"),
+    Setting("kloyst.log.level", "LOG_LEVEL", "INFO", str.upper),
+    Setting("kloyst.log.network_level", "LOG_NETWORK_LEVEL", "INFO", str.upper),
+    Setting("kloyst.log.retention_days", "LOG_RETENTION_DAYS", 14, int),
+    Setting("kloyst.log.console", "LOG_CONSOLE", True, as_bool),
+    Setting("kloyst.throttle.login_per_ip", "THROTTLE_LOGIN_PER_IP", "20/60",
+            help="Login/signup/password attempts allowed per client IP, as count/seconds."),
+    Setting("kloyst.throttle.login_per_account", "THROTTLE_LOGIN_PER_ACCOUNT", "5/300",
+            help="Login attempts allowed per account (email), as count/seconds."),
+)
+
+
+def resolve(settings: Mapping[str, Any], table: tuple[Setting, ...], environ: Mapping[str, str],
+            source: str = "the ini file") -> dict[str, Any]:
+    """Return ``settings`` with every setting in ``table`` resolved, parsed and validated.
+
+    Collects every problem before raising, so an operator fixes a deployment in one go.
+    """
+    resolved = dict(settings)
+    problems: list[str] = []
+    for setting in table:
+        raw = settings.get(setting.key)
+        if setting.env in environ:
+            raw = environ[setting.env]
+        elif isinstance(raw, str) and (match := ENV_REFERENCE.match(raw.strip())):
+            name = match.group(1)
+            if name not in environ:
+                problems.append(f"{setting.key} must come from the environment variable {name}, which is not set")
+                continue
+            raw = environ[name]
+        if raw is None or (isinstance(raw, str) and raw.strip() == "" and setting.required):
+            if setting.required and setting.default is None:
+                problems.append(f"{setting.key} is required: set it in {source} or in the environment variable "
+                                f"{setting.env}")
+                continue
+            raw = setting.default
+        try:
+            resolved[setting.key] = setting.parse(raw) if raw is not None else None
+        except (TypeError, ValueError) as exc:
+            problems.append(f"{setting.key} (environment variable {setting.env}) is invalid: {exc}")
+    if problems:
+        raise ConfigurationError("Kloyst cannot start:\n  - " + "\n  - ".join(problems))
+    return resolved
+
+
+def parse_rate(text: str) -> tuple[int, int]:
+    """Parse ``count/seconds`` (``"5/300"``) into a tuple; used by throttle settings."""
+    count, sep, seconds = str(text).partition("/")
+    if not sep:
+        raise ConfigurationError(f"rate {text!r} must look like count/seconds, e.g. 5/300")
+    return int(count), int(seconds)
+
+
+def environment() -> Mapping[str, str]:
+    """The process environment; a function so tests can see the seam."""
+    return os.environ

@@ -1,0 +1,118 @@
+"""Central tenant scoping: every ORM statement on a tenant-owned model is filtered to one vendor.
+
+Views never filter by ``vendor_id``. A session carries a *scope*:
+
+- a vendor id: SELECT/UPDATE/DELETE on any :class:`~kloyst.db.base.TenantScoped` model get
+  ``vendor_id = :vid`` added (``with_loader_criteria``, which also reaches relationships and
+  joined eager loads), and new rows get that vendor stamped on them (a row stamped with a
+  different vendor is refused at flush);
+- :data:`ALL_VENDORS`: explicitly platform-wide (relay, reconciler, platform admin work);
+- :data:`UNSET`: nobody decided; touching a tenant-owned model raises :class:`TenancyError`
+  rather than silently reading every vendor's rows.
+
+A request session resolves its scope lazily from ``request.tenant_scope`` (the caller's
+vendor), so public routes that never touch tenant data never need a caller.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from typing import Callable, Iterator
+
+from sqlalchemy import event
+from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker, with_loader_criteria
+
+from kloyst.db.base import TenantScoped
+
+
+class _Marker:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+UNSET = _Marker("UNSET")
+ALL_VENDORS = _Marker("ALL_VENDORS")
+
+_SCOPE = "kloyst.tenant_scope"
+_RESOLVER = "kloyst.tenant_resolver"
+
+
+class TenancyError(RuntimeError):
+    """A tenant-owned table was touched without a tenant scope, or a row crossed tenants."""
+
+
+def set_scope(session: Session, scope) -> None:
+    session.info[_SCOPE] = scope
+
+
+def set_resolver(session: Session, resolver: Callable[[], object]) -> None:
+    session.info[_RESOLVER] = resolver
+
+
+def current_scope(session: Session):
+    scope = session.info.get(_SCOPE, UNSET)
+    if scope is UNSET and (resolver := session.info.get(_RESOLVER)) is not None:
+        scope = resolver()
+        if scope is not UNSET:
+            session.info[_SCOPE] = scope
+    return scope
+
+
+@contextlib.contextmanager
+def unscoped(session: Session) -> Iterator[Session]:
+    """Run a block platform-wide (e.g. looking a user up by email at login), then restore the scope."""
+    previous = session.info.get(_SCOPE, UNSET)
+    session.info[_SCOPE] = ALL_VENDORS
+    try:
+        yield session
+    finally:
+        session.info[_SCOPE] = previous
+
+
+def _touches_tenant_models(state: ORMExecuteState) -> bool:
+    for mapper in state.all_mappers:
+        if issubclass(mapper.class_, TenantScoped):
+            return True
+    return False
+
+
+def _scope_statement(state: ORMExecuteState) -> None:
+    if not (state.is_select or state.is_update or state.is_delete):
+        return
+    if not _touches_tenant_models(state):
+        return
+    scope = current_scope(state.session)
+    if scope is ALL_VENDORS:
+        return
+    if scope is UNSET or scope is None:
+        raise TenancyError("tenant-owned data queried without a tenant scope; "
+                           "authenticate the request or use kloyst.db.tenancy.unscoped() deliberately")
+    state.statement = state.statement.options(
+        with_loader_criteria(TenantScoped, lambda cls: cls.vendor_id == scope, include_aliases=True)
+    )
+
+
+def _stamp_new_rows(session: Session, _flush_context, _instances) -> None:
+    scope = None
+    for obj in session.new:
+        if not isinstance(obj, TenantScoped):
+            continue
+        if scope is None:
+            scope = current_scope(session)
+        if isinstance(scope, uuid.UUID):
+            if obj.vendor_id is None:
+                obj.vendor_id = scope
+            elif obj.vendor_id != scope:
+                raise TenancyError(f"refusing to write a {type(obj).__name__} of another vendor")
+        elif scope is UNSET and obj.vendor_id is None:
+            raise TenancyError(f"a new {type(obj).__name__} has no vendor and the session has no tenant scope")
+
+
+def install(factory: sessionmaker) -> None:
+    """Attach the scoping listeners to every session the factory makes."""
+    event.listen(factory, "do_orm_execute", _scope_statement)
+    event.listen(factory, "before_flush", _stamp_new_rows)

@@ -1,0 +1,78 @@
+"""The exceptions views and services raise; each becomes one JSON error shape.
+
+``{"error": {"code": "...", "message": "...", "details": {...}}}`` for every 4xx/5xx (see
+:mod:`kloyst.http.errors`). ``code`` is stable and machine-readable; ``message`` tells a
+person what to fix.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ApiError(Exception):
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, code: str | None = None, details: Any = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code:
+            self.code = code
+        self.details = details if details is not None else {}
+        self.headers = headers or {}
+
+
+class BadRequest(ApiError):
+    status, code = 400, "bad_request"
+
+
+class Unauthorized(ApiError):
+    status, code = 401, "unauthorized"
+
+    def __init__(self, message: str = "authentication required: send a valid bearer access token", **kw) -> None:
+        kw.setdefault("headers", {"WWW-Authenticate": 'Bearer realm="kloyst"'})
+        super().__init__(message, **kw)
+
+
+class PaymentRequired(ApiError):
+    status, code = 402, "payment_required"
+
+
+class Forbidden(ApiError):
+    status, code = 403, "forbidden"
+
+
+class NotFound(ApiError):
+    status, code = 404, "not_found"
+
+
+class Conflict(ApiError):
+    status, code = 409, "conflict"
+
+
+class PayloadTooLarge(ApiError):
+    status, code = 413, "payload_too_large"
+
+
+class UnsupportedMediaType(ApiError):
+    status, code = 415, "unsupported_media_type"
+
+
+class Unprocessable(ApiError):
+    status, code = 422, "validation_failed"
+
+
+class TooManyRequests(ApiError):
+    status, code = 429, "too_many_requests"
+
+    def __init__(self, message: str, *, retry_after: int, **kw) -> None:
+        kw.setdefault("details", {"retry_after": retry_after})
+        kw.setdefault("headers", {"Retry-After": str(max(1, int(retry_after)))})
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
+
+
+class ServiceUnavailable(ApiError):
+    status, code = 503, "service_unavailable"

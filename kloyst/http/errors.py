@@ -1,0 +1,78 @@
+"""One JSON error shape for every 4xx and 5xx, and never a stack trace in a response.
+
+``{"error": {"code": str, "message": str, "details": object}}``. Unexpected exceptions are
+logged in full to the exception log with a reference id, and the client gets that id.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from pyramid.httpexceptions import HTTPException, HTTPForbidden, HTTPNotFound
+
+from kloyst.errors import ApiError
+
+log = logging.getLogger("kloyst.exception")
+
+
+def error_body(code: str, message: str, details=None) -> dict:
+    return {"error": {"code": code, "message": message, "details": details if details is not None else {}}}
+
+
+def _respond(request, status: int, code: str, message: str, details=None, headers=None):
+    response = request.response
+    response.status_int = status
+    response.headers.update(headers or {})
+    response.content_type = "application/json"
+    response.json_body = error_body(code, message, details)
+    return response
+
+
+def api_error_view(exc: ApiError, request):
+    return _respond(request, exc.status, exc.code, exc.message, exc.details, exc.headers)
+
+
+def error_response(request, exc: ApiError):
+    """Render ``exc`` as the response *without raising*, so the transaction still commits.
+
+    For the rare refusal that must persist a change (revoking a refresh-token family on
+    reuse): raising would roll the revocation back.
+    """
+    return api_error_view(exc, request)
+
+
+def not_found_view(exc, request):
+    return _respond(request, 404, "not_found", f"no resource at {request.method} {request.path}")
+
+
+def forbidden_view(exc, request):
+    if request.identity is None:
+        return _respond(request, 401, "unauthorized", "authentication required: send a valid bearer access token",
+                        headers={"WWW-Authenticate": 'Bearer realm="kloyst"'})
+    reason = getattr(exc.result, "msg", None) or str(getattr(exc, "result", "") or "")
+    return _respond(request, 403, "forbidden", f"not allowed: {reason}" if reason else "not allowed")
+
+
+def http_exception_view(exc: HTTPException, request):
+    code = exc.title.lower().replace(" ", "_") if exc.title else "error"
+    return _respond(request, exc.code, code, exc.explanation or exc.title, headers={
+        k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After", "Location")})
+
+
+def unexpected_error_view(exc: Exception, request):
+    reference = uuid.uuid4().hex[:12]
+    log.error("unhandled error %s on %s %s", reference, request.method, request.path, exc_info=exc,
+              extra={"reference": reference})
+    return _respond(request, 500, "internal_error",
+                    f"something went wrong on our side; quote reference {reference} when reporting it",
+                    {"reference": reference})
+
+
+def includeme(config) -> None:
+    options = {"renderer": "json"}
+    config.add_exception_view(api_error_view, context=ApiError, **options)
+    config.add_notfound_view(not_found_view, renderer="json")
+    config.add_forbidden_view(forbidden_view, renderer="json")
+    config.add_exception_view(http_exception_view, context=HTTPException, **options)
+    config.add_exception_view(unexpected_error_view, context=Exception, **options)

@@ -1,0 +1,121 @@
+"""Every hook a Kloyst plugin can implement.
+
+Two kinds of hook, and the difference matters to plugin authors:
+
+* **Configuration hooks** are called once, while the application (or worker, or CLI) is
+  built, on *every installed* plugin: settings, routes, tasks, outbox handlers, migrations,
+  CLI commands. What they register exists for all vendors; the gates (route predicate, task
+  enablement check) decide per vendor at run time.
+* **Tenant hooks** are called only on the plugins the current vendor has *enabled*
+  (``pluggy``'s ``subset_hook_caller``): domain events. A plugin never sees another
+  vendor's business unless that vendor turned it on.
+
+Every hook name starts with ``kloyst_``. Collectors return a list and are not
+``firstresult``; Kloyst flattens the lists. ``docs/plugin_hooks.md`` documents each hook
+with its exact signature, and a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("kloyst")
+
+
+@hookspec
+def kloyst_settings():
+    """Declare the plugin's settings.
+
+    Called: once per process, while the application is configured, on every installed plugin.
+    Returns: a list of :class:`kloyst.config.Setting`; keys should read ``<plugin>.<key>``.
+    Each is resolved like a core setting (ini value, environment override, ``${ENV}``
+    references) and available as ``request.registry.settings[key]`` and ``ctx.settings[key]``.
+    Not firstresult: every plugin's list is collected.
+    """
+
+
+@hookspec
+def kloyst_routes(config):
+    """Add the plugin's routes and views.
+
+    Called: once per process, while the application is configured, on every installed
+    plugin, each with its own configurator.
+    Args:
+        config: a :class:`kloyst.plugins.routing.PluginConfigurator`. ``config.add_route``
+            on it prefixes the API prefix (``/v1``), requires the route name to start with
+            ``<plugin>.``, and attaches the enablement predicate, so a vendor that has not
+            enabled the plugin gets 404. Pass ``model=SomeTenantModel`` for routes whose
+            ``{id}`` names a row: the row becomes ``request.context``, loaded through
+            tenant scoping (another vendor's id is 404). Views default to the
+            ``vendor.member`` permission.
+    Returns: nothing.
+    Not firstresult.
+    """
+
+
+@hookspec
+def kloyst_tasks():
+    """Declare the plugin's background tasks.
+
+    Called: once per process, while the queue is built (API, worker and relay processes
+    alike, so every process knows every task), on every installed plugin.
+    Returns: a list of functions decorated with :func:`kloyst.queue.task`. Each runs in the
+    worker as ``func(ctx, **kwargs)`` with ``ctx`` a :class:`kloyst.queue.TaskContext`
+    (its own transaction and tenant scope). A task enqueued with a ``vendor_id`` is skipped
+    when that vendor has disabled the plugin by the time it runs.
+    Not firstresult.
+    """
+
+
+@hookspec
+def kloyst_outbox_handlers():
+    """Declare which outbox topics the plugin delivers.
+
+    Called: once per process, while the queue is built, on every installed plugin.
+    Returns: a dict ``{topic: handler}``; ``handler(ctx, event)`` receives a
+    :class:`kloyst.queue.TaskContext` and the :class:`kloyst.outbox.OutboxEvent`.
+    Handlers must be idempotent: the outbox delivers at least once. Two plugins claiming the
+    same topic stop start-up.
+    Not firstresult.
+    """
+
+
+@hookspec
+def kloyst_migration_dirs():
+    """Point alembic at the plugin's migration versions.
+
+    Called: by ``kloyst db upgrade|current|check`` and by the test database fixture, on every
+    installed plugin.
+    Returns: a list of absolute directory paths holding alembic revision files. The plugin's
+    first revision carries ``branch_labels = ("<plugin>",)`` and
+    ``depends_on = "kloyst_core@head"``-style dependencies on the core revisions it needs.
+    Not firstresult.
+    """
+
+
+@hookspec
+def kloyst_cli_commands(subparsers):
+    """Add subcommands to the ``kloyst`` command line.
+
+    Called: once when ``kloyst`` starts, on every installed plugin, before arguments are parsed.
+    Args:
+        subparsers: the ``argparse`` sub-parser collection; add a parser and set its
+            ``handler`` default to ``func(args) -> int`` (the exit status).
+    Returns: nothing.
+    Not firstresult.
+    """
+
+
+@hookspec
+def kloyst_vendor_event(event, ctx):
+    """React to a domain event of a vendor that has this plugin enabled (a tenant hook).
+
+    Called: by the worker, after the transaction that recorded the event has committed
+    (events travel through the outbox), only on plugins the event's vendor has enabled.
+    Args:
+        event: a :class:`kloyst.events.DomainEvent` (``name`` in past tense such as
+            ``"UserInvited"``, ``vendor_id``, ``payload`` dict, ``id`` for deduplication).
+        ctx: a :class:`kloyst.queue.TaskContext` scoped to the event's vendor.
+    Returns: nothing. Delivery is at least once: use ``event.id`` to stay idempotent.
+    Not firstresult.
+    """

@@ -1,0 +1,147 @@
+"""Building the plugin manager: entry points in, a checked set of plugins out.
+
+The manager is built by whoever needs it (the app factory, the worker, the CLI) and
+stored on the registry; nothing is registered at import time, so tests build as many
+independent managers as they like.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Iterable
+
+import pluggy
+
+from kloyst.config import ConfigurationError
+from kloyst.plugins import hookspecs
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "kloyst.plugins"
+
+hookimpl = pluggy.HookimplMarker("kloyst")
+
+
+@dataclass(frozen=True)
+class PluginMeta:
+    """What a plugin says about itself, as ``plugin_meta`` in its ``plugin.py``.
+
+    ``requires`` names plugins that must be enabled for a vendor before this one can be;
+    ``essential`` plugins are on for every vendor and cannot be disabled (core features).
+    """
+
+    description: str = ""
+    requires: tuple[str, ...] = ()
+    essential: bool = False
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    name: str
+    version: str
+    module: object
+    meta: PluginMeta = field(default_factory=PluginMeta)
+    distribution: str | None = None
+
+    def as_json(self) -> dict:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "description": self.meta.description,
+            "requires": list(self.meta.requires),
+            "essential": self.meta.essential,
+            "distribution": self.distribution,
+        }
+
+
+class KloystPluginManager(pluggy.PluginManager):
+    """A pluggy manager that also remembers each plugin's metadata, in load order."""
+
+    def __init__(self) -> None:
+        super().__init__("kloyst")
+        self.add_hookspecs(hookspecs)
+        self.infos: dict[str, PluginInfo] = {}
+
+    def add_plugin(self, name: str, module: object, version: str, distribution: str | None = None) -> PluginInfo:
+        if name in self.infos:
+            raise ConfigurationError(f"two plugins are named {name!r}; plugin names must be unique")
+        meta = getattr(module, "plugin_meta", None) or PluginMeta()
+        if not isinstance(meta, PluginMeta):
+            raise ConfigurationError(f"plugin {name!r}: plugin_meta must be a kloyst.plugins.PluginMeta")
+        info = PluginInfo(name=name, version=version, module=module, meta=meta, distribution=distribution)
+        self.register(module, name=name)
+        self.infos[name] = info
+        return info
+
+    @property
+    def essential(self) -> frozenset[str]:
+        return frozenset(n for n, i in self.infos.items() if i.meta.essential)
+
+    def module_of(self, name: str) -> object:
+        return self.infos[name].module
+
+    def check(self) -> None:
+        """Fail start-up on unknown hooks and on requirements nobody installed."""
+        self.check_pending()
+        for info in self.infos.values():
+            missing = [r for r in info.meta.requires if r not in self.infos]
+            if missing:
+                raise ConfigurationError(
+                    f"plugin {info.name!r} requires {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} "
+                    "not installed")
+
+    def collect(self, hook_name: str, **kwargs) -> list[tuple[str, object]]:
+        """Call a collector hook on each plugin in load order; ``(plugin_name, item)`` for every item returned.
+
+        The owner travels with each item, so a task or handler knows which plugin's
+        enablement gates it.
+        """
+        results: list[tuple[str, object]] = []
+        for name in self.infos:
+            for result in self.for_plugins(hook_name, [name])(**kwargs):
+                if isinstance(result, dict):
+                    results.extend((name, pair) for pair in result.items())
+                else:
+                    results.extend((name, item) for item in (result or []))
+        return results
+
+    def for_plugins(self, hook_name: str, names: Iterable[str]):
+        """A caller for ``hook_name`` that reaches only the named plugins (tenant hooks use this)."""
+        keep = set(names)
+        remove = [self.get_plugin(n) for n in self.infos if n not in keep]
+        return self.subset_hook_caller(hook_name, remove_plugins=remove)
+
+
+def _core_plugins() -> list[tuple[str, ModuleType]]:
+    # Kloyst's own essential features go through the same hooks as everyone else's.
+    from kloyst import core_plugin
+
+    return [("core", core_plugin)]
+
+
+def installed_entry_points() -> list[importlib.metadata.EntryPoint]:
+    """The ``kloyst.plugins`` entry points, sorted by name so load order never depends on the filesystem."""
+    return sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name)
+
+
+def build_plugin_manager(extra: Iterable[tuple[str, object]] = ()) -> KloystPluginManager:
+    """Build a manager with the core plugin, every installed entry point, then ``extra`` (tests)."""
+    pm = KloystPluginManager()
+    import kloyst
+
+    for name, module in _core_plugins():
+        pm.add_plugin(name, module, version=kloyst.__version__, distribution="kloyst")
+    for ep in installed_entry_points():
+        try:
+            module = ep.load()
+        except Exception as exc:  # a broken plugin must name itself, not crash with an import trace
+            raise ConfigurationError(f"plugin {ep.name!r} ({ep.value}) failed to load: {exc}") from exc
+        dist = ep.dist
+        pm.add_plugin(ep.name, module, version=dist.version if dist else "0", distribution=dist.name if dist else None)
+    for name, module in extra:
+        pm.add_plugin(name, module, version=getattr(module, "__version__", "0"))
+    pm.check()
+    return pm

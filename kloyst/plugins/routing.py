@@ -1,0 +1,84 @@
+"""The route gate: plugin routes exist for every vendor but match only for vendors who enabled the plugin.
+
+Plugins receive a :class:`PluginConfigurator` in ``kloyst_routes``. Its ``add_route`` is
+the core directive: it prefixes the API prefix, checks the route name is the plugin's
+own (``<plugin>.<resource>``), and attaches the ``kloyst_plugin`` route predicate. A vendor
+without the plugin therefore falls through to 404 — the same answer as for a route that
+does not exist, so nothing leaks. The gate lives here, not in any view.
+"""
+
+from __future__ import annotations
+
+from pyramid.config import Configurator
+from pyramid.exceptions import ConfigurationError
+
+from kloyst.http.resources import model_factory
+
+
+class PluginEnabledPredicate:
+    """Route predicate ``kloyst_plugin=<name>``: true when the caller's vendor has the plugin on.
+
+    A request with no vendor (anonymous, or a platform admin) passes the predicate so that
+    the view's permission answers it (401 or 403) instead of a confusing 404.
+    """
+
+    def __init__(self, value: str, config) -> None:
+        self.plugin = value
+
+    def text(self) -> str:
+        return f"kloyst_plugin = {self.plugin}"
+
+    phash = text
+
+    def __call__(self, info, request) -> bool:
+        if request.vendor_id is None:
+            return True
+        return self.plugin in request.enabled_plugins
+
+
+class PluginConfigurator(Configurator):
+    """The configurator a plugin's ``kloyst_routes`` receives; ``add_route`` is gated."""
+
+    kloyst_plugin: str = ""
+
+    def with_package(self, package):
+        configurator = super().with_package(package)
+        configurator.kloyst_plugin = self.kloyst_plugin
+        return configurator
+
+    def add_route(self, name, pattern=None, *, model=None, **kw):
+        plugin = self.kloyst_plugin
+        if not name.startswith(f"{plugin}."):
+            raise ConfigurationError(f"plugin {plugin!r} added route {name!r}: plugin route names start with "
+                                     f"'{plugin}.'")
+        if "kloyst_plugin" in kw:
+            raise ConfigurationError(f"route {name!r}: the kloyst_plugin predicate is set by Kloyst, not by plugins")
+        if model is not None:
+            kw["factory"] = model_factory(model)
+        return super().add_route(name, pattern, kloyst_plugin=plugin, **kw)
+
+
+def plugin_configurator(config: Configurator, plugin_name: str, module) -> PluginConfigurator:
+    package = module.__name__.rpartition(".")[0] or module.__name__
+    configurator = PluginConfigurator(
+        registry=config.registry,
+        package=package,
+        root_package=config.root_package,
+        autocommit=config.autocommit,
+        route_prefix=config.route_prefix,
+        introspection=config.introspection,
+    )
+    configurator.kloyst_plugin = plugin_name
+    return configurator
+
+
+def include_plugin_routes(config: Configurator) -> None:
+    """Call every installed plugin's ``kloyst_routes`` with its own gated configurator, under the API prefix."""
+    pm = config.registry["kloyst.plugin_manager"]
+    with config.route_prefix_context(config.get_settings()["kloyst.api.prefix"]):
+        for name, info in pm.infos.items():
+            pm.for_plugins("kloyst_routes", [name])(config=plugin_configurator(config, name, info.module))
+
+
+def includeme(config) -> None:
+    config.add_route_predicate("kloyst_plugin", PluginEnabledPredicate)
