@@ -1,0 +1,227 @@
+"""pytest fixtures for Kloyst and its plugins (registered through the ``pytest11`` entry point).
+
+One PostgreSQL database per test run (per xdist worker), built from the migrations of the
+core and every installed plugin. The application is built once per run; each test runs
+inside a transaction on one connection that is rolled back afterwards, while the app's
+own commits become savepoints, so tests are isolated and fast. Tests that need real
+commits seen by other connections (concurrency) use ``committed_db``, which truncates
+afterwards.
+
+Plugin authors get the same fixtures: ``app``, ``testapp``, ``db``, ``accounts``,
+``enable_plugin``, ``task_recorder``, ``mailbox``, ``run_outbox``.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.orm import sessionmaker
+
+from kloyst import testing
+from kloyst.db import tenancy
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "slow: end-to-end or fault-injection test (still runs in CI)")
+
+
+def _worker_id(request) -> str:
+    return getattr(request.config, "workerinput", {}).get("workerid", "main")
+
+
+@pytest.fixture(scope="session")
+def kloyst_extra_plugins():
+    """Override to register extra plugin modules as ``[(name, module)]`` (in-test plugins)."""
+    return []
+
+
+@pytest.fixture(scope="session")
+def kloyst_database(request, kloyst_extra_plugins):
+    """A fresh PostgreSQL database migrated to every head; dropped at the end of the run."""
+    from kloyst.db import make_engine, migrate
+    from kloyst.plugins import build_plugin_manager
+
+    name = f"kloyst_test_{_worker_id(request)}_{os.getpid()}"
+    url = testing.create_database(name)
+    engine = make_engine(url)
+    try:
+        migrate.upgrade(build_plugin_manager(kloyst_extra_plugins), engine)
+    finally:
+        engine.dispose()
+    yield url
+    testing.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def kloyst_settings(kloyst_database, tmp_path_factory):
+    """The settings the test application is built from; override to add plugin settings."""
+    var = tmp_path_factory.mktemp("var")
+    return {
+        **testing.TEST_SETTINGS,
+        "kloyst.database.url": kloyst_database,
+        "kloyst.redis.url": testing.redis_url(),
+        "kloyst.mail.file_dir": str(var / "mail"),
+        "kloyst.log.dir": str(var / "log"),
+        "kloyst.queue.sqlite_path": str(var / "queue.sqlite"),
+    }
+
+
+@pytest.fixture(scope="session")
+def app_config(kloyst_settings, kloyst_extra_plugins, tmp_path_factory):
+    """The fully wired Configurator, built once per run (its registry is ``app_config.registry``)."""
+    from kloyst import make_configurator
+
+    here = tmp_path_factory.mktemp("here")
+    return make_configurator({"here": str(here)}, dict(kloyst_settings), extra_plugins=kloyst_extra_plugins,
+                             environ={})
+
+
+@pytest.fixture(scope="session")
+def wsgi_app(app_config):
+    return app_config.make_wsgi_app()
+
+
+@pytest.fixture(scope="session")
+def registry(app_config):
+    return app_config.registry
+
+
+@pytest.fixture
+def db_connection(registry):
+    """One connection in an outer transaction, rolled back after the test; the app's commits are savepoints."""
+    engine = registry["kloyst.engine"]
+    connection = engine.connect()
+    outer = connection.begin()
+    original = registry["kloyst.session_factory"]
+    factory = sessionmaker(bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False)
+    tenancy.install(factory)
+    registry["kloyst.session_factory"] = factory
+    try:
+        yield connection
+    finally:
+        registry["kloyst.session_factory"] = original
+        outer.rollback()
+        connection.close()
+
+
+@pytest.fixture
+def db(registry, db_connection):
+    """A platform-wide session for arranging and checking data (commits become savepoints)."""
+    session = registry["kloyst.session_factory"]()
+    tenancy.set_scope(session, tenancy.ALL_VENDORS)
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+@pytest.fixture
+def committed_db(registry):
+    """Real commits visible to every connection (concurrency tests); every table is emptied afterwards."""
+    from kloyst.db import Base
+
+    session = registry["kloyst.session_factory"]()
+    tenancy.set_scope(session, tenancy.ALL_VENDORS)
+    try:
+        yield session
+    finally:
+        session.close()
+        tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+        with registry["kloyst.engine"].begin() as connection:
+            connection.execute(sa.text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture(autouse=True)
+def _clean_redis(request, registry_if_built):
+    client = registry_if_built["kloyst.redis"] if registry_if_built is not None else None
+    if client is not None:
+        client.flushdb()
+    yield
+
+
+@pytest.fixture
+def registry_if_built(request):
+    """The registry when the test uses the application, else None (keeps pure unit tests service-free)."""
+    if "registry" in request.fixturenames or "testapp" in request.fixturenames:
+        return request.getfixturevalue("registry")
+    return None
+
+
+@pytest.fixture
+def testapp(wsgi_app, db_connection):
+    import webtest
+
+    return webtest.TestApp(wsgi_app, extra_environ={"REMOTE_ADDR": f"192.0.2.{uuid.uuid4().int % 250 + 1}"})
+
+
+@pytest.fixture
+def accounts(db, registry):
+    """Factory of vendors and users with ready access tokens: ``accounts.vendor()``, ``accounts.user(vendor)``."""
+    return testing.AccountFactory(db, registry["kloyst.access_tokens"])
+
+
+@pytest.fixture
+def enable_plugin(db):
+    """``enable_plugin(account_or_vendor_id, "name")`` turns a plugin on for a vendor."""
+
+    def enable(target, name: str) -> None:
+        vendor_id = getattr(target, "vendor_id", target)
+        testing.enable_plugin(db, vendor_id, name)
+        db.commit()
+
+    return enable
+
+
+@pytest.fixture
+def task_recorder(registry, monkeypatch):
+    """Record tasks handed to huey instead of running them: a list of ``(name, kwargs)``."""
+    queue = registry["kloyst.queue"]
+    sent: list[tuple[str, dict]] = []
+    monkeypatch.setattr(queue, "enqueue_now", lambda name, **kwargs: sent.append((name, kwargs)))
+    return sent
+
+
+@pytest.fixture
+def run_outbox(registry, db_connection):
+    """Publish every pending outbox event now (tasks run immediately in tests); returns how many."""
+    from kloyst.outbox.relay import relay_once
+
+    def run() -> int:
+        total = 0
+        while published := relay_once(registry):
+            total += published
+        return total
+
+    return run
+
+
+class Mailbox:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def messages(self) -> list[email.message.EmailMessage]:
+        if not self.directory.exists():
+            return []
+        return [email.message_from_bytes(p.read_bytes(), policy=email.policy.default)
+                for p in sorted(self.directory.glob("*.eml"))]
+
+    def to(self, address: str) -> list:
+        return [m for m in self.messages() if m["To"] == address]
+
+    def clear(self) -> None:
+        for path in self.directory.glob("*.eml"):
+            path.unlink()
+
+
+@pytest.fixture
+def mailbox(registry):
+    """The file mailer's directory, emptied before the test."""
+    box = Mailbox(Path(registry.settings["kloyst.mail.file_dir"]))
+    box.clear()
+    return box
