@@ -22,6 +22,7 @@ from typing import Callable, Iterator
 
 from sqlalchemy import event
 from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker, with_loader_criteria
+from sqlalchemy.sql.util import find_tables
 
 from kloyst.db.base import TenantScoped
 
@@ -73,27 +74,36 @@ def unscoped(session: Session) -> Iterator[Session]:
         session.info[_SCOPE] = previous
 
 
-def _touches_tenant_models(state: ORMExecuteState) -> bool:
-    for mapper in state.all_mappers:
-        if issubclass(mapper.class_, TenantScoped):
-            return True
-    return False
+def _tenant_tables() -> frozenset[str]:
+    from kloyst.db.base import Base
+
+    return frozenset(m.local_table.name for m in Base.registry.mappers
+                     if issubclass(m.class_, TenantScoped) and m.local_table is not None)
+
+
+def _touches_tenant_tables(state: ORMExecuteState) -> bool:
+    if any(issubclass(m.class_, TenantScoped) for m in state.all_mappers):
+        return True
+    tables = find_tables(state.statement, include_joins=True, include_selects=True, include_crud=True)
+    names = _tenant_tables()
+    return any(getattr(t, "name", None) in names for t in tables)
 
 
 def _scope_statement(state: ORMExecuteState) -> None:
     if not (state.is_select or state.is_update or state.is_delete):
         return
-    if not _touches_tenant_models(state):
-        return
     scope = current_scope(state.session)
     if scope is ALL_VENDORS:
         return
-    if scope is UNSET or scope is None:
+    if isinstance(scope, uuid.UUID):
+        # Added to every statement, not only those whose entities are tenant-owned: the criterion
+        # also reaches tables named only in FROM (``count(*)``), subqueries and joined loads.
+        state.statement = state.statement.options(
+            with_loader_criteria(TenantScoped, lambda cls: cls.vendor_id == scope, include_aliases=True))
+        return
+    if _touches_tenant_tables(state):
         raise TenancyError("tenant-owned data queried without a tenant scope; "
                            "authenticate the request or use kloyst.db.tenancy.unscoped() deliberately")
-    state.statement = state.statement.options(
-        with_loader_criteria(TenantScoped, lambda cls: cls.vendor_id == scope, include_aliases=True)
-    )
 
 
 def _stamp_new_rows(session: Session, _flush_context, _instances) -> None:

@@ -1,0 +1,111 @@
+"""The cross-tenant route walk, reusable by plugin authors.
+
+Walks every registered route whose pattern takes an id, creates a row of the route's
+model for vendor B, and calls every method of the route as vendor A with B's id: each
+answer must be 404 and B's row must be untouched. Rows are built generically from the
+model's columns (foreign keys are followed), so a new plugin's routes are covered without
+writing a factory.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import re
+import uuid
+
+import sqlalchemy as sa
+from pyramid.interfaces import IRoutesMapper
+from sqlalchemy import inspect as sa_inspect
+
+from kloyst.db import tenancy
+
+_PLACEHOLDER = re.compile(r"\{(\w+)(?::[^}]*)?\}")
+
+
+def id_routes(registry) -> list:
+    """Routes with at least one ``{placeholder}`` in their pattern."""
+    mapper = registry.queryUtility(IRoutesMapper)
+    return [route for route in mapper.get_routes() if _PLACEHOLDER.search(route.pattern)]
+
+
+def route_methods(registry, route_name: str) -> list[str]:
+    methods: set[str] = set()
+    for intr in registry.introspector.get_category("views"):
+        view = intr["introspectable"]
+        if view["route_name"] != route_name:
+            continue
+        request_methods = view["request_methods"]
+        if request_methods is None:
+            methods.update({"GET", "POST", "PUT", "PATCH", "DELETE"})
+        elif isinstance(request_methods, str):
+            methods.add(request_methods)
+        else:
+            methods.update(request_methods)
+    methods.discard("HEAD")
+    return sorted(methods)
+
+
+def _value_for(column, session, vendor_id, owner_id):
+    if column.foreign_keys:
+        fk = next(iter(column.foreign_keys))
+        table = fk.column.table.name
+        if table == "vendor":
+            return vendor_id
+        if table == "app_user":
+            return owner_id
+        model = _model_for_table(table)
+        return make_row(session, model, vendor_id, owner_id).id
+    python_type = None
+    try:
+        python_type = column.type.python_type
+    except NotImplementedError:
+        pass
+    if isinstance(column.type, sa.Enum):
+        return column.type.enums[0] if column.type.enum_class is None else list(column.type.enum_class)[0]
+    if python_type is uuid.UUID:
+        return uuid.uuid4()
+    if python_type is str:
+        # Unique and shaped like an email, so unique and email-ish columns both accept it.
+        return f"p{uuid.uuid4().hex[:12]}@example.com"[: getattr(column.type, "length", None) or 100]
+    if python_type is bool:
+        return False
+    if python_type in (int, float):
+        return 1
+    if python_type is dt.datetime:
+        return dt.datetime.now(dt.timezone.utc)
+    if python_type is dt.date:
+        return dt.date.today()
+    if python_type is bytes:
+        return uuid.uuid4().bytes * 2
+    if python_type in (dict, list):
+        return python_type()
+    if isinstance(python_type, type) and issubclass(python_type, enum.Enum):
+        return list(python_type)[0]
+    raise TypeError(f"cannot invent a value for {column}")
+
+
+def _model_for_table(table_name: str):
+    from kloyst.db import Base
+
+    for mapper in Base.registry.mappers:
+        if mapper.local_table is not None and mapper.local_table.name == table_name:
+            return mapper.class_
+    raise LookupError(table_name)
+
+
+def make_row(session, model, vendor_id: uuid.UUID, owner_id: uuid.UUID):
+    """Insert a minimal valid ``model`` row owned by ``vendor_id``; required columns get invented values."""
+    values = {}
+    for column in sa_inspect(model).columns:
+        if column.primary_key and column.autoincrement is True:
+            continue
+        needs_value = not column.nullable and column.default is None and column.server_default is None
+        if column.name == "vendor_id" or (needs_value and not column.primary_key) or (
+                column.primary_key and column.default is None):
+            values[column.key] = _value_for(column, session, vendor_id, owner_id)
+    row = model(**values)
+    with tenancy.unscoped(session):
+        session.add(row)
+        session.flush()
+    return row
