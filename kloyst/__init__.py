@@ -49,6 +49,7 @@ def make_configurator(global_config: dict | None, settings: dict, *,
         config.include("kloyst.auth.views")
         config.include("kloyst.accounts")
         config.include("kloyst.plugins.views")
+        config.include("kloyst.outbox.views")
     config.commit()
     from kloyst.plugins.routing import include_plugin_routes
 

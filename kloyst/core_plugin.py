@@ -1,47 +1,45 @@
-"""Kloyst's own essential plugin: the core features that go through the same hooks as any plugin.
+"""Kloyst's own essential plugin: core features that go through the same hooks as any plugin.
 
-It delivers outbox events (the task every outbox event travels through) and owns the
-``mail.send`` and ``vendor.event`` topics. It is essential: on for every vendor, never
-disabled.
+It declares the core's outbox and queue settings, owns the outbox topics the core
+produces (``mail.send``, ``vendor.event`` and ``kloyst.task``), its migrations and its
+CLI commands. It is essential: on for every vendor, never disabled.
 """
 
 from __future__ import annotations
 
-import logging
-
 from kloyst import events, mail
-from kloyst.outbox.models import OutboxEvent
-from kloyst.outbox.relay import DELIVER_TASK
+from kloyst.config import Setting
 from kloyst.plugins.manager import PluginMeta, hookimpl
-from kloyst.queue import task
+from kloyst.queue import TASK_TOPIC, run_task_event
 
-log = logging.getLogger(__name__)
-
-plugin_meta = PluginMeta(description="Kloyst core: accounts, auth, outbox delivery, mail.", essential=True)
-
-
-@task(DELIVER_TASK, retries=5, retry_delay=10)
-def deliver_outbox_event(ctx, *, event_id: int) -> None:
-    """Hand one published outbox event to the handler of its topic."""
-    event = ctx.db.get(OutboxEvent, event_id)
-    if event is None:
-        log.warning("outbox event %s vanished before delivery", event_id)
-        return
-    handler = ctx.registry["kloyst.outbox_handlers"].get(event.topic)
-    if handler is None:
-        log.error("outbox event %s has topic %r, which no installed plugin handles", event.id, event.topic)
-        return
-    handler(ctx, event)
+plugin_meta = PluginMeta(description="Kloyst core: accounts, auth, outbox, queue, mail.", essential=True)
 
 
 @hookimpl
-def kloyst_tasks():
-    return [deliver_outbox_event]
+def kloyst_settings():
+    return [
+        Setting("kloyst.outbox.batch_size", "OUTBOX_BATCH_SIZE", 500, int,
+                help="Events one relay claims per batch."),
+        Setting("kloyst.outbox.per_vendor", "OUTBOX_PER_VENDOR", 50, int,
+                help="Most events of one vendor in one batch (fairness)."),
+        Setting("kloyst.outbox.lease_seconds", "OUTBOX_LEASE_SECONDS", 60, int,
+                help="How long a claim is held before another relay may reclaim it."),
+        Setting("kloyst.outbox.max_attempts", "OUTBOX_MAX_ATTEMPTS", 10, int,
+                help="Claims or failed deliveries before an event is dead-lettered."),
+        Setting("kloyst.outbox.idle_ceiling_seconds", "OUTBOX_IDLE_CEILING_SECONDS", 2.0, float,
+                help="Longest pause between polls when there is nothing to publish."),
+        Setting("kloyst.outbox.reconcile_interval_seconds", "OUTBOX_RECONCILE_INTERVAL_SECONDS", 5.0, float,
+                help="How often a relay looks for expired leases and lost deliveries."),
+        Setting("kloyst.outbox.redeliver_grace_seconds", "OUTBOX_REDELIVER_GRACE_SECONDS", 60, int,
+                help="With an empty queue, a published event undelivered this long is considered lost."),
+        Setting("kloyst.outbox.redeliver_after_seconds", "OUTBOX_REDELIVER_AFTER_SECONDS", 900, int,
+                help="While the queue holds tasks, a published event undelivered this long is considered lost."),
+    ]
 
 
 @hookimpl
 def kloyst_outbox_handlers():
-    return {mail.TOPIC: mail.deliver, events.TOPIC: events.deliver}
+    return {mail.TOPIC: mail.deliver, events.TOPIC: events.deliver, TASK_TOPIC: run_task_event}
 
 
 @hookimpl
@@ -54,5 +52,7 @@ def kloyst_migration_dirs():
 @hookimpl
 def kloyst_cli_commands(subparsers):
     from kloyst.cli import commands
+    from kloyst.outbox import cli as outbox_cli
 
     commands.add_commands(subparsers)
+    outbox_cli.add_commands(subparsers)

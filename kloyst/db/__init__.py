@@ -15,6 +15,7 @@ from typing import Iterator
 
 import transaction
 import zope.sqlalchemy
+from zope.sqlalchemy.datamanager import STATUS_CHANGED
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -64,7 +65,7 @@ def session_scope(session_factory: sessionmaker, *, vendor_id=tenancy.UNSET,
     """
     manager = manager or transaction.TransactionManager(explicit=True)
     session = session_factory()
-    zope.sqlalchemy.register(session, transaction_manager=manager)
+    zope.sqlalchemy.register(session, transaction_manager=manager, initial_state=STATUS_CHANGED)
     tenancy.set_scope(session, vendor_id)
     manager.begin()
     try:
@@ -79,7 +80,9 @@ def session_scope(session_factory: sessionmaker, *, vendor_id=tenancy.UNSET,
 
 def _request_db(request) -> Session:
     session = request.registry["kloyst.session_factory"]()
-    zope.sqlalchemy.register(session, transaction_manager=request.tm)
+    # "changed" from the start: otherwise zope.sqlalchemy silently rolls back writes made with
+    # plain SQL (session.execute(text(...))), which it cannot see.
+    zope.sqlalchemy.register(session, transaction_manager=request.tm, initial_state=STATUS_CHANGED)
     # The scope is decided once the caller is known; until then tenant-owned tables are off limits.
     tenancy.set_resolver(session, lambda: request.tenant_scope)
 

@@ -80,7 +80,12 @@ def make_mailer(settings):
 
 
 def deliver(ctx, outbox_event) -> None:
-    """Outbox handler for ``mail.send``."""
+    """Outbox handler for ``mail.send``.
+
+    Mail bodies carry one-time links. Once the message is handed over, the body is removed
+    from the outbox row in the same transaction that marks it delivered, so the database
+    never keeps a usable token in plaintext.
+    """
     message = EmailMessage()
     message["From"] = ctx.settings["kloyst.mail.sender"]
     message["To"] = outbox_event.payload["to"]
@@ -88,3 +93,4 @@ def deliver(ctx, outbox_event) -> None:
     message["Message-ID"] = f"<outbox-{outbox_event.id}@kloyst>"
     message.set_content(outbox_event.payload["body"])
     ctx.registry["kloyst.mailer"].send(message, key=f"{outbox_event.created_at:%Y%m%dT%H%M%S}-{outbox_event.id}")
+    outbox_event.payload = {**outbox_event.payload, "body": None, "body_removed_after_delivery": True}

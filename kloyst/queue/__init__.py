@@ -1,56 +1,69 @@
-"""The queue runner: huey as the doorbell, the database as the ledger of work.
+"""The queue runner: huey rings the doorbell, the outbox table holds the work.
 
 huey does not acknowledge tasks (RELIABILITY.md A2): a task whose worker dies mid-run is
-gone. So a task here never *is* the work; it only says "look at row X". The state of
-every unit of work lives in a table, and whoever owns that table re-enqueues what was
-lost. Consequences for task authors:
+gone, and a flushed Redis forgets everything queued. So no Kloyst task lives only in huey.
+``request.enqueue(name, **kwargs)`` (or ``ctx.enqueue`` in a task) writes an outbox event
+in the caller's transaction; after commit it is published at once (the fast path) and,
+should that fail or the process die, the relay publishes it later. The single huey task
+(:mod:`kloyst.outbox.delivery`) runs the task function and marks the event delivered in
+the same transaction. Consequences for task authors:
 
-- tasks are declared with :func:`task` and returned from the ``kloyst_tasks`` hook;
-- each runs as ``func(ctx, **kwargs)`` in its own transaction (:class:`TaskContext`),
-  scoped to ``kwargs["vendor_id"]`` when given, and is skipped if that vendor has since
-  disabled the owning plugin;
-- tasks enqueued from a request or another task are sent only after that transaction
-  commits, so a worker never sees work the database has not recorded;
-- kwargs must be picklable and small (ids, not rows).
+- declare tasks with :func:`task` and return them from the ``kloyst_tasks`` hook;
+- a task runs as ``func(ctx, **kwargs)`` in its own transaction (:class:`TaskContext`),
+  scoped to the ``vendor_id`` it was enqueued with, and is skipped when that vendor has
+  disabled the owning plugin by the time it runs;
+- nothing is sent before the enqueuing transaction commits, and a rolled-back
+  transaction sends nothing;
+- kwargs are stored as JSON (UUIDs, datetimes and decimals come back as they went in);
+- delivery is at least once; a task whose effects are writes in ``ctx.db`` takes effect
+  exactly once. To wait (a rate limit), raise :class:`Reschedule` — never sleep.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import decimal
 import logging
 import os
 import uuid
 from dataclasses import dataclass
 from typing import Any, Callable
 
-import transaction
 from huey import MemoryHuey, RedisHuey, SqliteHuey
+from huey.storage import RedisStorage
 
 from kloyst.config import ConfigurationError
-from kloyst.db import session_scope, tenancy
+from kloyst.outbox.delivery import DELIVER_TASK, Reschedule, deliver
+
+__all__ = ["task", "TaskSpec", "TaskContext", "Queue", "Reschedule", "TASK_TOPIC"]
 
 log = logging.getLogger(__name__)
+
+TASK_TOPIC = "kloyst.task"
 
 
 @dataclass(frozen=True)
 class TaskSpec:
     name: str
     func: Callable
-    retries: int = 0
-    retry_delay: int = 0
 
 
-def task(name: str, *, retries: int = 0, retry_delay: int = 0):
-    """Mark ``func(ctx, **kwargs)`` as a Kloyst task named ``name`` (``<plugin>.<verb_object>``)."""
+def task(name: str):
+    """Mark ``func(ctx, **kwargs)`` as a Kloyst task named ``name`` (``<plugin>.<verb_object>``).
+
+    Retries are the outbox's: a task that raises runs again with exponential backoff, and
+    after ``kloyst.outbox.max_attempts`` failures its event is dead-lettered.
+    """
 
     def decorate(func: Callable) -> Callable:
-        func.kloyst_task = TaskSpec(name=name, func=func, retries=retries, retry_delay=retry_delay)
+        func.kloyst_task = TaskSpec(name=name, func=func)
         return func
 
     return decorate
 
 
 class TaskContext:
-    """What a running task gets: settings, a scoped session in its own transaction, and ways to follow up."""
+    """What a running task or outbox handler gets: a scoped session in its own transaction, and follow-ups."""
 
     def __init__(self, registry, db, transaction_manager, vendor_id: uuid.UUID | None) -> None:
         self.registry = registry
@@ -69,9 +82,47 @@ class TaskContext:
 
         return Outbox(self.db)
 
-    def enqueue(self, name: str, **kwargs: Any) -> None:
-        """Send task ``name`` once this task's transaction commits."""
-        self.registry["kloyst.queue"].enqueue_after_commit(self.tm, name, **kwargs)
+    def enqueue(self, name: str, *, delay: float | None = None, **kwargs: Any) -> None:
+        """Run task ``name`` after this transaction commits (``delay`` seconds later, if given)."""
+        self.registry["kloyst.queue"].enqueue(self.db, self.tm, name, delay=delay, **kwargs)
+
+
+def encode_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    def encode(value):
+        if isinstance(value, uuid.UUID):
+            return {"$uuid": str(value)}
+        if isinstance(value, dt.datetime):
+            return {"$datetime": value.isoformat()}
+        if isinstance(value, decimal.Decimal):
+            return {"$decimal": str(value)}
+        if isinstance(value, (list, tuple)):
+            return [encode(v) for v in value]
+        if isinstance(value, dict):
+            return {k: encode(v) for k, v in value.items()}
+        if value is None or isinstance(value, (str, int, float, bool)):
+            return value
+        raise TypeError(f"task argument {value!r} is not JSON-compatible; pass ids, not objects")
+
+    return {k: encode(v) for k, v in kwargs.items()}
+
+
+def decode_kwargs(payload: dict[str, Any]) -> dict[str, Any]:
+    def decode(value):
+        if isinstance(value, dict):
+            if len(value) == 1:
+                (tag, raw), = value.items()
+                if tag == "$uuid":
+                    return uuid.UUID(raw)
+                if tag == "$datetime":
+                    return dt.datetime.fromisoformat(raw)
+                if tag == "$decimal":
+                    return decimal.Decimal(raw)
+            return {k: decode(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [decode(v) for v in value]
+        return value
+
+    return {k: decode(v) for k, v in payload.items()}
 
 
 def build_huey(settings) -> Any:
@@ -81,23 +132,28 @@ def build_huey(settings) -> Any:
     if backend == "sqlite":
         os.makedirs(os.path.dirname(os.path.abspath(settings["kloyst.queue.sqlite_path"])), exist_ok=True)
         return SqliteHuey(name, filename=settings["kloyst.queue.sqlite_path"], immediate=immediate,
-                          immediate_use_memory=False)
+                          immediate_use_memory=False, results=False)
     if backend == "redis":
         if not settings["kloyst.redis.url"]:
             raise ConfigurationError("kloyst.queue.backend = redis needs kloyst.redis.url (REDIS_URL)")
-        return RedisHuey(name, url=settings["kloyst.redis.url"], immediate=immediate, immediate_use_memory=False)
+        return RedisHuey(name, url=settings["kloyst.redis.url"], immediate=immediate, immediate_use_memory=False,
+                         results=False)
     if backend == "memory":
-        return MemoryHuey(name, immediate=immediate)
+        return MemoryHuey(name, immediate=immediate, results=False)
     raise ConfigurationError(f"kloyst.queue.backend must be sqlite, redis or memory, not {backend!r}")
 
 
 class Queue:
-    """Every task of every installed plugin, bound to one huey instance."""
+    """Every task of every installed plugin, and the huey instance that delivers outbox events."""
 
     def __init__(self, huey, registry) -> None:
         self.huey = huey
         self.registry = registry
-        self.tasks: dict[str, tuple[str, TaskSpec, Any]] = {}
+        self.tasks: dict[str, tuple[str, TaskSpec]] = {}
+        self._deliver_task = huey.task(name=DELIVER_TASK)(self._deliver)
+
+    def _deliver(self, event_id: int, vendor_id: str | None, topic: str) -> str:
+        return deliver(self.registry, event_id, vendor_id, topic)
 
     def register(self, plugin: str, func: Callable) -> None:
         spec = getattr(func, "kloyst_task", None)
@@ -106,48 +162,73 @@ class Queue:
         if spec.name in self.tasks:
             raise ConfigurationError(f"task {spec.name!r} is declared by both {self.tasks[spec.name][0]!r} and "
                                      f"{plugin!r}")
-        wrapper = self.huey.task(name=spec.name, retries=spec.retries, retry_delay=spec.retry_delay)(
-            self._runner(plugin, spec))
-        self.tasks[spec.name] = (plugin, spec, wrapper)
+        self.tasks[spec.name] = (plugin, spec)
 
-    def _runner(self, plugin: str, spec: TaskSpec) -> Callable:
-        registry = self.registry
+    # -- sending ----------------------------------------------------------------------------
 
-        def run(**kwargs):
-            vendor_id = kwargs.get("vendor_id")
-            if isinstance(vendor_id, str):
-                vendor_id = uuid.UUID(vendor_id)
-            scope = vendor_id if vendor_id is not None else tenancy.ALL_VENDORS
-            from kloyst.plugins.enablement import enabled_plugins
+    def enqueue(self, db, transaction_manager, name: str, *, delay: float | None = None, **kwargs: Any):
+        """Record task ``name`` in the outbox of ``db``'s transaction; publish it right after commit."""
+        from kloyst.outbox import Outbox
 
-            manager = transaction.TransactionManager(explicit=True)
-            with session_scope(registry["kloyst.session_factory"], vendor_id=scope, manager=manager) as db:
-                if vendor_id is not None and plugin not in enabled_plugins(db, registry["kloyst.plugin_manager"],
-                                                                           vendor_id):
-                    log.info("task %s skipped: plugin %s is not enabled for vendor %s", spec.name, plugin, vendor_id)
-                    return None
-                return spec.func(TaskContext(registry, db, manager, vendor_id), **kwargs)
-
-        run.__name__ = spec.name.replace(".", "_")
-        return run
-
-    def enqueue_now(self, name: str, **kwargs: Any):
-        """Hand a task to huey right away (callers outside any transaction)."""
-        try:
-            wrapper = self.tasks[name][2]
-        except KeyError:
-            raise LookupError(f"no task named {name!r} is registered") from None
-        return wrapper(**kwargs)
-
-    def enqueue_after_commit(self, transaction_manager, name: str, **kwargs: Any) -> None:
         if name not in self.tasks:
             raise LookupError(f"no task named {name!r} is registered")
+        vendor_id = kwargs.get("vendor_id")
+        if isinstance(vendor_id, str):
+            vendor_id = uuid.UUID(vendor_id)
+        available_at = None
+        if delay:
+            from kloyst.db import utcnow
 
-        def send(committed: bool) -> None:
-            if committed:
-                self.enqueue_now(name, **kwargs)
+            available_at = utcnow() + dt.timedelta(seconds=delay)
+        event = Outbox(db).add(TASK_TOPIC, {"task": name, "kwargs": encode_kwargs(kwargs)}, vendor_id=vendor_id,
+                               available_at=available_at)
+        if not delay:
+            transaction_manager.get().addAfterCommitHook(
+                lambda committed: committed and self.send_after_commit(event.id, name, kwargs))
+        return event
 
-        transaction_manager.get().addAfterCommitHook(send)
+    def send_after_commit(self, event_id: int, name: str, kwargs: dict) -> None:
+        """The fast path; a failure here only delays the task until the relay's next claim."""
+        from kloyst.outbox.relay import Relay
+
+        try:
+            Relay(self.registry).publish_ids([event_id])
+        except Exception:
+            log.exception("fast-path publish of task %s (event %s) failed; the relay will publish it", name, event_id)
+
+    def publish_deliveries(self, rows: list[tuple[int, uuid.UUID | None, str]]) -> None:
+        """Put one delivery task per outbox event on the queue; one Redis command for the whole batch."""
+        tasks = [self._deliver_task.s(event_id=event_id, vendor_id=str(vendor_id) if vendor_id else None,
+                                      topic=topic) for event_id, vendor_id, topic in rows]
+        storage = self.huey.storage
+        if isinstance(storage, RedisStorage) and not self.huey.immediate:
+            storage.conn.lpush(storage.queue_key, *[self.huey.serialize_task(t) for t in tasks])
+            return
+        for t in tasks:
+            self.huey.enqueue(t)
+
+    def depth(self) -> int:
+        """Tasks waiting in the queue (0 in immediate mode)."""
+        return 0 if self.huey.immediate else int(self.huey.pending_count())
+
+    # -- running ----------------------------------------------------------------------------
+
+    def run_task(self, ctx: TaskContext, name: str, kwargs: dict[str, Any]) -> Any:
+        from kloyst.plugins.enablement import enabled_plugins
+
+        try:
+            plugin, spec = self.tasks[name]
+        except KeyError:
+            raise LookupError(f"no installed plugin declares task {name!r}") from None
+        if ctx.vendor_id is not None and plugin not in enabled_plugins(ctx.db, ctx.plugin_manager, ctx.vendor_id):
+            log.info("task %s skipped: plugin %s is not enabled for vendor %s", name, plugin, ctx.vendor_id)
+            return None
+        return spec.func(ctx, **kwargs)
+
+
+def run_task_event(ctx: TaskContext, event) -> None:
+    """Outbox handler for ``kloyst.task`` events."""
+    ctx.registry["kloyst.queue"].run_task(ctx, event.payload["task"], decode_kwargs(event.payload["kwargs"]))
 
 
 def build_queue(registry) -> Queue:
@@ -157,8 +238,8 @@ def build_queue(registry) -> Queue:
     return queue
 
 
-def _request_enqueue(request, name: str, **kwargs: Any) -> None:
-    request.registry["kloyst.queue"].enqueue_after_commit(request.tm, name, **kwargs)
+def _request_enqueue(request, name: str, *, delay: float | None = None, **kwargs: Any) -> None:
+    request.registry["kloyst.queue"].enqueue(request.db, request.tm, name, delay=delay, **kwargs)
 
 
 def includeme(config) -> None:

@@ -180,10 +180,13 @@ def enable_plugin(db):
 
 @pytest.fixture
 def task_recorder(registry, monkeypatch):
-    """Record tasks handed to huey instead of running them: a list of ``(name, kwargs)``."""
+    """Record tasks sent after their transaction commits, without running them: ``[(name, kwargs)]``.
+
+    The tasks' outbox events stay pending; ``run_outbox()`` runs them later.
+    """
     queue = registry["kloyst.queue"]
     sent: list[tuple[str, dict]] = []
-    monkeypatch.setattr(queue, "enqueue_now", lambda name, **kwargs: sent.append((name, kwargs)))
+    monkeypatch.setattr(queue, "send_after_commit", lambda event_id, name, kwargs: sent.append((name, kwargs)))
     return sent
 
 
@@ -192,11 +195,15 @@ def run_outbox(registry, db_connection):
     """Publish every pending outbox event now (tasks run immediately in tests); returns how many."""
     from kloyst.outbox.relay import relay_once
 
-    def run() -> int:
+    def run(max_batches: int = 1000) -> int:
         total = 0
-        while published := relay_once(registry):
+        for _ in range(max_batches):
+            published = relay_once(registry)
+            if not published:
+                return total
             total += published
-        return total
+        raise AssertionError(f"the outbox still had events after {max_batches} batches: is a handler re-enqueueing "
+                             "itself?")
 
     return run
 

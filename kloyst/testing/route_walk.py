@@ -29,6 +29,22 @@ def id_routes(registry) -> list:
     return [route for route in mapper.get_routes() if _PLACEHOLDER.search(route.pattern)]
 
 
+def route_permissions(registry, route_name: str) -> set:
+    """The permissions of every view on the route (None when a view uses the default)."""
+    permissions = set()
+    for intr in registry.introspector.get_category("views"):
+        view = intr["introspectable"]
+        if view["route_name"] == route_name:
+            related = [r for r in intr["related"] if r.category_name == "permissions"]
+            permissions.add(related[0]["value"] if related else None)
+    return permissions
+
+
+def tenant_id_routes(registry) -> list:
+    """Id routes a vendor can call: those whose views are all platform-admin only are not tenant data."""
+    return [r for r in id_routes(registry) if route_permissions(registry, r.name) != {"platform.admin"}]
+
+
 def route_methods(registry, route_name: str) -> list[str]:
     methods: set[str] = set()
     for intr in registry.introspector.get_category("views"):

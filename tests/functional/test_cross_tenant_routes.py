@@ -32,7 +32,7 @@ def _snapshot(db, row):
 
 
 def test_every_id_route_loads_its_row_through_tenant_scoping(registry):
-    unscoped = [r.name for r in walk.id_routes(registry)
+    unscoped = [r.name for r in walk.tenant_id_routes(registry)
                 if r.name not in NOT_TENANT_IDS and not hasattr(r.factory, "model")]
     assert unscoped == [], (f"routes {unscoped} take an id but do not declare model=…; their rows would not be "
                             "loaded through tenant scoping")
@@ -44,7 +44,7 @@ def test_another_vendors_id_is_404_on_every_route_and_method(testapp, db, regist
     _enable_everything(db, registry, vendor_a.vendor_id, vendor_b.vendor_id)
     db.commit()
     walked = 0
-    for route in walk.id_routes(registry):
+    for route in walk.tenant_id_routes(registry):
         if route.name in NOT_TENANT_IDS:
             continue
         model = route.factory.model
@@ -61,6 +61,16 @@ def test_another_vendors_id_is_404_on_every_route_and_method(testapp, db, regist
             assert _snapshot(db, foreign) == before, f"{method} {route.pattern} changed another vendor's row"
             walked += 1
     assert walked >= 2  # at least the core's user routes; plugins add more
+
+
+def test_platform_admin_id_routes_are_closed_to_vendors(testapp, registry, accounts):
+    owner = accounts.vendor("A")
+    admin_only = [r for r in walk.id_routes(registry) if r not in walk.tenant_id_routes(registry)]
+    for route in admin_only:
+        for method in walk.route_methods(registry, route.name):
+            response = testapp.request(route.generate({"id": "1"}), method=method, headers=owner.headers,
+                                       expect_errors=True)
+            assert response.status_int == 403, f"{method} {route.pattern} gave {response.status_int} to a vendor"
 
 
 @pytest.mark.parametrize("method", ["PATCH", "DELETE"])

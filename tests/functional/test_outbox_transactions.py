@@ -29,24 +29,28 @@ def test_committed_transaction_leaves_exactly_one_event(registry, db):
     assert count(db, "test.commit") == 1
 
 
-def test_tasks_enqueued_in_a_request_are_sent_only_after_commit(registry, db, task_recorder):
+def test_tasks_are_sent_only_after_commit_and_never_after_rollback(registry, db, task_recorder):
+    from kloyst.queue import TASK_TOPIC
+
+    queue = registry["kloyst.queue"]
     manager = transaction.TransactionManager(explicit=True)
-    with session_scope(registry["kloyst.session_factory"], vendor_id=tenancy.ALL_VENDORS, manager=manager):
-        registry["kloyst.queue"].enqueue_after_commit(manager, "core.deliver_outbox_event", event_id=1)
+    with session_scope(registry["kloyst.session_factory"], vendor_id=tenancy.ALL_VENDORS, manager=manager) as s:
+        queue.enqueue(s, manager, "probe.record", n=1)
         assert task_recorder == []
-    assert task_recorder == [("core.deliver_outbox_event", {"event_id": 1})]
+    assert task_recorder == [("probe.record", {"n": 1})]
 
     manager = transaction.TransactionManager(explicit=True)
     try:
-        with session_scope(registry["kloyst.session_factory"], vendor_id=tenancy.ALL_VENDORS, manager=manager):
-            registry["kloyst.queue"].enqueue_after_commit(manager, "core.deliver_outbox_event", event_id=2)
+        with session_scope(registry["kloyst.session_factory"], vendor_id=tenancy.ALL_VENDORS, manager=manager) as s:
+            queue.enqueue(s, manager, "probe.record", n=2)
             raise RuntimeError("abort")
     except RuntimeError:
         pass
-    assert [kw["event_id"] for _, kw in task_recorder] == [1]
+    assert [kw["n"] for _, kw in task_recorder] == [1]
+    assert count(db, TASK_TOPIC) == 1
 
 
-def test_relay_publishes_and_marks_events(registry, db, run_outbox, mailbox):
+def test_relay_publishes_and_the_delivery_marks_the_event_delivered(registry, db, run_outbox, mailbox):
     with session_scope(registry["kloyst.session_factory"], vendor_id=tenancy.ALL_VENDORS) as session:
         from kloyst import mail
 
@@ -54,6 +58,7 @@ def test_relay_publishes_and_marks_events(registry, db, run_outbox, mailbox):
     assert run_outbox() == 1
     db.expire_all()
     event = db.scalars(select(OutboxEvent).where(OutboxEvent.topic == "mail.send")).one()
-    assert event.status == OutboxStatus.PUBLISHED and event.published_at is not None
+    assert event.status == OutboxStatus.DELIVERED
+    assert event.published_at is not None and event.delivered_at is not None and event.attempts == 1
     [message] = mailbox.to("someone@example.com")
     assert message["Subject"] == "Hi"

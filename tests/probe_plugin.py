@@ -1,0 +1,43 @@
+"""A plugin that exists only in Kloyst's own test run: tasks whose effects tests can count.
+
+``probe.record`` writes a ``probe.done`` row (an outbox row marked delivered, so nothing
+else picks it up) in the task's own transaction: counting those rows per ``n`` tells how
+many times a task *took effect*. ``probe.sleep`` does the same after sleeping, so a test
+can kill its worker mid-task. ``probe.fail`` always raises.
+"""
+
+from __future__ import annotations
+
+import time
+
+from kloyst.outbox import Outbox, OutboxStatus
+from kloyst.plugins import PluginMeta, hookimpl
+from kloyst.queue import task
+
+plugin_meta = PluginMeta(description="test-only probes")
+
+
+def _record(ctx, n, vendor_id=None, **extra) -> None:
+    event = Outbox(ctx.db).add("probe.done", {"n": n, **extra}, vendor_id=vendor_id)
+    event.status = OutboxStatus.DELIVERED
+
+
+@task("probe.record")
+def record(ctx, *, n, vendor_id=None, **extra):
+    _record(ctx, n, vendor_id, **extra)
+
+
+@task("probe.sleep")
+def sleep_then_record(ctx, *, n, seconds, vendor_id=None):
+    time.sleep(seconds)
+    _record(ctx, n, vendor_id)
+
+
+@task("probe.fail")
+def fail(ctx, *, n, vendor_id=None):
+    raise RuntimeError(f"probe failure {n}")
+
+
+@hookimpl
+def kloyst_tasks():
+    return [record, sleep_then_record, fail]
