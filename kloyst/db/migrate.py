@@ -56,7 +56,14 @@ def upgrade(pm, engine: Engine, revision: str = "heads") -> None:
 
 
 def heads(pm, engine: Engine) -> set[str]:
-    return set(ScriptDirectory.from_config(alembic_config(pm, str(engine.url))).get_heads())
+    """The revisions ``alembic_version`` holds once every upgrade has run.
+
+    A plugin's first revision ``depends_on`` a core revision; when that core revision is
+    still the core's head, alembic records only the plugin's revision, so comparing
+    :func:`current` with the plain heads would call an up-to-date database behind.
+    """
+    script = ScriptDirectory.from_config(alembic_config(pm, str(engine.url)))
+    return set(script.get_heads(consider_depends_on=True))
 
 
 def current(pm, engine: Engine) -> set[str]:

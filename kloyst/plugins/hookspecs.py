@@ -87,8 +87,8 @@ def kloyst_migration_dirs():
     Called: by ``kloyst db upgrade|current|check`` and by the test database fixture, on every
     installed plugin.
     Returns: a list of absolute directory paths holding alembic revision files. The plugin's
-    first revision carries ``branch_labels = ("<plugin>",)`` and
-    ``depends_on = "kloyst_core@head"``-style dependencies on the core revisions it needs.
+    first revision carries ``branch_labels = ("<plugin>",)``, ``down_revision = None`` and
+    ``depends_on`` naming the core revision it needs (e.g. ``"0001_core"``).
     Not firstresult.
     """
 

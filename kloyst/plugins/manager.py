@@ -72,7 +72,10 @@ class KloystPluginManager(pluggy.PluginManager):
         if not isinstance(meta, PluginMeta):
             raise ConfigurationError(f"plugin {name!r}: plugin_meta must be a kloyst.plugins.PluginMeta")
         info = PluginInfo(name=name, version=version, module=module, meta=meta, distribution=distribution)
-        self.register(module, name=name)
+        try:
+            self.register(module, name=name)
+        except (pluggy.PluginValidationError, ValueError) as exc:  # a hook argument the spec lacks; a module twice
+            raise ConfigurationError(f"plugin {name!r}: {exc}") from exc
         self.infos[name] = info
         return info
 
@@ -85,7 +88,11 @@ class KloystPluginManager(pluggy.PluginManager):
 
     def check(self) -> None:
         """Fail start-up on unknown hooks and on requirements nobody installed."""
-        self.check_pending()
+        try:
+            self.check_pending()
+        except pluggy.PluginValidationError as exc:  # a misspelt hook would otherwise never be called
+            raise ConfigurationError(f"plugin {self.get_name(exc.plugin)!r}: {exc}; "
+                                     "see docs/plugin_hooks.md") from exc
         for info in self.infos.values():
             missing = [r for r in info.meta.requires if r not in self.infos]
             if missing:

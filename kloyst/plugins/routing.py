@@ -10,8 +10,8 @@ does not exist, so nothing leaks. The gate lives here, not in any view.
 from __future__ import annotations
 
 from pyramid.config import Configurator
-from pyramid.exceptions import ConfigurationError
 
+from kloyst.config import ConfigurationError
 from kloyst.http.resources import model_factory
 
 
@@ -37,17 +37,20 @@ class PluginEnabledPredicate:
 
 
 class PluginConfigurator(Configurator):
-    """The configurator a plugin's ``kloyst_routes`` receives; ``add_route`` is gated."""
+    """The configurator a plugin's ``kloyst_routes`` receives; ``add_route`` is gated.
+
+    Each plugin gets its own subclass with ``kloyst_plugin`` set on the class (see
+    :func:`plugin_configurator`): Pyramid builds the configurators of ``config.include``
+    and ``with_package`` with ``self.__class__(...)``, so the plugin's name, and with it the
+    gate, follows the plugin into its included modules.
+    """
 
     kloyst_plugin: str = ""
 
-    def with_package(self, package):
-        configurator = super().with_package(package)
-        configurator.kloyst_plugin = self.kloyst_plugin
-        return configurator
-
     def add_route(self, name, pattern=None, *, model=None, **kw):
         plugin = self.kloyst_plugin
+        if not plugin:
+            raise ConfigurationError("a PluginConfigurator needs its plugin's name; use plugin_configurator()")
         if not name.startswith(f"{plugin}."):
             raise ConfigurationError(f"plugin {plugin!r} added route {name!r}: plugin route names start with "
                                      f"'{plugin}.'")
@@ -60,7 +63,8 @@ class PluginConfigurator(Configurator):
 
 def plugin_configurator(config: Configurator, plugin_name: str, module) -> PluginConfigurator:
     package = module.__name__.rpartition(".")[0] or module.__name__
-    configurator = PluginConfigurator(
+    cls = type(f"PluginConfigurator_{plugin_name}", (PluginConfigurator,), {"kloyst_plugin": plugin_name})
+    configurator = cls(
         registry=config.registry,
         package=package,
         root_package=config.root_package,
@@ -68,7 +72,6 @@ def plugin_configurator(config: Configurator, plugin_name: str, module) -> Plugi
         route_prefix=config.route_prefix,
         introspection=config.introspection,
     )
-    configurator.kloyst_plugin = plugin_name
     return configurator
 
 

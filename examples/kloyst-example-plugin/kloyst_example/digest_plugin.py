@@ -1,0 +1,29 @@
+"""The ``example_digest`` plugin: a summary of a vendor's notes, and a plugin that requires another.
+
+``requires=("example",)`` means a vendor must enable ``example`` first, and cannot
+disable ``example`` while this is on; Kloyst answers 409 either way. Its one route is
+named ``example_digest.*``, the prefix every route of this plugin must carry.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+
+from kloyst.plugins import PluginMeta, hookimpl
+
+plugin_meta = PluginMeta(description="A count of the vendor's example notes.", requires=("example",))
+
+
+def summary(request):
+    from kloyst_example.models import Note
+
+    # Tenant scoping reaches count(*) too: this is the caller's vendor's count, never everyone's.
+    notes = request.db.scalar(select(func.count()).select_from(Note))
+    pinged = request.db.scalar(select(func.count()).select_from(Note).where(Note.pinged_at.is_not(None)))
+    return {"notes": notes, "pinged": pinged}
+
+
+@hookimpl
+def kloyst_routes(config):
+    config.add_route("example_digest.summary", "/example-digest/summary")
+    config.add_view(summary, route_name="example_digest.summary", request_method="GET", renderer="json")

@@ -1,0 +1,24 @@
+"""kloyst-example-plugin: a third-party Kloyst plugin, packaged exactly as an outsider would package one.
+
+It ships two plugins from one distribution: ``example`` (notes, a task, a migration
+branch, a setting, a tenant hook) and ``example_digest``, which requires ``example``.
+"""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="kloyst-example-plugin",
+    version="0.3.0",
+    description="Worked example of a Kloyst plugin: tenant-scoped notes, a task, a migration branch.",
+    python_requires=">=3.11",
+    packages=find_packages(include=["kloyst_example", "kloyst_example.*"]),
+    # The alembic revisions are plain files, not a package: ship them as data.
+    package_data={"kloyst_example": ["migrations/versions/*.py"]},
+    install_requires=["kloyst"],
+    entry_points={
+        "kloyst.plugins": [
+            "example = kloyst_example.plugin",
+            "example_digest = kloyst_example.digest_plugin",
+        ],
+    },
+)
