@@ -29,26 +29,38 @@ class Decision:
 
 
 class MemoryRateLimiter:
-    """In-process counters; correct for one process (the embedded default)."""
+    """In-process counters; correct for one process (the embedded default).
+
+    Each window is stored with the moment it *ends*, so the sweep that keeps memory bounded
+    drops only windows that are over, whatever their length: a sweep triggered by a 60 s
+    limit must not forget a 300 s per-account window and hand out a fresh budget.
+    """
+
+    SWEEP_AT = 100_000
 
     def __init__(self, clock=time.monotonic) -> None:
         self._clock = clock
         self._lock = threading.Lock()
-        self._windows: dict[str, tuple[float, int]] = {}
+        self._windows: dict[str, tuple[float, int]] = {}  # key -> (ends_at, count)
+        self._sweep_at = self.SWEEP_AT
+
+    def _sweep(self, now: float) -> None:
+        self._windows = {k: v for k, v in self._windows.items() if v[0] > now}
+        # Live windows survive a sweep; wait for real growth before the next O(n) pass.
+        self._sweep_at = max(self.SWEEP_AT, 2 * len(self._windows))
 
     def hit(self, key: str, limit: int, window_seconds: float, cost: int = 1) -> Decision:
         now = self._clock()
         with self._lock:
-            started, count = self._windows.get(key, (now, 0))
-            if now - started >= window_seconds:
-                started, count = now, 0
-            if len(self._windows) > 100_000:  # drop expired windows so memory stays bounded
-                self._windows = {k: v for k, v in self._windows.items() if now - v[0] < window_seconds}
+            ends_at, count = self._windows.get(key, (now, 0))
+            if now >= ends_at:
+                ends_at, count = now + window_seconds, 0
             count += cost
-            self._windows[key] = (started, count)
-        remaining = max(0.0, window_seconds - (now - started))
+            self._windows[key] = (ends_at, count)
+            if len(self._windows) > self._sweep_at:
+                self._sweep(now)
         if count > limit:
-            return Decision(False, count, limit, remaining)
+            return Decision(False, count, limit, ends_at - now)
         return Decision(True, count, limit, 0.0)
 
     def reset(self, key: str) -> None:

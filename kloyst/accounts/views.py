@@ -1,16 +1,24 @@
-"""The caller's vendor and its users: read for members, managed by admins and owners."""
+"""The caller's vendor and its users: read for members, managed by admins and owners.
+
+The rules, all enforced here: only an owner makes, changes or removes an owner; a vendor
+always keeps at least one active owner (checked under row locks, so two owners cannot
+demote each other at once); nobody disables or removes themselves; a role change or a
+disable ends the user's sessions. Request bodies are allow-listed schemas, so fields such
+as ``vendor_id`` or ``is_platform_admin`` are a 422, never applied.
+"""
 
 from __future__ import annotations
 
+import uuid
 from typing import Literal
 
 from pydantic import EmailStr, Field
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from kloyst import events
 from kloyst.accounts.models import Role, User
 from kloyst.auth import services as auth_services
-from kloyst.auth.views import user_json, vendor_json
+from kloyst.auth.views import no_content, user_json, vendor_json
 from kloyst.db import utcnow
 from kloyst.errors import Conflict, Forbidden
 from kloyst.http.pagination import Page, paginate
@@ -55,9 +63,23 @@ def _may_grant(actor: User, role: Role) -> None:
         raise Forbidden("only an owner can make someone an owner", code="owner_required")
 
 
-def _owners(request) -> int:
-    return request.db.scalar(select(func.count()).select_from(User).where(User.role == Role.OWNER,
-                                                                          User.disabled_at.is_(None)))
+def _active_owner_ids(request) -> set[uuid.UUID]:
+    """The active owners of the caller's vendor, their rows locked until commit.
+
+    The lock makes "is this the last owner?" safe against two owners demoting each other at
+    once: the second request waits for the first to commit, then reads the owners again.
+    """
+    query = (select(User.id).where(User.role == Role.OWNER, User.disabled_at.is_(None))
+             .order_by(User.id).with_for_update())  # one lock order for everyone: no deadlock
+    return set(request.db.scalars(query))
+
+
+def _refuse_losing_last_owner(request, user: User) -> None:
+    if user.role != Role.OWNER:
+        return
+    owners = _active_owner_ids(request)
+    if user.id in owners and len(owners) <= 1:
+        raise Conflict("a vendor needs at least one active owner; make someone else owner first", code="last_owner")
 
 
 def invite_user(request):
@@ -77,10 +99,8 @@ def patch_user(request):
     body = request.validated(UserPatch)
     if user.role == Role.OWNER and actor.role != Role.OWNER:
         raise Forbidden("only an owner can change an owner", code="owner_required")
-    losing_owner = user.role == Role.OWNER and (
-        (body.role is not None and body.role != "owner") or body.disabled is True)
-    if losing_owner and _owners(request) <= 1:
-        raise Conflict("a vendor needs at least one active owner; make someone else owner first", code="last_owner")
+    if (body.role is not None and body.role != "owner") or body.disabled is True:
+        _refuse_losing_last_owner(request, user)
     if body.name is not None:
         user.name = body.name
     if body.role is not None and Role(body.role) != user.role:
@@ -104,12 +124,10 @@ def delete_user(request):
     if user.role == Role.OWNER:
         if actor.role != Role.OWNER:
             raise Forbidden("only an owner can remove an owner", code="owner_required")
-        if _owners(request) <= 1:
-            raise Conflict("a vendor needs at least one active owner", code="last_owner")
+        _refuse_losing_last_owner(request, user)
     request.db.delete(user)
     events.record(request.outbox, user.vendor_id, "UserRemoved", user_id=str(user.id))
-    request.response.status_int = 204
-    return request.response
+    return no_content(request)
 
 
 def includeme(config) -> None:

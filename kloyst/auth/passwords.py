@@ -23,11 +23,19 @@ def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
 
-def verify_password(password_hash: str | None, password: str) -> bool:
+def _matches(password_hash: str, password: str) -> bool:
     try:
-        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+        return _hasher.verify(password_hash, password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
+
+
+def verify_password(password_hash: str | None, password: str) -> bool:
+    """True only for a real hash that matches; a missing hash costs one verification and is False."""
+    if not password_hash:
+        _matches(_DUMMY_HASH, password)
+        return False
+    return _matches(password_hash, password)
 
 
 def needs_rehash(password_hash: str) -> bool:

@@ -20,8 +20,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from pyramid.security import Allowed, Denied
-from pyramid.security import NO_PERMISSION_REQUIRED
+from pyramid.security import NO_PERMISSION_REQUIRED, Allowed, Denied
 
 from kloyst.accounts.models import Role, User, VendorStatus
 from kloyst.auth.tokens import AccessClaims, InvalidToken

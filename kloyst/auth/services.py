@@ -62,11 +62,16 @@ def issue_one_time_token(db: Session, user: User, purpose: OneTimePurpose, ttl: 
     return secret
 
 
+def _locked(query):
+    """``FOR UPDATE`` that also refreshes an already-loaded row, so the checks see the committed state."""
+    return query.with_for_update().execution_options(populate_existing=True)
+
+
 def consume_one_time_token(db: Session, secret: str, purpose: OneTimePurpose) -> User:
     """Mark the token used and return its user; a wrong, used or expired token is the same 422."""
     query = select(OneTimeToken).where(OneTimeToken.token_hash == secret_hash(secret),
-                                       OneTimeToken.purpose == purpose).with_for_update()
-    row = db.scalars(query).one_or_none()
+                                       OneTimeToken.purpose == purpose)
+    row = db.scalars(_locked(query)).one_or_none()
     if row is None or row.used_at is not None or row.expires_at <= utcnow():
         raise Unprocessable("this link is invalid or has expired; request a new one", code="invalid_token")
     row.used_at = utcnow()
@@ -158,10 +163,14 @@ def refresh(db: Session, settings, codec: AccessTokenCodec, secret: str) -> Toke
     """Rotate a refresh token. Returns None when it must be refused.
 
     Reuse of a used or revoked token revokes its whole family; the caller must *commit*
-    that revocation before answering 401, so the view commits and then raises.
+    that revocation before answering 401, so the view renders the 401 without raising.
+    Two refreshes racing with one token are one use and one reuse: the row lock lets the
+    first through, the second then finds the token used and revokes the family (no grace
+    period, RELIABILITY A3), so the client must sign in again.
     """
-    row = db.scalars(select(RefreshToken).where(RefreshToken.token_hash == secret_hash(secret))
-                     .with_for_update()).one_or_none()
+    # The row lock serialises concurrent refreshes of one token: the second waits, then sees used_at.
+    row = db.scalars(_locked(select(RefreshToken).where(RefreshToken.token_hash == secret_hash(secret)))
+                     ).one_or_none()
     if row is None:
         return None
     now = utcnow()
@@ -206,9 +215,16 @@ def request_password_reset(db: Session, settings, email: str) -> None:
                     "The link expires in one hour. If it was not you, ignore this message.\n"))
 
 
+def retire_one_time_tokens(db: Session, user: User, purpose: OneTimePurpose) -> None:
+    """Mark every outstanding token of ``purpose`` used: after a reset, older mailed links are dead."""
+    db.execute(update(OneTimeToken).where(OneTimeToken.user_id == user.id, OneTimeToken.purpose == purpose,
+                                          OneTimeToken.used_at.is_(None)).values(used_at=utcnow()))
+
+
 def reset_password(db: Session, secret: str, password: str) -> User:
     _require_password(password)
     user = consume_one_time_token(db, secret, OneTimePurpose.RESET_PASSWORD)
+    retire_one_time_tokens(db, user, OneTimePurpose.RESET_PASSWORD)
     user.password_hash = hash_password(password)
     if user.email_verified_at is None:  # the link reached the mailbox, which proves the address
         user.email_verified_at = utcnow()

@@ -1,14 +1,23 @@
 """Throttling of sign-in, sign-up and password flows, per client IP and per account.
 
 Counts every attempt in a fixed window (Redis when configured, in-process otherwise, see
-:mod:`kloyst.ratelimit`). Over the limit → 429 with ``Retry-After``. The per-account key
-is a hash of the email, so the limiter's keys reveal no addresses.
+:mod:`kloyst.ratelimit`). Over the limit → 429 with ``Retry-After``.
+
+Two details decide whether the limits can be dodged:
+
+- the client is ``REMOTE_ADDR``, never ``X-Forwarded-For``: the header is whatever the
+  client wrote, so trusting it would give an attacker a fresh IP bucket per request. Behind
+  a proxy, the server (waitress ``trusted_proxy``) rewrites ``REMOTE_ADDR`` from the header
+  it can vouch for;
+- the per-account key is the *normalised* email (as sign-in looks it up), hashed so the
+  limiter's keys reveal no addresses: ``Victim@x.com`` and ``victim@x.com`` share one bucket.
 """
 
 from __future__ import annotations
 
 import hashlib
 
+from kloyst.accounts.models import normalize_email
 from kloyst.config import parse_rate
 from kloyst.errors import TooManyRequests
 
@@ -21,12 +30,20 @@ def _check(request, key: str, rate: str, what: str) -> None:
                               retry_after=decision.retry_after_seconds)
 
 
+def client_ip(request) -> str:
+    """The address the connection came from, as the WSGI server established it."""
+    return request.remote_addr or "unknown"
+
+
+def account_key(email: str) -> str:
+    return hashlib.sha256(normalize_email(email).encode("utf-8")).hexdigest()[:32]
+
+
 def throttle_ip(request, action: str) -> None:
-    _check(request, f"auth:{action}:ip:{request.client_addr}",
+    _check(request, f"auth:{action}:ip:{client_ip(request)}",
            request.registry.settings["kloyst.throttle.login_per_ip"], "attempts from your address")
 
 
 def throttle_account(request, action: str, email: str) -> None:
-    digest = hashlib.sha256(email.encode("utf-8")).hexdigest()[:32]
-    _check(request, f"auth:{action}:acct:{digest}",
+    _check(request, f"auth:{action}:acct:{account_key(email)}",
            request.registry.settings["kloyst.throttle.login_per_account"], "attempts for this account")

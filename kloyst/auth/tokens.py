@@ -24,6 +24,7 @@ import jwt
 ALGORITHM = "HS256"
 ACCESS_TYP = "at+jwt"
 REQUIRED_CLAIMS = ["exp", "iat", "nbf", "iss", "aud", "sub", "jti"]
+MIN_KEY_BYTES = 32  # RFC 7518 §3.2: an HS256 key at least as long as the hash
 
 
 class InvalidToken(Exception):
@@ -45,6 +46,8 @@ class AccessTokenCodec:
                  leeway_seconds: int) -> None:
         if not keys:
             raise ValueError("at least one signing key is required")
+        if short := [kid for kid, key in keys.items() if len(key) < MIN_KEY_BYTES]:
+            raise ValueError(f"signing keys {short} are shorter than {MIN_KEY_BYTES} bytes")
         self.keys = dict(keys)
         self.active_kid = next(iter(self.keys))
         self.issuer = issuer

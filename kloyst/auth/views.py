@@ -35,7 +35,9 @@ class LoginBody(Schema):
 
 
 class RefreshBody(Schema):
-    refresh_token: str = Field(min_length=10, max_length=200)
+    # Long enough for any string a client might mistake for a refresh token (an access JWT):
+    # such a string fails the lookup and gets the refresh 401, not a confusing 422.
+    refresh_token: str = Field(min_length=10, max_length=2048)
 
 
 class ResetBody(Schema):
@@ -111,11 +113,18 @@ def refresh(request):
     return pair.as_json(utcnow())
 
 
+def no_content(request):
+    """An empty 204: no body and no Content-Type (a 204 with one is malformed HTTP)."""
+    response = request.response
+    response.status_int = 204
+    response.content_type = None
+    return response
+
+
 def logout(request):
     body = request.validated(RefreshBody)
     services.logout(request.db, body.refresh_token)
-    request.response.status_int = 204
-    return request.response
+    return no_content(request)
 
 
 def forgot_password(request):
