@@ -27,6 +27,10 @@ from typing import Any, Callable, Mapping
 
 ENV_REFERENCE = re.compile(r"^\$\{([A-Z][A-Z0-9_]*)\}$")
 
+# The service modes (see kloyst.runner); here so that a wrong SERVICE_TYPE stops start-up with the other
+# setting problems, before anything is built.
+SERVICE_TYPES = ("API_GATEWAY", "WEBHOOK", "WORKER", "OUTBOX", "ALL")
+
 
 class ConfigurationError(Exception):
     """Raised at start-up when a setting is missing or malformed; the message says how to fix it."""
@@ -49,23 +53,60 @@ def as_list(value: Any) -> list[str]:
     return [part.strip() for part in re.split(r"[,\s]+", str(value or "")) if part.strip()]
 
 
-def as_keyring(value: Any) -> dict[str, bytes]:
+_ORIGIN = re.compile(r"^https?://[^/\s*]+$")
+
+
+def as_origins(value: Any) -> list[str]:
+    """CORS origins as browsers send them (``scheme://host[:port]``); a wildcard is refused, never implied."""
+    origins = []
+    for origin in as_list(value):
+        origin = origin.rstrip("/")
+        if not _ORIGIN.match(origin):
+            raise ValueError(f"{origin!r} is not an origin: write scheme://host[:port], one per allowed site "
+                             "(no wildcard, no path)")
+        origins.append(origin.lower())
+    return origins
+
+
+def as_service_type(value: Any) -> str:
+    text = str(value or "").strip().upper()
+    if text not in SERVICE_TYPES:
+        raise ValueError(f"{text or '(empty)'!r} is not a service type; use one of: {', '.join(SERVICE_TYPES)}")
+    return text
+
+
+_BASE64URL = re.compile(r"^[A-Za-z0-9_+/-]+={0,2}$")
+
+
+def _decode_key(kid: str, encoded: str) -> bytes:
+    # Strict: b64decode without validate silently drops stray characters, which would turn a
+    # mangled key into a short (or empty) one and a confusing "too short" message.
+    if not _BASE64URL.match(encoded):
+        raise ValueError(f"key {kid!r} is not valid base64 (use the URL-safe alphabet A-Z a-z 0-9 - _)")
+    standard = encoded.rstrip("=").replace("-", "+").replace("_", "/")
+    try:
+        return base64.b64decode(standard + "=" * (-len(standard) % 4), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError(f"key {kid!r} is not valid base64 (wrong length)") from exc
+
+
+def as_keyring(value: Any, *, exact_bytes: int | None = None) -> dict[str, bytes]:
     """Parse ``kid1:base64key,kid2:base64key`` into ``{kid: key}``; each key must be 32 bytes or more.
 
     The first entry is the active one (used to sign or encrypt); the others only verify or
     decrypt, which is how keys rotate without invalidating what was made with the old key.
+    Messages name the key id and the entry's position, never any part of a key.
     """
     if isinstance(value, dict):
         return value
     ring: dict[str, bytes] = {}
-    for entry in as_list(value):
+    for position, entry in enumerate(as_list(value), start=1):
         kid, sep, encoded = entry.partition(":")
         if not sep or not kid or not encoded:
-            raise ValueError(f"key entry {entry[:12]!r}… must look like kid:base64key")
-        try:
-            key = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
-        except (binascii.Error, ValueError) as exc:
-            raise ValueError(f"key {kid!r} is not valid base64") from exc
+            raise ValueError(f"key entry #{position} must look like kid:base64key")
+        key = _decode_key(kid, encoded)
+        if exact_bytes is not None and len(key) != exact_bytes:
+            raise ValueError(f"key {kid!r} has {len(key)} bytes; exactly {exact_bytes} are required")
         if len(key) < 32:
             raise ValueError(f"key {kid!r} has {len(key)} bytes; at least 32 are required")
         if kid in ring:
@@ -74,6 +115,11 @@ def as_keyring(value: Any) -> dict[str, bytes]:
     if not ring:
         raise ValueError("at least one key is required")
     return ring
+
+
+def as_aes256_keyring(value: Any) -> dict[str, bytes]:
+    """A keyring of AES-256 keys: each exactly 32 bytes (AES-GCM refuses any other size at first use)."""
+    return as_keyring(value, exact_bytes=32)
 
 
 @dataclass(frozen=True)
@@ -94,18 +140,22 @@ class Setting:
 
 
 CORE_SETTINGS: tuple[Setting, ...] = (
-    Setting("kloyst.service_type", "SERVICE_TYPE", "ALL", str.upper,
+    Setting("kloyst.service_type", "SERVICE_TYPE", "ALL", as_service_type,
             help="Which service this process runs: API_GATEWAY, WEBHOOK, WORKER, OUTBOX or ALL."),
     Setting("kloyst.http.host", "HOST", "127.0.0.1", help="Address the HTTP server binds."),
     Setting("kloyst.http.port", "PORT", 6543, int, help="Port of the REST API."),
     Setting("kloyst.http.webhook_port", "WEBHOOK_PORT", 6544, int,
             help="Port of the webhook receiver in WEBHOOK mode."),
+    Setting("kloyst.http.trusted_proxy", "TRUSTED_PROXY", "",
+            help="Address of the reverse proxy whose X-Forwarded-For/-Proto/-Host/-Port waitress believes "
+            "(* for any peer, only when nothing but the proxy can reach the port); empty trusts none."),
+    Setting("kloyst.http.threads", "HTTP_THREADS", 8, int, help="Request threads of each HTTP server."),
     Setting("kloyst.http.max_body_bytes", "MAX_BODY_BYTES", 1_048_576, int,
             help="Largest request body accepted by ordinary JSON routes (uploads have their own limit)."),
-    Setting("kloyst.http.public_url", "PUBLIC_URL", "http://127.0.0.1:6543",
-            help="Base URL users reach Kloyst at; used in links inside emails."),
+    Setting("kloyst.http.public_url", "PUBLIC_URL", "",
+            help="Base URL users reach Kloyst at; used in links inside emails. Empty: http://HOST:PORT."),
     Setting("kloyst.api.prefix", "API_PREFIX", "/v1", help="Prefix of every REST route."),
-    Setting("kloyst.cors.allowed_origins", "CORS_ALLOWED_ORIGINS", "", as_list,
+    Setting("kloyst.cors.allowed_origins", "CORS_ALLOWED_ORIGINS", "", as_origins,
             help="Comma-separated origins allowed by CORS; any other origin gets no CORS headers."),
     Setting("kloyst.database.url", "DATABASE_URL", required=True, secret=True,
             help="SQLAlchemy URL: sqlite:///… for the embedded default, postgresql+psycopg2://… otherwise."),
@@ -126,8 +176,9 @@ CORE_SETTINGS: tuple[Setting, ...] = (
     Setting("kloyst.jwt.access_ttl_seconds", "JWT_ACCESS_TTL_SECONDS", 600, int),
     Setting("kloyst.jwt.refresh_ttl_seconds", "JWT_REFRESH_TTL_SECONDS", 30 * 24 * 3600, int),
     Setting("kloyst.jwt.leeway_seconds", "JWT_LEEWAY_SECONDS", 30, int),
-    Setting("kloyst.crypto.data_keys", "DATA_ENCRYPTION_KEYS", required=True, parse=as_keyring, secret=True,
-            help="AES-256-GCM keys for contact fields as kid:base64key; the first encrypts, all decrypt."),
+    Setting("kloyst.crypto.data_keys", "DATA_ENCRYPTION_KEYS", required=True, parse=as_aes256_keyring,
+            secret=True, help="AES-256-GCM keys (32 bytes each) for contact fields as kid:base64key; the first "
+            "encrypts, all decrypt."),
     Setting("kloyst.crypto.hash_key", "DATA_HASH_KEY", required=True, secret=True,
             help="HMAC key for mobile_hash (dedupe without plaintext numbers)."),
     Setting("kloyst.meta.app_secret", "META_APP_SECRET", required=True, secret=True,
@@ -184,7 +235,18 @@ def resolve(settings: Mapping[str, Any], table: tuple[Setting, ...], environ: Ma
             problems.append(f"{setting.key} (environment variable {setting.env}) is invalid: {exc}")
     if problems:
         raise ConfigurationError("Kloyst cannot start:\n  - " + "\n  - ".join(problems))
+    _derive_public_url(resolved)
     return resolved
+
+
+def _derive_public_url(resolved: dict[str, Any]) -> None:
+    """An empty public URL follows the address the API listens on, so ``PORT=8000`` also moves mail links."""
+    if resolved.get("kloyst.http.public_url") != "" or "kloyst.http.port" not in resolved:
+        return
+    host = resolved.get("kloyst.http.host") or "127.0.0.1"
+    if host in ("0.0.0.0", "::"):  # listening everywhere says nothing about the name users reach
+        host = "127.0.0.1"
+    resolved["kloyst.http.public_url"] = f"http://{host}:{resolved['kloyst.http.port']}"
 
 
 def parse_rate(text: str) -> tuple[int, int]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
 import sys
 import threading
 from pathlib import Path
@@ -58,8 +57,12 @@ class DailyFileHandler(logging.Handler):
         self._stream = None
         self._switch_lock = threading.Lock()
 
+    @staticmethod
+    def _today() -> dt.date:
+        return dt.datetime.now(dt.timezone.utc).date()
+
     def _current_stream(self):
-        today = dt.datetime.now(dt.timezone.utc).date()
+        today = self._today()
         if today != self._date:
             with self._switch_lock:
                 if today != self._date:
@@ -140,4 +143,3 @@ def configure(settings, service: str = "") -> None:
     network.propagate = False
     network.addHandler(handler("network", settings["kloyst.log.network_level"]))
     logging.captureWarnings(True)
-    os.environ.setdefault("OPENPYXL_DEFUSEDXML", "True")

@@ -18,20 +18,31 @@ import logging
 import signal
 import threading
 
-from kloyst.config import ConfigurationError
+from kloyst.config import SERVICE_TYPES, ConfigurationError, as_service_type  # noqa: F401 - SERVICE_TYPES re-exported
 
 log = logging.getLogger(__name__)
-
-SERVICE_TYPES = ("API_GATEWAY", "WEBHOOK", "WORKER", "OUTBOX", "ALL")
-WEBHOOK_PREFIXES = ("/webhook/", "/healthz", "/readyz")
+WEBHOOK_PREFIX = "/webhook/"
+WEBHOOK_PATHS = frozenset({"/healthz", "/readyz"})
 
 
 def check_service_type(value: str) -> str:
-    value = (value or "").strip().upper()
-    if value not in SERVICE_TYPES:
-        raise ConfigurationError(f"SERVICE_TYPE {value or '(empty)'!r} is not valid; use one of: "
-                                 f"{', '.join(SERVICE_TYPES)}")
-    return value
+    """``value`` as a service type, or a :class:`ConfigurationError` listing the valid ones."""
+    try:
+        return as_service_type(value)
+    except ValueError as exc:
+        raise ConfigurationError(f"SERVICE_TYPE: {exc}") from None
+
+
+class StopRequested(SystemExit):
+    """Raised in the main thread by SIGTERM/SIGINT to leave the server loop; :func:`run` then stops in order.
+
+    Closing waitress's sockets from inside the signal handler would pull them out from under
+    the ``select`` the main thread is blocked in (``EBADF``), so the handler only unwinds.
+    A ``SystemExit`` because waitress's loop catches exactly that and drains its request threads.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(0)
 
 
 class Stopper:
@@ -40,47 +51,103 @@ class Stopper:
     def __init__(self) -> None:
         self.event = threading.Event()
         self._callbacks: list = []
+        self._stopped = False
+        self._lock = threading.Lock()
 
     def on_stop(self, callback) -> None:
         self._callbacks.append(callback)
 
     def stop(self, *_args) -> None:
-        if self.event.is_set():
-            return
+        """Set the flag and run the stop callbacks, once, last started first stopped."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
         log.info("stopping")
         self.event.set()
-        for callback in reversed(self._callbacks):  # last started, first stopped
+        for callback in reversed(self._callbacks):
             try:
                 callback()
             except Exception:  # one failing shutdown step must not block the others
                 log.exception("error while stopping")
 
+    def _on_signal(self, signum, _frame) -> None:
+        if self.event.is_set():  # a second signal while stopping changes nothing
+            return
+        log.info("received %s", signal.Signals(signum).name)
+        self.event.set()
+        raise StopRequested()
+
     def install_signal_handlers(self) -> None:
-        signal.signal(signal.SIGTERM, self.stop)
-        signal.signal(signal.SIGINT, self.stop)
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
 
 
 def webhook_only(app):
-    """WSGI filter for WEBHOOK mode: everything but the webhook and health routes is 404."""
+    """WSGI filter for WEBHOOK mode: everything but the webhook and health routes is a JSON 404."""
+    import json
+
+    from kloyst.http.errors import error_body
+    from kloyst.http.tweens import SECURITY_HEADERS
+
+    body = json.dumps(error_body("not_found", "this port serves webhooks only")).encode()
+    headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *SECURITY_HEADERS.items()]
 
     def filtered(environ, start_response):
         path = environ.get("PATH_INFO", "")
-        if path.startswith(WEBHOOK_PREFIXES):
+        if path in WEBHOOK_PATHS or path.startswith(WEBHOOK_PREFIX):
             return app(environ, start_response)
-        body = b'{"error": {"code": "not_found", "message": "this port serves webhooks only", "details": {}}}'
-        start_response("404 Not Found", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+        start_response("404 Not Found", list(headers))
         return [body]
 
     return filtered
 
 
-def start_http(app, host: str, port: int, stopper: Stopper, threads: int = 8):
+# What nginx (nginx/) sets; waitress rewrites REMOTE_ADDR, the scheme and host from these, and only
+# when the peer is kloyst.http.trusted_proxy. Every other forwarding header is removed.
+TRUSTED_PROXY_HEADERS = {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port"}
+
+
+def start_http(app, host: str, port: int, stopper: Stopper, threads: int = 8, max_body_bytes: int | None = None,
+               trusted_proxy: str | None = None):
+    """A waitress server for ``app`` (not yet running: call ``server.run()``), closed by ``stopper``.
+
+    ``max_body_bytes`` caps what waitress buffers before the application sees a request; it
+    should sit above every route's own limit, so ordinary oversize bodies still get the JSON 413.
+    ``trusted_proxy`` is the one peer whose ``X-Forwarded-*`` headers are believed (one hop).
+    """
     from waitress.server import create_server
 
-    server = create_server(app, host=host, port=port, threads=threads, clear_untrusted_proxy_headers=True)
+    options: dict = {"max_request_body_size": max_body_bytes} if max_body_bytes else {}
+    if trusted_proxy:
+        options.update(trusted_proxy=trusted_proxy, trusted_proxy_headers=TRUSTED_PROXY_HEADERS,
+                       trusted_proxy_count=1)
+    server = create_server(app, host=host, port=port, threads=threads, clear_untrusted_proxy_headers=True,
+                           **options)
     stopper.on_stop(server.close)
     log.info("listening on http://%s:%s", host, server.effective_port)
     return server
+
+
+def serve_in_background(server, name: str = "http"):
+    """Run a waitress ``server`` in a daemon thread; return a function that stops it from any other thread.
+
+    waitress is not thread-safe: closing its sockets from another thread pulls them out from
+    under its ``select`` (``EBADF``). Its trigger runs a callable inside the loop's own thread,
+    so the stop closes every socket there, which empties the loop's map and ends it.
+    """
+    from waitress import wasyncore
+
+    thread = threading.Thread(target=server.run, name=name, daemon=True)
+    thread.start()
+
+    def stop(timeout: float = 10) -> None:
+        socket_map = server._map  # noqa: SLF001 - the loop's own map is what close_all needs
+        server.trigger.pull_trigger(lambda: wasyncore.close_all(socket_map))
+        thread.join(timeout)
+        server.task_dispatcher.shutdown()
+
+    return stop
 
 
 def start_worker(registry, stopper: Stopper):
@@ -94,60 +161,79 @@ def start_worker(registry, stopper: Stopper):
     return consumer
 
 
-def relay_loop(registry, stopper: Stopper, *, idle_ceiling: float = 2.0) -> None:
-    """Publish outbox events: again at once while batches come back full, backing off when idle."""
-    from kloyst.outbox.relay import relay_once
+def relay_loop(registry, stopper: Stopper) -> None:
+    """Publish outbox events: again at once while batches come back full, backing off when idle.
 
+    One :class:`~kloyst.outbox.relay.Relay` for the life of the loop: it keeps its place in
+    the vendor round robin and its reconcile clock between batches.
+    """
+    from kloyst.outbox.relay import Relay
+
+    relay = Relay(registry)
+    full, ceiling = relay.settings.batch_size, relay.settings.idle_ceiling_seconds
     delay = 0.05
-    while not stopper.event.is_set():
+    try:
+        while not stopper.event.is_set():
+            try:
+                published = relay.run_once()
+            except Exception:  # a database hiccup must not kill the relay: log, back off, try again
+                log.exception("outbox relay batch failed")
+                published = 0
+            if published:
+                delay = 0.0 if published >= full else 0.05
+            else:
+                delay = min(ceiling, max(0.05, delay * 2))
+            if delay:
+                stopper.event.wait(delay)
+    finally:
         try:
-            published = relay_once(registry)
+            relay.flush()  # record the last batch as published before the process goes
         except Exception:
-            log.exception("outbox relay batch failed")
-            published = 0
-        if published:
-            delay = 0.0 if published >= 500 else 0.05
-        else:
-            delay = min(idle_ceiling, max(0.05, delay * 2))
-        if delay:
-            stopper.event.wait(delay)
+            log.exception("outbox relay could not record its last batch; the reconciler will")
 
 
 def start_relay(registry, stopper: Stopper) -> threading.Thread:
     thread = threading.Thread(target=relay_loop, args=(registry, stopper), name="outbox-relay", daemon=True)
     thread.start()
+    log.info("outbox relay started")
     return thread
 
 
 def run(mode: str, app, registry, *, on_listening=None) -> int:
     """Run ``mode`` until SIGTERM/SIGINT; return the exit status."""
+    from kloyst.http.tweens import largest_body_limit
+
     mode = check_service_type(mode)
     settings = registry.settings
     stopper = Stopper()
     threads: list[threading.Thread] = []
     if mode in ("WORKER", "ALL"):
         start_worker(registry, stopper)
-    # After the consumer: huey's start() installs its own handlers, ours must win.
-    stopper.install_signal_handlers()
     if mode in ("OUTBOX", "ALL"):
         threads.append(start_relay(registry, stopper))
     servers = []
+    # Twice the largest route limit: a body just over a limit gets the JSON 413 from the app, an absurd
+    # one is cut by waitress before it fills the disk.
+    server_options = {"threads": settings["kloyst.http.threads"], "max_body_bytes": 2 * largest_body_limit(registry),
+                      "trusted_proxy": settings["kloyst.http.trusted_proxy"]}
     if mode in ("API_GATEWAY", "ALL"):
-        servers.append(start_http(app, settings["kloyst.http.host"], settings["kloyst.http.port"], stopper))
-    if mode == "WEBHOOK":
+        servers.append(start_http(app, settings["kloyst.http.host"], settings["kloyst.http.port"], stopper,
+                                  **server_options))
+    elif mode == "WEBHOOK":
         servers.append(start_http(webhook_only(app), settings["kloyst.http.host"],
-                                  settings["kloyst.http.webhook_port"], stopper))
+                                  settings["kloyst.http.webhook_port"], stopper, **server_options))
     if on_listening is not None:
         on_listening(servers)
+    # Last: huey's consumer.start() installs its own handlers, ours must win; and a signal now finds
+    # everything started, inside the try below.
+    stopper.install_signal_handlers()
     try:
-        if servers:
-            for server in servers[1:]:
-                threading.Thread(target=server.run, daemon=True).start()
+        if servers:  # one at most: the HTTP modes serve one port each
             servers[0].run()
         else:
             while not stopper.event.is_set():
                 stopper.event.wait(1.0)
-    except (KeyboardInterrupt, SystemExit):
+    except (KeyboardInterrupt, SystemExit):  # StopRequested when waitress is not the one catching it
         pass
     finally:
         stopper.stop()

@@ -24,6 +24,7 @@ def build_parser(pm) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from kloyst.errors import ApiError
     from kloyst.plugins import build_plugin_manager
 
     try:
@@ -33,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigurationError as exc:
         print(f"kloyst: {exc}", file=sys.stderr)
         return 2
+    except ApiError as exc:  # a service refused the input (weak password, taken email): say why, no traceback
+        print(f"kloyst: {exc.message}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

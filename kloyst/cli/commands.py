@@ -10,18 +10,25 @@ from pathlib import Path
 
 from kloyst.config import ConfigurationError
 
+# example.com is reserved for examples (RFC 2606) and, unlike .local, passes the sign-in email check.
+DEMO_EMAIL = "demo@example.com"
+
 
 def _ini(parser) -> None:
     parser.add_argument("ini", help="the ini file, e.g. development.ini or staging.ini")
 
 
 def cmd_run(args) -> int:
-    from kloyst import runner
+    from kloyst import logs, runner
     from kloyst.cli.bootstrap import ensure_var_dirs, load
     from kloyst.db import migrate
 
+    flag = runner.check_service_type(args.service_type) if args.service_type is not None else None
     app, registry = load(args.ini)
-    mode = runner.check_service_type(args.service_type or registry.settings["kloyst.service_type"])
+    mode = flag or registry.settings["kloyst.service_type"]
+    if mode != registry.settings["kloyst.service_type"]:  # the flag beats SERVICE_TYPE; logs say which runs
+        registry.settings["kloyst.service_type"] = mode
+        logs.configure(registry.settings, service=mode)
     ensure_var_dirs(registry)
     engine = registry["kloyst.engine"]
     pm = registry["kloyst.plugin_manager"]
@@ -63,18 +70,19 @@ def _first_run_account(registry) -> str | None:
         vendor = Vendor(name="Demo vendor")
         db.add(vendor)
         db.flush()
-        db.add(User(vendor_id=vendor.id, email="demo@kloyst.local", name="Demo owner", role=Role.OWNER,
+        db.add(User(vendor_id=vendor.id, email=DEMO_EMAIL, name="Demo owner", role=Role.OWNER,
                     password_hash=hash_password(password), email_verified_at=utcnow()))
     base = settings["kloyst.http.public_url"].rstrip("/") + settings["kloyst.api.prefix"]
     note = (
-        "First run: created the demo vendor owner demo@kloyst.local with password " + password + "\n"
-        "Sign in:  curl -s -X POST " + base + "/auth/login -H 'Content-Type: application/json' "
-        "-d '{\"email\": \"demo@kloyst.local\", \"password\": \"" + password + "\"}'\n"
+        f"First run: created the demo vendor owner {DEMO_EMAIL} with password {password}\n"
+        f"Sign in:  curl -s -X POST {base}/auth/login -H 'Content-Type: application/json' "
+        f"-d '{{\"email\": \"{DEMO_EMAIL}\", \"password\": \"{password}\"}}'\n"
         "(this note is kept in " + str(note_file) + ")"
     )
     note_file.parent.mkdir(parents=True, exist_ok=True)
-    note_file.write_text(note + "\n")
-    note_file.chmod(0o600)
+    # Created owner-only from the start: the note holds a password.
+    with os.fdopen(os.open(note_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
+        handle.write(note + "\n")
     return note
 
 
@@ -111,13 +119,22 @@ def cmd_db(args) -> int:
 
 
 def cmd_create_admin(args) -> int:
+    from pydantic import EmailStr
+
     from kloyst.auth.services import create_platform_admin
     from kloyst.cli.bootstrap import load
     from kloyst.db import session_scope, tenancy
+    from kloyst.http.validation import Schema, parse
 
+    class AdminEmail(Schema):
+        email: EmailStr
+
+    # The address must pass the same check as the sign-in body, or the admin could never sign in.
+    parse(AdminEmail, {"email": args.email})
     _, registry = load(args.ini)
     password = os.environ.get("KLOYST_ADMIN_PASSWORD") or (
-        getpass.getpass("Password for the new platform admin: ") if sys.stdin.isatty() else sys.stdin.readline().strip())
+        getpass.getpass("Password for the new platform admin: ") if sys.stdin.isatty()
+        else sys.stdin.readline().strip())
     with session_scope(registry["kloyst.session_factory"], vendor_id=tenancy.ALL_VENDORS) as db:
         user = create_platform_admin(db, email=args.email, name=args.name or "", password=password)
         user_id = user.id

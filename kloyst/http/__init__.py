@@ -10,6 +10,16 @@ import uuid
 from pyramid.renderers import JSON
 
 
+def request_path(request) -> str:
+    """The request's path for messages and logs, even when its percent-encoding is not UTF-8.
+
+    ``request.path`` raises ``UnicodeDecodeError`` on such paths (``/%ff``), and a 400 must
+    not turn into a crash while being logged.
+    """
+    raw = request.environ.get("SCRIPT_NAME", "") + request.environ.get("PATH_INFO", "")
+    return raw.encode("latin-1", "replace").decode("utf-8", "backslashreplace")
+
+
 def _json_renderer() -> JSON:
     renderer = JSON()
     renderer.add_adapter(uuid.UUID, lambda obj, request: str(obj))

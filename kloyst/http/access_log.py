@@ -1,4 +1,11 @@
-"""The network log: one JSON line per request and response, with a request id echoed to the client."""
+"""The network log: one JSON line per request and response, with a request id echoed to the client.
+
+What a line holds is chosen, never dumped: no headers (so never ``Authorization``), no
+bodies (so never a password). The client address is ``REMOTE_ADDR``, which waitress
+rewrites from ``X-Forwarded-For`` only for a trusted proxy (``kloyst.http.trusted_proxy``);
+the raw header is whatever the client wrote. A request id the client supplies is kept when it
+looks like one, so a portal can follow its own id through the logs; anything else is replaced.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +16,26 @@ import uuid
 
 from pyramid.tweens import INGRESS
 
+from kloyst.http import request_path
+
 log = logging.getLogger("kloyst.network")
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
+
+
+def _vendor_id(request) -> str | None:
+    # Only what the request already worked out: computing the identity here would mean a token
+    # decode and a query after the transaction has ended.
+    for name in ("vendor_id", "tenant_scope"):
+        value = request.__dict__.get(name)
+        if isinstance(value, uuid.UUID):
+            return str(value)
+    return None
 
 
 def access_log_factory(handler, registry):
     def access_log(request):
         supplied = request.headers.get("X-Request-ID", "")
-        request_id = supplied if _REQUEST_ID.match(supplied) else uuid.uuid4().hex
+        request_id = supplied if _REQUEST_ID.fullmatch(supplied) else uuid.uuid4().hex
         request.request_id = request_id
         started = time.perf_counter()
         status = 500
@@ -26,18 +45,17 @@ def access_log_factory(handler, registry):
             response.headers["X-Request-ID"] = request_id
             return response
         finally:
-            identity = getattr(request, "identity", None) if "identity" in request.__dict__ else None
-            log.info("%s %s %s", request.method, request.path, status, extra={
+            log.info("%s %s %s", request.method, request_path(request), status, extra={
                 "request_id": request_id,
                 "method": request.method,
-                "path": request.path,
+                "path": request_path(request),
                 "route": request.matched_route.name if getattr(request, "matched_route", None) else None,
                 "status": status,
                 "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                "client": request.client_addr,
+                "client": request.remote_addr,
                 "user_agent": request.user_agent,
                 "bytes_in": request.content_length,
-                "vendor_id": str(identity.vendor_id) if identity and identity.vendor_id else None,
+                "vendor_id": _vendor_id(request),
             })
 
     return access_log

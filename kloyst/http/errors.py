@@ -9,9 +9,11 @@ from __future__ import annotations
 import logging
 import uuid
 
-from pyramid.httpexceptions import HTTPException, HTTPForbidden, HTTPNotFound
+from pyramid.exceptions import PredicateMismatch, URLDecodeError
+from pyramid.httpexceptions import HTTPException
 
 from kloyst.errors import ApiError
+from kloyst.http import request_path
 
 log = logging.getLogger("kloyst.exception")
 
@@ -42,8 +44,45 @@ def error_response(request, exc: ApiError):
     return api_error_view(exc, request)
 
 
+def allowed_methods(request) -> list[str] | None:
+    """The methods the matched route's views accept, or None when one of them accepts any method.
+
+    Read from the introspector once per route and cached on the registry.
+    """
+    name = request.matched_route.name
+    cache = request.registry.setdefault("kloyst.allowed_methods", {})
+    if name not in cache:
+        introspector = request.registry.introspector
+        route = introspector.get("routes", name)
+        methods: set[str] | None = set()
+        for view in introspector.related(route) if route is not None else ():
+            if view.category_name != "views":
+                continue
+            if view["request_methods"] is None:
+                methods = None
+                break
+            declared = view["request_methods"]
+            declared = {declared} if isinstance(declared, str) else set(declared)
+            methods.update(declared | ({"HEAD"} if "GET" in declared else set()))
+        cache[name] = sorted(methods) if methods is not None else None
+    return cache[name]
+
+
 def not_found_view(exc, request):
-    return _respond(request, 404, "not_found", f"no resource at {request.method} {request.path}")
+    # A route matched but none of its views took the method: that is a 405, not a 404. Routes
+    # hidden by a route predicate (a plugin the vendor has not enabled) never match, so they
+    # stay 404 and reveal nothing.
+    if isinstance(exc, PredicateMismatch) and request.matched_route is not None:
+        allowed = allowed_methods(request)
+        if allowed and request.method not in allowed:
+            return _respond(request, 405, "method_not_allowed",
+                            f"{request.method} is not allowed on {request_path(request)}; use {', '.join(allowed)}",
+                            {"allowed": allowed}, headers={"Allow": ", ".join(allowed)})
+    return _respond(request, 404, "not_found", f"no resource at {request.method} {request_path(request)}")
+
+
+def url_decode_error_view(exc, request):
+    return _respond(request, 400, "bad_request", "the URL is not valid UTF-8 once percent-decoded")
 
 
 def forbidden_view(exc, request):
@@ -55,6 +94,8 @@ def forbidden_view(exc, request):
 
 
 def http_exception_view(exc: HTTPException, request):
+    if exc.code < 400:  # a raised redirect or success is a response, not an error
+        return exc
     code = exc.title.lower().replace(" ", "_") if exc.title else "error"
     return _respond(request, exc.code, code, exc.explanation or exc.title, headers={
         k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After", "Location")})
@@ -62,8 +103,9 @@ def http_exception_view(exc: HTTPException, request):
 
 def unexpected_error_view(exc: Exception, request):
     reference = uuid.uuid4().hex[:12]
-    log.error("unhandled error %s on %s %s", reference, request.method, request.path, exc_info=exc,
-              extra={"reference": reference})
+    log.error("unhandled error %s on %s %s", reference, request.method, request_path(request), exc_info=exc,
+              extra={"reference": reference, "method": request.method, "path": request_path(request),
+                     "request_id": getattr(request, "request_id", None)})
     return _respond(request, 500, "internal_error",
                     f"something went wrong on our side; quote reference {reference} when reporting it",
                     {"reference": reference})
@@ -75,4 +117,5 @@ def includeme(config) -> None:
     config.add_notfound_view(not_found_view, renderer="json")
     config.add_forbidden_view(forbidden_view, renderer="json")
     config.add_exception_view(http_exception_view, context=HTTPException, **options)
+    config.add_exception_view(url_decode_error_view, context=URLDecodeError, **options)
     config.add_exception_view(unexpected_error_view, context=Exception, **options)

@@ -1,36 +1,56 @@
-"""Liveness and readiness for load balancers and compose health checks (public, outside the API prefix)."""
+"""Liveness and readiness for load balancers and compose health checks (public, outside the API prefix).
+
+``/healthz`` answers 200 while the process can serve at all; it touches nothing else, so a
+database outage never makes an orchestrator restart healthy processes. ``/readyz`` checks
+the database and Redis and answers 503, in the usual error envelope naming each failed
+dependency, when one is down. It never raises: a probe that crashes is a failed check.
+The client sees only the kind of failure; the full error goes to the app log.
+"""
 
 from __future__ import annotations
 
+import logging
+
 from pyramid.security import NO_PERMISSION_REQUIRED
 from sqlalchemy import text
+
+from kloyst.http.errors import error_body
+
+log = logging.getLogger(__name__)
+
+OK = "ok"
+NOT_CONFIGURED = "not configured (in-process)"
 
 
 def healthz(request):
     return {"status": "ok"}
 
 
-def readyz(request):
-    checks: dict[str, str] = {}
+def _probe(name: str, probe) -> str:
     try:
-        with request.registry["kloyst.engine"].connect() as connection:
-            connection.execute(text("SELECT 1"))
-        checks["database"] = "ok"
-    except Exception as exc:  # readiness reports, it does not crash
-        checks["database"] = f"unavailable: {type(exc).__name__}"
-    redis_client = request.registry.get("kloyst.redis")
-    if redis_client is not None:
-        try:
-            redis_client.ping()
-            checks["redis"] = "ok"
-        except Exception as exc:
-            checks["redis"] = f"unavailable: {type(exc).__name__}"
-    else:
-        checks["redis"] = "not configured (in-process)"
-    ready = all(v == "ok" or v.startswith("not configured") for v in checks.values())
-    if not ready:
-        request.response.status_int = 503
-    return {"status": "ready" if ready else "not ready", "checks": checks}
+        probe()
+    except Exception as exc:  # readiness reports failures, it does not crash
+        log.warning("readiness check %s failed: %s: %s", name, type(exc).__name__, exc, extra={"check": name})
+        return f"unavailable ({type(exc).__name__})"
+    return OK
+
+
+def _ping_database(registry) -> None:
+    with registry["kloyst.engine"].connect() as connection:
+        connection.execute(text("SELECT 1"))
+
+
+def readyz(request):
+    registry = request.registry
+    checks = {"database": _probe("database", lambda: _ping_database(registry))}
+    redis_client = registry.get("kloyst.redis")
+    checks["redis"] = _probe("redis", redis_client.ping) if redis_client is not None else NOT_CONFIGURED
+    failed = {name: state for name, state in checks.items() if state not in (OK, NOT_CONFIGURED)}
+    if not failed:
+        return {"status": "ready", "checks": checks}
+    request.response.status_int = 503
+    summary = ", ".join(f"{name} is {state}" for name, state in failed.items())
+    return error_body("not_ready", f"not ready: {summary}", {"checks": checks})
 
 
 def includeme(config) -> None:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from pyramid.tweens import EXCVIEW, INGRESS
 
+from kloyst.config import ConfigurationError
 from kloyst.errors import PayloadTooLarge
+from kloyst.http import request_path
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -43,6 +45,8 @@ def response_headers_factory(handler, registry):
             })
         else:
             response = handler(request)
+        if response.status_int in (204, 304):  # no body, so no Content-Type (WebOb adds text/html by default)
+            response.headers.pop("Content-Type", None)
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
         if cors_ok:
@@ -54,23 +58,36 @@ def response_headers_factory(handler, registry):
     return response_headers
 
 
+def _covers(prefix: str, path: str) -> bool:
+    """``/v1/imports`` covers ``/v1/imports`` and ``/v1/imports/…``, never ``/v1/imports-other``."""
+    prefix = prefix.rstrip("/")
+    return path == prefix or path.startswith(prefix + "/")
+
+
+def body_limit_for(registry, path: str) -> int:
+    """The body limit of ``path``: the longest ``add_body_limit`` prefix covering it, else the default."""
+    best_prefix, limit = "", registry.settings["kloyst.http.max_body_bytes"]
+    for prefix, prefix_limit in registry.get("kloyst.body_limits", ()):
+        if _covers(prefix, path) and len(prefix) > len(best_prefix):
+            best_prefix, limit = prefix, prefix_limit
+    return limit
+
+
+def largest_body_limit(registry) -> int:
+    """The largest body any route accepts; the HTTP server refuses far larger bodies before buffering them."""
+    limits = [limit for _, limit in registry.get("kloyst.body_limits", ())]
+    return max([registry.settings["kloyst.http.max_body_bytes"], *limits])
+
+
 def request_limits_factory(handler, registry):
-    default_limit = registry.settings["kloyst.http.max_body_bytes"]
-    # (path prefix, bytes): routes that take larger bodies (uploads) register here via config.add_body_limit.
-    overrides: list[tuple[str, int]] = registry.setdefault("kloyst.body_limits", [])
-
-    def limit_for(path: str) -> int:
-        for prefix, limit in overrides:
-            if path.startswith(prefix):
-                return limit
-        return default_limit
-
     def request_limits(request):
-        limit = limit_for(request.path)
+        limit = body_limit_for(registry, request_path(request))
         length = request.content_length
         if length is not None and length > limit:
             raise PayloadTooLarge(f"the request body is {length} bytes; the limit here is {limit} bytes",
                                   details={"limit_bytes": limit})
+        # waitress de-chunks bodies and sets Content-Length, but a server that streams a chunked body
+        # through (wsgi.input_terminated) gives no length: read one byte past the limit and stop there.
         if length is None and request.headers.get("Transfer-Encoding", "").lower() == "chunked":
             data = request.body_file_raw.read(limit + 1)
             if len(data) > limit:
@@ -83,7 +100,12 @@ def request_limits_factory(handler, registry):
 
 
 def add_body_limit(config, path_prefix: str, limit_bytes: int) -> None:
-    """Directive: allow bodies up to ``limit_bytes`` under ``path_prefix`` (e.g. an upload route)."""
+    """Directive: allow bodies up to ``limit_bytes`` under ``path_prefix`` (e.g. an upload route).
+
+    The longest prefix covering a path wins, and a prefix covers whole path segments only.
+    """
+    if not path_prefix.startswith("/"):
+        raise ConfigurationError(f"add_body_limit: the path prefix {path_prefix!r} must start with /")
     config.registry.setdefault("kloyst.body_limits", []).append((path_prefix, int(limit_bytes)))
 
 

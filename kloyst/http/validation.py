@@ -47,6 +47,8 @@ def _json_body(request):
         return json.loads(request.body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}") from None
+    except RecursionError:  # "[[[[…" within the size limit: hostile, not a crash
+        raise BadRequest("the body is nested too deeply") from None
 
 
 def _validated(request, schema: type[T]) -> T:

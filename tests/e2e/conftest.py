@@ -1,0 +1,40 @@
+"""Fixtures for the end-to-end tests: an embedded-default ini in a fresh directory, and `kloyst` processes
+that are killed by their own pid if a test leaves them running (helpers in e2e_support.py)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from e2e_support import KLOYST, REPO, Service
+
+
+@pytest.fixture
+def embedded_ini(tmp_path) -> Path:
+    """development.ini copied into an empty directory, so var/ (SQLite, queue, mail, logs) lands there."""
+    target = tmp_path / "development.ini"
+    shutil.copy(REPO / "development.ini", target)
+    return target
+
+
+@pytest.fixture
+def start_kloyst(tmp_path):
+    """``start_kloyst("run", ini, env=...)`` starts a process; any still running at teardown is killed."""
+    started: list[Service] = []
+
+    def start(*args: str, env: dict[str, str]) -> Service:
+        index = len(started)
+        stdout, stderr = tmp_path / f"kloyst-{index}.out", tmp_path / f"kloyst-{index}.err"
+        with stdout.open("w") as out, stderr.open("w") as err:
+            process = subprocess.Popen([KLOYST, *args], env=env, cwd=tmp_path, stdout=out, stderr=err)
+        service = Service(process, stdout, stderr)
+        started.append(service)
+        return service
+
+    yield start
+    for service in started:
+        if service.process.poll() is None:
+            service.process.kill()
+            service.process.wait(timeout=10)
