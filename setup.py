@@ -18,7 +18,7 @@ setup(
         "waitress>=3.0",
         "zope.sqlalchemy>=3.0",
         "SQLAlchemy>=2.0",
-        "alembic>=1.13",
+        "alembic>=1.18.5",  # ScriptDirectory.get_heads(consider_depends_on=True)
         "psycopg2-binary>=2.9",
         "huey>=2.5",
         "redis>=5.0",

@@ -162,34 +162,24 @@ def start_worker(registry, stopper: Stopper):
 
 
 def relay_loop(registry, stopper: Stopper) -> None:
-    """Publish outbox events: again at once while batches come back full, backing off when idle.
+    """Run one :class:`~kloyst.outbox.relay.Relay` until stopped (its loop polls adaptively).
 
-    One :class:`~kloyst.outbox.relay.Relay` for the life of the loop: it keeps its place in
-    the vendor round robin and its reconcile clock between batches.
+    One relay for the life of the process, so it keeps its place in the vendor round robin,
+    its floors and its reconcile clock. A database hiccup does not end the loop: it is
+    logged, and the relay starts again after a pause.
     """
     from kloyst.outbox.relay import Relay
 
     relay = Relay(registry)
-    full, ceiling = relay.settings.batch_size, relay.settings.idle_ceiling_seconds
-    delay = 0.05
-    try:
-        while not stopper.event.is_set():
-            try:
-                published = relay.run_once()
-            except Exception:  # a database hiccup must not kill the relay: log, back off, try again
-                log.exception("outbox relay batch failed")
-                published = 0
-            if published:
-                delay = 0.0 if published >= full else 0.05
-            else:
-                delay = min(ceiling, max(0.05, delay * 2))
-            if delay:
-                stopper.event.wait(delay)
-    finally:
+    pause = 0.5
+    while not stopper.event.is_set():
         try:
-            relay.flush()  # record the last batch as published before the process goes
+            relay.run(stopper.event)
+            pause = 0.5
         except Exception:
-            log.exception("outbox relay could not record its last batch; the reconciler will")
+            log.exception("outbox relay failed; restarting in %.1f s", pause)
+            stopper.event.wait(pause)
+            pause = min(30.0, pause * 2)
 
 
 def start_relay(registry, stopper: Stopper) -> threading.Thread:

@@ -1,10 +1,4 @@
-"""Kloyst's own tests use the fixtures every plugin author gets (kloyst.testing.pytest_plugin)."""
+"""Kloyst's own tests use the fixtures every plugin author gets (kloyst.testing.pytest_plugin).
 
-import pytest
-
-
-@pytest.fixture(scope="session")
-def kloyst_extra_plugins():
-    import probe_plugin
-
-    return [("probe", probe_plugin)]
+The test-only ``probe`` plugin is registered in the repository's root ``conftest.py``.
+"""

@@ -60,8 +60,17 @@ def bearer_token(request) -> str | None:
     return value.strip()
 
 
+_IDENTITY_CACHE = "kloyst.identity"
+
+
 class KloystSecurityPolicy:
     def identity(self, request) -> Identity | None:
+        # Pyramid asks the policy on every ``request.identity``; decode and load once per request.
+        if _IDENTITY_CACHE not in request.environ:
+            request.environ[_IDENTITY_CACHE] = self._load_identity(request)
+        return request.environ[_IDENTITY_CACHE]
+
+    def _load_identity(self, request) -> Identity | None:
         token = bearer_token(request)
         if token is None:
             return None

@@ -1,7 +1,8 @@
 """Throttling of sign-in, sign-up and password flows, per client IP and per account.
 
 Counts every attempt in a fixed window (Redis when configured, in-process otherwise, see
-:mod:`kloyst.ratelimit`). Over the limit → 429 with ``Retry-After``.
+:mod:`kloyst.ratelimit`). Over the limit → 429 with ``Retry-After``. A successful sign-in
+clears its account's count, so the per-account limit only ever stops repeated failures.
 
 Two details decide whether the limits can be dodged:
 
@@ -44,6 +45,15 @@ def throttle_ip(request, action: str) -> None:
            request.registry.settings["kloyst.throttle.login_per_ip"], "attempts from your address")
 
 
+def _account_bucket(action: str, email: str) -> str:
+    return f"auth:{action}:acct:{account_key(email)}"
+
+
 def throttle_account(request, action: str, email: str) -> None:
-    _check(request, f"auth:{action}:acct:{account_key(email)}",
+    _check(request, _account_bucket(action, email),
            request.registry.settings["kloyst.throttle.login_per_account"], "attempts for this account")
+
+
+def forgive_account(request, action: str, email: str) -> None:
+    """After a success, the account's attempts start over (the per-IP limit still counts)."""
+    request.registry["kloyst.rate_limiter"].reset(_account_bucket(action, email))

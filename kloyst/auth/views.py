@@ -97,6 +97,8 @@ def login(request):
     body = request.validated(LoginBody)
     throttle.throttle_account(request, "login", body.email)
     user = services.authenticate(request.db, body.email, body.password)
+    # Only failures should use up the account's allowance: signing in on a sixth device is not an attack.
+    throttle.forgive_account(request, "login", body.email)
     pair = services.issue_tokens(request.db, request.registry.settings, request.registry["kloyst.access_tokens"], user)
     return pair.as_json(utcnow())
 

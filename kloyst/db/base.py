@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from sqlalchemy import JSON, DateTime, MetaData, Uuid, func
+from sqlalchemy import JSON, DateTime, MetaData, TypeDecorator, Uuid, func
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
 
@@ -25,6 +25,30 @@ NAMING_CONVENTION = {
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 
 
+class UTCDateTime(TypeDecorator):
+    """``DateTime(timezone=True)`` that always gives back aware UTC datetimes.
+
+    PostgreSQL does this natively; SQLite (the embedded default) stores no zone and returns
+    naive values, which cannot be compared with ``utcnow()``. Values are normalised to UTC
+    on the way in and marked UTC on the way out, on every dialect.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is not None and isinstance(value, dt.datetime):
+            if value.tzinfo is None:
+                raise ValueError(f"naive datetime {value!r}: Kloyst stores aware UTC datetimes only")
+            value = value.astimezone(dt.timezone.utc)
+        return value
+
+    def process_result_value(self, value, dialect):
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=dt.timezone.utc)
+        return value
+
+
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
@@ -35,7 +59,7 @@ def new_id() -> uuid.UUID:
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {dt.datetime: DateTime(timezone=True), dict: JSONType, uuid.UUID: Uuid}
+    type_annotation_map = {dt.datetime: UTCDateTime(), dict: JSONType, uuid.UUID: Uuid}
 
 
 class Timestamped:

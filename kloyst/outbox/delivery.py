@@ -10,8 +10,8 @@ it was not delivered already. So:
 * a handler that raises rolls its writes *and* the mark back; a second short transaction
   returns the event to pending with exponential backoff and jitter (or ``dead`` after
   ``max_attempts``), recording the error;
-* a worker killed mid-handler (SIGKILL, OOM) leaves the event ``published`` and unlocked;
-  the reconciler republishes it.
+* a worker killed mid-handler (SIGKILL, OOM) leaves the event leased in a published batch,
+  and unlocked; the reconciler returns it to pending and the relay publishes it again.
 
 A handler that must wait (a rate limit) raises :class:`Reschedule`: the event goes back to
 pending for that long without counting an attempt, and no worker thread sleeps.
@@ -50,15 +50,16 @@ def backoff_seconds(attempts: int, base: float = 2.0, cap: float = 600.0) -> flo
 
 
 _MARK_DELIVERED = text(
-    "UPDATE outbox_event SET status = 'delivered', delivered_at = :now, leased_until = NULL "
-    "WHERE id = :id AND status IN ('pending', 'leased', 'published')"
+    "UPDATE outbox_event SET status = 'delivered', delivered_at = :now, leased_until = NULL, "
+    "published_at = COALESCE((SELECT b.published_at FROM outbox_batch b WHERE b.id = outbox_event.batch_id), :now) "
+    "WHERE id = :id AND status IN ('pending', 'leased')"
 ).bindparams(bindparam("now", type_=DateTime(timezone=True)))
 
 _REQUEUE = text("""
 UPDATE outbox_event
    SET status = CASE WHEN :count AND attempts >= :max THEN 'dead' ELSE 'pending' END,
        attempts = CASE WHEN :count THEN attempts ELSE attempts - 1 END,
-       available_at = :available_at, leased_until = NULL, published_at = NULL,
+       available_at = :available_at, leased_until = NULL, batch_id = NULL,
        last_error = COALESCE(:error, last_error)
  WHERE id = :id AND status NOT IN ('delivered', 'dead')
 """).bindparams(bindparam("available_at", type_=DateTime(timezone=True)), bindparam("count", type_=Boolean))

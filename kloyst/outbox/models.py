@@ -15,17 +15,33 @@ BigId = BigInteger().with_variant(Integer, "sqlite")
 
 
 class OutboxStatus(str, enum.Enum):
-    """pending → leased (a relay claimed it) → published (in the queue) → delivered (its handler committed).
+    """pending → leased (claimed by a relay in a batch) → delivered (its handler committed).
 
-    Failures go back to pending with a later ``available_at``; after ``max_attempts`` an
-    event is ``dead`` (the dead-letter state) until an admin requeues it.
+    A leased event is *published* once its :class:`OutboxBatch` records ``published_at``
+    (the relay marks a whole batch at once rather than rewriting each row). Failures go
+    back to pending with a later ``available_at``; after ``max_attempts`` an event is
+    ``dead`` (the dead-letter state) until an admin requeues it.
     """
 
     PENDING = "pending"
     LEASED = "leased"
-    PUBLISHED = "published"
     DELIVERED = "delivered"
     DEAD = "dead"
+
+
+class OutboxBatch(Base):
+    """One claim of a relay: the lease of its events, and whether they reached the queue.
+
+    Marking 500 events published is one write here instead of 500 row updates, which is
+    what lets one relay publish tens of thousands of events a second.
+    """
+
+    __tablename__ = "outbox_batch"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    claimed_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    leased_until: Mapped[dt.datetime]
+    published_at: Mapped[dt.datetime | None]
 
 
 class OutboxEvent(Base):
@@ -43,13 +59,14 @@ class OutboxEvent(Base):
         # The relay's claim: pending events per vendor in id order, and nothing else.
         Index("ix_outbox_event_pending", "vendor_id", "id", postgresql_where=text("status = 'pending'"),
               sqlite_where=text("status = 'pending'")),
-        Index("ix_outbox_event_leased_until", "leased_until", postgresql_where=text("status = 'leased'"),
+        # The reconciler: leased events by batch (expired leases, lost deliveries).
+        Index("ix_outbox_event_leased_batch", "batch_id", postgresql_where=text("status = 'leased'"),
               sqlite_where=text("status = 'leased'")),
-        # The reconciler: published events whose delivery may have been lost.
-        Index("ix_outbox_event_published_at", "published_at", postgresql_where=text("status = 'published'"),
-              sqlite_where=text("status = 'published'")),
         Index("ix_outbox_event_dead", "vendor_id", "id", postgresql_where=text("status = 'dead'"),
               sqlite_where=text("status = 'dead'")),
+        # Every event is rewritten two or three times (leased, delivered); free room on each page keeps the
+        # new versions beside the old ones. Measured: claims 13 → 8 ms per 500 events (docs/benchmarks.md).
+        {"postgresql_with": {"fillfactor": 70}},
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -64,6 +81,8 @@ class OutboxEvent(Base):
     attempts: Mapped[int] = mapped_column(default=0)
     available_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     leased_until: Mapped[dt.datetime | None]
+    # The relay batch that leased it; no foreign key, so claims stay cheap (batches are pruned).
+    batch_id: Mapped[int | None] = mapped_column(BigId)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     published_at: Mapped[dt.datetime | None]
     delivered_at: Mapped[dt.datetime | None]

@@ -14,21 +14,19 @@ from sqlalchemy import case, func, select, update
 from kloyst.db import utcnow
 from kloyst.outbox.models import OutboxEvent, OutboxStatus
 
-ACTIVE = (OutboxStatus.PENDING, OutboxStatus.LEASED, OutboxStatus.PUBLISHED, OutboxStatus.DEAD)
+ACTIVE = (OutboxStatus.PENDING, OutboxStatus.LEASED, OutboxStatus.DEAD)
 
 
 @dataclass(frozen=True)
 class VendorBacklog:
     vendor_id: uuid.UUID | None
     pending: int
-    leased: int
-    published: int
+    in_flight: int  # leased by a relay: being published, in the queue, or being delivered
     dead: int
     oldest_pending_age_seconds: float | None
 
     def as_json(self) -> dict:
-        return {"vendor_id": self.vendor_id, "pending": self.pending, "leased": self.leased,
-                "published": self.published, "dead": self.dead,
+        return {"vendor_id": self.vendor_id, "pending": self.pending, "in_flight": self.in_flight, "dead": self.dead,
                 "oldest_pending_age_seconds": self.oldest_pending_age_seconds}
 
 
@@ -38,18 +36,18 @@ def backlog(session) -> list[VendorBacklog]:
         return func.count(case((OutboxEvent.status == status, 1)))
 
     rows = session.execute(
-        select(OutboxEvent.vendor_id, count(OutboxStatus.PENDING),
-               count(OutboxStatus.LEASED), count(OutboxStatus.PUBLISHED), count(OutboxStatus.DEAD),
+        select(OutboxEvent.vendor_id, count(OutboxStatus.PENDING), count(OutboxStatus.LEASED),
+               count(OutboxStatus.DEAD),
                func.min(case((OutboxEvent.status == OutboxStatus.PENDING, OutboxEvent.created_at))))
         .where(OutboxEvent.status.in_(ACTIVE))
         .group_by(OutboxEvent.vendor_id)).all()
     now = utcnow()
     result = [
-        VendorBacklog(vendor_id=vendor_id, pending=pending, leased=leased, published=published, dead=dead,
+        VendorBacklog(vendor_id=vendor_id, pending=pending, in_flight=in_flight, dead=dead,
                       oldest_pending_age_seconds=round((now - _aware(oldest)).total_seconds(), 3) if oldest else None)
-        for vendor_id, pending, leased, published, dead, oldest in rows
+        for vendor_id, pending, in_flight, dead, oldest in rows
     ]
-    return sorted(result, key=lambda b: (-(b.pending + b.leased + b.published), str(b.vendor_id)))
+    return sorted(result, key=lambda b: (-(b.pending + b.in_flight), str(b.vendor_id)))
 
 
 def _aware(value):
@@ -79,7 +77,7 @@ def requeue(session, *, ids: list[int] | None = None, vendor_id: uuid.UUID | Non
     if vendor_id is not None:
         query = query.where(OutboxEvent.vendor_id == vendor_id)
     result = session.execute(query.values(status=OutboxStatus.PENDING, attempts=0, available_at=utcnow(),
-                                          leased_until=None, published_at=None))
+                                          leased_until=None, batch_id=None))
     return result.rowcount
 
 

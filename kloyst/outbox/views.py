@@ -33,7 +33,7 @@ def outbox_backlog(request):
                  default=None)
     return {
         "vendors": [r.as_json() for r in rows],
-        "totals": {key: sum(getattr(r, key) for r in rows) for key in ("pending", "leased", "published", "dead")},
+        "totals": {key: sum(getattr(r, key) for r in rows) for key in ("pending", "in_flight", "dead")},
         "oldest_pending_age_seconds": oldest,
     }
 

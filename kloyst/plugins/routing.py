@@ -60,6 +60,14 @@ class PluginConfigurator(Configurator):
             kw["factory"] = model_factory(model)
         return super().add_route(name, pattern, kloyst_plugin=plugin, **kw)
 
+    def add_view(self, view=None, name="", *args, route_name=None, **kw):
+        """Views go on the plugin's own routes only: a view on a core route would skip the gate."""
+        plugin = self.kloyst_plugin
+        if route_name is None or not route_name.startswith(f"{plugin}."):
+            raise ConfigurationError(f"plugin {plugin!r} added a view to route {route_name!r}: plugin views belong "
+                                     f"on the plugin's own routes ('{plugin}.…'), which carry its gate")
+        return super().add_view(view, name, *args, route_name=route_name, **kw)
+
 
 def plugin_configurator(config: Configurator, plugin_name: str, module) -> PluginConfigurator:
     package = module.__name__.rpartition(".")[0] or module.__name__

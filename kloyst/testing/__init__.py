@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from urllib.parse import urlsplit, urlunsplit
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -40,8 +41,18 @@ def postgres_admin_url() -> str:
     return os.environ.get("KLOYST_TEST_POSTGRES_URL", DEFAULT_POSTGRES)
 
 
-def redis_url() -> str:
-    return os.environ.get("KLOYST_TEST_REDIS_URL", DEFAULT_REDIS)
+def redis_url(worker: int = 0) -> str:
+    """The Redis database for test worker ``worker``: one database per pytest-xdist worker.
+
+    Tests flush their database freely; separate databases keep one worker from wiping
+    another's keys mid-test.
+    """
+    parts = urlsplit(os.environ.get("KLOYST_TEST_REDIS_URL", DEFAULT_REDIS))
+    db = int(parts.path.strip("/") or 0) + worker
+    if db > 15:
+        raise RuntimeError(f"test worker {worker} would need Redis database {db}; Redis has 0-15 "
+                           "(run fewer workers or set KLOYST_TEST_REDIS_URL to a lower database)")
+    return urlunsplit(parts._replace(path=f"/{db}"))
 
 
 def create_database(name: str) -> str:

@@ -35,6 +35,31 @@ def _worker_id(request) -> str:
     return getattr(request.config, "workerinput", {}).get("workerid", "main")
 
 
+def _worker_index(request) -> int:
+    worker = _worker_id(request)
+    return int(worker.removeprefix("gw")) if worker.startswith("gw") else 0
+
+
+@pytest.fixture(scope="session")
+def kloyst_redis_url(request) -> str:
+    """This worker's own Redis database (flushed before every test that uses Redis)."""
+    return testing.redis_url(_worker_index(request))
+
+
+@pytest.fixture
+def redis_client(kloyst_redis_url):
+    """A client of this worker's Redis database, emptied before the test."""
+    import redis
+
+    client = redis.Redis.from_url(kloyst_redis_url)
+    try:
+        client.flushdb()
+    except redis.ConnectionError as exc:  # the suite's contract: Redis on 127.0.0.1
+        pytest.fail(f"Redis is not reachable at {kloyst_redis_url}: {exc}")
+    yield client
+    client.close()
+
+
 @pytest.fixture(scope="session")
 def kloyst_extra_plugins():
     """Override to register extra plugin modules as ``[(name, module)]`` (in-test plugins)."""
@@ -59,13 +84,13 @@ def kloyst_database(request, kloyst_extra_plugins):
 
 
 @pytest.fixture(scope="session")
-def kloyst_settings(kloyst_database, tmp_path_factory):
+def kloyst_settings(kloyst_database, kloyst_redis_url, tmp_path_factory):
     """The settings the test application is built from; override to add plugin settings."""
     var = tmp_path_factory.mktemp("var")
     return {
         **testing.TEST_SETTINGS,
         "kloyst.database.url": kloyst_database,
-        "kloyst.redis.url": testing.redis_url(),
+        "kloyst.redis.url": kloyst_redis_url,
         "kloyst.mail.file_dir": str(var / "mail"),
         "kloyst.log.dir": str(var / "log"),
         "kloyst.queue.sqlite_path": str(var / "queue.sqlite"),

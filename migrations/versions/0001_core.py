@@ -16,24 +16,32 @@ depends_on = None
 
 
 def upgrade() -> None:
+    op.create_table('outbox_batch',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('claimed_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('leased_until', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('published_at', sa.DateTime(timezone=True), nullable=True),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_outbox_batch'))
+    )
     op.create_table('outbox_event',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('vendor_id', sa.Uuid(), nullable=True),
     sa.Column('topic', sa.String(length=100), nullable=False),
     sa.Column('payload', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
-    sa.Column('status', sa.Enum('pending', 'leased', 'published', 'delivered', 'dead', name='outbox_status', native_enum=False, length=16), nullable=False),
+    sa.Column('status', sa.Enum('pending', 'leased', 'delivered', 'dead', name='outbox_status', native_enum=False, length=16), nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),
     sa.Column('available_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('leased_until', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('batch_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('published_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('delivered_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('last_error', sa.Text(), nullable=True),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_outbox_event'))
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_outbox_event')),
+    postgresql_with={'fillfactor': 70}
     )
-    op.create_index('ix_outbox_event_leased_until', 'outbox_event', ['leased_until'], unique=False, postgresql_where=sa.text("status = 'leased'"), sqlite_where=sa.text("status = 'leased'"))
-    op.create_index('ix_outbox_event_published_at', 'outbox_event', ['published_at'], unique=False, postgresql_where=sa.text("status = 'published'"), sqlite_where=sa.text("status = 'published'"))
     op.create_index('ix_outbox_event_dead', 'outbox_event', ['vendor_id', 'id'], unique=False, postgresql_where=sa.text("status = 'dead'"), sqlite_where=sa.text("status = 'dead'"))
+    op.create_index('ix_outbox_event_leased_batch', 'outbox_event', ['batch_id'], unique=False, postgresql_where=sa.text("status = 'leased'"), sqlite_where=sa.text("status = 'leased'"))
     op.create_index('ix_outbox_event_pending', 'outbox_event', ['vendor_id', 'id'], unique=False, postgresql_where=sa.text("status = 'pending'"), sqlite_where=sa.text("status = 'pending'"))
     op.create_table('vendor',
     sa.Column('id', sa.Uuid(), nullable=False),
@@ -118,10 +126,10 @@ def downgrade() -> None:
     op.drop_index(op.f('ix_app_user_vendor_id'), table_name='app_user')
     op.drop_table('app_user')
     op.drop_table('vendor')
-    op.drop_index('ix_outbox_event_published_at', table_name='outbox_event')
-    op.drop_index('ix_outbox_event_dead', table_name='outbox_event')
     op.drop_index('ix_outbox_event_pending', table_name='outbox_event', postgresql_where=sa.text("status = 'pending'"), sqlite_where=sa.text("status = 'pending'"))
-    op.drop_index('ix_outbox_event_leased_until', table_name='outbox_event', postgresql_where=sa.text("status = 'leased'"), sqlite_where=sa.text("status = 'leased'"))
+    op.drop_index('ix_outbox_event_leased_batch', table_name='outbox_event', postgresql_where=sa.text("status = 'leased'"), sqlite_where=sa.text("status = 'leased'"))
+    op.drop_index('ix_outbox_event_dead', table_name='outbox_event', postgresql_where=sa.text("status = 'dead'"), sqlite_where=sa.text("status = 'dead'"))
     op.drop_table('outbox_event')
     for enum_name in ("vendor_status", "user_role", "one_time_purpose"):
         sa.Enum(name=enum_name).drop(op.get_bind(), checkfirst=True)
+    op.drop_table('outbox_batch')

@@ -74,8 +74,6 @@ def test_embedded_default_serves_signs_in_the_demo_owner_and_mails_a_verificatio
     assert list((embedded_ini.parent / "var" / "log").glob("network-*.log"))
 
 
-@pytest.mark.xfail(strict=True, reason="SQLite returns naive datetimes for DateTime(timezone=True); comparing "
-                   "them with utcnow() in kloyst.auth.services raises TypeError (a 500 on verify-email)")
 def test_embedded_default_verifies_the_mailed_token_and_signs_the_new_owner_in(embedded_ini, start_kloyst):
     base, service = start_embedded(embedded_ini, start_kloyst)
     token = signup(base, embedded_ini.parent / "var" / "mail", "nia@example.com")

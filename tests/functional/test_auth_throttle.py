@@ -7,13 +7,9 @@ follow whatever the suite configures. Counters live in the test Redis, emptied p
 from __future__ import annotations
 
 import itertools
-import uuid
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-import redis
 
-from kloyst import testing
 from kloyst.config import parse_rate
 from kloyst.ratelimit import RedisRateLimiter
 from kloyst.testing import TEST_PASSWORD
@@ -25,28 +21,11 @@ def new_ip() -> str:
     return next(_addresses)
 
 
-def unflushed_redis_url() -> str:
-    """The suite's Redis server, one database along from the suite's own (see tests/unit/test_ratelimit.py)."""
-    parts = urlsplit(testing.redis_url())
-    db = int(parts.path.strip("/") or 0)
-    return urlunsplit(parts._replace(path=f"/{(db + 1) % 16}"))
-
-
-@pytest.fixture(autouse=True)
-def limiter(registry, monkeypatch):
-    """The app's Redis limiter, moved to a unique prefix in a database no other test flushes.
-
-    Each test that builds the app flushes the suite's Redis database; under ``pytest -n``
-    the other worker would wipe these counters mid-test.
-    """
+@pytest.fixture
+def limiter(registry):
+    """The app's own Redis limiter (this worker's Redis database is emptied before each test)."""
     assert isinstance(registry["kloyst.rate_limiter"], RedisRateLimiter)  # what the app really uses
-    client = redis.Redis.from_url(unflushed_redis_url())
-    prefix = f"kloyst:test-throttle:{uuid.uuid4().hex}:"
-    monkeypatch.setitem(registry, "kloyst.rate_limiter", RedisRateLimiter(client, prefix=prefix))
-    yield client, prefix
-    for key in client.scan_iter(match=prefix + "*"):
-        client.delete(key)
-    client.close()
+    return registry["kloyst.redis"], "kloyst:rl:"
 
 
 @pytest.fixture
@@ -106,6 +85,15 @@ def test_login_is_throttled_per_account_across_addresses(testapp, owner, per_acc
         login(testapp, owner.user.email, "wrong password", new_ip(), 401)
     # Even the right password from a fresh address is refused now: the limit is no oracle.
     assert_throttled(login(testapp, owner.user.email, TEST_PASSWORD, new_ip(), 429), window)
+
+
+def test_successful_sign_ins_do_not_use_up_the_accounts_allowance(testapp, owner, per_account):
+    limit, _ = per_account
+    for _ in range(limit + 2):  # more devices than the limit, each signing in correctly
+        login(testapp, owner.user.email, TEST_PASSWORD, new_ip(), 200)
+    for _ in range(limit - 1):  # and a few typos after them are still allowed
+        login(testapp, owner.user.email, "wrong password", new_ip(), 401)
+    login(testapp, owner.user.email, TEST_PASSWORD, new_ip(), 200)
 
 
 def test_the_per_account_limit_ignores_the_case_of_the_address(testapp, owner, per_account):

@@ -241,6 +241,14 @@ def test_a_plugin_cannot_set_the_gate_predicate_itself():
         configurator.add_route("demo.things", "/things", kloyst_plugin="core")
 
 
+def test_a_plugin_cannot_hang_a_view_on_a_route_it_does_not_own():
+    config = _route_config(KloystPluginManager())
+    configurator = plugin_configurator(config, "demo", plugin_module("kloyst_test_hijack"))
+
+    with pytest.raises(ConfigurationError, match="plugin views belong on the plugin's own routes"):
+        configurator.add_view(lambda request: {}, route_name="auth.login", renderer="json")
+
+
 def _included_views(config) -> None:
     """What a plugin's ``views.py`` ``includeme`` does."""
     config.add_route("demo.included", "/included")

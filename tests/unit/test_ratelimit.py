@@ -10,12 +10,9 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-import redis
 
-from kloyst import testing
 from kloyst.ratelimit import Decision, MemoryRateLimiter, RedisRateLimiter, make_rate_limiter
 
 
@@ -28,29 +25,6 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
-
-
-def unflushed_redis_url() -> str:
-    """The suite's Redis server, one database along from the suite's own.
-
-    Every test that builds the app flushes the suite's database first, and under
-    ``pytest -n`` another worker does so in the middle of a test here; counters live next
-    door instead, under a unique prefix, and are deleted afterwards.
-    """
-    parts = urlsplit(testing.redis_url())
-    db = int(parts.path.strip("/") or 0)
-    return urlunsplit(parts._replace(path=f"/{(db + 1) % 16}"))
-
-
-@pytest.fixture
-def redis_client():
-    client = redis.Redis.from_url(unflushed_redis_url())
-    try:
-        client.ping()
-    except redis.ConnectionError as exc:  # the suite's contract: Redis on 127.0.0.1
-        pytest.fail(f"Redis is not reachable at {unflushed_redis_url()}: {exc}")
-    yield client
-    client.close()
 
 
 @pytest.fixture
