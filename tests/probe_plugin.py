@@ -3,12 +3,15 @@
 ``probe.record`` writes a ``probe.done`` row (an outbox row marked delivered, so nothing
 else picks it up) in the task's own transaction: counting those rows per ``n`` tells how
 many times a task *took effect*. ``probe.sleep`` does the same after sleeping, so a test
-can kill its worker mid-task. ``probe.fail`` always raises.
+can kill its worker mid-task. ``probe.limited`` takes a rate-limit slot first.
+``probe.fail`` always raises.
 """
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 from kloyst.outbox import Outbox, OutboxStatus
 from kloyst.plugins import PluginMeta, hookimpl
@@ -28,8 +31,16 @@ def record(ctx, *, n, vendor_id=None, **extra):
 
 
 @task("probe.sleep")
-def sleep_then_record(ctx, *, n, seconds, vendor_id=None):
+def sleep_then_record(ctx, *, n, seconds, marker=None, vendor_id=None):
+    if marker:  # tells a test the task is running, so it can kill the worker mid-task
+        Path(marker).write_text(str(os.getpid()))
     time.sleep(seconds)
+    _record(ctx, n, vendor_id)
+
+
+@task("probe.limited")
+def limited(ctx, *, n, limit, vendor_id=None):
+    ctx.rate_limit("probe.limited", limit, 1.0)
     _record(ctx, n, vendor_id)
 
 
@@ -40,4 +51,4 @@ def fail(ctx, *, n, vendor_id=None):
 
 @hookimpl
 def kloyst_tasks():
-    return [record, sleep_then_record, fail]
+    return [record, sleep_then_record, limited, fail]

@@ -87,6 +87,17 @@ class TaskContext:
         """Run task ``name`` after this transaction commits (``delay`` seconds later, if given)."""
         self.registry["kloyst.queue"].enqueue(self.db, self.tm, name, delay=delay, **kwargs)
 
+    def rate_limit(self, key: str, limit: int, per_seconds: float = 1.0) -> None:
+        """Take one of ``limit`` slots per ``per_seconds`` for ``key`` (a phone number id, a vendor…).
+
+        Over the limit, the task is rescheduled for when the window ends (:class:`Reschedule`)
+        and this worker thread moves on to other work; it never sleeps. The count is shared
+        by every worker through Redis (in-process in the embedded default).
+        """
+        decision = self.registry["kloyst.rate_limiter"].hit(f"task:{key}", limit, per_seconds)
+        if not decision.allowed:
+            raise Reschedule(decision.retry_after, f"rate limit {limit}/{per_seconds:g}s reached for {key}")
+
 
 def encode_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     def encode(value):

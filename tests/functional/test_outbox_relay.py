@@ -233,6 +233,26 @@ def test_rescheduled_tasks_wait_without_counting_an_attempt(registry, db):
         del queue.tasks["probe.waits"]
 
 
+def test_a_task_over_its_rate_limit_waits_for_the_next_window_without_sleeping(registry, db):
+    import time
+
+    ids = enqueue(registry, "probe.limited", count=7, limit=3)
+    started = time.monotonic()
+    drain(registry)
+    assert time.monotonic() - started < 1.0, "no worker may sleep on a rate limit"
+    assert sum(done_counts(db).values()) == 3
+    waiting = [e for e in statuses(db, ids).values() if e.status == OutboxStatus.PENDING]
+    assert len(waiting) == 4
+    assert all(e.attempts == 0 and e.last_error is None for e in waiting), "a reschedule is not a failure"
+
+    time.sleep(1.05)  # the next window
+    with session_scope(registry["kloyst.session_factory"], vendor_id=tenancy.ALL_VENDORS) as s:
+        s.execute(update(OutboxEvent).where(OutboxEvent.status == OutboxStatus.PENDING)
+                  .values(available_at=func.now() - text("interval '1 second'")))
+    drain(registry)
+    assert sum(done_counts(db).values()) == 6
+
+
 def test_the_backlog_endpoint_reports_per_vendor_counts_and_oldest_age(registry, db, testapp, accounts):
     vendor = uuid.UUID(int=7)
     enqueue(registry, "probe.record", vendor_id=vendor, count=3)
