@@ -1,12 +1,14 @@
 """Kloyst: a multi-tenant WhatsApp Business backend (Pyramid core, pluggy plugins)."""
 
+from pathlib import Path
+
 from setuptools import find_packages, setup
 
 setup(
     name="kloyst",
     version="0.1.0",
     description="Multi-tenant WhatsApp Business backend: contacts, campaigns, wallet, Meta Cloud API.",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["kloyst", "kloyst.*", "kloyst_plugins", "kloyst_plugins.*"]),

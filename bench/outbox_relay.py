@@ -61,7 +61,7 @@ def load(engine, events: int, vendors: int, big: int) -> None:
 
 
 def explain_claim(engine, relay) -> str:
-    sql = str(relay_module._FAIR_CLAIM.compile(engine, compile_kwargs={"literal_binds": False}))
+    sql = str(relay_module._VENDOR_CLAIM.compile(engine, compile_kwargs={"literal_binds": False}))
     with engine.connect() as c:
         vendors = list(c.execute(relay_module._DISCOVER_VENDORS, {"max_vendors": 100_000}).scalars())
     params = {"vendors": vendors, "floors": [0] * len(vendors), "limit": 500, "per_vendor": 50, "batch": 0,

@@ -69,8 +69,8 @@ class DailyFileHandler(logging.Handler):
                     self.directory.mkdir(parents=True, exist_ok=True)
                     if self._stream is not None:
                         self._stream.close()
-                    self._stream = open(self.directory / f"{self.kind}-{today.isoformat()}.log", "a",
-                                        encoding="utf-8")
+                    path = self.directory / f"{self.kind}-{today.isoformat()}.log"
+                    self._stream = open(path, "a", encoding="utf-8")  # noqa: SIM115 - kept open, closed in close()
                     self._date = today
                     self._prune(today)
         return self._stream

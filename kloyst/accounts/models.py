@@ -38,7 +38,7 @@ class Vendor(Timestamped, Base):
         Enum(VendorStatus, name="vendor_status", values_callable=lambda e: [m.value for m in e]),
         default=VendorStatus.ACTIVE)
 
-    users: Mapped[list["User"]] = relationship(back_populates="vendor")
+    users: Mapped[list[User]] = relationship(back_populates="vendor")
 
 
 class User(TenantScoped, Timestamped, Base):

@@ -56,7 +56,7 @@ class AccessTokenCodec:
         self.leeway = leeway_seconds
 
     @classmethod
-    def from_settings(cls, settings) -> "AccessTokenCodec":
+    def from_settings(cls, settings) -> AccessTokenCodec:
         return cls(settings["kloyst.jwt.signing_keys"], issuer=settings["kloyst.jwt.issuer"],
                    audience=settings["kloyst.jwt.audience"], ttl_seconds=settings["kloyst.jwt.access_ttl_seconds"],
                    leeway_seconds=settings["kloyst.jwt.leeway_seconds"])

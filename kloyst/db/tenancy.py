@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from sqlalchemy import event
 from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker, with_loader_criteria

@@ -50,8 +50,8 @@ def cmd_requeue(args) -> int:
         return 2
     registry = _registry(args.ini)
     with _session(registry) as session:
-        count = services.requeue(session, ids=args.id or None, vendor_id=uuid.UUID(args.vendor) if args.vendor else None,
-                                 all_dead=args.all)
+        vendor_id = uuid.UUID(args.vendor) if args.vendor else None
+        count = services.requeue(session, ids=args.id or None, vendor_id=vendor_id, all_dead=args.all)
     print(f"requeued {count} dead event(s)")
     return 0
 

@@ -75,7 +75,7 @@ class RelaySettings:
     redeliver_after_seconds: int = 900
 
     @classmethod
-    def from_settings(cls, settings) -> "RelaySettings":
+    def from_settings(cls, settings) -> RelaySettings:
         return cls(
             batch_size=settings["kloyst.outbox.batch_size"],
             per_vendor=settings["kloyst.outbox.per_vendor"],
@@ -122,8 +122,10 @@ SELECT vendor_id::text FROM vendors WHERE vendor_id IS NOT NULL
 # The fair claim: up to :per_vendor of each vendor's oldest events, vendors in the order given
 # (round robin from the last one served). Each vendor's scan starts above its floor, the
 # highest id this relay has already claimed from it, so it does not wade through the index
-# entries of events claimed earlier (floors are reset every second: see Relay).
-_FAIR_CLAIM = _claim(f"""
+# entries of events claimed earlier (floors are reset every second: see Relay). The
+# work-conserving second pass runs the same statement over the vendors that filled their
+# share, with the leftover room split among them.
+_VENDOR_CLAIM = _claim(f"""
 WITH picked AS (
     SELECT p.id
       FROM unnest(CAST(:vendors AS uuid[]), CAST(:floors AS bigint[])) AS v(vendor_id, floor)
@@ -133,23 +135,6 @@ WITH picked AS (
               AND e.status = 'pending' AND e.available_at <= clock_timestamp()
             ORDER BY e.id
             LIMIT :per_vendor
-              FOR UPDATE SKIP LOCKED) p
-     LIMIT :limit
-)
-UPDATE outbox_event o SET {_LEASE} FROM picked WHERE o.id = picked.id {_RETURNING}
-""")
-
-# Work-conserving second pass: leftover room shared among vendors that filled their quota.
-_EXTRA_CLAIM = _claim(f"""
-WITH picked AS (
-    SELECT p.id
-      FROM unnest(CAST(:vendors AS uuid[]), CAST(:floors AS bigint[])) AS v(vendor_id, floor)
-     CROSS JOIN LATERAL (
-           SELECT e.id FROM outbox_event e
-            WHERE e.vendor_id = v.vendor_id AND e.id > v.floor
-              AND e.status = 'pending' AND e.available_at <= clock_timestamp()
-            ORDER BY e.id
-            LIMIT :share
               FOR UPDATE SKIP LOCKED) p
      LIMIT :limit
 )
@@ -241,7 +226,7 @@ class Relay:
         # Round robin: the vendors after the last one served, then those before it.
         order = [v for v in self._vendors if v > self._cursor] + [v for v in self._vendors if v <= self._cursor]
         if order and budget > 0:
-            claimed = [Claimed(*r) for r in conn.execute(_FAIR_CLAIM, {
+            claimed = [Claimed(*r) for r in conn.execute(_VENDOR_CLAIM, {
                 **lease, "vendors": order, "floors": [self._floors.get(v, 0) for v in order],
                 "per_vendor": s.per_vendor, "limit": budget})]
             rows.extend(claimed)
@@ -256,9 +241,9 @@ class Relay:
                 counts[r.vendor_id] = counts.get(r.vendor_id, 0) + 1
             full = [v for v, n in counts.items() if v is not None and n >= s.per_vendor]
             if full:
-                rows.extend(Claimed(*r) for r in conn.execute(_EXTRA_CLAIM, {
+                rows.extend(Claimed(*r) for r in conn.execute(_VENDOR_CLAIM, {
                     **lease, "vendors": full, "floors": [self._floors.get(v, 0) for v in full],
-                    "share": -(-budget // len(full)), "limit": budget}))
+                    "per_vendor": -(-budget // len(full)), "limit": budget}))
         for r in rows:
             if r.vendor_id is not None and r.id > self._floors.get(r.vendor_id, 0):
                 self._floors[r.vendor_id] = r.id

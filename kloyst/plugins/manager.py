@@ -11,7 +11,7 @@ import importlib.metadata
 import logging
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Iterable
+from collections.abc import Iterable
 
 import pluggy
 

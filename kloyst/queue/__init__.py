@@ -27,7 +27,8 @@ import logging
 import os
 import uuid
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from huey import MemoryHuey, RedisHuey, SqliteHuey
 from huey.registry import Message
@@ -171,7 +172,8 @@ class Queue:
     def register(self, plugin: str, func: Callable) -> None:
         spec = getattr(func, "kloyst_task", None)
         if spec is None:
-            raise ConfigurationError(f"plugin {plugin!r} returned {func!r} from kloyst_tasks without @kloyst.queue.task")
+            raise ConfigurationError(f"plugin {plugin!r} returned {func!r} from kloyst_tasks without "
+                                     "@kloyst.queue.task")
         if spec.name in self.tasks:
             raise ConfigurationError(f"task {spec.name!r} is declared by both {self.tasks[spec.name][0]!r} and "
                                      f"{plugin!r}")

@@ -135,15 +135,17 @@ def db_connection(registry):
         connection.close()
 
 
+def _platform_session(registry):
+    session = registry["kloyst.session_factory"]()
+    tenancy.set_scope(session, tenancy.ALL_VENDORS)
+    return session
+
+
 @pytest.fixture
 def db(registry, db_connection):
     """A platform-wide session for arranging and checking data (commits become savepoints)."""
-    session = registry["kloyst.session_factory"]()
-    tenancy.set_scope(session, tenancy.ALL_VENDORS)
-    try:
+    with _platform_session(registry) as session:
         yield session
-    finally:
-        session.close()
 
 
 @pytest.fixture
@@ -151,12 +153,10 @@ def committed_db(registry):
     """Real commits visible to every connection (concurrency tests); every table is emptied afterwards."""
     from kloyst.db import Base
 
-    session = registry["kloyst.session_factory"]()
-    tenancy.set_scope(session, tenancy.ALL_VENDORS)
     try:
-        yield session
+        with _platform_session(registry) as session:
+            yield session
     finally:
-        session.close()
         tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
         with registry["kloyst.engine"].begin() as connection:
             connection.execute(sa.text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
@@ -189,6 +189,14 @@ def testapp(wsgi_app, db_connection):
 def accounts(db, registry):
     """Factory of vendors and users with ready access tokens: ``accounts.vendor()``, ``accounts.user(vendor)``."""
     return testing.AccountFactory(db, registry["kloyst.access_tokens"])
+
+
+@pytest.fixture
+def owner(accounts, db):
+    """A vendor and its owner (an :class:`kloyst.testing.Account`: ``owner.headers`` signs requests)."""
+    account = accounts.vendor("Owner Co")
+    db.commit()
+    return account
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-import pytest
 from sqlalchemy import select, text, update
 
 from kloyst.auth.models import OneTimeToken
@@ -18,13 +17,6 @@ from kloyst.db import utcnow
 from kloyst.testing import TEST_PASSWORD
 
 NEW_PASSWORD = "a brand new passphrase 42"
-
-
-@pytest.fixture
-def owner(accounts, db):
-    account = accounts.vendor("Password Co")
-    db.commit()
-    return account
 
 
 def token_in(message) -> str:

@@ -8,7 +8,6 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
 from sqlalchemy import select, text, update
 
 from kloyst import testing
@@ -20,13 +19,6 @@ from kloyst.db import Base, session_scope, tenancy, utcnow
 from kloyst.testing import TEST_PASSWORD
 
 REFRESH = "/v1/auth/refresh"
-
-
-@pytest.fixture
-def owner(accounts, db):
-    account = accounts.vendor("Refresh Co")
-    db.commit()
-    return account
 
 
 def login(testapp, account) -> dict:

@@ -38,13 +38,6 @@ def per_account(registry) -> tuple[int, int]:
     return parse_rate(registry.settings["kloyst.throttle.login_per_account"])
 
 
-@pytest.fixture
-def owner(accounts, db):
-    account = accounts.vendor("Throttle Co")
-    db.commit()
-    return account
-
-
 def login(testapp, email: str, password: str, ip: str, status, **headers):
     return testapp.post_json("/v1/auth/login", {"email": email, "password": password}, status=status,
                              extra_environ={"REMOTE_ADDR": ip}, headers=headers)

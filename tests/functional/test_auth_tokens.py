@@ -23,13 +23,6 @@ ME = "/v1/auth/me"
 
 
 @pytest.fixture
-def owner(accounts, db):
-    account = accounts.vendor("Token Co")
-    db.commit()
-    return account
-
-
-@pytest.fixture
 def signing(registry):
     """The active (kid, key) and the claim rules, read from the running app's settings."""
     settings = registry.settings

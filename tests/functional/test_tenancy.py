@@ -45,9 +45,8 @@ def test_bulk_update_and_delete_cannot_reach_another_vendor(registry, db, two_ve
 
 
 def test_unset_scope_refuses_tenant_queries(registry, two_vendors):
-    with registry["kloyst.session_factory"]() as session:
-        with pytest.raises(TenancyError):
-            session.scalars(select(User)).all()
+    with registry["kloyst.session_factory"]() as session, pytest.raises(TenancyError):
+        session.scalars(select(User)).all()
 
 
 def test_new_rows_are_stamped_with_the_sessions_vendor_and_cannot_cross(registry, two_vendors):
@@ -81,6 +80,5 @@ def test_counts_and_subqueries_over_tenant_tables_are_scoped_too(registry, two_v
 
 
 def test_unset_scope_refuses_a_count_that_names_a_tenant_table_only_in_from(registry, two_vendors):
-    with registry["kloyst.session_factory"]() as session:
-        with pytest.raises(TenancyError):
-            session.scalar(select(func.count()).select_from(User))
+    with registry["kloyst.session_factory"]() as session, pytest.raises(TenancyError):
+        session.scalar(select(func.count()).select_from(User))

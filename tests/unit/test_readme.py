@@ -16,6 +16,7 @@ def test_every_core_setting_and_its_environment_variable_is_in_the_readme():
 
 def test_ci_runs_exactly_the_readmes_test_command():
     ci = (Path(__file__).resolve().parents[2] / ".ci" / "run").read_text()
-    commands = [line.strip() for line in ci.splitlines() if line.strip() and not line.lstrip().startswith(("#", "set ", "cd "))]
+    commands = [line.strip() for line in ci.splitlines()
+                if line.strip() and not line.lstrip().startswith(("#", "set ", "cd "))]
     assert commands == ["make test"]
     assert "make test" in README and "make run" in README
