@@ -23,6 +23,11 @@ from kloyst.db import tenancy
 _PLACEHOLDER = re.compile(r"\{(\w+)(?::[^}]*)?\}")
 
 
+def placeholders(route) -> list[str]:
+    """The names of a route's ``{placeholders}``."""
+    return _PLACEHOLDER.findall(route.pattern)
+
+
 def id_routes(registry) -> list:
     """Routes with at least one ``{placeholder}`` in their pattern."""
     mapper = registry.queryUtility(IRoutesMapper)
