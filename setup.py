@@ -42,7 +42,10 @@ setup(
         "console_scripts": ["kloyst = kloyst.cli:main"],
         "paste.app_factory": ["main = kloyst:main"],
         # First-party plugins are declared exactly as a third party declares its own.
-        "kloyst.plugins": [],
+        "kloyst.plugins": [
+            "contacts = kloyst_plugins.contacts.plugin",
+            "imports = kloyst_plugins.imports.plugin",
+        ],
         "pytest11": ["kloyst = kloyst.testing.pytest_plugin"],
     },
 )

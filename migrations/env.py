@@ -11,8 +11,18 @@ import_models(config.attributes["plugin_manager"])
 target_metadata = Base.metadata
 
 
+def render_item(type_, obj, autogen_context):
+    """Write Kloyst's column types as the plain SQLAlchemy types they are stored as."""
+    from kloyst.db.base import UTCDateTime
+
+    if type_ == "type" and isinstance(obj, UTCDateTime):
+        return "sa.DateTime(timezone=True)"
+    return False
+
+
 def run_migrations(connection) -> None:
     context.configure(connection=connection, target_metadata=target_metadata, compare_type=True,
+                      render_item=render_item,
                       render_as_batch=connection.dialect.name == "sqlite")
     with context.begin_transaction():
         context.run_migrations()

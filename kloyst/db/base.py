@@ -59,7 +59,7 @@ def new_id() -> uuid.UUID:
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {dt.datetime: UTCDateTime(), dict: JSONType, uuid.UUID: Uuid}
+    type_annotation_map = {dt.datetime: UTCDateTime(), dict: JSONType, list: JSONType, uuid.UUID: Uuid}
 
 
 class Timestamped:

@@ -107,6 +107,21 @@ def kloyst_cli_commands(subparsers):
 
 
 @hookspec
+def kloyst_merge_strategies():
+    """Offer ways to merge an imported row into a contact that already exists (a tenant hook).
+
+    Called: when a vendor confirms an import's mapping and while its chunks run, only on the
+    plugins that vendor has enabled; a strategy whose plugin the vendor has not enabled is
+    unknown to that vendor (422). The contacts plugin registers the built-ins
+    (``SKIP_DUPLICATES``, ``MERGE_LABELS``, ``UPDATE_METADATA``, ``FULL_REPLACE``) through this
+    same hook.
+    Returns: a list of :class:`kloyst_plugins.contacts.merge.MergeStrategy`; names are
+    upper-case and unique across plugins.
+    Not firstresult: every enabled plugin's list is collected.
+    """
+
+
+@hookspec
 def kloyst_vendor_event(event, ctx):
     """React to a domain event of a vendor that has this plugin enabled (a tenant hook).
 

@@ -1,0 +1,22 @@
+"""The contacts plugin: metadata and hook implementations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kloyst.plugins import PluginMeta, hookimpl
+from kloyst_plugins.contacts import merge
+
+plugin_meta = PluginMeta(description="Contacts: encrypted numbers and names, labels, attributes, opt-outs, audit, "
+                                     "export.")
+model_modules = ("kloyst_plugins.contacts.models",)
+
+
+@hookimpl
+def kloyst_migration_dirs():
+    return [str(Path(__file__).with_name("migrations") / "versions")]
+
+
+@hookimpl
+def kloyst_merge_strategies():
+    return list(merge.BUILT_IN)
