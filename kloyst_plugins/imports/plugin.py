@@ -4,11 +4,38 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from kloyst.config import Setting
 from kloyst.plugins import PluginMeta, hookimpl
 
 plugin_meta = PluginMeta(description="Contact imports from CSV and XLSX: hardened upload, virus scan, column "
                                      "mapping, merge strategies, parallel chunks.", requires=("contacts",))
 model_modules = ("kloyst_plugins.imports.models",)
+
+
+@hookimpl
+def kloyst_settings():
+    return [
+        Setting("imports.storage_dir", "IMPORTS_STORAGE_DIR", "var/imports",
+                help="Where uploaded files are kept, one folder per vendor, under generated names."),
+        Setting("imports.max_upload_bytes", "IMPORTS_MAX_UPLOAD_BYTES", 50 * 1024 * 1024, int,
+                help="Largest file accepted for import (413 beyond it)."),
+        Setting("imports.clamd_address", "CLAMD_ADDRESS", "",
+                help="clamd to scan uploads with: tcp://127.0.0.1:3310 or unix:///run/clamav/clamd.ctl. "
+                     "Empty: uploads wait in UPLOADED, never treated as clean, until a scanner is configured."),
+        Setting("imports.chunk_rows", "IMPORTS_CHUNK_ROWS", 5000, int, help="Rows per import chunk."),
+    ]
+
+
+@hookimpl
+def kloyst_routes(config):
+    config.include(".views")
+
+
+@hookimpl
+def kloyst_tasks():
+    from kloyst_plugins.imports import processing, tasks
+
+    return [*tasks.TASKS, *processing.TASKS]
 
 
 @hookimpl

@@ -1,0 +1,1 @@
+"""Processing-side views: PUT /imports/{id}/mapping, GET /imports/{id}/rejected.csv."""
