@@ -20,3 +20,15 @@ def kloyst_migration_dirs():
 @hookimpl
 def kloyst_merge_strategies():
     return list(merge.BUILT_IN)
+
+
+@hookimpl
+def kloyst_routes(config):
+    config.include(".views")
+
+
+@hookimpl
+def kloyst_cli_commands(subparsers):
+    from kloyst_plugins.contacts import cli
+
+    cli.add_commands(subparsers)

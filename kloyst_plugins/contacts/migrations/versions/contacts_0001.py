@@ -56,9 +56,33 @@ def upgrade() -> None:
     )
     op.create_index('ix_contact_audit_log_contact', 'contact_audit_log', ['vendor_id', 'contact_id', 'created_at'], unique=False)
     op.create_index(op.f('ix_contact_audit_log_vendor_id'), 'contact_audit_log', ['vendor_id'], unique=False)
+    _forbid_audit_updates()
+
+
+# Audit rows are immutable in the database itself, not only in the ORM (models.py has a
+# before_update guard too): a raw UPDATE, a bulk statement or a console session cannot
+# rewrite history. DELETE stays possible (a vendor's removal cascades to its rows).
+def _forbid_audit_updates() -> None:
+    if op.get_bind().dialect.name == 'postgresql':
+        op.execute("""
+            CREATE FUNCTION contact_audit_log_immutable() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                RAISE EXCEPTION 'contact audit rows are immutable' USING ERRCODE = 'insufficient_privilege';
+            END $$
+        """)
+        op.execute('CREATE TRIGGER contact_audit_log_no_update BEFORE UPDATE ON contact_audit_log '
+                   'FOR EACH ROW EXECUTE FUNCTION contact_audit_log_immutable()')
+    elif op.get_bind().dialect.name == 'sqlite':
+        op.execute("CREATE TRIGGER contact_audit_log_no_update BEFORE UPDATE ON contact_audit_log "
+                   "BEGIN SELECT RAISE(ABORT, 'contact audit rows are immutable'); END")
 
 
 def downgrade() -> None:
+    if op.get_bind().dialect.name == 'postgresql':
+        op.execute('DROP TRIGGER IF EXISTS contact_audit_log_no_update ON contact_audit_log')
+        op.execute('DROP FUNCTION IF EXISTS contact_audit_log_immutable()')
+    elif op.get_bind().dialect.name == 'sqlite':
+        op.execute('DROP TRIGGER IF EXISTS contact_audit_log_no_update')
     op.drop_index(op.f('ix_contact_audit_log_vendor_id'), table_name='contact_audit_log')
     op.drop_index('ix_contact_audit_log_contact', table_name='contact_audit_log')
     op.drop_table('contact_audit_log')

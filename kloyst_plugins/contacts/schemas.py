@@ -1,0 +1,152 @@
+"""What a client may send to the contacts API, and the value rules every writer of contacts shares.
+
+The rules for labels, attributes and countries are plain functions (``clean_labels``,
+``clean_attributes``, ``clean_country``) so that the import pipeline and webhooks apply
+exactly the checks the API applies; the pydantic schemas below only wire them in, which
+turns a broken rule into a 422 naming the field.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from typing import Annotated, Literal
+
+import phonenumbers
+from pydantic import AfterValidator, BeforeValidator, Field, field_validator
+
+from kloyst.http.pagination import Page
+from kloyst.http.validation import Schema
+
+MAX_LABELS = 50
+MAX_LABEL_LENGTH = 64
+MAX_ATTRIBUTES = 50
+MAX_ATTRIBUTE_KEY_LENGTH = 64
+MAX_ATTRIBUTE_TEXT_LENGTH = 1000
+MAX_NAME_LENGTH = 200
+
+
+def clean_labels(labels: list[str]) -> list[str]:
+    """Trimmed, non-empty, at most 64 characters each, at most 50, duplicates dropped (first kept)."""
+    cleaned: list[str] = []
+    for label in labels:
+        if not isinstance(label, str):
+            raise ValueError("labels are strings")
+        text = label.strip()
+        if not text:
+            raise ValueError("labels cannot be empty")
+        if len(text) > MAX_LABEL_LENGTH:
+            raise ValueError(f"a label has at most {MAX_LABEL_LENGTH} characters")
+        if text not in cleaned:
+            cleaned.append(text)
+    if len(cleaned) > MAX_LABELS:
+        raise ValueError(f"a contact has at most {MAX_LABELS} labels")
+    return cleaned
+
+
+def clean_attributes(attributes: dict) -> dict:
+    """A flat object: at most 50 keys, values text, number, true/false or null (no nesting, no NaN)."""
+    if not isinstance(attributes, dict):
+        raise ValueError("attributes are a JSON object")
+    if len(attributes) > MAX_ATTRIBUTES:
+        raise ValueError(f"at most {MAX_ATTRIBUTES} attributes")
+    cleaned = {}
+    for key, value in attributes.items():
+        name = key.strip() if isinstance(key, str) else ""
+        if not name or len(name) > MAX_ATTRIBUTE_KEY_LENGTH:
+            raise ValueError(f"attribute names are 1 to {MAX_ATTRIBUTE_KEY_LENGTH} characters")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"attribute {name!r} is not a finite number")
+        if isinstance(value, str) and len(value) > MAX_ATTRIBUTE_TEXT_LENGTH:
+            raise ValueError(f"attribute {name!r} is longer than {MAX_ATTRIBUTE_TEXT_LENGTH} characters")
+        if value is not None and not isinstance(value, str | int | float | bool):
+            raise ValueError(f"attribute {name!r} must be text, a number, true/false or null (no nesting)")
+        cleaned[name] = value
+    return cleaned
+
+
+def clean_country(value: str) -> str:
+    """An ISO 3166-1 alpha-2 code that phonenumbers knows (upper-cased)."""
+    code = value.strip().upper()
+    if code not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValueError("an ISO 3166-1 alpha-2 country code such as GB, IN or US")
+    return code
+
+
+def _as_utc(value: dt.datetime) -> dt.datetime:
+    # A time without an offset is read as UTC, the zone every stored time is in.
+    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
+
+
+Country = Annotated[str, AfterValidator(clean_country)]
+Labels = Annotated[list[str], AfterValidator(clean_labels)]
+Attributes = Annotated[dict, AfterValidator(clean_attributes)]
+UTCTime = Annotated[dt.datetime, AfterValidator(_as_utc)]
+Name = Annotated[str, Field(max_length=MAX_NAME_LENGTH), BeforeValidator(lambda v: v.strip() if isinstance(v, str)
+                                                                         else v)]
+
+
+class ContactCreate(Schema):
+    mobile: str = Field(min_length=1, max_length=64)
+    default_country: Country | None = None  # for numbers written without +country code
+    name: Name | None = None
+    labels: Labels = []
+    attributes: Attributes = {}
+
+
+class ContactPatch(Schema):
+    """Fields left out are kept; ``name: null`` clears the name; labels and attributes are replaced whole."""
+
+    mobile: str | None = Field(default=None, min_length=1, max_length=64)
+    default_country: Country | None = None
+    name: Name | None = None
+    labels: Labels | None = None
+    attributes: Attributes | None = None
+
+
+class ContactFilter(Schema):
+    """Which contacts a list, export or bulk action covers; every condition must hold."""
+
+    label: list[str] = []  # the contact has every one of them
+    opted_out: bool | None = None
+    country: Country | None = None
+    created_from: UTCTime | None = None  # inclusive
+    created_to: UTCTime | None = None  # exclusive
+    phone: str | None = Field(default=None, min_length=1, max_length=64)
+    default_country: Country | None = None  # how to read ``phone`` when it has no +country code
+
+    @field_validator("label", mode="before")
+    @classmethod
+    def _one_label_is_a_list(cls, value):
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("label")
+    @classmethod
+    def _labels(cls, value: list[str]) -> list[str]:
+        return clean_labels(value)
+
+
+class ContactListQuery(ContactFilter, Page):
+    pass
+
+
+class ExportQuery(ContactFilter):
+    format: Literal["csv", "xlsx"] = "csv"
+
+
+class BulkBody(Schema):
+    """``filter`` is required: ``{}`` means every contact of the vendor, and must be said explicitly."""
+
+    action: Literal["label", "unlabel", "delete"]
+    labels: Labels = Field(default=[], validate_default=True)
+    filter: ContactFilter
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_only_for_label_actions(cls, value, info):
+        action = info.data.get("action")
+        if action in ("label", "unlabel") and not value:
+            raise ValueError(f"name the labels to {action}")
+        if action == "delete" and value:
+            raise ValueError("delete takes no labels")
+        return value
