@@ -265,3 +265,22 @@ def mailbox(registry):
     box = Mailbox(Path(registry.settings["kloyst.mail.file_dir"]))
     box.clear()
     return box
+
+
+@pytest.fixture(scope="session")
+def clamd(tmp_path_factory):
+    """A private clamd for the run (EICAR signatures only, offline): ``clamd.address`` is ``tcp://…``.
+
+    Fails, rather than skips, when clamd is not installed: a scanner the tests never run
+    against is a scanner nobody knows works. Point the application at it with
+    ``monkeypatch.setitem(registry.settings, "imports.clamd_address", clamd.address)``.
+    """
+    from kloyst.testing.clamd import ClamdServer
+
+    server = ClamdServer(tmp_path_factory.mktemp("clamd"))
+    try:
+        server.start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    yield server
+    server.stop()
