@@ -8,14 +8,17 @@ so on PostgreSQL each action is a single statement that never brings rows into P
 
 The change and its audit rows are one statement, so there is no window in which a contact
 changes without its row (or the reverse); the locking sub-select gives the audit the
-``before`` value as it was when the row was locked. Only contacts that actually change are
-touched and audited (labelling a contact that already has the labels is not a change).
+``before`` value as it was when the row was locked. Times come from ``clock_timestamp()``,
+not ``now()`` (the transaction's start), so audit rows sort after the changes before them.
+Only contacts that actually change are touched and audited (labelling a contact that
+already has the labels is not a change).
 
-Tenant scoping: the core scopes SELECT, UPDATE and DELETE statements but not
-``INSERT … SELECT``, and the UPDATE/DELETE here live inside such an INSERT. So these
-statements name the vendor explicitly (and :func:`apply` refuses a session scoped to
-another vendor). SQLite, the embedded default, takes a portable path in batches of rows,
-through the ORM and the core's scoping.
+Tenant scoping: the core scopes ORM SELECT, UPDATE and DELETE statements but cannot reach
+into ``INSERT … SELECT``, and the UPDATE/DELETE here live inside such an INSERT. So these
+statements name the vendor explicitly and run under :func:`kloyst.db.tenancy.unscoped`, on
+purpose and only here (and :func:`apply` refuses a session scoped to another vendor).
+SQLite, the embedded default, takes a portable path in batches of rows, through the ORM
+and the core's scoping.
 """
 
 from __future__ import annotations
@@ -93,16 +96,19 @@ def _postgresql(db, vendor_id, action, labels, where, actor) -> int:
         old = (select(table.c.id, table.c.labels.label("before"))
                .where(table.c.vendor_id == vendor_id, needs_change, *where)
                .with_for_update().subquery("old"))
-        source = (update(table).where(table.c.id == old.c.id).values(labels=after, updated_at=func.now())
+        source = (update(table).where(table.c.id == old.c.id).values(labels=after, updated_at=func.clock_timestamp())
                   .returning(table.c.id, old.c.before, table.c.labels.label("after"))
                   .cte("changed"))
         changes = func.jsonb_build_object("labels", func.jsonb_build_array(source.c.before, source.c.after))
         audit_action = AuditAction.UPDATE
     rows = select(func.gen_random_uuid(), literal(vendor_id, Uuid), source.c.id, literal(audit_action.value),
                   literal(actor.source.value), literal(actor.user_id, Uuid), literal(actor.import_job_id, Uuid),
-                  changes, func.now())
-    result = db.execute(insert(ContactAuditLog.__table__).from_select(_AUDIT_COLUMNS, rows))
-    return result.rowcount
+                  changes, func.clock_timestamp())
+    statement = insert(ContactAuditLog.__table__).from_select(_AUDIT_COLUMNS, rows)
+    # Deliberately outside the core's scoping (it does not reach into INSERT … SELECT): every
+    # statement above names ``vendor_id`` itself, and apply() checked the session's scope.
+    with tenancy.unscoped(db):
+        return db.execute(statement).rowcount
 
 
 def _deleted_snapshot_sql(gone):

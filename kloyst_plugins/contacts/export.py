@@ -69,8 +69,9 @@ def contact_row(contact: Contact, cipher: FieldCipher) -> list[str]:
 
 
 def iter_rows(session_factory, *, vendor_id: uuid.UUID, where: list, cipher: FieldCipher,
-              batch: int = BATCH) -> Iterator[list[str]]:
+              batch: int | None = None) -> Iterator[list[str]]:
     """Every matching contact of the vendor as text rows, newest first, one short transaction per batch."""
+    batch = batch or BATCH
     cursor = None
     while True:
         with session_scope(session_factory, vendor_id=vendor_id) as db:
