@@ -1,1 +1,84 @@
-"""Upload-side views: POST /imports, GET /imports, GET /imports/{id}, POST /imports/{id}/cancel."""
+"""Upload-side views: POST /imports, GET /imports, GET /imports/{id}, POST /imports/{id}/cancel.
+
+Thin on purpose: :mod:`.upload` receives the body, :mod:`.sniff` decides the type,
+:mod:`.services` owns the job's states and JSON, :mod:`.tasks` scans and extracts. The
+plugin gate, tenant scoping of ``{id}`` and the default ``vendor.member`` permission come
+from the framework.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from pyramid.view import view_config
+from sqlalchemy import select
+
+from kloyst.errors import Conflict, UnsupportedMediaType, Unprocessable
+from kloyst.http.pagination import Page, paginate
+from kloyst_plugins.imports import services, sniff, storage, upload
+from kloyst_plugins.imports.models import ContactImportJob
+from kloyst_plugins.imports.tasks import SCAN_UPLOAD
+
+TRUE = {"1", "true", "yes", "on"}
+
+
+def _lock_sha(db, sha256: str) -> None:
+    """Serialise concurrent uploads of the same file by one vendor (PostgreSQL; SQLite runs one writer anyway)."""
+    if db.get_bind().dialect.name == "postgresql":
+        db.execute(sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+                   {"key": f"imports.upload:{sha256}"})
+
+
+@view_config(route_name="imports.collection", request_method="POST", renderer="json")
+def create_import(request):
+    settings = request.registry.settings
+    received = upload.receive(request, settings, request.vendor_id, int(settings["imports.max_upload_bytes"]))
+    try:
+        sniffed = sniff.sniff(received.path, received.size)
+    except sniff.FileRefused as exc:
+        storage.remove_quietly(received.path)
+        error = UnsupportedMediaType if exc.status == 415 else Unprocessable
+        raise error(exc.message, code=exc.code) from None
+    except BaseException:
+        storage.remove_quietly(received.path)
+        raise
+    force = (received.fields.get("force") or request.GET.get("force") or "").strip().lower() in TRUE
+    _lock_sha(request.db, received.sha256)
+    earlier = services.find_duplicate(request.db, received.sha256)
+    if earlier is not None and not force:
+        storage.remove_quietly(received.path)
+        raise Conflict(f"this file was already imported as job {earlier.id} ({earlier.status}); send force=true to "
+                       "import it again", code="duplicate_file",
+                       details={"job_id": str(earlier.id), "status": earlier.status})
+    stored = storage.commit_part(received.path, received.stored_name)
+    # The file exists only if the job does: a transaction that fails or aborts takes the file with it.
+    txn = request.tm.get()
+    txn.addAfterCommitHook(lambda ok: ok or storage.remove_quietly(stored))
+    txn.addAfterAbortHook(lambda: storage.remove_quietly(stored))
+    job = ContactImportJob(created_by=request.identity.user_id, original_filename=received.filename,
+                           stored_name=received.stored_name, file_type=sniffed.file_type, size_bytes=received.size,
+                           sha256=received.sha256, forced=force and earlier is not None,
+                           chunk_size=int(settings["imports.chunk_rows"]))
+    request.db.add(job)
+    request.db.flush()
+    request.enqueue(SCAN_UPLOAD, vendor_id=job.vendor_id, job_id=job.id)
+    request.response.status_int = 201
+    request.response.headers["Location"] = request.route_path("imports.item", id=job.id)
+    return {"import": services.job_json(job)}
+
+
+@view_config(route_name="imports.collection", request_method="GET", renderer="json")
+def list_imports(request):
+    page = paginate(request.db, select(ContactImportJob), ContactImportJob, request.validated_query(Page))
+    return {"items": [services.job_json(job) for job in page.items], "next_cursor": page.next_cursor}
+
+
+@view_config(route_name="imports.item", request_method="GET", renderer="json")
+def get_import(request):
+    return {"import": services.job_json(request.context)}
+
+
+@view_config(route_name="imports.item.cancel", request_method="POST", renderer="json")
+def cancel_import(request):
+    job = request.context
+    services.cancel(request.db, job)
+    return {"import": services.job_json(job)}

@@ -1,0 +1,129 @@
+"""The zip guard: what an XLSX must satisfy before any spreadsheet parser opens it.
+
+No XLSX parser protects itself against a zip bomb: a 310 KB file whose sheet inflates to
+300 MB took openpyxl 634 MB of memory (RELIABILITY.md A5). So the central directory is
+checked first — member count, declared sizes, compression ratio, encryption, methods and
+names — and every member's *local* header is read too, because ClamAV does not unpack
+members whose local header defers its sizes to a ZIP64 record (Cisco-Talos/clamav#1527),
+so such a member could carry anything past the scanner.
+
+The declared sizes are a trustworthy upper bound when the members are then read through
+Python's :mod:`zipfile`, which stops at ``file_size`` and fails on a CRC mismatch.
+:func:`iter_member_blocks` is that bounded read, used to scan each member with clamd and
+to look for DTDs (no OOXML part has one; a DTD is how billion-laughs and XXE start).
+"""
+
+from __future__ import annotations
+
+import struct
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
+LOCAL_SIGNATURE = b"PK\x03\x04"
+ZIP64_MARKER = 0xFFFFFFFF
+# Tiny members have meaningless ratios (64 KiB of zeros deflates to ~100 bytes); the ratio
+# rule is for members big enough to matter.
+RATIO_MIN_BYTES = 1024 * 1024
+
+
+class ZipRefused(ValueError):
+    """The archive breaks a guard rule; the message says which, for the person who uploaded it."""
+
+
+@dataclass(frozen=True)
+class ZipLimits:
+    max_members: int = 200
+    max_member_bytes: int = 25 * 1024 * 1024
+    max_total_bytes: int = 50 * 1024 * 1024
+    max_ratio: int = 100
+
+
+DEFAULT_LIMITS = ZipLimits()
+
+
+def _check_name(name: str) -> None:
+    if "\\" in name or "\0" in name:
+        raise ZipRefused(f"the archive member name {name[:100]!r} contains a backslash or NUL")
+    path = PurePosixPath(name)
+    if path.is_absolute() or (len(name) > 1 and name[1] == ":"):
+        raise ZipRefused(f"the archive member name {name[:100]!r} is an absolute path")
+    if ".." in path.parts:
+        raise ZipRefused(f"the archive member name {name[:100]!r} climbs out of the archive (..)")
+
+
+def _check_local_header(handle, info: zipfile.ZipInfo) -> None:
+    handle.seek(info.header_offset)
+    raw = handle.read(LOCAL_HEADER.size)
+    if len(raw) != LOCAL_HEADER.size or raw[:4] != LOCAL_SIGNATURE:
+        raise ZipRefused(f"the archive member {info.filename[:100]!r} has no valid local header")
+    fields = LOCAL_HEADER.unpack(raw)
+    compressed, uncompressed = fields[7], fields[8]
+    if ZIP64_MARKER in (compressed, uncompressed):
+        raise ZipRefused(f"the archive member {info.filename[:100]!r} uses ZIP64 sizes, which virus scanners "
+                         "cannot see into; save the file again with a spreadsheet program")
+
+
+def check(path, limits: ZipLimits = DEFAULT_LIMITS) -> list[zipfile.ZipInfo]:
+    """Check the archive at ``path`` against ``limits``; return its members or raise :class:`ZipRefused`."""
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise ZipRefused(f"the file is not a readable zip archive ({exc})") from exc
+    with archive, open(path, "rb") as handle:
+        members = archive.infolist()
+        if len(members) > limits.max_members:
+            raise ZipRefused(f"the archive has {len(members)} members; at most {limits.max_members} are accepted")
+        seen: set[str] = set()
+        total = 0
+        for info in members:
+            name = info.filename
+            _check_name(name)
+            if name in seen:
+                raise ZipRefused(f"the archive lists the member {name[:100]!r} twice")
+            seen.add(name)
+            if info.flag_bits & 0x1:
+                raise ZipRefused("the archive is encrypted (password-protected); remove the password and upload "
+                                 "it again")
+            if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+                raise ZipRefused(f"the archive member {name[:100]!r} uses an unsupported compression method "
+                                 f"({info.compress_type}); only stored and deflate are accepted")
+            if info.file_size > limits.max_member_bytes:
+                raise ZipRefused(f"the archive member {name[:100]!r} inflates to {info.file_size} bytes; the limit "
+                                 f"is {limits.max_member_bytes} (member too large)")
+            if info.file_size >= RATIO_MIN_BYTES and info.file_size > limits.max_ratio * max(info.compress_size, 1):
+                raise ZipRefused(f"the archive member {name[:100]!r} is compressed more than {limits.max_ratio}:1, "
+                                 "which is how zip bombs look")
+            total += info.file_size
+            if total > limits.max_total_bytes:
+                raise ZipRefused(f"the archive inflates to more than {limits.max_total_bytes} bytes in all")
+            _check_local_header(handle, info)
+    return members
+
+
+def iter_member_blocks(path, info: zipfile.ZipInfo, block: int = 1024 * 1024) -> Iterator[bytes]:
+    """The decompressed bytes of one member, in blocks; bounded by the checked ``file_size``, CRC-verified."""
+    try:
+        with zipfile.ZipFile(path) as archive, archive.open(info) as member:
+            while data := member.read(block):
+                yield data
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, NotImplementedError) as exc:
+        raise ZipRefused(f"the archive member {info.filename[:100]!r} cannot be read ({exc})") from exc
+
+
+def find_dtd(path, members: list[zipfile.ZipInfo]) -> str | None:
+    """The first XML member that declares a DTD (``<!DOCTYPE`` / ``<!ENTITY``), or None."""
+    needles = (b"<!DOCTYPE", b"<!ENTITY")
+    overlap = max(len(n) for n in needles) - 1
+    for info in members:
+        if info.is_dir():
+            continue
+        tail = b""
+        for data in iter_member_blocks(path, info):
+            window = tail + data
+            if any(n in window for n in needles):
+                return info.filename
+            tail = window[-overlap:]
+    return None
