@@ -1,3 +1,528 @@
-"""Chunk processing: mapped rows in, contacts merged, counts and rejections recorded."""
+"""Chunk processing: one chunk's rows in, contacts created or merged, counts and rejections recorded.
 
-TASKS: list = []
+``imports.process_chunk`` runs in the outbox delivery transaction, so everything it writes —
+contacts, audit rows, rejections, the chunk's status and the job's counters — commits
+together with the event's "delivered" mark or not at all. A chunk that crashes half-way
+leaves nothing behind and is retried; a redelivered chunk finds its row ``done`` and does
+nothing. Counts never double.
+
+Per row: the phone is normalized (:mod:`.phonecache`, phonenumbers behind it), hashed and
+checked; a bad row becomes a ContactImportRejection (row number, column, masked value,
+reason). Rows are then grouped by ``mobile_hash`` and merged with the job's strategy
+*in file order*: the first row of a number is the incoming contact, each later row of the
+same number is merged into the result by the strategy, as if it had come in a later import.
+
+Duplicates inside the file are counted as ``duplicate`` (skipped as duplicate); a row whose
+number the vendor already has counts as ``updated`` when the strategy changed the contact,
+otherwise ``duplicate``. Across chunks running in parallel there is no file order: the
+database decides. Every chunk inserts its new numbers with ``ON CONFLICT (vendor_id,
+mobile_hash) DO NOTHING``; a chunk that loses that race to another chunk of the same file
+(or to any other writer) gets the winner's contact and merges into it like any existing
+contact. So per number there is exactly one ``created``, and every other row of that number
+in the file is ``updated`` or ``duplicate``.
+
+Locking: rows are locked, inserted and updated in ``mobile_hash`` order, so two chunks
+sharing numbers wait for each other instead of deadlocking; the job's counters are updated
+last, with one atomic ``UPDATE … SET n = n + :k``. Should PostgreSQL still report a
+deadlock (a cancel racing a chunk can cause one), the task is rescheduled and its
+transaction retried from scratch.
+
+PostgreSQL writes in bulk: COPY into a temporary staging table, then
+``INSERT … SELECT … ORDER BY mobile_hash ON CONFLICT DO NOTHING RETURNING`` and
+``UPDATE … FROM`` staging; audit rows and rejections go in with COPY too. SQLite (the
+embedded default, one writer at a time) takes a portable, slower path of plain
+executemany statements.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from sqlalchemy import insert, select, text, update
+from sqlalchemy.exc import DBAPIError
+
+from kloyst.db import session_scope, tenancy, utcnow
+from kloyst.plugins.enablement import TenantHooks, enabled_plugins
+from kloyst.queue import Reschedule, task
+from kloyst_plugins.contacts.merge import ContactFields, MergeStrategy, strategies_for, union_labels
+from kloyst_plugins.contacts.models import Contact, ContactAuditLog
+from kloyst_plugins.contacts.phones import InvalidPhone, mask
+from kloyst_plugins.imports import reader, services
+from kloyst_plugins.imports.mapping import PROCESS_CHUNK, ColumnPlan, split_labels
+from kloyst_plugins.imports.models import (
+    ChunkStatus,
+    ContactImportChunk,
+    ContactImportJob,
+    ContactImportRejection,
+    ImportStatus,
+)
+from kloyst_plugins.imports.phonecache import PhoneCache, region_is_supported
+
+log = logging.getLogger(__name__)
+
+MAX_NAME = 255
+MAX_ATTRIBUTE = 1000
+
+# One cache per worker process: the verdicts depend on phonenumbers' metadata only.
+_phones = PhoneCache()
+
+
+@dataclass
+class Group:
+    """Every row of one number in this chunk, in file order."""
+
+    e164: str
+    calling_code: int
+    rows: list[ContactFields] = field(default_factory=list)
+
+
+@dataclass
+class Existing:
+    id: uuid.UUID
+    fields: ContactFields
+
+
+@dataclass
+class Outcome:
+    created: int = 0
+    updated: int = 0
+    duplicate: int = 0
+    rejected: int = 0
+
+
+@task(PROCESS_CHUNK)
+def process_chunk(ctx, *, vendor_id: uuid.UUID, job_id: uuid.UUID, chunk_index: int) -> str:
+    """Import chunk ``chunk_index`` of job ``job_id``; returns what happened (for logs and tests)."""
+    db = ctx.db
+    chunk = db.scalars(select(ContactImportChunk)
+                       .where(ContactImportChunk.job_id == job_id, ContactImportChunk.index == chunk_index)
+                       .with_for_update()).one_or_none()
+    if chunk is None or chunk.status != ChunkStatus.PENDING.value:
+        return "skipped"
+    job = db.scalars(select(ContactImportJob).where(ContactImportJob.id == job_id)).one()
+    if job.status == ImportStatus.CANCELLED.value or ImportStatus(job.status).is_final:
+        chunk.status = ChunkStatus.CANCELLED.value
+        return "cancelled"
+    started = utcnow()
+    pm = ctx.plugin_manager
+    strategy = strategies_for(TenantHooks(pm, enabled_plugins(db, pm, vendor_id))).get(job.merge_strategy)
+    outcome = Outcome()
+    try:
+        if strategy is None:
+            raise reader.UnreadableFile(f"merge strategy {job.merge_strategy!r} is no longer available to this "
+                                        "vendor (was its plugin disabled?)")
+        rows = reader.read_chunk(ctx.settings, job, chunk)
+    except reader.Busy as exc:
+        raise Reschedule(1.0, str(exc)) from None
+    except reader.UnreadableFile as exc:
+        chunk.status = ChunkStatus.FAILED.value
+        chunk.error = str(exc)[:2000]
+        _finish(ctx, job, chunk, outcome, rows_read=0, started=started, error=str(exc))
+        return "failed"
+    try:
+        groups, rejections = prepare_rows(ctx, job, rows, strategy)
+        outcome.rejected = len(rejections)
+        writer = PostgresWriter if db.get_bind().dialect.name == "postgresql" else PortableWriter
+        writer(ctx, job, strategy).write(groups, rejections, outcome)
+    except Exception as exc:
+        if _is_deadlock(exc):
+            raise Reschedule(0.2, f"deadlock importing chunk {chunk_index}; retrying") from None
+        raise
+    chunk.status = ChunkStatus.DONE.value
+    _finish(ctx, job, chunk, outcome, rows_read=len(rows), started=started)
+    return "done"
+
+
+def _is_deadlock(exc: Exception) -> bool:
+    # psycopg2 raises directly from the COPY cursor; SQLAlchemy wraps it as DBAPIError elsewhere.
+    original = exc.orig if isinstance(exc, DBAPIError) else exc
+    return getattr(original, "pgcode", None) in ("40P01", "40001")
+
+
+def prepare_rows(ctx, job: ContactImportJob, rows, strategy: MergeStrategy):
+    """Validate and normalize rows: ``({mobile_hash: Group}, [rejection dict])``."""
+    plan = ColumnPlan.for_job(job)
+    hasher = ctx.registry["kloyst.mobile_hasher"]
+    vendor_id = job.vendor_id
+    default_region = job.default_country
+    add_labels = tuple(job.add_labels or ())
+    headers = plan.headers
+    normalize = _phones.normalize
+    groups: dict[bytes, Group] = {}
+    rejections: list[dict] = []
+
+    def cell(cells, index):
+        return cells[index].strip() if index is not None and index < len(cells) else ""
+
+    for number, cells in rows:
+        raw = cell(cells, plan.phone)
+        region = default_region
+        if plan.country is not None:
+            given = cell(cells, plan.country).upper()
+            if given:
+                if not region_is_supported(given):
+                    rejections.append(_rejection(number, headers[plan.country], given,
+                                                 "not an ISO 3166 country code phone numbers are known for"))
+                    continue
+                region = given
+        try:
+            phone = normalize(raw, region)
+        except InvalidPhone as exc:
+            rejections.append(_rejection(number, headers[plan.phone], raw, str(exc)))
+            continue
+        name = cell(cells, plan.name) or None
+        if name is not None and len(name) > MAX_NAME:
+            rejections.append(_rejection(number, headers[plan.name], name, f"longer than {MAX_NAME} characters"))
+            continue
+        labels = union_labels(add_labels, split_labels(cell(cells, plan.labels))) if plan.labels is not None \
+            else add_labels
+        attributes = {}
+        for key, index in plan.attributes:
+            value = cell(cells, index)
+            if value:  # an empty cell says nothing; it never erases an attribute
+                attributes[key] = value[:MAX_ATTRIBUTE]
+        incoming = ContactFields(name=name, country=phone.region, labels=labels, attributes=attributes)
+        mobile_hash = hasher(vendor_id, phone.e164)
+        group = groups.get(mobile_hash)
+        if group is None:
+            group = groups[mobile_hash] = Group(phone.e164, phone.calling_code)
+        group.rows.append(incoming)
+    return groups, rejections
+
+
+def _rejection(number: int, column: str | None, value: str, reason: str) -> dict:
+    return {"row_number": number, "column": column, "value_masked": mask(value)[:255], "reason": reason[:500]}
+
+
+def merged(strategy: MergeStrategy, start: ContactFields, rows: list[ContactFields]) -> ContactFields:
+    """``start`` with each row merged into it in turn (a strategy's None means "leave it")."""
+    state = start
+    for incoming in rows:
+        state = strategy.merge(state, incoming) or state
+    return state
+
+
+def _changes(before: ContactFields | None, after: ContactFields, *, name_known: bool) -> dict:
+    """Audit ``{field: [before, after]}``; names are personal data, so only the fact of a change is logged."""
+    changes: dict = {}
+    if before is None:
+        if after.name:
+            changes["name"] = [None, "set"]
+        if after.country:
+            changes["country"] = [None, after.country]
+        if after.labels:
+            changes["labels"] = [[], list(after.labels)]
+        if after.attributes:
+            changes["attributes"] = [{}, after.attributes]
+        return changes
+    if name_known and after.name != before.name:
+        changes["name"] = ["changed", "changed"]
+    if after.country != before.country:
+        changes["country"] = [before.country, after.country]
+    if after.labels != before.labels:
+        changes["labels"] = [list(before.labels), list(after.labels)]
+    if after.attributes != before.attributes:
+        changes["attributes"] = [before.attributes, after.attributes]
+    return changes
+
+
+class Writer:
+    """Writes one chunk's groups; subclasses differ only in how the statements reach the database."""
+
+    def __init__(self, ctx, job: ContactImportJob, strategy: MergeStrategy) -> None:
+        self.ctx = ctx
+        self.db = ctx.db
+        self.job = job
+        self.vendor_id = job.vendor_id
+        self.strategy = strategy
+        self.cipher = ctx.registry["kloyst.cipher"]
+        self.now = utcnow()
+        self.audit: list[tuple] = []
+
+    def write(self, groups: dict[bytes, Group], rejections: list[dict], outcome: Outcome) -> None:
+        hashes = sorted(groups)
+        existing = self.fetch_existing(hashes)
+        new = [h for h in hashes if h not in existing]
+        lost = self.insert_new(new, groups) if new else []
+        created = set(new) - set(lost)
+        for h in created:
+            outcome.created += 1
+            outcome.duplicate += len(groups[h].rows) - 1
+        if lost:
+            existing.update(self.fetch_existing(sorted(lost)))
+        updates = []
+        for h in sorted(existing):
+            contact = existing[h]
+            group = groups[h]
+            after = merged(self.strategy, contact.fields, group.rows)
+            if after == contact.fields:
+                outcome.duplicate += len(group.rows)
+                continue
+            outcome.updated += 1
+            outcome.duplicate += len(group.rows) - 1
+            updates.append((contact, after))
+            changes = _changes(contact.fields, after, name_known=self.strategy.reads_name)
+            self.audit.append((contact.id, "merge", changes))
+        if updates:
+            self.apply_updates(updates)
+        if self.audit:
+            self.insert_audit()
+        if rejections:
+            self.insert_rejections(rejections)
+
+    # -- shared helpers -----------------------------------------------------------------------
+
+    def _fields_of(self, row) -> ContactFields:
+        name = None
+        if self.strategy.reads_name and row.name_enc is not None:
+            name = self.cipher.decrypt(row.name_enc, vendor_id=self.vendor_id, field="name")
+        return ContactFields(name=name, country=row.country, labels=tuple(row.labels or ()),
+                             attributes=dict(row.attributes or {}))
+
+    def _new_rows(self, hashes: list[bytes], groups: dict[bytes, Group]) -> list[dict]:
+        encrypt = self.cipher.encrypt
+        vendor_id = self.vendor_id
+        rows = []
+        for h in hashes:
+            group = groups[h]
+            fields_ = merged(self.strategy, group.rows[0], group.rows[1:])
+            rows.append({
+                "id": uuid.uuid4(), "mobile_hash": h,
+                "mobile_enc": encrypt(group.e164, vendor_id=vendor_id, field="mobile"),
+                "name_enc": encrypt(fields_.name, vendor_id=vendor_id, field="name") if fields_.name else None,
+                "enc_kid": self.cipher.active_kid, "country": fields_.country, "calling_code": group.calling_code,
+                "labels": list(fields_.labels), "attributes": fields_.attributes, "fields": fields_,
+            })
+        return rows
+
+    def _update_row(self, contact: Existing, after: ContactFields) -> dict:
+        set_name = self.strategy.reads_name  # a strategy that never saw the name cannot change it
+        name_enc = None
+        if set_name and after.name:
+            name_enc = self.cipher.encrypt(after.name, vendor_id=self.vendor_id, field="name")
+        return {"id": contact.id, "set_name": set_name, "name_enc": name_enc, "country": after.country,
+                "labels": list(after.labels), "attributes": after.attributes}
+
+
+class PortableWriter(Writer):
+    """Plain statements; right for SQLite, where one writer holds the database at a time.
+
+    Inserts and updates are Core statements on the tables, run ``unscoped`` on purpose: each
+    names its vendor itself (the rows' ``vendor_id``, ``WHERE vendor_id = …``).
+    """
+
+    def fetch_existing(self, hashes: list[bytes]) -> dict[bytes, Existing]:
+        found = {}
+        for start in range(0, len(hashes), 500):
+            for row in self.db.execute(select(Contact.id, Contact.mobile_hash, Contact.name_enc, Contact.country,
+                                              Contact.labels, Contact.attributes)
+                                       .where(Contact.mobile_hash.in_(hashes[start:start + 500]))):
+                found[bytes(row.mobile_hash)] = Existing(row.id, self._fields_of(row))
+        return found
+
+    def insert_new(self, hashes, groups) -> list[bytes]:
+        rows = self._new_rows(hashes, groups)
+        with tenancy.unscoped(self.db):
+            self.db.execute(insert(Contact.__table__), [
+                {k: v for k, v in r.items() if k != "fields"} | {"vendor_id": self.vendor_id, "source": "import",
+                                                                 "opted_out": False, "created_at": self.now,
+                                                                 "updated_at": self.now} for r in rows])
+        for r in rows:
+            self.audit.append((r["id"], "create", _changes(None, r["fields"], name_known=True)))
+        return []
+
+    def apply_updates(self, updates) -> None:
+        table = Contact.__table__
+        for contact, after in updates:
+            row = self._update_row(contact, after)
+            values = {"country": row["country"], "labels": row["labels"], "attributes": row["attributes"],
+                      "updated_at": self.now}
+            if row["set_name"]:
+                values["name_enc"] = row["name_enc"]
+            with tenancy.unscoped(self.db):
+                self.db.execute(update(table).where(table.c.id == contact.id, table.c.vendor_id == self.vendor_id)
+                                .values(**values))
+
+    def insert_audit(self) -> None:
+        with tenancy.unscoped(self.db):
+            self.db.execute(insert(ContactAuditLog.__table__), [
+                {"id": uuid.uuid4(), "contact_id": contact_id, "action": action, "source": "import",
+                 "actor_user_id": self.job.created_by, "import_job_id": self.job.id, "changes": changes,
+                 "created_at": self.now, "vendor_id": self.vendor_id} for contact_id, action, changes in self.audit])
+
+    def insert_rejections(self, rejections) -> None:
+        with tenancy.unscoped(self.db):
+            self.db.execute(insert(ContactImportRejection.__table__), [
+                r | {"job_id": self.job.id, "vendor_id": self.vendor_id, "created_at": self.now} for r in rejections])
+
+
+class PostgresWriter(Writer):
+    """COPY into staging tables and set-based statements, always in ``mobile_hash`` order."""
+
+    def _cursor(self):
+        return self.db.connection().connection.cursor()
+
+    def fetch_existing(self, hashes: list[bytes]) -> dict[bytes, Existing]:
+        if not hashes:
+            return {}
+        # FOR UPDATE in hash order: merges of the same contact by two chunks take turns.
+        rows = self.db.execute(text(
+            "SELECT id, mobile_hash, name_enc, country, labels, attributes FROM contact "
+            "WHERE vendor_id = :vendor AND mobile_hash = ANY(:hashes) ORDER BY mobile_hash FOR UPDATE"),
+            {"vendor": self.vendor_id, "hashes": hashes})
+        return {bytes(row.mobile_hash): Existing(row.id, self._fields_of(row)) for row in rows}
+
+    def _copy(self, cursor, table: str, columns: tuple[str, ...], rows) -> None:
+        buffer = io.StringIO()
+        buffer.writelines("\t".join(map(_copy_value, row)) + "\n" for row in rows)
+        buffer.seek(0)
+        quoted = ", ".join(f'"{column}"' for column in columns)
+        cursor.copy_expert(f"COPY {table} ({quoted}) FROM STDIN", buffer)
+
+    def insert_new(self, hashes, groups) -> list[bytes]:
+        rows = self._new_rows(hashes, groups)
+        stage = f"import_stage_{uuid.uuid4().hex}"
+        columns = ("id", "mobile_hash", "mobile_enc", "name_enc", "enc_kid", "country", "calling_code", "labels",
+                   "attributes")
+        with self._cursor() as cursor:
+            cursor.execute(f"CREATE TEMP TABLE {stage} (id uuid, mobile_hash bytea, mobile_enc bytea, "
+                           "name_enc bytea, enc_kid text, country text, calling_code int, labels jsonb, "
+                           "attributes jsonb) ON COMMIT DROP")
+            self._copy(cursor, stage, columns, ([r[c] for c in columns] for r in rows))
+            cursor.execute(
+                f"INSERT INTO contact (id, mobile_hash, mobile_enc, name_enc, enc_kid, country, calling_code, labels, "
+                f"attributes, vendor_id, source, opted_out, created_at, updated_at) "
+                f"SELECT id, mobile_hash, mobile_enc, name_enc, enc_kid, country, calling_code, labels, attributes, "
+                f"%(vendor)s, 'import', false, %(now)s, %(now)s FROM {stage} ORDER BY mobile_hash "
+                f"ON CONFLICT (vendor_id, mobile_hash) DO NOTHING RETURNING mobile_hash",
+                {"vendor": str(self.vendor_id), "now": self.now})
+            inserted = {bytes(r[0]) for r in cursor.fetchall()}
+            cursor.execute(f"DROP TABLE {stage}")
+        for r in rows:
+            if r["mobile_hash"] in inserted:
+                self.audit.append((r["id"], "create", _changes(None, r["fields"], name_known=True)))
+        return [h for h in hashes if h not in inserted]
+
+    def apply_updates(self, updates) -> None:
+        stage = f"import_update_{uuid.uuid4().hex}"
+        columns = ("id", "set_name", "name_enc", "country", "labels", "attributes")
+        with self._cursor() as cursor:
+            cursor.execute(f"CREATE TEMP TABLE {stage} (id uuid, set_name boolean, name_enc bytea, country text, "
+                           "labels jsonb, attributes jsonb) ON COMMIT DROP")
+            self._copy(cursor, stage, columns,
+                       ([row[c] for c in columns] for row in (self._update_row(c, a) for c, a in updates)))
+            # The rows are already locked (fetch_existing), so the order of this UPDATE cannot deadlock.
+            cursor.execute(
+                f"UPDATE contact c SET name_enc = CASE WHEN s.set_name THEN s.name_enc ELSE c.name_enc END, "
+                f"country = s.country, labels = s.labels, attributes = s.attributes, updated_at = %(now)s "
+                f"FROM {stage} s WHERE c.id = s.id AND c.vendor_id = %(vendor)s",
+                {"vendor": str(self.vendor_id), "now": self.now})
+            cursor.execute(f"DROP TABLE {stage}")
+
+    def insert_audit(self) -> None:
+        actor = self.job.created_by
+        with self._cursor() as cursor:
+            self._copy(cursor, "contact_audit_log", ("id", "contact_id", "action", "source", "actor_user_id",
+                                                     "import_job_id", "changes", "created_at", "vendor_id"),
+                       ((uuid.uuid4(), contact_id, action, "import", actor, self.job.id, changes, self.now,
+                         self.vendor_id) for contact_id, action, changes in self.audit))
+
+    def insert_rejections(self, rejections) -> None:
+        with self._cursor() as cursor:
+            self._copy(cursor, "contact_import_rejection", ("job_id", "row_number", "column", "value_masked",
+                                                            "reason", "created_at", "vendor_id"),
+                       ((self.job.id, r["row_number"], r["column"], r["value_masked"], r["reason"], self.now,
+                         self.vendor_id) for r in rejections))
+
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_value(value) -> str:
+    """One field in COPY's text format."""
+    if value is None:
+        return "\\N"
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return "\\\\x" + bytes(value).hex()
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False).translate(_COPY_ESCAPES)
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value).translate(_COPY_ESCAPES)
+
+
+_ADD_COUNTS = text("""
+UPDATE contact_import_job
+   SET chunks_done = chunks_done + 1, rows_processed = rows_processed + :rows,
+       created_count = created_count + :created, updated_count = updated_count + :updated,
+       duplicate_count = duplicate_count + :duplicate, rejected_count = rejected_count + :rejected,
+       status = CASE WHEN status = 'QUEUED' THEN 'PROCESSING' ELSE status END,
+       started_at = COALESCE(started_at, :started), error = COALESCE(error, :error), updated_at = :now
+ WHERE id = :job AND vendor_id = :vendor
+RETURNING chunks_done, chunk_count
+""")
+
+
+def _finish(ctx, job: ContactImportJob, chunk: ContactImportChunk, outcome: Outcome, *, rows_read: int,
+            started, error: str | None = None) -> None:
+    """Record the chunk's counts and add them to the job's; the last chunk decides the job's outcome."""
+    db = ctx.db
+    chunk.created_count = outcome.created
+    chunk.updated_count = outcome.updated
+    chunk.duplicate_count = outcome.duplicate
+    chunk.rejected_count = outcome.rejected
+    chunk.attempts += 1
+    chunk.finished_at = utcnow()
+    db.flush()
+    done, total = db.execute(_ADD_COUNTS, {
+        "rows": rows_read, "created": outcome.created, "updated": outcome.updated, "duplicate": outcome.duplicate,
+        "rejected": outcome.rejected, "started": started, "error": error, "now": utcnow(), "job": job.id,
+        "vendor": job.vendor_id}).one()
+    db.refresh(job)
+    if done < (total or 0) or ImportStatus(job.status).is_final:
+        return
+    failed_chunks = db.scalar(select(ContactImportChunk.id).where(
+        ContactImportChunk.job_id == job.id, ContactImportChunk.status == ChunkStatus.FAILED.value).limit(1))
+    imported = job.created_count + job.updated_count + job.duplicate_count
+    if imported == 0 and (job.rejected_count or failed_chunks):
+        final = ImportStatus.FAILED
+        job.error = job.error or "no row could be imported; see the rejected rows"
+    elif job.rejected_count or failed_chunks:
+        final = ImportStatus.PARTIAL_SUCCESS
+    else:
+        final = ImportStatus.COMPLETED
+    services.transition(job, final)
+    if job.file_type == "xlsx":
+        reader.remove_rows_file(reader.stored_path(ctx.settings, job))
+
+
+def run_chunk_now(registry, vendor_id: uuid.UUID, job_id: uuid.UUID, chunk_index: int, *,
+                  max_attempts: int = 20) -> str:
+    """Run one chunk in this process, in its own transaction, retrying reschedules (CLI and tests).
+
+    Production runs chunks through the outbox and the workers; this is the same task function
+    with the same transaction rules, for an operator who wants the import done in the foreground.
+    """
+    from kloyst.queue import TaskContext
+
+    import transaction
+
+    for attempt in range(max_attempts):
+        manager = transaction.TransactionManager(explicit=True)
+        try:
+            with session_scope(registry["kloyst.session_factory"], vendor_id=vendor_id, manager=manager) as db:
+                return process_chunk(TaskContext(registry, db, manager, vendor_id), vendor_id=vendor_id,
+                                     job_id=job_id, chunk_index=chunk_index)
+        except Reschedule as exc:
+            time.sleep(min(exc.delay_seconds, 1.0) * (attempt + 1))
+    raise RuntimeError(f"chunk {chunk_index} of import {job_id} was rescheduled {max_attempts} times")
+
+
+TASKS = [process_chunk]
