@@ -30,6 +30,7 @@ setup(
         "requests>=2.31",
         "openpyxl>=3.1",
         "defusedxml>=0.7",
+        "python-calamine>=0.2",  # reads imported XLSX ~15x faster than openpyxl's read-only mode
         "pluggy>=1.5",
         "argon2-cffi>=23.1",
         "pydantic>=2.6",
