@@ -52,6 +52,28 @@ def kloyst_cli_commands(subparsers):
     cli.add_commands(subparsers)
 
 
+def _keep_longer_name(existing, incoming):
+    """The longer of the two names wins ("Asha" → "Asha Rao"); labels are added; nothing else changes."""
+    from dataclasses import replace
+
+    from kloyst_plugins.contacts.merge import union_labels
+
+    name = existing.name
+    if incoming.name and len(incoming.name) > len(existing.name or ""):
+        name = incoming.name
+    merged = replace(existing, name=name, labels=union_labels(existing.labels, incoming.labels))
+    return None if merged == existing else merged
+
+
+@hookimpl
+def kloyst_merge_strategies():
+    from kloyst_plugins.contacts.merge import MergeStrategy
+
+    # reads_name: the import decrypts existing names only for strategies that look at them.
+    return [MergeStrategy("KEEP_LONGER_NAME", "Keep whichever name is longer, the contact's or the row's; add the "
+                          "row's labels.", _keep_longer_name, reads_name=True)]
+
+
 @hookimpl
 def kloyst_vendor_event(event, ctx):
     from kloyst_example.models import ExampleEventLog
