@@ -87,3 +87,29 @@ def test_audit_rows_cannot_be_updated_even_with_raw_sql(db, vendor, add_contact)
     add_contact(vendor, MOBILE)
     with pytest.raises(sa.exc.DBAPIError, match="immutable"), db.begin_nested():
         db.execute(sa.text("UPDATE contact_audit_log SET action = 'forged'"))
+
+
+def test_a_webhook_opts_a_contact_out_by_phone_through_the_service(registry, db, vendor, add_contact):
+    from kloyst.db import session_scope
+    from kloyst_plugins.contacts.models import ContactSource
+    from kloyst_plugins.contacts.services import Actor, ContactService
+
+    contact = add_contact(vendor, MOBILE)
+    with session_scope(registry["kloyst.session_factory"], vendor_id=vendor.vendor_id) as session:
+        service = ContactService(session, vendor_id=vendor.vendor_id, cipher=registry["kloyst.cipher"],
+                                 hasher=registry["kloyst.mobile_hasher"])
+        assert service.opt_out_by_phone("+12015550123", actor=Actor(ContactSource.WEBHOOK)) is None
+        found = service.opt_out_by_phone(MOBILE, actor=Actor(ContactSource.WEBHOOK))
+        assert str(found.id) == contact["id"] and found.opted_out
+    row = db.scalars(select(ContactAuditLog).where(ContactAuditLog.contact_id == uuid.UUID(contact["id"]),
+                                                   ContactAuditLog.action == "opt_out")).one()
+    assert (row.source, row.actor_user_id) == ("webhook", None)
+
+
+def test_the_service_refuses_a_session_scoped_to_another_vendor(registry, db, vendor):
+    from kloyst.db import tenancy
+    from kloyst_plugins.contacts.services import ContactService
+
+    with pytest.raises(tenancy.TenancyError):
+        ContactService(db, vendor_id=vendor.vendor_id, cipher=registry["kloyst.cipher"],
+                       hasher=registry["kloyst.mobile_hasher"])
