@@ -71,20 +71,29 @@ class Clamd:
             raise ScannerUnavailable(f"clamd at {self.address} is unreachable: {exc}") from exc
         return sock
 
+    def _send(self, sock: socket.socket, data: bytes) -> bool:
+        """Send ``data``; False when clamd has hung up (it stops reading past its size limit, then answers)."""
+        try:
+            sock.sendall(data)
+            return True
+        except (BrokenPipeError, ConnectionResetError):
+            return False
+        except OSError as exc:
+            raise ScannerUnavailable(f"clamd at {self.address} failed while receiving: {exc}") from exc
+
     def _ask(self, command: bytes, chunks: Iterable[bytes] = ()) -> str:
         with self._connect() as sock:
-            try:
-                sock.sendall(command)
-                for chunk in chunks:
-                    for start in range(0, len(chunk), CHUNK_BYTES):
-                        piece = chunk[start:start + CHUNK_BYTES]
-                        sock.sendall(struct.pack("!L", len(piece)) + piece)
-                if command == b"zINSTREAM\0":
-                    sock.sendall(b"\0\0\0\0")
-            except BrokenPipeError:
-                pass  # clamd hung up mid-stream (size limit): its reason is waiting to be read
-            except OSError as exc:
-                raise ScannerUnavailable(f"clamd at {self.address} failed while receiving: {exc}") from exc
+            # Errors reading ``chunks`` (the file) propagate as they are: they say nothing about clamd.
+            open_ = self._send(sock, command)
+            for chunk in chunks if open_ else ():
+                for start in range(0, len(chunk), CHUNK_BYTES):
+                    piece = chunk[start:start + CHUNK_BYTES]
+                    if not (open_ := self._send(sock, struct.pack("!L", len(piece)) + piece)):
+                        break
+                if not open_:
+                    break
+            if open_ and command == b"zINSTREAM\0":
+                self._send(sock, b"\0\0\0\0")
             reply = bytearray()
             try:
                 while not reply.endswith(b"\0"):
@@ -93,9 +102,10 @@ class Clamd:
                         break
                     reply += data
             except OSError as exc:
-                raise ScannerUnavailable(f"clamd at {self.address} did not answer: {exc}") from exc
-        if not reply:
-            raise ScannerUnavailable(f"clamd at {self.address} closed the connection without an answer")
+                if not reply.endswith(b"\0"):
+                    raise ScannerUnavailable(f"clamd at {self.address} did not answer: {exc}") from exc
+        if not reply.endswith(b"\0"):  # z-commands' answers end with NUL; anything short of that is no answer
+            raise ScannerUnavailable(f"clamd at {self.address} closed the connection without a complete answer")
         return reply.rstrip(b"\0").decode("utf-8", "replace").strip()
 
     def ping(self) -> bool:

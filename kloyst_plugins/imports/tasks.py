@@ -81,6 +81,9 @@ def scan_upload(ctx, *, vendor_id: uuid.UUID, job_id: uuid.UUID) -> str:
     if job is None or job.status != ImportStatus.UPLOADED.value:
         return job.status if job else "gone"
     path = storage.path_for(ctx.settings, job.vendor_id, job.stored_name)
+    if not path.is_file():
+        services.fail(job, "the uploaded file is no longer in storage; upload it again")
+        return job.status
     try:
         verdict, what = scan_stored_file(Clamd(ctx.settings["imports.clamd_address"]), path, job.file_type)
     except ScannerUnavailable as exc:

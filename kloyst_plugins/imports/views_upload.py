@@ -33,37 +33,43 @@ def create_import(request):
     settings = request.registry.settings
     received = upload.receive(request, settings, request.vendor_id, int(settings["imports.max_upload_bytes"]))
     try:
-        sniffed = sniff.sniff(received.path, received.size)
-    except sniff.FileRefused as exc:
-        storage.remove_quietly(received.path)
-        error = UnsupportedMediaType if exc.status == 415 else Unprocessable
-        raise error(exc.message, code=exc.code) from None
+        job = _accept(request, received)
     except BaseException:
         storage.remove_quietly(received.path)
         raise
+    request.enqueue(SCAN_UPLOAD, vendor_id=job.vendor_id, job_id=job.id)
+    request.response.status_int = 201
+    request.response.headers["Location"] = request.route_path("imports.item", id=job.id)
+    return {"import": services.job_json(job)}
+
+
+def _accept(request, received: upload.Received) -> ContactImportJob:
+    """Sniff, deduplicate, store and record the received file (raises the API's refusal otherwise)."""
+    settings = request.registry.settings
+    try:
+        sniffed = sniff.sniff(received.path, received.size)
+    except sniff.FileRefused as exc:
+        error = UnsupportedMediaType if exc.status == 415 else Unprocessable
+        raise error(exc.message, code=exc.code) from None
     force = (received.fields.get("force") or request.GET.get("force") or "").strip().lower() in TRUE
     _lock_sha(request.db, received.sha256)
     earlier = services.find_duplicate(request.db, received.sha256)
     if earlier is not None and not force:
-        storage.remove_quietly(received.path)
         raise Conflict(f"this file was already imported as job {earlier.id} ({earlier.status}); send force=true to "
                        "import it again", code="duplicate_file",
                        details={"job_id": str(earlier.id), "status": earlier.status})
-    stored = storage.commit_part(received.path, received.stored_name)
-    # The file exists only if the job does: a transaction that fails or aborts takes the file with it.
-    txn = request.tm.get()
-    txn.addAfterCommitHook(lambda ok: ok or storage.remove_quietly(stored))
-    txn.addAfterAbortHook(lambda: storage.remove_quietly(stored))
     job = ContactImportJob(created_by=request.identity.user_id, original_filename=received.filename,
                            stored_name=received.stored_name, file_type=sniffed.file_type, size_bytes=received.size,
                            sha256=received.sha256, forced=force and earlier is not None,
                            chunk_size=int(settings["imports.chunk_rows"]))
     request.db.add(job)
     request.db.flush()
-    request.enqueue(SCAN_UPLOAD, vendor_id=job.vendor_id, job_id=job.id)
-    request.response.status_int = 201
-    request.response.headers["Location"] = request.route_path("imports.item", id=job.id)
-    return {"import": services.job_json(job)}
+    stored = storage.commit_part(received.path, received.stored_name)
+    # The file exists only if the job does: a transaction that fails or aborts takes the file with it.
+    txn = request.tm.get()
+    txn.addAfterCommitHook(lambda ok: ok or storage.remove_quietly(stored))
+    txn.addAfterAbortHook(lambda: storage.remove_quietly(stored))
+    return job
 
 
 @view_config(route_name="imports.collection", request_method="GET", renderer="json")

@@ -356,3 +356,21 @@ def test_a_vendor_without_the_imports_plugin_gets_404(testapp, owner, enable_plu
 def test_a_request_without_a_file_part_is_400(testapp, vendor, kwargs, code):
     response = testapp.post(URL, headers=vendor.headers, status=400, **kwargs)
     assert response.json["error"]["code"] == code
+
+
+def test_the_scan_is_sent_only_after_the_upload_commits(testapp, vendor, task_recorder):
+    job = upload(testapp, vendor, CSV).json["import"]
+    assert task_recorder == [("imports.scan_upload", {"vendor_id": vendor.vendor_id, "job_id": uuid.UUID(job["id"])})]
+    upload(testapp, vendor, CSV, status=409)
+    assert len(task_recorder) == 1
+
+
+def test_a_stored_file_that_disappeared_fails_the_job_instead_of_retrying(testapp, vendor, task_recorder, storage_dir,
+                                                                         run_outbox):
+    job = upload(testapp, vendor, CSV).json["import"]
+    for path in storage_dir.rglob("*"):
+        if path.is_file():
+            path.unlink()
+    run_outbox()
+    failed = testapp.get(f"{URL}/{job['id']}", headers=vendor.headers).json["import"]
+    assert failed["status"] == "FAILED" and "no longer in storage" in failed["error"]
