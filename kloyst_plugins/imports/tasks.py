@@ -57,18 +57,21 @@ def scan_stored_file(client: Clamd, path, file_type: str) -> tuple[Verdict, str]
     return verdict, "file"
 
 
-def extract_into(ctx, job: ContactImportJob, path) -> None:
-    """Run header extraction for a clean job and record it (AWAITING_MAPPING), or fail the job."""
+def extract_into(db, settings, job: ContactImportJob, path) -> None:
+    """Run header extraction for a clean job and record it (AWAITING_MAPPING), or fail the job.
+
+    Also the entry point for other callers of the upload pipeline (the operator CLI).
+    """
     try:
-        result = extract.extract(path, job.file_type, ctx.settings["imports.chunk_rows"])
+        result = extract.extract(path, job.file_type, settings["imports.chunk_rows"])
     except extract.ExtractionError as exc:
         services.fail(job, str(exc))
         return
     job.encoding, job.delimiter = result.encoding, result.delimiter
     job.headers, job.sample_rows = result.headers, result.sample_rows
     job.row_count, job.chunk_count = result.row_count, len(result.chunks)
-    job.chunk_size = int(ctx.settings["imports.chunk_rows"])
-    ctx.db.add_all([ContactImportChunk(vendor_id=job.vendor_id, job_id=job.id, index=c.index, first_row=c.first_row,
+    job.chunk_size = int(settings["imports.chunk_rows"])
+    db.add_all([ContactImportChunk(vendor_id=job.vendor_id, job_id=job.id, index=c.index, first_row=c.first_row,
                                        row_count=c.row_count, byte_offset=c.byte_offset) for c in result.chunks])
     services.transition(job, ImportStatus.HEADERS_EXTRACTED)
     services.transition(job, ImportStatus.AWAITING_MAPPING)
@@ -103,7 +106,7 @@ def scan_upload(ctx, *, vendor_id: uuid.UUID, job_id: uuid.UUID) -> str:
         log.warning("import %s of vendor %s quarantined: %s", job.id, vendor_id, job.scan_result)
         return job.status
     job.scan_result = CLEAN
-    extract_into(ctx, job, path)
+    extract_into(ctx.db, ctx.settings, job, path)
     return job.status
 
 
