@@ -39,5 +39,12 @@ def kloyst_tasks():
 
 
 @hookimpl
+def kloyst_cli_commands(subparsers):
+    from kloyst_plugins.imports import cli
+
+    cli.add_commands(subparsers)
+
+
+@hookimpl
 def kloyst_migration_dirs():
     return [str(Path(__file__).with_name("migrations") / "versions")]
