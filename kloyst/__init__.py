@@ -81,6 +81,8 @@ def _services(config) -> None:
             raise ConfigurationError(f"outbox topic {topic!r} is handled by both {owners[topic]!r} and {plugin!r}")
         handlers[topic], owners[topic] = handler, plugin
     config.registry["kloyst.outbox_handlers"] = handlers
+    # A topic's handler runs only for vendors that have its plugin on (see kloyst.outbox.delivery).
+    config.registry["kloyst.outbox_handler_owners"] = owners
 
 
 def main(global_config, **settings):

@@ -25,13 +25,16 @@ def kloyst_settings():
         Setting("kloyst.outbox.lease_seconds", "OUTBOX_LEASE_SECONDS", 60, int,
                 help="How long a claim is held before another relay may reclaim it."),
         Setting("kloyst.outbox.max_attempts", "OUTBOX_MAX_ATTEMPTS", 10, int,
-                help="Claims or failed deliveries before an event is dead-lettered."),
+                help="Failed deliveries (the handler raised) before an event is dead-lettered."),
         Setting("kloyst.outbox.idle_ceiling_seconds", "OUTBOX_IDLE_CEILING_SECONDS", 2.0, float,
                 help="Longest pause between polls when there is nothing to publish."),
         Setting("kloyst.outbox.reconcile_interval_seconds", "OUTBOX_RECONCILE_INTERVAL_SECONDS", 5.0, float,
                 help="How often a relay looks for expired leases and lost deliveries."),
         Setting("kloyst.outbox.redeliver_grace_seconds", "OUTBOX_REDELIVER_GRACE_SECONDS", 60, int,
                 help="With an empty queue, a published event undelivered this long is considered lost."),
+        Setting("kloyst.outbox.max_queue_depth", "OUTBOX_MAX_QUEUE_DEPTH", 2000, int,
+                help="The relay stops publishing while the queue holds this many tasks (0: no limit); "
+                     "events wait in the database, where claims are fair per vendor."),
         Setting("kloyst.outbox.redeliver_after_seconds", "OUTBOX_REDELIVER_AFTER_SECONDS", 900, int,
                 help="While the queue holds tasks, a published event undelivered this long is considered lost."),
     ]

@@ -3,7 +3,8 @@
 ``probe.record`` writes a ``probe.done`` row (an outbox row marked delivered, so nothing
 else picks it up) in the task's own transaction: counting those rows per ``n`` tells how
 many times a task *took effect*. ``probe.sleep`` does the same after sleeping, so a test
-can kill its worker mid-task. ``probe.limited`` takes a rate-limit slot first.
+can kill its worker mid-task. ``probe.limited`` takes a rate-limit slot first. The
+``probe.topic`` outbox topic records the same way, through a plugin-owned handler.
 ``probe.fail`` always raises.
 """
 
@@ -39,14 +40,23 @@ def sleep_then_record(ctx, *, n, seconds, marker=None, vendor_id=None):
 
 
 @task("probe.limited")
-def limited(ctx, *, n, limit, vendor_id=None):
-    ctx.rate_limit("probe.limited", limit, 1.0)
+def limited(ctx, *, n, limit, per_seconds=1.0, vendor_id=None):
+    ctx.rate_limit("probe.limited", limit, per_seconds)
     _record(ctx, n, vendor_id)
 
 
 @task("probe.fail")
 def fail(ctx, *, n, vendor_id=None):
     raise RuntimeError(f"probe failure {n}")
+
+
+def _topic_handler(ctx, event) -> None:
+    _record(ctx, event.payload["n"], event.vendor_id)
+
+
+@hookimpl
+def kloyst_outbox_handlers():
+    return {"probe.topic": _topic_handler}
 
 
 @hookimpl

@@ -67,14 +67,28 @@ def _locked(query):
     return query.with_for_update().execution_options(populate_existing=True)
 
 
+def _claim_use(db: Session, model, row_id) -> bool:
+    """Mark a single-use row used, atomically: only one of two racing requests sees True.
+
+    A conditional UPDATE rather than trusting the earlier read, because ``FOR UPDATE`` is a
+    no-op on SQLite (the embedded default): the database decides who was first.
+    """
+    revoked = getattr(model, "revoked_at", None)
+    query = update(model).where(model.id == row_id, model.used_at.is_(None))
+    if revoked is not None:
+        query = query.where(revoked.is_(None))
+    return db.execute(query.values(used_at=utcnow()), execution_options={"synchronize_session": False}).rowcount == 1
+
+
 def consume_one_time_token(db: Session, secret: str, purpose: OneTimePurpose) -> User:
     """Mark the token used and return its user; a wrong, used or expired token is the same 422."""
     query = select(OneTimeToken).where(OneTimeToken.token_hash == secret_hash(secret),
                                        OneTimeToken.purpose == purpose)
     row = db.scalars(_locked(query)).one_or_none()
-    if row is None or row.used_at is not None or row.expires_at <= utcnow():
+    if row is None or row.used_at is not None or row.expires_at <= utcnow() or not _claim_use(
+            db, OneTimeToken, row.id):
         raise Unprocessable("this link is invalid or has expired; request a new one", code="invalid_token")
-    row.used_at = utcnow()
+    db.refresh(row)
     with tenancy.unscoped(db):
         user = db.get(User, row.user_id)
     if user is None or user.disabled_at is not None:
@@ -185,7 +199,9 @@ def refresh(db: Session, settings, codec: AccessTokenCodec, secret: str) -> Toke
             user.vendor is not None and user.vendor.status != VendorStatus.ACTIVE):
         revoke_family(db, row.family_id)
         return None
-    row.used_at = now
+    if not _claim_use(db, RefreshToken, row.id):  # a concurrent refresh used it first: that is reuse
+        revoke_family(db, row.family_id)
+        return None
     return issue_tokens(db, settings, codec, user, family_id=row.family_id, parent_id=row.id)
 
 

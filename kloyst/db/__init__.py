@@ -49,7 +49,7 @@ def make_engine(url: str, echo: bool = False) -> Engine:
 
 
 def make_session_factory(engine: Engine) -> sessionmaker:
-    factory = sessionmaker(bind=engine, expire_on_commit=False)
+    factory = sessionmaker(bind=engine, expire_on_commit=False, class_=tenancy.ScopedSession)
     tenancy.install(factory)
     return factory
 

@@ -1,20 +1,26 @@
 """Delivery: the one huey task. It runs an outbox event's handler and records that it did, atomically.
 
-The task carries only ``(event_id, vendor_id, topic)``. Its first statement marks the
-event ``delivered`` — in the *same transaction* as the handler's own writes — and only if
-it was not delivered already. So:
+The message carries ``(event_id, vendor_id, topic, batch_id)``. The first statement marks
+the event ``delivered`` — in the *same transaction* as the handler's own writes — and only
+if the event is still leased **in that batch**. So:
 
-* a duplicate (the relay published twice after a crash, or the reconciler redelivered)
-  finds the row delivered, or waits on its row lock and then finds it delivered, and does
-  nothing: handlers whose effects are database writes run exactly once;
-* a handler that raises rolls its writes *and* the mark back; a second short transaction
-  returns the event to pending with exponential backoff and jitter (or ``dead`` after
-  ``max_attempts``), recording the error;
+* a duplicate (published twice after a relay crash, or republished by the reconciler while
+  the first copy was still queued) finds the event delivered, or waits on its row lock and
+  then finds it delivered, or finds it in another batch: it does nothing. Handlers whose
+  effects are database writes take effect exactly once;
+* a handler that raises rolls back its writes *and* the mark; a second short transaction
+  returns the event to pending with exponential backoff and jitter, counting one
+  ``failure``; after ``max_attempts`` failures the event is ``dead`` (the dead-letter
+  state) with its last error. Nothing else — a queue outage, a lost message, a relay crash,
+  a reschedule — counts as a failure, so an outage can never dead-letter healthy work;
 * a worker killed mid-handler (SIGKILL, OOM) leaves the event leased in a published batch,
-  and unlocked; the reconciler returns it to pending and the relay publishes it again.
+  and unlocked; the reconciler returns it to pending and the relay publishes it again;
+* the row, not the message, decides the tenant scope and the handler; a topic whose plugin
+  the event's vendor has not enabled is marked delivered without running (the plugin is
+  off for that vendor, as a route of it would be).
 
 A handler that must wait (a rate limit) raises :class:`Reschedule`: the event goes back to
-pending for that long without counting an attempt, and no worker thread sleeps.
+pending for that long, and no worker thread sleeps.
 """
 
 from __future__ import annotations
@@ -43,69 +49,83 @@ class Reschedule(Exception):
         self.reason = reason
 
 
-def backoff_seconds(attempts: int, base: float = 2.0, cap: float = 600.0) -> float:
-    """Exponential backoff with full jitter: a random delay in [d/2, d], d = min(cap, base·2^(attempts-1))."""
-    ceiling = min(cap, base * (2 ** max(0, attempts - 1)))
+def backoff_seconds(failures: int, base: float = 2.0, cap: float = 600.0) -> float:
+    """Exponential backoff with jitter: a random delay in [d/2, d], d = min(cap, base·2^(failures-1))."""
+    ceiling = min(cap, base * (2 ** max(0, failures - 1)))
     return ceiling / 2 + random.random() * ceiling / 2
 
 
 _MARK_DELIVERED = text(
     "UPDATE outbox_event SET status = 'delivered', delivered_at = :now, leased_until = NULL, "
     "published_at = COALESCE((SELECT b.published_at FROM outbox_batch b WHERE b.id = outbox_event.batch_id), :now) "
-    "WHERE id = :id AND status IN ('pending', 'leased')"
+    "WHERE id = :id AND status = 'leased' AND batch_id = :batch"
 ).bindparams(bindparam("now", type_=DateTime(timezone=True)))
 
 _REQUEUE = text("""
 UPDATE outbox_event
-   SET status = CASE WHEN :count AND attempts >= :max THEN 'dead' ELSE 'pending' END,
-       attempts = CASE WHEN :count THEN attempts ELSE attempts - 1 END,
+   SET status = CASE WHEN :failed AND failures + 1 >= :max THEN 'dead' ELSE 'pending' END,
+       failures = CASE WHEN :failed THEN failures + 1 ELSE failures END,
        available_at = :available_at, leased_until = NULL, batch_id = NULL,
        last_error = COALESCE(:error, last_error)
- WHERE id = :id AND status NOT IN ('delivered', 'dead')
-""").bindparams(bindparam("available_at", type_=DateTime(timezone=True)), bindparam("count", type_=Boolean))
+ WHERE id = :id AND status = 'leased' AND batch_id = :batch
+""").bindparams(bindparam("available_at", type_=DateTime(timezone=True)), bindparam("failed", type_=Boolean))
 
 
-def _mark_delivered(session, event_id: int) -> bool:
-    return session.execute(_MARK_DELIVERED, {"id": event_id, "now": utcnow()}).rowcount == 1
+def _mark_delivered(session, event_id: int, batch_id: int) -> bool:
+    return session.execute(_MARK_DELIVERED, {"id": event_id, "batch": batch_id, "now": utcnow()}).rowcount == 1
 
 
-def _requeue(session, event_id: int, *, delay: float, error: str | None, count_attempt: bool, max_attempts: int):
-    session.execute(_REQUEUE, {"id": event_id, "count": count_attempt, "max": max_attempts, "error": error,
-                               "available_at": utcnow() + dt.timedelta(seconds=delay)})
+def _requeue(session, event_id: int, batch_id: int, *, delay: float, error: str | None, failed: bool,
+             max_attempts: int) -> None:
+    session.execute(_REQUEUE, {"id": event_id, "batch": batch_id, "failed": failed, "max": max_attempts,
+                               "error": error, "available_at": utcnow() + dt.timedelta(seconds=delay)})
 
 
-def deliver(registry, event_id: int, vendor_id, topic: str) -> str:
+def _handler_enabled(registry, db, owner: str | None, vendor_id: uuid.UUID | None) -> bool:
+    if owner is None or vendor_id is None:
+        return True
+    from kloyst.plugins.enablement import enabled_plugins
+
+    return owner in enabled_plugins(db, registry["kloyst.plugin_manager"], vendor_id)
+
+
+def deliver(registry, event_id: int, vendor_id, topic: str, batch_id: int | None = None) -> str:
     """Run the handler for one event; return what happened (``delivered``, ``duplicate``, ``failed``, …)."""
     from kloyst.outbox.models import OutboxEvent
     from kloyst.queue import TaskContext
 
-    if isinstance(vendor_id, str):
-        vendor_id = uuid.UUID(vendor_id)
     factory = registry["kloyst.session_factory"]
     max_attempts = registry.settings["kloyst.outbox.max_attempts"]
-    handler = registry["kloyst.outbox_handlers"].get(topic)
-    scope = vendor_id if vendor_id is not None else tenancy.ALL_VENDORS
     manager = transaction.TransactionManager(explicit=True)
     try:
-        with session_scope(factory, vendor_id=scope, manager=manager) as db:
-            with tenancy.unscoped(db):
-                if not _mark_delivered(db, event_id):
-                    return "duplicate"
-                event = db.get(OutboxEvent, event_id)
+        with session_scope(factory, vendor_id=tenancy.ALL_VENDORS, manager=manager) as db:
+            if batch_id is None or not _mark_delivered(db, event_id, batch_id):
+                return "duplicate"
+            event = db.get(OutboxEvent, event_id)
+            if (str(event.vendor_id) if event.vendor_id else None) != vendor_id or event.topic != topic:
+                log.warning("outbox event %s: the queue message disagrees with the row; the row wins", event_id)
+            # From here on the handler sees only its vendor's rows.
+            tenancy.set_scope(db, event.vendor_id if event.vendor_id is not None else tenancy.ALL_VENDORS)
+            handler = registry["kloyst.outbox_handlers"].get(event.topic)
             if handler is None:
-                raise LookupError(f"no installed plugin handles outbox topic {topic!r}")
-            handler(TaskContext(registry, db, manager, vendor_id), event)
+                raise LookupError(f"no installed plugin handles outbox topic {event.topic!r}")
+            owner = registry["kloyst.outbox_handler_owners"].get(event.topic)
+            if not _handler_enabled(registry, db, owner, event.vendor_id):
+                log.info("outbox event %s skipped: plugin %s is not enabled for vendor %s", event_id, owner,
+                         event.vendor_id)
+                return "skipped"
+            handler(TaskContext(registry, db, manager, event.vendor_id), event)
         return "delivered"
     except Reschedule as exc:
         with session_scope(factory, vendor_id=tenancy.ALL_VENDORS) as db:
-            _requeue(db, event_id, delay=exc.delay_seconds, error=None, count_attempt=False,
+            _requeue(db, event_id, batch_id, delay=exc.delay_seconds, error=None, failed=False,
                      max_attempts=max_attempts)
         return "rescheduled"
     except Exception as exc:
         log.exception("outbox event %s (%s) failed", event_id, topic)
         with session_scope(factory, vendor_id=tenancy.ALL_VENDORS) as db:
-            attempts = db.execute(text("SELECT attempts FROM outbox_event WHERE id = :id"),
-                                  {"id": event_id}).scalar() or 1
-            _requeue(db, event_id, delay=backoff_seconds(attempts), error=f"{type(exc).__name__}: {exc}"[:2000],
-                     count_attempt=True, max_attempts=max_attempts)
+            failures = db.execute(text("SELECT failures FROM outbox_event WHERE id = :id"),
+                                  {"id": event_id}).scalar() or 0
+            _requeue(db, event_id, batch_id, delay=backoff_seconds(failures + 1),
+                     error=f"{type(exc).__name__}: {exc}"[:2000], failed=True, max_attempts=max_attempts)
         return "failed"

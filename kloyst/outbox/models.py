@@ -18,9 +18,10 @@ class OutboxStatus(str, enum.Enum):
     """pending → leased (claimed by a relay in a batch) → delivered (its handler committed).
 
     A leased event is *published* once its :class:`OutboxBatch` records ``published_at``
-    (the relay marks a whole batch at once rather than rewriting each row). Failures go
-    back to pending with a later ``available_at``; after ``max_attempts`` an event is
-    ``dead`` (the dead-letter state) until an admin requeues it.
+    (the relay marks a whole batch at once rather than rewriting each row). A handler that
+    raises sends the event back to pending with a later ``available_at`` and one more
+    ``failure``; after ``max_attempts`` failures it is ``dead`` (the dead-letter state)
+    until an admin requeues it. ``attempts`` counts claims, for the record only.
     """
 
     PENDING = "pending"
@@ -78,7 +79,8 @@ class OutboxEvent(Base):
         Enum(OutboxStatus, name="outbox_status", values_callable=lambda e: [m.value for m in e], native_enum=False,
              length=16),
         default=OutboxStatus.PENDING)
-    attempts: Mapped[int] = mapped_column(default=0)
+    attempts: Mapped[int] = mapped_column(default=0)  # claims by a relay (a crash-reclaim adds one)
+    failures: Mapped[int] = mapped_column(default=0, server_default="0")  # handler failures: decides dead
     available_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     leased_until: Mapped[dt.datetime | None]
     # The relay batch that leased it; no foreign key, so claims stay cheap (batches are pruned).

@@ -4,14 +4,17 @@ Runs inside every relay every ``reconcile_interval_seconds`` (and as ``kloyst ou
 reconcile``). Two kinds of lost work, both found through relay batches:
 
 * **expired leases**: a relay claimed a batch and died before publishing it (the batch has
-  no ``published_at`` and its lease is over) → its events go back to pending (``dead`` once
-  ``attempts`` reaches the maximum);
+  no ``published_at`` and its lease is over) → its events go back to pending;
 * **lost deliveries**: a batch was published but some of its events were never delivered —
   their worker was SIGKILLed mid-task (huey does not acknowledge) or Redis was flushed.
   Events a worker is delivering right now are locked and skipped (``SKIP LOCKED``). When
   the queue is empty, anything published more than ``redeliver_grace_seconds`` ago is
   lost; while the queue still holds tasks, only batches older than
-  ``redeliver_after_seconds`` are, so a long backlog is not republished wholesale.
+  ``redeliver_after_seconds`` are, so a long backlog is not republished wholesale (and
+  when a copy is republished while the first is still queued, delivery dedupes by batch).
+
+Neither kind counts as a failure: lost work is not the work's fault, and counting it would
+dead-letter healthy events during an outage.
 
 It also prunes batches that no longer lease anything.
 """
@@ -29,9 +32,7 @@ log = logging.getLogger(__name__)
 
 _RETURN_TO_PENDING = """
 UPDATE outbox_event o
-   SET status = CASE WHEN o.attempts >= :max THEN 'dead' ELSE 'pending' END,
-       batch_id = NULL, leased_until = NULL, available_at = :now,
-       last_error = CASE WHEN o.attempts >= :max THEN :dead_reason ELSE o.last_error END
+   SET status = 'pending', batch_id = NULL, leased_until = NULL, available_at = :now
  WHERE o.id IN (SELECT e.id FROM outbox_event e
                  WHERE e.status = 'leased'
                    AND e.batch_id IN (SELECT b.id FROM outbox_batch b WHERE {batch_condition})
@@ -59,16 +60,13 @@ def reconcile(registry, settings, *, limit: int = 10_000) -> dict[str, int]:
     queue_depth = registry["kloyst.queue"].depth()
     older_than = settings.redeliver_grace_seconds if queue_depth == 0 else settings.redeliver_after_seconds
     now = utcnow()
-    params = {"now": now, "cutoff": now - dt.timedelta(seconds=older_than), "max": settings.max_attempts,
-              "limit": limit}
+    params = {"now": now, "cutoff": now - dt.timedelta(seconds=older_than), "limit": limit}
     with _Transaction(registry) as conn:
         lock = "FOR UPDATE OF e SKIP LOCKED" if conn.dialect.name == "postgresql" else ""
         leases = conn.execute(_statement(_RETURN_TO_PENDING.format(batch_condition=_EXPIRED, lock=lock),
-                                         ("now",)),
-                              {**params, "dead_reason": "relay lease expired too many times"}).rowcount
+                                         ("now",)), params).rowcount
         lost = conn.execute(_statement(_RETURN_TO_PENDING.format(batch_condition=_LOST, lock=lock),
-                                       ("now", "cutoff")),
-                            {**params, "dead_reason": "delivery lost too many times"}).rowcount
+                                       ("now", "cutoff")), params).rowcount
         conn.execute(_statement(_PRUNE, ("old",)), {"old": now - dt.timedelta(hours=1)})
     if leases or lost:
         log.warning("reconciler: %s events with expired leases and %s lost deliveries returned to pending",

@@ -35,8 +35,14 @@ Why each piece is the way it is:
   next claim's transaction (at once when the relay is about to idle). The relay uses plain
   connections: it is SQL through and through, and the ORM's unit of work would only add
   cost on Kloyst's hottest loop.
-* **Adaptive polling** (:func:`kloyst.runner.relay_loop`): full batches → claim again at
-  once; otherwise back off, doubling up to ``idle_ceiling_seconds``.
+* **Adaptive polling** (:meth:`Relay.run`): full batches → claim again at once; otherwise
+  back off, doubling up to ``idle_ceiling_seconds``.
+* **Backpressure.** The queue is one line: whatever is in it is served first come, first
+  served. So the relay stops claiming while the queue holds ``max_queue_depth`` tasks, and
+  events wait in the database, where claims are fair. A small vendor's events join the line
+  at the next claim, behind at most ``max_queue_depth`` others.
+* **Outages.** A batch the queue refuses goes back to pending without counting against its
+  events, and the relay backs off (doubling to 30 s) until the queue takes work again.
 * SQLite (the embedded default, one process) gets the same states with a plain claim.
 """
 
@@ -73,6 +79,7 @@ class RelaySettings:
     reconcile_interval_seconds: float = 5.0
     redeliver_grace_seconds: int = 60
     redeliver_after_seconds: int = 900
+    max_queue_depth: int = 2000
 
     @classmethod
     def from_settings(cls, settings) -> RelaySettings:
@@ -85,6 +92,7 @@ class RelaySettings:
             reconcile_interval_seconds=settings["kloyst.outbox.reconcile_interval_seconds"],
             redeliver_grace_seconds=settings["kloyst.outbox.redeliver_grace_seconds"],
             redeliver_after_seconds=settings["kloyst.outbox.redeliver_after_seconds"],
+            max_queue_depth=settings["kloyst.outbox.max_queue_depth"],
         )
 
 
@@ -150,10 +158,11 @@ UPDATE outbox_event o SET {_LEASE}
 {_RETURNING}
 """)
 
+# A batch the queue refused goes back to pending. Not a failure of its events: an outage
+# must never dead-letter healthy work (the relay backs off instead, see Relay.run).
 _RELEASE = text("""
 UPDATE outbox_event
-   SET status = CASE WHEN attempts >= :max THEN 'dead' ELSE 'pending' END,
-       batch_id = NULL, leased_until = NULL, last_error = :error, available_at = :available_at
+   SET status = 'pending', batch_id = NULL, leased_until = NULL, last_error = :error, available_at = :available_at
  WHERE batch_id = :batch AND status = 'leased'
 """).bindparams(bindparam("available_at", type_=DateTime(timezone=True)))
 
@@ -277,8 +286,14 @@ class Relay:
     def _mark_published(self, conn) -> None:
         with self._published_lock:
             batches, self._published = self._published, []
-        if batches:
+        if not batches:
+            return
+        try:
             conn.execute(update(OutboxBatch).where(OutboxBatch.id.in_(batches)).values(published_at=utcnow()))
+        except BaseException:
+            with self._published_lock:  # not recorded: keep them for the next transaction
+                self._published[:0] = batches
+            raise
 
     def flush(self) -> None:
         """Write ``published_at`` of the batches published so far (before idling or stopping)."""
@@ -291,7 +306,7 @@ class Relay:
         if not rows:
             return 0
         try:
-            self.registry["kloyst.queue"].publish_deliveries([(r.id, r.vendor_id, r.topic) for r in rows])
+            self.registry["kloyst.queue"].publish_deliveries([(r.id, r.vendor_id, r.topic) for r in rows], batch)
         except Exception as exc:  # nothing is lost: the events retry after a backoff
             log.warning("publishing %s outbox events failed: %s", len(rows), exc)
             self.release(batch, f"publish failed: {type(exc).__name__}: {exc}")
@@ -303,11 +318,11 @@ class Relay:
         return len(rows)
 
     def release(self, batch: int, error: str) -> None:
-        """Return a batch's events to pending with a backoff (or to dead after max attempts)."""
+        """Return a batch's events to pending, due again after a short pause."""
         from kloyst.outbox.delivery import backoff_seconds
 
         with self._transaction() as conn:
-            conn.execute(_RELEASE, {"batch": batch, "max": self.settings.max_attempts, "error": error[:2000],
+            conn.execute(_RELEASE, {"batch": batch, "error": error[:2000],
                                     "available_at": utcnow() + dt.timedelta(seconds=backoff_seconds(1))})
 
     def reconcile_if_due(self) -> None:
@@ -341,17 +356,35 @@ class Relay:
         returns at the first empty claim (benchmarks, ``kloyst outbox drain``).
         """
         publisher = _Publisher(self, on_published)
+        queue = self.registry["kloyst.queue"]
         published = 0
         pause = 0.05
+        outage_pause = 0.0
+        failed_seen = 0
         try:
             while not stop.is_set():
                 self.reconcile_if_due()
+                if publisher.failed_batches > failed_seen:
+                    # The queue refused a batch: back off (doubling to 30 s) instead of cycling leases.
+                    failed_seen = publisher.failed_batches
+                    outage_pause = min(30.0, outage_pause * 2 or 0.5)
+                    stop.wait(outage_pause)
+                    continue
+                if self.settings.max_queue_depth and queue.depth() >= self.settings.max_queue_depth:
+                    # Backpressure: events wait in the database, where claims are fair, not in the
+                    # queue's single line, so a small vendor is never stuck behind a big one there.
+                    publisher.wait()
+                    self.flush()
+                    stop.wait(0.02)
+                    continue
                 batch, rows = self.claim()
                 if rows:
                     publisher.submit(batch, rows)
                     published += len(rows)
                 if len(rows) >= self.settings.batch_size:
                     pause = 0.05
+                    if publisher.failed_batches == failed_seen:
+                        outage_pause = 0.0
                     continue
                 publisher.wait()
                 self.flush()
@@ -394,6 +427,7 @@ class _Publisher:
         self.relay = relay
         self.on_published = on_published
         self.failed = 0
+        self.failed_batches = 0
         self._queue: queue_module.Queue = queue_module.Queue(maxsize=1)
         self._thread = threading.Thread(target=self._work, name="outbox-publisher", daemon=True)
         self._thread.start()
@@ -408,7 +442,9 @@ class _Publisher:
                 sent = self.relay.publish(batch, rows, mark_now=False)
                 if sent and self.on_published is not None:
                     self.on_published(rows)
-                self.failed += len(rows) - sent
+                if sent < len(rows):
+                    self.failed += len(rows) - sent
+                    self.failed_batches += 1
             except Exception:  # never let the publisher die silently: the batch's lease will expire
                 log.exception("outbox publisher failed")
             finally:

@@ -68,7 +68,7 @@ def dead_letters(session, *, vendor_id: uuid.UUID | None = None, before_id: int 
 
 def requeue(session, *, ids: list[int] | None = None, vendor_id: uuid.UUID | None = None,
             all_dead: bool = False) -> int:
-    """Give dead events a fresh start (attempts reset, available now); returns how many."""
+    """Give dead events a fresh start (failures reset, available now); returns how many."""
     if not ids and vendor_id is None and not all_dead:
         raise ValueError("say which dead events to requeue: ids, a vendor, or all")
     query = update(OutboxEvent).where(OutboxEvent.status == OutboxStatus.DEAD)
@@ -76,7 +76,7 @@ def requeue(session, *, ids: list[int] | None = None, vendor_id: uuid.UUID | Non
         query = query.where(OutboxEvent.id.in_(ids))
     if vendor_id is not None:
         query = query.where(OutboxEvent.vendor_id == vendor_id)
-    result = session.execute(query.values(status=OutboxStatus.PENDING, attempts=0, available_at=utcnow(),
+    result = session.execute(query.values(status=OutboxStatus.PENDING, failures=0, available_at=utcnow(),
                                           leased_until=None, batch_id=None))
     return result.rowcount
 
@@ -84,5 +84,6 @@ def requeue(session, *, ids: list[int] | None = None, vendor_id: uuid.UUID | Non
 def dead_letter_json(event: OutboxEvent) -> dict:
     payload = event.payload or {}
     return {"id": event.id, "vendor_id": event.vendor_id, "topic": event.topic,
-            "task": payload.get("task"), "attempts": event.attempts, "last_error": event.last_error,
+            "task": payload.get("task"), "failures": event.failures, "attempts": event.attempts,
+            "last_error": event.last_error,
             "created_at": event.created_at}

@@ -30,11 +30,13 @@ from dataclasses import dataclass
 from typing import Any
 from collections.abc import Callable
 
+import redis
 from huey import MemoryHuey, RedisHuey, SqliteHuey
 from huey.registry import Message
 from huey.storage import RedisStorage
 
 from kloyst.config import ConfigurationError
+from kloyst.db import tenancy
 from kloyst.outbox.delivery import DELIVER_TASK, Reschedule, deliver
 
 __all__ = ["task", "TaskSpec", "TaskContext", "Queue", "Reschedule", "TASK_TOPIC"]
@@ -97,10 +99,17 @@ class TaskContext:
         """
         decision = self.registry["kloyst.rate_limiter"].hit(f"task:{key}", limit, per_seconds)
         if not decision.allowed:
-            raise Reschedule(decision.retry_after, f"rate limit {limit}/{per_seconds:g}s reached for {key}")
+            # Spread the refused over the coming windows (the k-th over the limit waits k // limit more
+            # windows): a backlog of n then costs about n reschedules, not n² / limit.
+            overflow = decision.count - decision.limit - 1
+            delay = decision.retry_after + (overflow // limit) * per_seconds
+            raise Reschedule(delay, f"rate limit {limit}/{per_seconds:g}s reached for {key}")
 
 
 def encode_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Task kwargs as JSON; UUIDs, datetimes and decimals tagged, and every dict wrapped, so
+    a caller's own ``{"$uuid": …}`` data can never be mistaken for a tag."""
+
     def encode(value):
         if isinstance(value, uuid.UUID):
             return {"$uuid": str(value)}
@@ -111,7 +120,7 @@ def encode_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
         if isinstance(value, (list, tuple)):
             return [encode(v) for v in value]
         if isinstance(value, dict):
-            return {k: encode(v) for k, v in value.items()}
+            return {"$dict": {str(k): encode(v) for k, v in value.items()}}
         if value is None or isinstance(value, (str, int, float, bool)):
             return value
         raise TypeError(f"task argument {value!r} is not JSON-compatible; pass ids, not objects")
@@ -130,7 +139,9 @@ def decode_kwargs(payload: dict[str, Any]) -> dict[str, Any]:
                     return dt.datetime.fromisoformat(raw)
                 if tag == "$decimal":
                     return decimal.Decimal(raw)
-            return {k: decode(v) for k, v in value.items()}
+                if tag == "$dict":
+                    return {k: decode(v) for k, v in raw.items()}
+            raise ValueError(f"unknown task argument encoding {sorted(value)!r}")
         if isinstance(value, list):
             return [decode(v) for v in value]
         return value
@@ -149,8 +160,10 @@ def build_huey(settings) -> Any:
     if backend == "redis":
         if not settings["kloyst.redis.url"]:
             raise ConfigurationError("kloyst.queue.backend = redis needs kloyst.redis.url (REDIS_URL)")
-        return RedisHuey(name, url=settings["kloyst.redis.url"], immediate=immediate, immediate_use_memory=False,
-                         results=False)
+        # Timeouts: a Redis that stops answering must fail fast, not hang a request or the relay.
+        pool = redis.ConnectionPool.from_url(settings["kloyst.redis.url"], socket_timeout=5, socket_connect_timeout=5,
+                                             health_check_interval=30)
+        return RedisHuey(name, connection_pool=pool, immediate=immediate, immediate_use_memory=False, results=False)
     if backend == "memory":
         return MemoryHuey(name, immediate=immediate, results=False)
     raise ConfigurationError(f"kloyst.queue.backend must be sqlite, redis or memory, not {backend!r}")
@@ -166,8 +179,8 @@ class Queue:
         self._deliver_task = huey.task(name=DELIVER_TASK)(self._deliver)
         self._deliver_name = huey._registry.task_to_string(self._deliver_task.task_class)
 
-    def _deliver(self, event_id: int, vendor_id: str | None, topic: str) -> str:
-        return deliver(self.registry, event_id, vendor_id, topic)
+    def _deliver(self, event_id: int, vendor_id: str | None, topic: str, batch_id: int | None = None) -> str:
+        return deliver(self.registry, event_id, vendor_id, topic, batch_id)
 
     def register(self, plugin: str, func: Callable) -> None:
         spec = getattr(func, "kloyst_task", None)
@@ -190,6 +203,13 @@ class Queue:
         vendor_id = kwargs.get("vendor_id")
         if isinstance(vendor_id, str):
             vendor_id = uuid.UUID(vendor_id)
+        # The task runs for the vendor whose transaction enqueued it: scoped to it, gated by its plugins.
+        scope = tenancy.current_scope(db)
+        if isinstance(scope, uuid.UUID):
+            if vendor_id is None:
+                vendor_id = scope
+            elif vendor_id != scope:
+                raise tenancy.TenancyError(f"task {name!r} enqueued for another vendor than the caller's")
         available_at = None
         if delay:
             from kloyst.db import utcnow
@@ -203,16 +223,22 @@ class Queue:
         return event
 
     def send_after_commit(self, event_id: int, name: str, kwargs: dict) -> None:
-        """The fast path; a failure here only delays the task until the relay's next claim."""
+        """The fast path; a failure here only delays the task until the relay's next claim.
+
+        Skipped while the queue is backed up: the relay's fair claims decide the order then.
+        """
         from kloyst.outbox.relay import Relay
 
+        limit = self.registry.settings["kloyst.outbox.max_queue_depth"]
         try:
+            if limit and self.depth() >= limit:
+                return
             Relay(self.registry).publish_ids([event_id])
         except Exception:
             log.exception("fast-path publish of task %s (event %s) failed; the relay will publish it", name, event_id)
 
-    def publish_deliveries(self, rows: list[tuple[int, str | None, str]]) -> None:
-        """Put one delivery task per outbox event ``(id, vendor_id, topic)`` on the queue.
+    def publish_deliveries(self, rows: list[tuple[int, str | None, str]], batch_id: int) -> None:
+        """Put one delivery task per outbox event ``(id, vendor_id, topic)`` of relay batch ``batch_id`` on the queue.
 
         With Redis the whole batch is one LPUSH of messages built directly (huey's own
         message format, task id ``outbox-<event id>``), which is ~20× faster than one
@@ -223,12 +249,12 @@ class Queue:
             serialize = self.huey.serializer.serialize
             name = self._deliver_name
             storage.conn.lpush(storage.queue_key, *[
-                serialize(Message(f"outbox-{event_id}", name, None, 0, 0, None,
-                                  (event_id, str(vendor_id) if vendor_id else None, topic), {}))
+                serialize(Message(f"outbox-{event_id}-{batch_id}", name, None, 0, 0, None,
+                                  (event_id, str(vendor_id) if vendor_id else None, topic, batch_id), {}))
                 for event_id, vendor_id, topic in rows])
             return
         for event_id, vendor_id, topic in rows:
-            self.huey.enqueue(self._deliver_task.s(event_id, str(vendor_id) if vendor_id else None, topic))
+            self.huey.enqueue(self._deliver_task.s(event_id, str(vendor_id) if vendor_id else None, topic, batch_id))
 
     def depth(self) -> int:
         """Tasks waiting in the queue (0 in immediate mode)."""

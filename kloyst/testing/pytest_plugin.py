@@ -124,7 +124,8 @@ def db_connection(registry):
     connection = engine.connect()
     outer = connection.begin()
     original = registry["kloyst.session_factory"]
-    factory = sessionmaker(bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False)
+    factory = sessionmaker(bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False,
+                           class_=tenancy.ScopedSession)
     tenancy.install(factory)
     registry["kloyst.session_factory"] = factory
     try:

@@ -15,8 +15,9 @@ already has the labels is not a change).
 
 Tenant scoping: the core scopes ORM SELECT, UPDATE and DELETE statements but cannot reach
 into ``INSERT … SELECT``, and the UPDATE/DELETE here live inside such an INSERT. So these
-statements name the vendor explicitly and run under :func:`kloyst.db.tenancy.unscoped`, on
-purpose and only here (and :func:`apply` refuses a session scoped to another vendor).
+statements name the vendor explicitly and are marked with
+:func:`kloyst.db.tenancy.caller_scoped`, on purpose and only here (and :func:`apply`
+refuses a session scoped to another vendor).
 SQLite, the embedded default, takes a portable path in batches of rows, through the ORM
 and the core's scoping.
 """
@@ -105,10 +106,9 @@ def _postgresql(db, vendor_id, action, labels, where, actor) -> int:
                   literal(actor.source.value), literal(actor.user_id, Uuid), literal(actor.import_job_id, Uuid),
                   changes, func.clock_timestamp())
     statement = insert(ContactAuditLog.__table__).from_select(_AUDIT_COLUMNS, rows)
-    # Deliberately outside the core's scoping (it does not reach into INSERT … SELECT): every
-    # statement above names ``vendor_id`` itself, and apply() checked the session's scope.
-    with tenancy.unscoped(db):
-        return db.execute(statement).rowcount
+    # The core's scoping does not reach into INSERT … SELECT: every statement above names
+    # ``vendor_id`` itself, and apply() checked the session's scope.
+    return db.execute(tenancy.caller_scoped(statement)).rowcount
 
 
 def _deleted_snapshot_sql(gone):

@@ -30,6 +30,7 @@ def upgrade() -> None:
     sa.Column('payload', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
     sa.Column('status', sa.Enum('pending', 'leased', 'delivered', 'dead', name='outbox_status', native_enum=False, length=16), nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('failures', sa.Integer(), server_default='0', nullable=False),
     sa.Column('available_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('leased_until', sa.DateTime(timezone=True), nullable=True),
     sa.Column('batch_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),

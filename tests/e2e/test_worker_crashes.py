@@ -156,7 +156,7 @@ def test_the_same_task_delivered_twice_by_two_workers_takes_effect_once(producer
     batch, rows = relay.claim()
     queue = producer["kloyst.queue"]
     for _ in range(3):  # as if three relays had published it after crashes
-        queue.publish_deliveries([(r.id, r.vendor_id, r.topic) for r in rows])
+        queue.publish_deliveries([(r.id, r.vendor_id, r.topic) for r in rows], batch)
     start_worker()
     start_worker()
     wait_until(lambda: queue.depth() == 0 and done(producer) == {0: 1}, 30, "the duplicates to be consumed")

@@ -81,11 +81,11 @@ def test_a_relay_that_crashes_after_claiming_is_replaced_when_the_lease_expires(
 def test_an_event_published_twice_takes_effect_once(registry, db):
     [event_id] = enqueue(registry, "probe.record")
     relay = Relay(registry)
-    _, claimed = relay.claim()
+    batch, claimed = relay.claim()
     queue = registry["kloyst.queue"]
     # Crash after huey.enqueue but before "published" was recorded: the next relay publishes again.
-    queue.publish_deliveries([(c.id, c.vendor_id, c.topic) for c in claimed])
-    queue.publish_deliveries([(c.id, c.vendor_id, c.topic) for c in claimed])
+    queue.publish_deliveries([(c.id, c.vendor_id, c.topic) for c in claimed], batch)
+    queue.publish_deliveries([(c.id, c.vendor_id, c.topic) for c in claimed], batch)
     assert done_counts(db) == {0: 1}
     assert statuses(db, [event_id])[event_id].status == OutboxStatus.DELIVERED
 
@@ -100,10 +100,10 @@ def test_concurrent_relays_publish_each_event_once_and_every_task_takes_effect_o
     lock = threading.Lock()
     original = queue.publish_deliveries
 
-    def counting(rows):
+    def counting(rows, batch):
         with lock:
             published.update(r[0] for r in rows)
-        original(rows)
+        original(rows, batch)
 
     monkeypatch.setattr(queue, "publish_deliveries", counting)
     errors = []
@@ -138,7 +138,7 @@ def test_a_poison_event_is_dead_lettered_with_its_error_and_others_continue(regi
                       .values(available_at=func.now() - text("interval '1 second'")))
     events = statuses(db, [poison, *healthy])
     assert events[poison].status == OutboxStatus.DEAD
-    assert events[poison].attempts == max_attempts
+    assert events[poison].failures == max_attempts
     assert "RuntimeError: probe failure 0" in events[poison].last_error
     assert all(events[i].status == OutboxStatus.DELIVERED for i in healthy)
 
@@ -147,7 +147,7 @@ def test_a_poison_event_is_dead_lettered_with_its_error_and_others_continue(regi
     assert [d["id"] for d in listed] == [poison] and listed[0]["task"] == "probe.fail"
     testapp.post(f"/v1/admin/outbox/dead/{poison}/requeue", headers=admin.headers, status=200)
     requeued = statuses(db, [poison])[poison]
-    assert requeued.status == OutboxStatus.PENDING and requeued.attempts == 0
+    assert requeued.status == OutboxStatus.PENDING and requeued.failures == 0
     testapp.post(f"/v1/admin/outbox/dead/{poison}/requeue", headers=admin.headers, status=404)
 
 
@@ -227,7 +227,7 @@ def test_rescheduled_tasks_wait_without_counting_an_attempt(registry, db):
         [event_id] = enqueue(registry, "probe.waits")
         drain(registry)
         event = statuses(db, [event_id])[event_id]
-        assert event.status == OutboxStatus.PENDING and event.attempts == 0 and event.last_error is None
+        assert event.status == OutboxStatus.PENDING and event.failures == 0 and event.last_error is None
         assert len(calls) == 1
     finally:
         del queue.tasks["probe.waits"]
@@ -243,7 +243,7 @@ def test_a_task_over_its_rate_limit_waits_for_the_next_window_without_sleeping(r
     assert sum(done_counts(db).values()) == 3
     waiting = [e for e in statuses(db, ids).values() if e.status == OutboxStatus.PENDING]
     assert len(waiting) == 4
-    assert all(e.attempts == 0 and e.last_error is None for e in waiting), "a reschedule is not a failure"
+    assert all(e.failures == 0 and e.last_error is None for e in waiting), "a reschedule is not a failure"
 
     time.sleep(1.05)  # the next window
     with session_scope(registry["kloyst.session_factory"], vendor_id=tenancy.ALL_VENDORS) as s:

@@ -82,3 +82,38 @@ def test_counts_and_subqueries_over_tenant_tables_are_scoped_too(registry, two_v
 def test_unset_scope_refuses_a_count_that_names_a_tenant_table_only_in_from(registry, two_vendors):
     with registry["kloyst.session_factory"]() as session, pytest.raises(TenancyError):
         session.scalar(select(func.count()).select_from(User))
+
+
+def test_core_statements_on_tenant_tables_are_refused_under_a_vendor_scope(registry, two_vendors):
+    a, _ = two_vendors
+    with scoped(registry, a.vendor_id) as session:
+        with pytest.raises(TenancyError, match="Core statement"):
+            session.execute(select(User.__table__)).all()
+        # …unless the caller filtered the vendor itself and says so.
+        marked = tenancy.caller_scoped(select(User.__table__).where(User.__table__.c.vendor_id == a.vendor_id))
+        assert len(session.execute(marked).all()) == 1
+
+
+def test_bulk_update_by_primary_key_is_refused_under_a_vendor_scope(registry, two_vendors):
+    a, b = two_vendors
+    with scoped(registry, a.vendor_id) as session, pytest.raises(TenancyError, match="bulk UPDATE"):
+        session.execute(update(User), [{"id": b.user.id, "name": "pwned"}])
+
+
+def test_a_row_cannot_be_moved_to_another_vendor(registry, two_vendors):
+    a, b = two_vendors
+    with scoped(registry, a.vendor_id) as session:
+        user = session.scalars(select(User)).one()
+        user.vendor_id = b.vendor_id
+        with pytest.raises(TenancyError, match="cannot move"):
+            session.flush()
+        session.rollback()
+
+
+def test_get_from_the_identity_map_still_honours_the_scope(registry, two_vendors):
+    a, b = two_vendors
+    with scoped(registry, a.vendor_id) as session:
+        with tenancy.unscoped(session):
+            assert session.get(User, b.user.id) is not None  # now in the identity map
+        assert session.get(User, b.user.id) is None
+        assert session.get(User, a.user.id) is not None
