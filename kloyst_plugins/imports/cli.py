@@ -57,8 +57,8 @@ def _progress(done: int, total: int, rows: int, started: float, stream=sys.stder
 def create_job(registry, vendor_id: uuid.UUID, source: Path, *, actor: uuid.UUID | None = None):
     """Store ``source`` for the vendor and extract it: the job's id, AWAITING_MAPPING (or FAILED with why)."""
     from kloyst.db import session_scope
-    from kloyst_plugins.imports import extract, services, sniff, storage
-    from kloyst_plugins.imports.models import ContactImportChunk, ContactImportJob, ImportStatus
+    from kloyst_plugins.imports import sniff, storage, tasks
+    from kloyst_plugins.imports.models import ContactImportJob
 
     settings = registry.settings
     size = source.stat().st_size
@@ -81,19 +81,7 @@ def create_job(registry, vendor_id: uuid.UUID, source: Path, *, actor: uuid.UUID
             sha256=digest.hexdigest(), forced=True, scan_result="not scanned (operator CLI)")
         db.add(job)
         db.flush()
-        try:
-            result = extract.extract(path, job.file_type, settings["imports.chunk_rows"])
-        except extract.ExtractionError as exc:
-            services.fail(job, str(exc))
-            return job.id
-        job.encoding, job.delimiter = result.encoding, result.delimiter
-        job.headers, job.sample_rows = result.headers, result.sample_rows
-        job.row_count, job.chunk_count = result.row_count, len(result.chunks)
-        job.chunk_size = int(settings["imports.chunk_rows"])
-        db.add_all([ContactImportChunk(vendor_id=vendor_id, job_id=job.id, index=c.index, first_row=c.first_row,
-                                       row_count=c.row_count, byte_offset=c.byte_offset) for c in result.chunks])
-        services.transition(job, ImportStatus.HEADERS_EXTRACTED)
-        services.transition(job, ImportStatus.AWAITING_MAPPING)
+        tasks.extract_into(db, settings, job, path)  # the upload pipeline's own extraction step
         return job.id
 
 
