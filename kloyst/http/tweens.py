@@ -58,24 +58,27 @@ def response_headers_factory(handler, registry):
     return response_headers
 
 
-def _covers(prefix: str, path: str) -> bool:
-    """``/v1/imports`` covers ``/v1/imports`` and ``/v1/imports/…``, never ``/v1/imports-other``."""
+def _covers(prefix: str, path: str, exact: bool = False) -> bool:
+    """``/v1/imports`` covers ``/v1/imports`` and ``/v1/imports/…``, never ``/v1/imports-other``.
+
+    An ``exact`` limit covers that one path only.
+    """
     prefix = prefix.rstrip("/")
-    return path == prefix or path.startswith(prefix + "/")
+    return path == prefix or (not exact and path.startswith(prefix + "/"))
 
 
 def body_limit_for(registry, path: str) -> int:
     """The body limit of ``path``: the longest ``add_body_limit`` prefix covering it, else the default."""
     best_prefix, limit = "", registry.settings["kloyst.http.max_body_bytes"]
-    for prefix, prefix_limit in registry.get("kloyst.body_limits", ()):
-        if _covers(prefix, path) and len(prefix) > len(best_prefix):
+    for prefix, prefix_limit, exact in registry.get("kloyst.body_limits", ()):
+        if _covers(prefix, path, exact) and len(prefix) > len(best_prefix):
             best_prefix, limit = prefix, prefix_limit
     return limit
 
 
 def largest_body_limit(registry) -> int:
     """The largest body any route accepts; the HTTP server refuses far larger bodies before buffering them."""
-    limits = [limit for _, limit in registry.get("kloyst.body_limits", ())]
+    limits = [limit for _, limit, _ in registry.get("kloyst.body_limits", ())]
     return max([registry.settings["kloyst.http.max_body_bytes"], *limits])
 
 
@@ -99,14 +102,15 @@ def request_limits_factory(handler, registry):
     return request_limits
 
 
-def add_body_limit(config, path_prefix: str, limit_bytes: int) -> None:
+def add_body_limit(config, path_prefix: str, limit_bytes: int, *, exact: bool = False) -> None:
     """Directive: allow bodies up to ``limit_bytes`` under ``path_prefix`` (e.g. an upload route).
 
-    The longest prefix covering a path wins, and a prefix covers whole path segments only.
+    The longest prefix covering a path wins, and a prefix covers whole path segments only;
+    ``exact=True`` raises the limit for that one path and nothing below it.
     """
     if not path_prefix.startswith("/"):
         raise ConfigurationError(f"add_body_limit: the path prefix {path_prefix!r} must start with /")
-    config.registry.setdefault("kloyst.body_limits", []).append((path_prefix, int(limit_bytes)))
+    config.registry.setdefault("kloyst.body_limits", []).append((path_prefix, int(limit_bytes), exact))
 
 
 def includeme(config) -> None:

@@ -28,7 +28,9 @@ def limited_app(kloyst_settings, tmp_path_factory):
     settings = {**kloyst_settings, "kloyst.http.max_body_bytes": str(SMALL_LIMIT)}
     config = make_configurator({"here": str(tmp_path_factory.mktemp("here"))}, settings, environ={})
     config.add_body_limit("/test/upload", UPLOAD_LIMIT)
-    for name, pattern in (("test.upload", "/test/upload"), ("test.upload_other", "/test/upload-other")):
+    config.add_body_limit("/test/exact", UPLOAD_LIMIT, exact=True)
+    for name, pattern in (("test.upload", "/test/upload"), ("test.upload_other", "/test/upload-other"),
+                          ("test.exact", "/test/exact"), ("test.exact_child", "/test/exact/child")):
         config.add_route(name, pattern)
         config.add_view(_body_size, route_name=name, renderer="json", permission=NO_PERMISSION_REQUIRED)
     yield webtest.TestApp(config.make_wsgi_app())
@@ -103,6 +105,21 @@ def test_add_body_limit_raises_the_limit_under_its_prefix(limited_app):
 def test_add_body_limit_covers_whole_path_segments_only(limited_app):
     response = limited_app.post("/test/upload-other", b"x" * (SMALL_LIMIT + 1), status=413)
     assert response.json["error"]["details"] == {"limit_bytes": SMALL_LIMIT}
+
+
+def test_an_exact_body_limit_covers_its_path_and_nothing_below_it(limited_app):
+    assert limited_app.post("/test/exact", b"x" * UPLOAD_LIMIT).json == {"bytes": UPLOAD_LIMIT}
+    below = limited_app.post("/test/exact/child", b"x" * (SMALL_LIMIT + 1), status=413)
+    assert below.json["error"]["details"] == {"limit_bytes": SMALL_LIMIT}
+
+
+def test_the_import_mapping_keeps_the_ordinary_json_limit_beside_the_upload(registry):
+    from kloyst.http.tweens import body_limit_for
+
+    prefix = registry.settings["kloyst.api.prefix"]
+    assert body_limit_for(registry, f"{prefix}/imports") > registry.settings["imports.max_upload_bytes"]
+    assert body_limit_for(registry, f"{prefix}/imports/some-id/mapping") == registry.settings[
+        "kloyst.http.max_body_bytes"]
 
 
 def test_add_body_limit_refuses_a_relative_prefix():
