@@ -62,3 +62,29 @@ def kloyst_outbox_handlers():
 @hookimpl
 def kloyst_tasks():
     return [record, sleep_then_record, limited, fail]
+
+
+def enqueue_probes(registry, name: str, *, count: int = 1, vendor_id=None, **kwargs) -> list[int]:
+    """Enqueue ``count`` probe tasks (``n`` = 0…count-1) in one committed transaction, due now.
+
+    The after-commit fast path is skipped (a tiny ``delay``) so that tests decide when the
+    relay runs; the events are then made due at once.
+    """
+    import transaction
+    from sqlalchemy import update
+
+    from kloyst.db import session_scope, tenancy, utcnow
+    from kloyst.outbox import OutboxEvent
+
+    queue = registry["kloyst.queue"]
+    factory = registry["kloyst.session_factory"]
+    manager = transaction.TransactionManager(explicit=True)
+    with session_scope(factory, vendor_id=tenancy.ALL_VENDORS, manager=manager) as session:
+        events = [queue.enqueue(session, manager, name, delay=1, vendor_id=vendor_id, n=i, **kwargs)
+                  for i in range(count)]
+        session.flush()
+        ids = [event.id for event in events]
+    with session_scope(factory, vendor_id=tenancy.ALL_VENDORS) as session:
+        session.execute(update(OutboxEvent).where(OutboxEvent.id.in_(ids)).values(available_at=utcnow()))
+    return ids
+

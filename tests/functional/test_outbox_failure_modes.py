@@ -6,6 +6,7 @@ import time
 import uuid
 
 import pytest
+from probe_plugin import enqueue_probes as enqueue
 import transaction
 from sqlalchemy import select
 
@@ -15,16 +16,6 @@ from kloyst.outbox import Outbox, OutboxEvent, OutboxStatus
 from kloyst.outbox.relay import Relay, RelaySettings
 
 
-def enqueue(registry, name, *, count=1, vendor_id=None, **kwargs):
-    queue = registry["kloyst.queue"]
-    manager = transaction.TransactionManager(explicit=True)
-    with session_scope(registry["kloyst.session_factory"], vendor_id=tenancy.ALL_VENDORS, manager=manager) as s:
-        events = [queue.enqueue(s, manager, name, delay=0.000001, vendor_id=vendor_id, n=i, **kwargs)
-                  for i in range(count)]
-        s.flush()
-        ids = [e.id for e in events]
-    time.sleep(0.002)
-    return ids
 
 
 def events(db, ids):

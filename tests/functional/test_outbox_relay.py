@@ -10,6 +10,7 @@ import threading
 import uuid
 
 import pytest
+from probe_plugin import enqueue_probes as enqueue
 import transaction
 from sqlalchemy import func, select, text, update
 
@@ -20,20 +21,6 @@ from kloyst.outbox.reconcile import reconcile
 from kloyst.outbox.relay import Relay, RelaySettings
 
 
-def enqueue(registry, name, *, vendor_id=None, count=1, **kwargs):
-    """Enqueue ``count`` tasks in one committed transaction without the after-commit fast path."""
-    queue = registry["kloyst.queue"]
-    manager = transaction.TransactionManager(explicit=True)
-    with session_scope(registry["kloyst.session_factory"], vendor_id=tenancy.ALL_VENDORS, manager=manager) as s:
-        events = [queue.enqueue(s, manager, name, delay=0.000001, vendor_id=vendor_id, n=i, **kwargs)
-                  for i in range(count)]
-        s.flush()
-        ids = [e.id for e in events]
-    # delay>0 skips the fast path; make the events due now.
-    with session_scope(registry["kloyst.session_factory"], vendor_id=tenancy.ALL_VENDORS) as s:
-        s.execute(update(OutboxEvent).where(OutboxEvent.id.in_(ids)).values(available_at=func.now() - text(
-            "interval '1 second'")))
-    return ids
 
 
 def done_counts(db) -> collections.Counter:
