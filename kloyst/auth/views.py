@@ -67,6 +67,7 @@ def vendor_json(vendor) -> dict:
 def signup(request):
     throttle.throttle_ip(request, "signup")
     body = request.validated(SignupBody)
+    throttle.throttle_account(request, "signup", body.email)
     user = services.signup(request.db, request.registry.settings, vendor_name=body.vendor_name, name=body.name,
                            email=body.email, password=body.password)
     request.response.status_int = 201

@@ -129,6 +129,15 @@ def test_signup_is_throttled_per_address(testapp, per_ip):
     assert_throttled(signup(limit, 429), window)
 
 
+def test_signup_is_throttled_per_account_across_addresses(testapp, per_account):
+    limit, window = per_account
+    body = {"vendor_name": "Acme", "name": "Ann", "email": "taken-or-not@example.com", "password": TEST_PASSWORD}
+    for _ in range(limit):
+        testapp.post_json("/v1/auth/signup", body, extra_environ={"REMOTE_ADDR": new_ip()}, expect_errors=True)
+    refused = testapp.post_json("/v1/auth/signup", body, extra_environ={"REMOTE_ADDR": new_ip()}, status=429)
+    assert_throttled(refused, window)
+
+
 def test_password_reset_requests_are_throttled_per_account(testapp, owner, per_account):
     limit, window = per_account
     for _ in range(limit):
