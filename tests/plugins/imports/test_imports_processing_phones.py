@@ -110,3 +110,27 @@ def test_gb_drama_range_is_invalid_from_the_cache_too():
     for _ in range(2):
         with pytest.raises(InvalidPhone, match="not a valid number for GB"):
             cache.normalize("07700 900123", "GB")
+
+
+def test_fast_path_matches_phonenumbers_in_every_region():
+    # The fast path re-runs phonenumbers' parse and validity rules on its metadata: every
+    # supported region, written in every way _writings knows, plus random digit strings with
+    # and without "+", against every default region.
+    rng = random.Random("phones-all-regions")
+    regions = sorted(phonenumbers.SUPPORTED_REGIONS)
+    cache = PhoneCache()
+    checked = 0
+    for _ in range(3000):
+        default_region = rng.choice(regions)
+        region = rng.choice(regions) if rng.random() < 0.5 else default_region
+        if not all(phonenumbers.example_number_for_type(region, kind) for kind in (
+                phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE)):
+            region = default_region = "IN"  # a few territories have no example numbers to start from
+        writings = _writings(rng, region)
+        for _ in range(2):
+            digits = "".join(rng.choice("0123456789") for _ in range(rng.randint(3, 18)))
+            writings += [digits, "+" + digits]
+        for raw in writings:
+            assert _cached(cache, raw, default_region) == _oracle(raw, default_region), (default_region, raw)
+            checked += 1
+    assert cache.hits > checked * 0.8
