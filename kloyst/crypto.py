@@ -102,6 +102,29 @@ class MobileHasher:
     def __call__(self, vendor_id: uuid.UUID, e164: str) -> bytes:
         return hmac.new(self._key, vendor_id.bytes + e164.encode("ascii"), hashlib.sha256).digest()
 
+    def for_vendor(self, vendor_id: uuid.UUID):
+        """``e164 -> mobile_hash`` for one vendor, the same HMAC as :meth:`__call__`, for bulk use.
+
+        HMAC-SHA256 spelled out (RFC 2104): the key is padded once and the vendor id absorbed
+        once, so each number costs two SHA-256 state copies instead of a new HMAC object
+        (~0.6 µs instead of ~1.6 µs; an import hashes every row).
+        """
+        block = hashlib.sha256().block_size
+        key = self._key if len(self._key) <= block else hashlib.sha256(self._key).digest()
+        key = key.ljust(block, b"\0")
+        inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
+        inner.update(vendor_id.bytes)
+        outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
+
+        def mobile_hash(e164: str) -> bytes:
+            state = inner.copy()
+            state.update(e164.encode("ascii"))
+            result = outer.copy()
+            result.update(state.digest())
+            return result.digest()
+
+        return mobile_hash
+
 
 def includeme(config) -> None:
     settings = config.get_settings()

@@ -147,47 +147,59 @@ def _is_deadlock(exc: Exception) -> bool:
 def prepare_rows(ctx, job: ContactImportJob, rows, strategy: MergeStrategy):
     """Validate and normalize rows: ``({mobile_hash: Group}, [rejection dict])``."""
     plan = ColumnPlan.for_job(job)
-    hasher = ctx.registry["kloyst.mobile_hasher"]
-    vendor_id = job.vendor_id
+    hash_for = ctx.registry["kloyst.mobile_hasher"].for_vendor(job.vendor_id)
     default_region = job.default_country
     add_labels = tuple(job.add_labels or ())
     headers = plan.headers
     normalize = _phones.normalize
     groups: dict[bytes, Group] = {}
     rejections: list[dict] = []
+    phone_at, name_at, country_at, labels_at = plan.phone, plan.name, plan.country, plan.labels
+    attribute_plan = plan.attributes
+    # A file repeats the same few labels cells and countries: split and check each once.
+    labels_of: dict[str, tuple[str, ...]] = {}
+    supported: dict[str, bool] = {}
 
     def cell(cells, index):
         return cells[index].strip() if index is not None and index < len(cells) else ""
 
     for number, cells in rows:
-        raw = cell(cells, plan.phone)
+        raw = cells[phone_at].strip() if phone_at < len(cells) else ""
         region = default_region
-        if plan.country is not None:
-            given = cell(cells, plan.country).upper()
+        if country_at is not None:
+            given = cell(cells, country_at).upper()
             if given:
-                if not region_is_supported(given):
-                    rejections.append(_rejection(number, headers[plan.country], given,
+                ok = supported.get(given)
+                if ok is None:
+                    ok = supported[given] = region_is_supported(given)
+                if not ok:
+                    rejections.append(_rejection(number, headers[country_at], given,
                                                  "not an ISO 3166 country code phone numbers are known for"))
                     continue
                 region = given
         try:
             phone = normalize(raw, region)
         except InvalidPhone as exc:
-            rejections.append(_rejection(number, headers[plan.phone], raw, str(exc)))
+            rejections.append(_rejection(number, headers[phone_at], raw, str(exc)))
             continue
-        name = cell(cells, plan.name) or None
+        name = cell(cells, name_at) or None
         if name is not None and len(name) > MAX_NAME:
-            rejections.append(_rejection(number, headers[plan.name], name, f"longer than {MAX_NAME} characters"))
+            rejections.append(_rejection(number, headers[name_at], name, f"longer than {MAX_NAME} characters"))
             continue
-        labels = union_labels(add_labels, split_labels(cell(cells, plan.labels))) if plan.labels is not None \
-            else add_labels
+        if labels_at is not None:
+            text_ = cell(cells, labels_at)
+            labels = labels_of.get(text_)
+            if labels is None:
+                labels = labels_of[text_] = union_labels(add_labels, split_labels(text_))
+        else:
+            labels = add_labels
         attributes = {}
-        for key, index in plan.attributes:
+        for key, index in attribute_plan:
             value = cell(cells, index)
             if value:  # an empty cell says nothing; it never erases an attribute
                 attributes[key] = value[:MAX_ATTRIBUTE]
         incoming = ContactFields(name=name, country=phone.region, labels=labels, attributes=attributes)
-        mobile_hash = hasher(vendor_id, phone.e164)
+        mobile_hash = hash_for(phone.e164)
         group = groups.get(mobile_hash)
         if group is None:
             group = groups[mobile_hash] = Group(phone.e164, phone.calling_code)
@@ -270,8 +282,7 @@ class Writer:
             self.audit.append((contact.id, "merge", changes))
         if updates:
             self.apply_updates(updates)
-        if self.audit:
-            self.insert_audit()
+        self.insert_audit()  # the merges' audit rows (PostgreSQL writes the creates' with the inserts)
         if rejections:
             self.insert_rejections(rejections)
 
@@ -349,6 +360,8 @@ class PortableWriter(Writer):
                                 .values(**values))
 
     def insert_audit(self) -> None:
+        if not self.audit:
+            return
         with tenancy.unscoped(self.db):
             self.db.execute(insert(ContactAuditLog.__table__), [
                 {"id": uuid.uuid4(), "contact_id": contact_id, "action": action, "source": "import",
@@ -362,7 +375,17 @@ class PortableWriter(Writer):
 
 
 class PostgresWriter(Writer):
-    """COPY into staging tables and set-based statements, always in ``mobile_hash`` order."""
+    """COPY into staging tables and set-based statements, always in ``mobile_hash`` order.
+
+    Per chunk: one ``SELECT … FOR UPDATE`` of the numbers the vendor already has; one COPY of
+    the new contacts into a staging table and **one** statement that inserts them
+    (``ON CONFLICT DO NOTHING``) and writes their "create" audit rows from what it inserted
+    (ids by ``gen_random_uuid()``, the audit's ``changes`` built from the inserted row, the
+    same fields :func:`_changes` records); one COPY + ``UPDATE … FROM`` for merged contacts
+    and one COPY each for their audit rows and the rejections. The COPY text is built with
+    string concatenation and JSON values cached per distinct value (a file repeats a few
+    label sets and attribute values).
+    """
 
     def _cursor(self):
         return self.db.connection().connection.cursor()
@@ -370,67 +393,93 @@ class PostgresWriter(Writer):
     def fetch_existing(self, hashes: list[bytes]) -> dict[bytes, Existing]:
         if not hashes:
             return {}
-        # FOR UPDATE in hash order: merges of the same contact by two chunks take turns.
-        rows = self.db.execute(text(
-            "SELECT id, mobile_hash, name_enc, country, labels, attributes FROM contact "
-            "WHERE vendor_id = :vendor AND mobile_hash = ANY(:hashes) ORDER BY mobile_hash FOR UPDATE"),
-            {"vendor": self.vendor_id, "hashes": hashes})
-        return {bytes(row.mobile_hash): Existing(row.id, self._fields_of(row)) for row in rows}
-
-    def _copy(self, cursor, table: str, columns: tuple[str, ...], rows) -> None:
-        buffer = io.StringIO()
-        buffer.writelines("\t".join(map(_copy_value, row)) + "\n" for row in rows)
-        buffer.seek(0)
-        quoted = ", ".join(f'"{column}"' for column in columns)
-        cursor.copy_expert(f"COPY {table} ({quoted}) FROM STDIN", buffer)
+        reads_name = self.strategy.reads_name
+        decrypt = self.cipher.decrypt
+        vendor_id = self.vendor_id
+        labels_of, attributes_of = {}, {}
+        found = {}
+        with self._cursor() as cursor:
+            # FOR UPDATE in hash order: merges of the same contact by two chunks take turns.
+            cursor.execute("SELECT id, mobile_hash, name_enc, country, labels::text, attributes::text FROM contact "
+                           "WHERE vendor_id = %s AND mobile_hash = ANY(%s) ORDER BY mobile_hash FOR UPDATE",
+                           (str(vendor_id), hashes))
+            for id_, mobile_hash, name_enc, country, labels_text, attributes_text in cursor.fetchall():
+                labels = labels_of.get(labels_text)
+                if labels is None:
+                    labels = labels_of[labels_text] = tuple(json.loads(labels_text) or ()) \
+                        if labels_text is not None else ()
+                attributes = attributes_of.get(attributes_text)
+                if attributes is None:
+                    attributes = attributes_of[attributes_text] = json.loads(attributes_text) or {} \
+                        if attributes_text is not None else {}
+                name = decrypt(name_enc, vendor_id=vendor_id, field="name") \
+                    if reads_name and name_enc is not None else None
+                found[bytes(mobile_hash)] = Existing(id_, ContactFields(
+                    name=name, country=country, labels=labels, attributes=dict(attributes)))
+        return found
 
     def insert_new(self, hashes, groups) -> list[bytes]:
-        rows = self._new_rows(hashes, groups)
-        stage = f"import_stage_{uuid.uuid4().hex}"
-        columns = ("id", "mobile_hash", "mobile_enc", "name_enc", "enc_kid", "country", "calling_code", "labels",
-                   "attributes")
+        encrypt = self.cipher.encrypt
+        vendor_id = self.vendor_id
+        strategy = self.strategy
+        json_text = _JsonText()
+        lines = []
+        for h in hashes:
+            group = groups[h]
+            rows = group.rows
+            fields_ = merged(strategy, rows[0], rows[1:]) if len(rows) > 1 else rows[0]
+            name = fields_.name
+            lines.append("\\\\x" + h.hex() + "\t\\\\x" + encrypt(group.e164, vendor_id=vendor_id, field="mobile").hex()
+                         + ("\t\\\\x" + encrypt(name, vendor_id=vendor_id, field="name").hex() if name else "\t\\N")
+                         + "\t" + (_copy_text(fields_.country) if fields_.country else "\\N")
+                         + "\t" + str(group.calling_code)
+                         + "\t" + json_text.labels(fields_.labels) + "\t" + json_text.attributes(fields_.attributes)
+                         + "\n")
         with self._cursor() as cursor:
-            cursor.execute(f"CREATE TEMP TABLE {stage} (id uuid, mobile_hash bytea, mobile_enc bytea, "
-                           "name_enc bytea, enc_kid text, country text, calling_code int, labels jsonb, "
-                           "attributes jsonb) ON COMMIT DROP")
-            self._copy(cursor, stage, columns, ([r[c] for c in columns] for r in rows))
-            cursor.execute(
-                f"INSERT INTO contact (id, mobile_hash, mobile_enc, name_enc, enc_kid, country, calling_code, labels, "
-                f"attributes, vendor_id, source, opted_out, created_at, updated_at) "
-                f"SELECT id, mobile_hash, mobile_enc, name_enc, enc_kid, country, calling_code, labels, attributes, "
-                f"%(vendor)s, 'import', false, %(now)s, %(now)s FROM {stage} ORDER BY mobile_hash "
-                f"ON CONFLICT (vendor_id, mobile_hash) DO NOTHING RETURNING mobile_hash",
-                {"vendor": str(self.vendor_id), "now": self.now})
+            cursor.execute("CREATE TEMP TABLE import_stage_new (mobile_hash bytea, mobile_enc bytea, name_enc bytea, "
+                           "country text, calling_code int, labels jsonb, attributes jsonb) ON COMMIT DROP")
+            cursor.copy_expert("COPY import_stage_new FROM STDIN", io.StringIO("".join(lines)))
+            cursor.execute(_INSERT_NEW, {"vendor": str(vendor_id), "now": self.now, "kid": self.cipher.active_kid,
+                                         "actor": str(self.job.created_by) if self.job.created_by else None,
+                                         "job": str(self.job.id)})
             inserted = {bytes(r[0]) for r in cursor.fetchall()}
-            cursor.execute(f"DROP TABLE {stage}")
-        for r in rows:
-            if r["mobile_hash"] in inserted:
-                self.audit.append((r["id"], "create", _changes(None, r["fields"], name_known=True)))
+            cursor.execute("DROP TABLE import_stage_new")
         return [h for h in hashes if h not in inserted]
 
     def apply_updates(self, updates) -> None:
-        stage = f"import_update_{uuid.uuid4().hex}"
-        columns = ("id", "set_name", "name_enc", "country", "labels", "attributes")
+        json_text = _JsonText()
+        lines = []
+        for contact, after in updates:
+            row = self._update_row(contact, after)
+            lines.append(f"{contact.id}\t{'t' if row['set_name'] else 'f'}\t"
+                         + ("\\\\x" + row["name_enc"].hex() if row["name_enc"] is not None else "\\N")
+                         + "\t" + (_copy_text(row["country"]) if row["country"] else "\\N")
+                         + "\t" + json_text.labels(after.labels) + "\t" + json_text.attributes(row["attributes"])
+                         + "\n")
         with self._cursor() as cursor:
-            cursor.execute(f"CREATE TEMP TABLE {stage} (id uuid, set_name boolean, name_enc bytea, country text, "
-                           "labels jsonb, attributes jsonb) ON COMMIT DROP")
-            self._copy(cursor, stage, columns,
-                       ([row[c] for c in columns] for row in (self._update_row(c, a) for c, a in updates)))
+            cursor.execute("CREATE TEMP TABLE import_stage_update (id uuid, set_name boolean, name_enc bytea, "
+                           "country text, labels jsonb, attributes jsonb) ON COMMIT DROP")
+            cursor.copy_expert("COPY import_stage_update FROM STDIN", io.StringIO("".join(lines)))
             # The rows are already locked (fetch_existing), so the order of this UPDATE cannot deadlock.
             cursor.execute(
-                f"UPDATE contact c SET name_enc = CASE WHEN s.set_name THEN s.name_enc ELSE c.name_enc END, "
-                f"country = s.country, labels = s.labels, attributes = s.attributes, updated_at = %(now)s "
-                f"FROM {stage} s WHERE c.id = s.id AND c.vendor_id = %(vendor)s",
+                "UPDATE contact c SET name_enc = CASE WHEN s.set_name THEN s.name_enc ELSE c.name_enc END, "
+                "country = s.country, labels = s.labels, attributes = s.attributes, updated_at = %(now)s "
+                "FROM import_stage_update s WHERE c.id = s.id AND c.vendor_id = %(vendor)s",
                 {"vendor": str(self.vendor_id), "now": self.now})
-            cursor.execute(f"DROP TABLE {stage}")
+            cursor.execute("DROP TABLE import_stage_update")
 
     def insert_audit(self) -> None:
-        actor = self.job.created_by
+        if not self.audit:
+            return
+        job = self.job
+        middle = f"\timport\t{_copy_value(job.created_by)}\t{job.id}\t"
+        end = f"\t{self.now.isoformat()}\t{self.vendor_id}\n"
+        lines = [f"{uuid.uuid4()}\t{contact_id}\t{action}{middle}{_copy_value(changes)}{end}"
+                 for contact_id, action, changes in self.audit]
         with self._cursor() as cursor:
-            self._copy(cursor, "contact_audit_log", ("id", "contact_id", "action", "source", "actor_user_id",
-                                                     "import_job_id", "changes", "created_at", "vendor_id"),
-                       ((uuid.uuid4(), contact_id, action, "import", actor, self.job.id, changes, self.now,
-                         self.vendor_id) for contact_id, action, changes in self.audit))
+            cursor.copy_expert('COPY contact_audit_log ("id", "contact_id", "action", "source", "actor_user_id", '
+                               '"import_job_id", "changes", "created_at", "vendor_id") FROM STDIN',
+                               io.StringIO("".join(lines)))
 
     def insert_rejections(self, rejections) -> None:
         with self._cursor() as cursor:
@@ -438,6 +487,77 @@ class PostgresWriter(Writer):
                                                             "reason", "created_at", "vendor_id"),
                        ((self.job.id, r["row_number"], r["column"], r["value_masked"], r["reason"], self.now,
                          self.vendor_id) for r in rejections))
+
+    def _copy(self, cursor, table: str, columns: tuple[str, ...], rows) -> None:
+        buffer = io.StringIO("".join("\t".join(map(_copy_value, row)) + "\n" for row in rows))
+        quoted = ", ".join(f'"{column}"' for column in columns)
+        cursor.copy_expert(f"COPY {table} ({quoted}) FROM STDIN", buffer)
+
+
+# New contacts and their "create" audit rows in one statement. The audit's ``changes`` are what
+# _changes(None, fields) records: name only as the fact it was set, country, labels, attributes.
+_INSERT_NEW = """
+WITH inserted AS (
+    INSERT INTO contact (id, mobile_hash, mobile_enc, name_enc, enc_kid, country, calling_code, labels, attributes,
+                         vendor_id, source, opted_out, created_at, updated_at)
+    SELECT gen_random_uuid(), mobile_hash, mobile_enc, name_enc, %(kid)s, country, calling_code, labels, attributes,
+           %(vendor)s, 'import', false, %(now)s, %(now)s
+      FROM import_stage_new ORDER BY mobile_hash
+    ON CONFLICT (vendor_id, mobile_hash) DO NOTHING
+    RETURNING id, mobile_hash, name_enc, country, labels, attributes
+), audit AS (
+    INSERT INTO contact_audit_log (id, contact_id, action, source, actor_user_id, import_job_id, changes, created_at,
+                                   vendor_id)
+    SELECT gen_random_uuid(), id, 'create', 'import', %(actor)s, %(job)s,
+           '{}'::jsonb
+           || CASE WHEN name_enc IS NOT NULL THEN '{"name": [null, "set"]}'::jsonb ELSE '{}'::jsonb END
+           || CASE WHEN country IS NOT NULL THEN jsonb_build_object('country', jsonb_build_array(NULL::text, country))
+                   ELSE '{}'::jsonb END
+           || CASE WHEN labels <> '[]'::jsonb THEN jsonb_build_object('labels', jsonb_build_array('[]'::jsonb, labels))
+                   ELSE '{}'::jsonb END
+           || CASE WHEN attributes <> '{}'::jsonb
+                   THEN jsonb_build_object('attributes', jsonb_build_array('{}'::jsonb, attributes))
+                   ELSE '{}'::jsonb END,
+           %(now)s, %(vendor)s
+      FROM inserted
+)
+SELECT mobile_hash FROM inserted
+"""
+
+
+class _JsonText:
+    """JSON values as COPY text, each distinct value serialized once per chunk."""
+
+    def __init__(self) -> None:
+        self._labels: dict[tuple, str] = {}
+        self._attributes: dict[tuple, str] = {}
+
+    def labels(self, labels) -> str:
+        key = tuple(labels)
+        text_ = self._labels.get(key)
+        if text_ is None:
+            text_ = self._labels[key] = _copy_json(list(labels))
+        return text_
+
+    def attributes(self, attributes: dict) -> str:
+        try:
+            key = tuple(attributes.items())
+            text_ = self._attributes.get(key)
+        except TypeError:  # unhashable values (a plugin strategy's): no caching
+            return _copy_json(attributes)
+        if text_ is None:
+            text_ = self._attributes[key] = _copy_json(attributes)
+        return text_
+
+
+def _copy_json(value) -> str:
+    text_ = json.dumps(value, ensure_ascii=False)
+    # json.dumps writes no raw tab or newline (it escapes them); only its backslashes need doubling.
+    return text_.replace("\\", "\\\\") if "\\" in text_ else text_
+
+
+def _copy_text(value: str) -> str:
+    return value.translate(_COPY_ESCAPES)
 
 
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})

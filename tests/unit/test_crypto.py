@@ -83,3 +83,12 @@ def test_mobile_hash_is_equal_within_a_vendor_and_different_across_vendors():
 def test_a_short_hash_key_is_refused():
     with pytest.raises(ValueError):
         MobileHasher("short")
+
+
+@pytest.mark.parametrize("key", ["a-test-hash-key-of-some-length", "k" * 64, "long-" * 40])
+def test_the_bulk_mobile_hash_is_the_same_hmac(key):
+    hasher = MobileHasher(key)
+    for vendor in (VENDOR_A, uuid.uuid4()):
+        bulk = hasher.for_vendor(vendor)
+        for e164 in ("+447400123456", "+919876543210", "+15550100"):
+            assert bulk(e164) == hasher(vendor, e164)

@@ -232,3 +232,29 @@ def test_the_portable_path_gives_the_same_result(importer, monkeypatch):
     job = importer.run(importer.job(rows, chunk_size=2))
     assert (job.created_count, job.duplicate_count, job.rejected_count) == (1, 1, 1)
     assert importer.contacts()["+919876543210"]["labels"] == ["imported", "x", "y"]
+
+
+def test_create_audit_rows_record_what_changes_records(importer, db):
+    # PostgreSQL writes the "create" audit rows in the insert statement itself; they must say
+    # exactly what processing._changes says for a new contact (name only as "set").
+    from kloyst_plugins.contacts.merge import ContactFields
+
+    rows = [["9876500001", "Asha", "vip", "Delhi"], ["9876500002", "", "", ""],
+            ["9876500003", "Ravi \t\\ \"q\"", "a;b", "Pune \\ west"]]
+    job = importer.run(importer.job(rows))
+    assert job.created_count == 3
+    contacts = importer.contacts()
+    with tenancy.unscoped(db):
+        audits = db.execute(select(ContactAuditLog.contact_id, ContactAuditLog.action, ContactAuditLog.source,
+                                   ContactAuditLog.import_job_id, ContactAuditLog.changes)
+                            .where(ContactAuditLog.import_job_id == job.id)).all()
+        by_id = {row.id: row for row in db.execute(select(Contact.id, Contact.name_enc)).all()}
+    assert len(audits) == 3
+    for contact_id, action, source, job_id, changes in audits:
+        contact = next(c for c in contacts.values() if c["id"] == contact_id)
+        fields = ContactFields(name=contact["name"], country=contact["country"], labels=tuple(contact["labels"]),
+                               attributes=contact["attributes"])
+        assert (action, source, job_id) == ("create", "import", job.id)
+        assert changes == processing._changes(None, fields, name_known=True)
+        assert (by_id[contact_id].name_enc is None) == (contact["name"] is None)
+    assert {c["attributes"].get("city") for c in contacts.values()} == {"Delhi", None, "Pune \\ west"}
