@@ -13,7 +13,7 @@ import datetime as dt
 import enum
 import uuid
 
-from sqlalchemy import JSON, Index, LargeBinary, String, UniqueConstraint, event, text
+from sqlalchemy import JSON, ForeignKey, Index, LargeBinary, String, UniqueConstraint, event, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -39,6 +39,9 @@ class Contact(TenantScoped, Timestamped, Base):
         Index("ix_contact_enc_kid", "enc_kid"),
     )
 
+    # No index of its own: the unique (vendor_id, mobile_hash) and (vendor_id, created_at, id)
+    # indexes lead with it, and every import row would pay for a third one.
+    vendor_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("vendor.id", ondelete="CASCADE"), nullable=False)
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     mobile_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
     mobile_enc: Mapped[bytes] = mapped_column(LargeBinary)
@@ -74,6 +77,8 @@ class ContactAuditLog(TenantScoped, Base):
     __tablename__ = "contact_audit_log"
     __table_args__ = (Index("ix_contact_audit_log_contact", "vendor_id", "contact_id", "created_at"),)
 
+    # Indexed by ix_contact_audit_log_contact, which leads with it.
+    vendor_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("vendor.id", ondelete="CASCADE"), nullable=False)
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     contact_id: Mapped[uuid.UUID]
     action: Mapped[str] = mapped_column(String(16))
