@@ -57,7 +57,7 @@ def _progress(done: int, total: int, rows: int, started: float, stream=sys.stder
 def create_job(registry, vendor_id: uuid.UUID, source: Path, *, actor: uuid.UUID | None = None):
     """Store ``source`` for the vendor and extract it: the job's id, AWAITING_MAPPING (or FAILED with why)."""
     from kloyst.db import session_scope
-    from kloyst_plugins.imports import sniff, storage, tasks
+    from kloyst_plugins.imports import sniff, storage, tasks, zipguard
     from kloyst_plugins.imports.models import ContactImportJob
 
     settings = registry.settings
@@ -65,7 +65,7 @@ def create_job(registry, vendor_id: uuid.UUID, source: Path, *, actor: uuid.UUID
     if size > settings["imports.max_upload_bytes"]:
         raise SystemExit(f"kloyst import: {source} is {size:,} bytes, over imports.max_upload_bytes")
     try:
-        sniffed = sniff.sniff(source, size)
+        sniffed = sniff.sniff(source, size, zipguard.limits_from_settings(settings))
     except sniff.FileRefused as exc:
         raise SystemExit(f"kloyst import: {exc.message}") from None
     stored_name, part = storage.new_part_file(settings, vendor_id)

@@ -69,10 +69,10 @@ def sniff_text(head: bytes, *, complete: bool) -> str:
                       status=415, code="unsupported_file_type")
 
 
-def check_xlsx(path) -> None:
+def check_xlsx(path, limits: zipguard.ZipLimits = zipguard.DEFAULT_LIMITS) -> None:
     """Raise :class:`FileRefused` unless ``path`` is a plain XLSX that passes the zip guard."""
     try:
-        members = zipguard.check(path)
+        members = zipguard.check(path, limits)
     except zipguard.ZipRefused as exc:
         raise FileRefused(f"the spreadsheet was refused: {exc}", code="hostile_file") from exc
     names = {info.filename for info in members}
@@ -91,14 +91,17 @@ def check_xlsx(path) -> None:
                           "(entity expansion attacks use it)", code="hostile_file")
 
 
-def sniff(path, size: int) -> Sniffed:
-    """Decide what the stored file at ``path`` (``size`` bytes) is; raise :class:`FileRefused` if not importable."""
+def sniff(path, size: int, limits: zipguard.ZipLimits = zipguard.DEFAULT_LIMITS) -> Sniffed:
+    """Decide what the stored file at ``path`` (``size`` bytes) is; raise :class:`FileRefused` if not importable.
+
+    ``limits``: the zip guard's, from the settings (:func:`zipguard.limits_from_settings`).
+    """
     with open(path, "rb") as handle:
         head = handle.read(SAMPLE_BYTES)
     if not head:
         return Sniffed("csv", None)  # empty: accepted, then failed by extraction with "no rows"
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
-        check_xlsx(path)
+        check_xlsx(path, limits)
         return Sniffed("xlsx")
     if head.startswith(OLE2):
         raise FileRefused("the file is an Office 97-2003 document (XLS) or a password-protected workbook; save it "

@@ -43,12 +43,13 @@ SCAN_RETRY_BASE_SECONDS = 10.0
 SCAN_RETRY_CAP_SECONDS = 600.0
 
 
-def scan_stored_file(client: Clamd, path, file_type: str) -> tuple[Verdict, str]:
+def scan_stored_file(client: Clamd, path, file_type: str,
+                     limits: zipguard.ZipLimits = zipguard.DEFAULT_LIMITS) -> tuple[Verdict, str]:
     """clamd's verdict on the file and, for XLSX, on each decompressed member: ``(first bad verdict or OK, what)``."""
     verdict = client.scan_file(path)
     if not verdict.clean or file_type != "xlsx":
         return verdict, "file"
-    for info in zipguard.check(path):
+    for info in zipguard.check(path, limits):
         if info.is_dir():
             continue
         verdict = client.scan(zipguard.iter_member_blocks(path, info))
@@ -88,7 +89,8 @@ def scan_upload(ctx, *, vendor_id: uuid.UUID, job_id: uuid.UUID) -> str:
         services.fail(job, "the uploaded file is no longer in storage; upload it again")
         return job.status
     try:
-        verdict, what = scan_stored_file(Clamd(ctx.settings["imports.clamd_address"]), path, job.file_type)
+        verdict, what = scan_stored_file(Clamd(ctx.settings["imports.clamd_address"]), path, job.file_type,
+                                         zipguard.limits_from_settings(ctx.settings))
     except ScannerUnavailable as exc:
         job.scan_attempts += 1
         delay = backoff_seconds(job.scan_attempts, base=SCAN_RETRY_BASE_SECONDS, cap=SCAN_RETRY_CAP_SECONDS)

@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from kloyst.errors import Conflict, UnsupportedMediaType, Unprocessable
 from kloyst.http.pagination import Page, paginate
-from kloyst_plugins.imports import services, sniff, storage, upload
+from kloyst_plugins.imports import services, sniff, storage, upload, zipguard
 from kloyst_plugins.imports.models import ContactImportJob
 from kloyst_plugins.imports.tasks import SCAN_UPLOAD
 
@@ -47,7 +47,7 @@ def _accept(request, received: upload.Received) -> ContactImportJob:
     """Sniff, deduplicate, store and record the received file (raises the API's refusal otherwise)."""
     settings = request.registry.settings
     try:
-        sniffed = sniff.sniff(received.path, received.size)
+        sniffed = sniff.sniff(received.path, received.size, zipguard.limits_from_settings(settings))
     except sniff.FileRefused as exc:
         error = UnsupportedMediaType if exc.status == 415 else Unprocessable
         raise error(exc.message, code=exc.code) from None

@@ -33,15 +33,50 @@ class ZipRefused(ValueError):
     """The archive breaks a guard rule; the message says which, for the person who uploaded it."""
 
 
+# Why these defaults (RELIABILITY.md A5 sets the rules; the sizes are ours to choose):
+#
+# * What stops a zip *bomb* is the **ratio** (100:1) together with the upload size limit
+#   (``imports.max_upload_bytes``): a bomb is a small file that inflates enormously, and
+#   deflate reaches 1000:1 on repetitive data, while a real sheet's XML compresses ~5-15:1
+#   (openpyxl's 1,000,000-row test sheet: ~8:1). The ratio is checked per member from the
+#   central directory, and the local headers must agree (see _check_local_header), so a
+#   member cannot inflate past ``max_ratio × compressed size``; and every read goes through
+#   zipfile, which stops at the checked ``file_size``.
+# * The **size** limits then only bound what a legitimate-looking workbook may cost a worker:
+#   disk for the converted rows file, clamd's per-member scan, and python-calamine, which
+#   loads the whole first sheet. 25 MB per member (the first choice) capped a workbook at
+#   ~85,000 rows; contact lists of a million rows are the import's stated scale, and their
+#   sheet XML is 100-300 MB (inline strings or shared strings). So the defaults allow a
+#   512 MiB member and 768 MiB in all. They are settings (imports.xlsx_max_member_bytes,
+#   imports.xlsx_max_total_bytes, imports.xlsx_max_ratio) so an operator with smaller
+#   workers can lower them; member count, encryption, methods, ZIP64 and names are fixed
+#   rules, not sizes, and stay as A5 has them.
 @dataclass(frozen=True)
 class ZipLimits:
     max_members: int = 200
-    max_member_bytes: int = 25 * 1024 * 1024
-    max_total_bytes: int = 50 * 1024 * 1024
+    max_member_bytes: int = 512 * 1024 * 1024
+    max_total_bytes: int = 768 * 1024 * 1024
     max_ratio: int = 100
 
 
 DEFAULT_LIMITS = ZipLimits()
+
+
+def limits_from_settings(settings) -> ZipLimits:
+    """The guard's limits with the imports plugin's size settings applied (defaults where unset)."""
+    settings = settings or {}
+
+    def setting(name: str, default: int) -> int:
+        value = settings.get(name)
+        value = default if value in (None, "") else int(value)
+        if value < 1:
+            raise ValueError(f"{name} must be a positive number")
+        return value
+
+    return ZipLimits(max_members=DEFAULT_LIMITS.max_members,
+                     max_member_bytes=setting("imports.xlsx_max_member_bytes", DEFAULT_LIMITS.max_member_bytes),
+                     max_total_bytes=setting("imports.xlsx_max_total_bytes", DEFAULT_LIMITS.max_total_bytes),
+                     max_ratio=setting("imports.xlsx_max_ratio", DEFAULT_LIMITS.max_ratio))
 
 
 def _check_name(name: str) -> None:

@@ -155,9 +155,30 @@ def test_a_zip_bomb_is_refused_before_any_spreadsheet_parser_runs(testapp, vendo
     monkeypatch.setattr(extract, "extract", lambda *a, **k: parsed.append(a))
     monkeypatch.setattr(openpyxl, "load_workbook", lambda *a, **k: parsed.append(a))
     response = upload(testapp, vendor, content, filename="bomb.xlsx", status=422)
-    assert "member too large" in response.json["error"]["message"]
+    # 300 MB fits the member size limit (a million-row sheet is that big); the ratio gives it away.
+    assert "zip bombs" in response.json["error"]["message"]
     assert parsed == [] and files_in(storage_dir) == []
     assert db.scalar(sa.select(sa.func.count()).select_from(ContactImportJob)) == 0
+
+
+def test_the_zip_size_limits_are_the_imports_settings(testapp, vendor, storage_dir, registry, monkeypatch):
+    content = xlsx([["name", "phone"]] + [[f"Person {i}", f"98765{i:05d}"] for i in range(2000)])
+    monkeypatch.setitem(registry.settings, "imports.xlsx_max_member_bytes", 20_000)
+    response = upload(testapp, vendor, content, filename="list.xlsx", status=422)
+    assert "member too large" in response.json["error"]["message"] and files_in(storage_dir) == []
+    monkeypatch.setitem(registry.settings, "imports.xlsx_max_member_bytes", 10_000_000)
+    monkeypatch.setitem(registry.settings, "imports.xlsx_max_total_bytes", 50_000)
+    response = upload(testapp, vendor, content, filename="list.xlsx", status=422)
+    assert "in all" in response.json["error"]["message"]
+    monkeypatch.setitem(registry.settings, "imports.xlsx_max_total_bytes", 10_000_000)
+    upload(testapp, vendor, content, filename="list.xlsx")
+
+
+def test_a_zip_bomb_with_a_looser_ratio_setting_still_meets_the_size_limit(testapp, vendor, registry, monkeypatch):
+    monkeypatch.setitem(registry.settings, "imports.xlsx_max_ratio", 10_000)
+    monkeypatch.setitem(registry.settings, "imports.xlsx_max_member_bytes", 100 * 1024 * 1024)
+    response = upload(testapp, vendor, bomb(), filename="bomb.xlsx", status=422)
+    assert "member too large" in response.json["error"]["message"]
 
 
 def test_a_macro_workbook_is_refused(testapp, vendor):
