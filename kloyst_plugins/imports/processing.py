@@ -21,15 +21,20 @@ mobile_hash) DO NOTHING``; a chunk that loses that race to another chunk of the 
 contact. So per number there is exactly one ``created``, and every other row of that number
 in the file is ``updated`` or ``duplicate``.
 
-Locking: rows are locked, inserted and updated in ``mobile_hash`` order, so two chunks
-sharing numbers wait for each other instead of deadlocking; the job's counters are updated
-last, with one atomic ``UPDATE … SET n = n + :k``. Should PostgreSQL still report a
+Locking: existing contacts are first read without locks (most of them are left as they are:
+a re-import changes nothing, and locking a row writes to it); new numbers are inserted in
+``mobile_hash`` order; the contacts a merge would change are then locked ``FOR UPDATE`` in
+``mobile_hash`` order, read again, and merged from that locked state, so a concurrent change
+is never overwritten. Two chunks sharing numbers wait for each other in one global order
+instead of deadlocking; the job's counters are updated last, with one atomic
+``UPDATE … SET n = n + :k``. Should PostgreSQL still report a
 deadlock (a cancel racing a chunk can cause one), the task is rescheduled and its
 transaction retried from scratch.
 
-PostgreSQL writes in bulk: COPY into a temporary staging table, then
-``INSERT … SELECT … ORDER BY mobile_hash ON CONFLICT DO NOTHING RETURNING`` and
-``UPDATE … FROM`` staging; audit rows and rejections go in with COPY too. SQLite (the
+PostgreSQL writes in bulk: COPY into a temporary staging table, then one
+``INSERT … SELECT … ORDER BY mobile_hash ON CONFLICT DO NOTHING RETURNING`` that also writes
+the "create" audit rows, and ``UPDATE … FROM`` staging; merge audit rows and rejections go
+in with COPY too. New contacts and their audit rows get time-ordered (UUIDv7) ids. SQLite (the
 embedded default, one writer at a time) takes a portable, slower path of plain
 executemany statements.
 """
@@ -39,6 +44,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -258,6 +264,10 @@ class Writer:
 
     def write(self, groups: dict[bytes, Group], rejections: list[dict], outcome: Outcome) -> None:
         hashes = sorted(groups)
+        strategy = self.strategy
+        # Read without locks: most existing contacts of an import are left as they are (a
+        # re-import changes nothing), and a contact that is not written needs no lock. Only the
+        # contacts a merge changes are locked and read again below, and merged from that.
         existing = self.fetch_existing(hashes)
         new = [h for h in hashes if h not in existing]
         lost = self.insert_new(new, groups) if new else []
@@ -267,18 +277,34 @@ class Writer:
             outcome.duplicate += len(groups[h].rows) - 1
         if lost:
             existing.update(self.fetch_existing(sorted(lost)))
+        results = {}
+        for h in sorted(existing):
+            after = merged(strategy, existing[h].fields, groups[h].rows)
+            if after != existing[h].fields:
+                results[h] = after
+        if results:
+            # FOR UPDATE in hash order (two chunks merging the same contact take turns), then
+            # merge again from the row as it is now, so a concurrent change is never overwritten.
+            locked = self.fetch_existing(sorted(results), lock=True)
+            for h in results:
+                if h not in locked:  # deleted since it was read: nothing left to merge into
+                    del existing[h]
+                    outcome.duplicate += len(groups[h].rows)
+                    continue
+                existing[h] = locked[h]
+                results[h] = merged(strategy, locked[h].fields, groups[h].rows)
         updates = []
         for h in sorted(existing):
             contact = existing[h]
             group = groups[h]
-            after = merged(self.strategy, contact.fields, group.rows)
+            after = results.get(h, contact.fields)
             if after == contact.fields:
                 outcome.duplicate += len(group.rows)
                 continue
             outcome.updated += 1
             outcome.duplicate += len(group.rows) - 1
             updates.append((contact, after))
-            changes = _changes(contact.fields, after, name_known=self.strategy.reads_name)
+            changes = _changes(contact.fields, after, name_known=strategy.reads_name)
             self.audit.append((contact.id, "merge", changes))
         if updates:
             self.apply_updates(updates)
@@ -327,7 +353,8 @@ class PortableWriter(Writer):
     names its vendor itself (the rows' ``vendor_id``, ``WHERE vendor_id = …``).
     """
 
-    def fetch_existing(self, hashes: list[bytes]) -> dict[bytes, Existing]:
+    def fetch_existing(self, hashes: list[bytes], lock: bool = False) -> dict[bytes, Existing]:
+        # SQLite has one writer at a time: there is nothing to lock against.
         found = {}
         for start in range(0, len(hashes), 500):
             for row in self.db.execute(select(Contact.id, Contact.mobile_hash, Contact.name_enc, Contact.country,
@@ -377,11 +404,12 @@ class PortableWriter(Writer):
 class PostgresWriter(Writer):
     """COPY into staging tables and set-based statements, always in ``mobile_hash`` order.
 
-    Per chunk: one ``SELECT … FOR UPDATE`` of the numbers the vendor already has; one COPY of
-    the new contacts into a staging table and **one** statement that inserts them
-    (``ON CONFLICT DO NOTHING``) and writes their "create" audit rows from what it inserted
-    (ids by ``gen_random_uuid()``, the audit's ``changes`` built from the inserted row, the
-    same fields :func:`_changes` records); one COPY + ``UPDATE … FROM`` for merged contacts
+    Per chunk: one ``SELECT`` of the numbers the vendor already has (``FOR UPDATE`` only for
+    those a merge changes, read again); one COPY of the new contacts into a staging table
+    and **one** statement that inserts them (``ON CONFLICT DO NOTHING``) and writes their
+    "create" audit rows from what it inserted (time-ordered ids from
+    :func:`_time_ordered_ids`; the audit's ``changes`` built from the inserted row, the same
+    fields :func:`_changes` records); one COPY + ``UPDATE … FROM`` for merged contacts
     and one COPY each for their audit rows and the rejections. The COPY text is built with
     string concatenation and JSON values cached per distinct value (a file repeats a few
     label sets and attribute values).
@@ -390,7 +418,7 @@ class PostgresWriter(Writer):
     def _cursor(self):
         return self.db.connection().connection.cursor()
 
-    def fetch_existing(self, hashes: list[bytes]) -> dict[bytes, Existing]:
+    def fetch_existing(self, hashes: list[bytes], lock: bool = False) -> dict[bytes, Existing]:
         if not hashes:
             return {}
         reads_name = self.strategy.reads_name
@@ -399,10 +427,9 @@ class PostgresWriter(Writer):
         labels_of, attributes_of = {}, {}
         found = {}
         with self._cursor() as cursor:
-            # FOR UPDATE in hash order: merges of the same contact by two chunks take turns.
             cursor.execute("SELECT id, mobile_hash, name_enc, country, labels::text, attributes::text FROM contact "
-                           "WHERE vendor_id = %s AND mobile_hash = ANY(%s) ORDER BY mobile_hash FOR UPDATE",
-                           (str(vendor_id), hashes))
+                           "WHERE vendor_id = %s AND mobile_hash = ANY(%s) ORDER BY mobile_hash"
+                           + (" FOR UPDATE" if lock else ""), (str(vendor_id), hashes))
             for id_, mobile_hash, name_enc, country, labels_text, attributes_text in cursor.fetchall():
                 labels = labels_of.get(labels_text)
                 if labels is None:
@@ -424,19 +451,22 @@ class PostgresWriter(Writer):
         strategy = self.strategy
         json_text = _JsonText()
         lines = []
+        ids = iter(_time_ordered_ids(2 * len(hashes)))
         for h in hashes:
             group = groups[h]
             rows = group.rows
             fields_ = merged(strategy, rows[0], rows[1:]) if len(rows) > 1 else rows[0]
             name = fields_.name
-            lines.append("\\\\x" + h.hex() + "\t\\\\x" + encrypt(group.e164, vendor_id=vendor_id, field="mobile").hex()
+            lines.append(next(ids) + "\t" + next(ids) + "\t\\\\x" + h.hex()
+                         + "\t\\\\x" + encrypt(group.e164, vendor_id=vendor_id, field="mobile").hex()
                          + ("\t\\\\x" + encrypt(name, vendor_id=vendor_id, field="name").hex() if name else "\t\\N")
                          + "\t" + (_copy_text(fields_.country) if fields_.country else "\\N")
                          + "\t" + str(group.calling_code)
                          + "\t" + json_text.labels(fields_.labels) + "\t" + json_text.attributes(fields_.attributes)
                          + "\n")
         with self._cursor() as cursor:
-            cursor.execute("CREATE TEMP TABLE import_stage_new (mobile_hash bytea, mobile_enc bytea, name_enc bytea, "
+            cursor.execute("CREATE TEMP TABLE import_stage_new (id uuid, audit_id uuid, mobile_hash bytea, "
+                           "mobile_enc bytea, name_enc bytea, "
                            "country text, calling_code int, labels jsonb, attributes jsonb) ON COMMIT DROP")
             cursor.copy_expert("COPY import_stage_new FROM STDIN", io.StringIO("".join(lines)))
             cursor.execute(_INSERT_NEW, {"vendor": str(vendor_id), "now": self.now, "kid": self.cipher.active_kid,
@@ -500,7 +530,7 @@ _INSERT_NEW = """
 WITH inserted AS (
     INSERT INTO contact (id, mobile_hash, mobile_enc, name_enc, enc_kid, country, calling_code, labels, attributes,
                          vendor_id, source, opted_out, created_at, updated_at)
-    SELECT gen_random_uuid(), mobile_hash, mobile_enc, name_enc, %(kid)s, country, calling_code, labels, attributes,
+    SELECT id, mobile_hash, mobile_enc, name_enc, %(kid)s, country, calling_code, labels, attributes,
            %(vendor)s, 'import', false, %(now)s, %(now)s
       FROM import_stage_new ORDER BY mobile_hash
     ON CONFLICT (vendor_id, mobile_hash) DO NOTHING
@@ -508,21 +538,37 @@ WITH inserted AS (
 ), audit AS (
     INSERT INTO contact_audit_log (id, contact_id, action, source, actor_user_id, import_job_id, changes, created_at,
                                    vendor_id)
-    SELECT gen_random_uuid(), id, 'create', 'import', %(actor)s, %(job)s,
+    SELECT s.audit_id, i.id, 'create', 'import', %(actor)s, %(job)s,
            '{}'::jsonb
-           || CASE WHEN name_enc IS NOT NULL THEN '{"name": [null, "set"]}'::jsonb ELSE '{}'::jsonb END
-           || CASE WHEN country IS NOT NULL THEN jsonb_build_object('country', jsonb_build_array(NULL::text, country))
-                   ELSE '{}'::jsonb END
-           || CASE WHEN labels <> '[]'::jsonb THEN jsonb_build_object('labels', jsonb_build_array('[]'::jsonb, labels))
-                   ELSE '{}'::jsonb END
-           || CASE WHEN attributes <> '{}'::jsonb
-                   THEN jsonb_build_object('attributes', jsonb_build_array('{}'::jsonb, attributes))
+           || CASE WHEN i.name_enc IS NOT NULL THEN '{"name": [null, "set"]}'::jsonb ELSE '{}'::jsonb END
+           || CASE WHEN i.country IS NOT NULL
+                   THEN jsonb_build_object('country', jsonb_build_array(NULL::text, i.country)) ELSE '{}'::jsonb END
+           || CASE WHEN i.labels <> '[]'::jsonb
+                   THEN jsonb_build_object('labels', jsonb_build_array('[]'::jsonb, i.labels)) ELSE '{}'::jsonb END
+           || CASE WHEN i.attributes <> '{}'::jsonb
+                   THEN jsonb_build_object('attributes', jsonb_build_array('{}'::jsonb, i.attributes))
                    ELSE '{}'::jsonb END,
            %(now)s, %(vendor)s
-      FROM inserted
+      FROM inserted i JOIN import_stage_new s ON s.mobile_hash = i.mobile_hash
 )
 SELECT mobile_hash FROM inserted
 """
+
+
+def _time_ordered_ids(count: int) -> list[str]:
+    """``count`` UUIDv7 strings (RFC 9562: 48-bit Unix milliseconds, version 7, 74 random bits).
+
+    Imported contacts and their audit rows get time-ordered ids, so their primary keys (and
+    the audit log's (vendor_id, contact_id, …) index) grow at the right edge instead of
+    touching a random leaf page per row, which is what a million random uuid4 keys cost once
+    the indexes outgrow shared buffers. They are still unique, unguessable UUIDs.
+    """
+    prefix = f"{time.time_ns() // 1_000_000:012x}"
+    head = f"{prefix[:8]}-{prefix[8:]}-7"
+    randomness = os.urandom(10 * count).hex()
+    variant = "89ab"
+    return [f"{head}{r[:3]}-{variant[int(r[3], 16) & 3]}{r[4:7]}-{r[7:19]}"
+            for r in (randomness[i:i + 20] for i in range(0, 20 * count, 20))]
 
 
 class _JsonText:

@@ -89,3 +89,30 @@ def test_keep_longer_name_is_unknown_to_a_vendor_without_the_example_plugin(test
     assert error["details"]["available_strategies"] == ["FULL_REPLACE", "MERGE_LABELS", "SKIP_DUPLICATES",
                                                         "UPDATE_METADATA"]
     assert reload(db, job).status == ImportStatus.AWAITING_MAPPING.value
+
+
+def test_a_contact_changed_after_the_unlocked_read_is_merged_from_its_locked_state(testapp, db, registry,
+                                                                                    run_outbox, vendor, monkeypatch):
+    # Existing contacts are read without locks; those a merge changes are read again FOR UPDATE
+    # and merged from that. Here the first read is stale (labels ["stale"]): the result must be
+    # built on the row as it is when locked (["old"]), not on what was read first.
+    import dataclasses
+
+    from kloyst_plugins.imports import processing
+
+    original = processing.PostgresWriter.fetch_existing
+    seen = []
+
+    def fetch(self, hashes, lock=False):
+        found = original(self, hashes, lock=lock)
+        seen.append(lock)
+        if not lock:
+            return {h: dataclasses.replace(e, fields=dataclasses.replace(e.fields, labels=("stale",)))
+                    for h, e in found.items()}
+        return found
+
+    monkeypatch.setattr(processing.PostgresWriter, "fetch_existing", fetch)
+    job, contact = _import(testapp, db, registry, run_outbox, vendor, "MERGE_LABELS")
+    assert seen == [False, True]
+    assert contact["labels"] == ["old", "new"]
+    assert (job.created_count, job.updated_count, job.duplicate_count) == (0, 1, 0)
