@@ -116,3 +116,18 @@ def test_a_contact_changed_after_the_unlocked_read_is_merged_from_its_locked_sta
     assert seen == [False, True]
     assert contact["labels"] == ["old", "new"]
     assert (job.created_count, job.updated_count, job.duplicate_count) == (0, 1, 0)
+
+
+@pytest.mark.parametrize("insert_first", [True, False], ids=["insert-first", "read-first"])
+def test_both_write_orders_give_the_same_contacts_and_counts(testapp, db, registry, run_outbox, vendor, monkeypatch,
+                                                            insert_first):
+    from kloyst_plugins.imports import processing
+
+    monkeypatch.setattr(processing, "INSERT_FIRST", insert_first)
+    rows = [ROW, ["+91 98765 00001", "New", "a", "x"], ["098765 00001", "New again", "b", ""],
+            ["+91 98765 43210", "", "other", ""]]
+    job, contact = _import(testapp, db, registry, run_outbox, vendor, "MERGE_LABELS", rows=rows)
+    assert contact["labels"] == ["old", "new", "other"]
+    assert (job.created_count, job.updated_count, job.duplicate_count) == (1, 1, 2)
+    new = contacts_of(db, registry, vendor.vendor_id)["+919876500001"]
+    assert (new["name"], new["labels"]) == ("New", ["a", "b"])
