@@ -159,6 +159,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--skip-csv", action="store_true", help="only the XLSX run")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
+    parser.add_argument("--keep-db", action="store_true", help="leave the kloyst_bench_import database (to inspect)")
     args = parser.parse_args()
 
     url = testing.create_database("kloyst_bench_import")
@@ -202,7 +203,8 @@ def main() -> int:
         print("xlsx, new contacts:", run_import(registry, url, storage, args.redis_url, new_vendor("Bench XLSX"),
                                                 xlsx_path, "MERGE_LABELS", args.workers), flush=True)
     registry["kloyst.engine"].dispose()
-    testing.drop_database("kloyst_bench_import")
+    if not args.keep_db:
+        testing.drop_database("kloyst_bench_import")
     print(f"date: {time.strftime('%Y-%m-%d')}; python {sys.version.split()[0]}; uuid {uuid.uuid4().hex[:6]}")
     return 0
 
