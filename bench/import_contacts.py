@@ -79,7 +79,10 @@ def to_xlsx(csv_path: Path, xlsx_path: Path) -> None:
 def build_registry(url: str, storage: str, redis_url: str):
     settings = {**testing.TEST_SETTINGS, "kloyst.database.url": url, "kloyst.redis.url": redis_url,
                 "kloyst.queue.backend": "memory", "kloyst.queue.immediate": "false",
-                "imports.storage_dir": storage, "imports.max_upload_bytes": 10 ** 10}
+                "imports.storage_dir": storage, "imports.max_upload_bytes": 10 ** 10,
+                # The 1,000,000-row workbook's sheet is ~290 MB of XML: above the default zip-guard sizes,
+                # which keep a worker's memory bounded (zipguard.py). Raised here, as an operator would.
+                "imports.xlsx_max_member_bytes": 512 * 1024 * 1024, "imports.xlsx_max_total_bytes": 768 * 1024 * 1024}
     return make_configurator({"here": "."}, settings, environ={}).registry
 
 

@@ -23,10 +23,10 @@ def kloyst_settings():
                 help="clamd to scan uploads with: tcp://127.0.0.1:3310 or unix:///run/clamav/clamd.ctl. "
                      "Empty: uploads wait in UPLOADED, never treated as clean, until a scanner is configured."),
         Setting("imports.chunk_rows", "IMPORTS_CHUNK_ROWS", 5000, int, help="Rows per import chunk."),
-        Setting("imports.xlsx_max_member_bytes", "IMPORTS_XLSX_MAX_MEMBER_BYTES", 512 * 1024 * 1024, int,
-                help="Zip guard: the most one XLSX part may inflate to (a 1,000,000-row sheet is 100-300 MB). "
-                     "Bounds what the spreadsheet reader loads; see zipguard.py for the reasoning."),
-        Setting("imports.xlsx_max_total_bytes", "IMPORTS_XLSX_MAX_TOTAL_BYTES", 768 * 1024 * 1024, int,
+        Setting("imports.xlsx_max_member_bytes", "IMPORTS_XLSX_MAX_MEMBER_BYTES", 96 * 1024 * 1024, int,
+                help="Zip guard: the most one XLSX part may inflate to (~330,000 rows by default; a worker needs "
+                     "about twice this in memory). Bounds what the spreadsheet reader loads; see zipguard.py."),
+        Setting("imports.xlsx_max_total_bytes", "IMPORTS_XLSX_MAX_TOTAL_BYTES", 160 * 1024 * 1024, int,
                 help="Zip guard: the most all parts of an XLSX may inflate to together."),
         Setting("imports.xlsx_max_ratio", "IMPORTS_XLSX_MAX_RATIO", 100, int,
                 help="Zip guard: the highest compression ratio a part (of 1 MiB or more) may have; higher is "

@@ -8,8 +8,10 @@ from kloyst.config import CORE_SETTINGS
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
 
-def test_every_core_setting_and_its_environment_variable_is_in_the_readme():
-    settings = list(CORE_SETTINGS) + core_plugin.kloyst_settings()
+def test_every_core_and_first_party_setting_and_its_environment_variable_is_in_the_readme():
+    from kloyst_plugins.imports import plugin as imports_plugin
+
+    settings = list(CORE_SETTINGS) + core_plugin.kloyst_settings() + imports_plugin.kloyst_settings()
     missing = [s.env for s in settings if f"`{s.env}`" not in README]
     assert missing == [], f"document these environment variables in the README's settings table: {missing}"
 
