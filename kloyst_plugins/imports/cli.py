@@ -6,8 +6,10 @@ validated and confirmed by :func:`kloyst_plugins.imports.mapping.confirm_mapping
 the strategies *that vendor* may use, and the chunks run by the same task function the
 workers run, each in its own transaction. By default the chunks run in this process with a
 progress line; ``--workers`` queues them for the running workers instead and follows the
-job until it ends. The virus scan is skipped: the operator already holds the file on the
-server (the API path scans every upload).
+job until it ends. The file is scanned by clamd (``imports.clamd_address``) exactly as an
+upload is: anything but a clean answer quarantines it, and an unreachable scanner stops the
+command. Only ``--no-scan`` — an operator's explicit word that the file is trusted — skips
+the scan (recorded on the job).
 """
 
 from __future__ import annotations
@@ -54,10 +56,26 @@ def _progress(done: int, total: int, rows: int, started: float, stream=sys.stder
     stream.flush()
 
 
-def create_job(registry, vendor_id: uuid.UUID, source: Path, *, actor: uuid.UUID | None = None):
-    """Store ``source`` for the vendor and extract it: the job's id, AWAITING_MAPPING (or FAILED with why)."""
+def _scan(settings, path: Path, file_type: str) -> str | None:
+    """clamd's verdict as the upload gets it: None when clean, else what was found (quarantine)."""
+    from kloyst.clamav import Clamd, ScannerUnavailable
+    from kloyst_plugins.imports import tasks, zipguard
+
+    address = settings["imports.clamd_address"]
+    if not address:
+        raise SystemExit("kloyst import: no virus scanner is configured (imports.clamd_address / CLAMD_ADDRESS); "
+                         "set one, or pass --no-scan for a file you trust")
+    try:
+        verdict, what = tasks.scan_stored_file(Clamd(address), path, file_type, zipguard.limits_from_settings(settings))
+    except ScannerUnavailable as exc:
+        raise SystemExit(f"kloyst import: the virus scanner did not answer ({exc}); nothing was imported") from None
+    return None if verdict.clean else f"{verdict.reason} in {what}"
+
+
+def create_job(registry, vendor_id: uuid.UUID, source: Path, *, actor: uuid.UUID | None = None, scan: bool = True):
+    """Store ``source`` for the vendor, scan and extract it: the job's id, AWAITING_MAPPING (or FAILED/QUARANTINED)."""
     from kloyst.db import session_scope
-    from kloyst_plugins.imports import sniff, storage, tasks, zipguard
+    from kloyst_plugins.imports import services, sniff, storage, tasks, zipguard
     from kloyst_plugins.imports.models import ContactImportJob
 
     settings = registry.settings
@@ -75,13 +93,18 @@ def create_job(registry, vendor_id: uuid.UUID, source: Path, *, actor: uuid.UUID
             digest.update(block)
             dst.write(block)
     path = storage.commit_part(part, stored_name)
+    found = _scan(settings, path, sniffed.file_type) if scan else None
     with session_scope(registry["kloyst.session_factory"], vendor_id=vendor_id) as db:
         job = ContactImportJob(vendor_id=vendor_id, created_by=actor, original_filename=storage.display_name(
             source.name), stored_name=stored_name, file_type=sniffed.file_type, size_bytes=size,
-            sha256=digest.hexdigest(), forced=True, scan_result="not scanned (operator CLI)")
+            sha256=digest.hexdigest(), forced=True,
+            scan_result="clean (operator CLI)" if scan else "not scanned: --no-scan (operator CLI)")
         db.add(job)
         db.flush()
-        tasks.extract_into(db, settings, job, path)  # the upload pipeline's own extraction step
+        if found:
+            services.quarantine(job, found)
+        else:
+            tasks.extract_into(db, settings, job, path)  # the upload pipeline's own extraction step
         return job.id
 
 
@@ -137,7 +160,7 @@ def cmd_import(args) -> int:
         raise SystemExit(f"kloyst import: {source} is not a file")
     body = _mapping_from_args(args)
     _, registry = load(args.ini)
-    job_id = create_job(registry, vendor_id, source)
+    job_id = create_job(registry, vendor_id, source, scan=not args.no_scan)
     job = _job(registry, vendor_id, job_id)
     if job.status != ImportStatus.AWAITING_MAPPING.value:
         print(f"kloyst import: job {job_id} {job.status}: {job.error}", file=sys.stderr)
@@ -182,6 +205,8 @@ def add_commands(subparsers) -> None:
     parser.add_argument("--attribute", action="append", metavar="KEY=COLUMN", help="a custom attribute (repeat)")
     parser.add_argument("--label", action="append", help="a label added to every row (repeat)")
     parser.add_argument("--merge-strategy", default="MERGE_LABELS")
+    parser.add_argument("--no-scan", action="store_true",
+                        help="skip the virus scan: only for a file you trust (recorded on the job)")
     parser.add_argument("--default-country", help="ISO country for numbers written without +country code")
     parser.add_argument("--workers", action="store_true", help="queue the chunks for the running workers and "
                                                                "follow the job, instead of running them here")
