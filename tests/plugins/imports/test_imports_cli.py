@@ -13,14 +13,6 @@ from kloyst_plugins.imports import cli, processing
 from kloyst_plugins.imports.models import ContactImportJob, ImportStatus
 
 
-@pytest.fixture
-def vendor(owner, enable_plugin, registry, monkeypatch, tmp_path):
-    monkeypatch.setitem(registry.settings, "imports.storage_dir", str(tmp_path / "imports"))
-    enable_plugin(owner, "contacts")
-    enable_plugin(owner, "imports")
-    return owner
-
-
 def test_the_import_command_is_registered_with_its_options(registry):
     args = build_parser(registry["kloyst.plugin_manager"]).parse_args(
         ["import", "development.ini", "contacts.csv", "--vendor", "v", "--phone-column", "Mobile",

@@ -14,14 +14,6 @@ HEADERS = ["phone", "name", "labels", "plan"]
 ROW = ["+91 98765 43210", "Asha Rao Kumar", "new", "gold"]
 
 
-@pytest.fixture
-def vendor(owner, enable_plugin, registry, monkeypatch, tmp_path):
-    monkeypatch.setitem(registry.settings, "imports.storage_dir", str(tmp_path / "imports"))
-    enable_plugin(owner, "contacts")
-    enable_plugin(owner, "imports")
-    return owner
-
-
 def _import(testapp, db, registry, run_outbox, account, strategy, rows=(ROW,)):
     add_contact(db, registry, account.vendor_id, "+919876543210", name="Asha", labels=["old"],
                 attributes={"plan": "silver", "city": "Pune"}, country="IN")
