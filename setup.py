@@ -37,7 +37,8 @@ setup(
         "email-validator>=2.1",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "WebTest>=3.0", "ruff>=0.5"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "WebTest>=3.0", "ruff>=0.5",
+                 "pyyaml>=6", "jsonschema>=4.18"],  # the sandbox test validates against Meta's OpenAPI
     },
     entry_points={
         "console_scripts": ["kloyst = kloyst.cli:main"],

@@ -56,6 +56,8 @@ def kloyst_migration_dirs():
 def kloyst_cli_commands(subparsers):
     from kloyst.cli import commands
     from kloyst.outbox import cli as outbox_cli
+    from kloyst.sandbox import cli as sandbox_cli
 
     commands.add_commands(subparsers)
     outbox_cli.add_commands(subparsers)
+    sandbox_cli.add_commands(subparsers)

@@ -1,0 +1,13 @@
+"""The Meta sandbox: a local stand-in for the WhatsApp Cloud API that Kloyst's tests and benchmarks talk to.
+
+It is a real HTTP server (``kloyst sandbox <ini>``, or :class:`SandboxServer` in a test) that
+speaks the Graph paths Kloyst uses, answers with Meta's response and error shapes, enforces
+each number's throughput and the pair rate limit the way Meta does, and calls a webhook back
+with signed status events. Everything lives in memory; the ``/_sandbox/`` control API
+configures it and reports what it received.
+"""
+
+from kloyst.sandbox.server import SandboxServer
+from kloyst.sandbox.state import SandboxState
+
+__all__ = ["SandboxServer", "SandboxState"]

@@ -1,0 +1,71 @@
+"""``kloyst sandbox <ini>``: run the Meta sandbox alone, signing webhooks with the ini's Meta app secret."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+
+def _meta_settings(ini: str) -> dict:
+    from pathlib import Path
+
+    import plaster
+
+    from kloyst.config import CORE_SETTINGS, ConfigurationError, environment, resolve
+
+    path = Path(ini)
+    if not path.is_file():
+        raise ConfigurationError(f"ini file {ini!r} not found")
+    raw = dict(plaster.get_loader(str(path.resolve()), protocols=["wsgi"]).get_settings("app:main"))
+    return resolve(raw, tuple(s for s in CORE_SETTINGS if s.key.startswith("kloyst.meta.")), environment())
+
+
+def _number(text: str) -> tuple[str, int]:
+    number_id, _, mps = text.partition(":")
+    if not number_id.isdigit() or mps not in ("", "80", "1000"):
+        raise argparse.ArgumentTypeError("expected PHONE_NUMBER_ID[:80|:1000]")
+    return number_id, int(mps or 1000)
+
+
+def build_sandbox(args):
+    from kloyst.sandbox.server import SandboxServer
+    from kloyst.sandbox.state import Behaviour, PhoneNumber, SandboxState
+
+    settings = _meta_settings(args.ini)
+    behaviour = Behaviour(latency_ms=args.latency_ms, webhook_url=args.webhook_url, access_token=args.access_token)
+    state = SandboxState(app_secret=settings["kloyst.meta.app_secret"], behaviour=behaviour)
+    for index, (number_id, mps) in enumerate(args.number or [("100000000000001", 1000), ("100000000000002", 80)]):
+        state.add_number(PhoneNumber(id=number_id, waba_id=args.waba, throughput=mps,
+                                     display_phone_number=f"1555{index:07d}"))
+    return SandboxServer(state, host=args.host, port=args.port)
+
+
+def cmd_sandbox(args) -> int:
+    sandbox = build_sandbox(args)
+    state = sandbox.state
+    print(json.dumps({"url": sandbox.url, "graph_version": _meta_settings(args.ini)["kloyst.meta.graph_version"],
+                      "waba_id": args.waba, "phone_numbers": {n.id: n.throughput for n in state.numbers.values()},
+                      "latency_ms": state.behaviour.latency_ms, "webhook_url": state.behaviour.webhook_url}),
+          flush=True)
+    try:
+        sandbox.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sandbox.close()
+    return 0
+
+
+def add_commands(subparsers) -> None:
+    parser = subparsers.add_parser("sandbox", help="run the Meta Cloud API sandbox (tests, benchmarks, development)")
+    parser.add_argument("ini")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=6590)
+    parser.add_argument("--latency-ms", type=float, default=100.0, help="delay before every Graph answer")
+    parser.add_argument("--webhook-url", help="where signed status and inbound webhooks are posted")
+    parser.add_argument("--waba", default="200000000000001", help="the WABA id the sandbox's numbers belong to")
+    parser.add_argument("--number", type=_number, action="append",
+                        help="PHONE_NUMBER_ID[:80|:1000], repeatable (default: one 1000-mps and one 80-mps number)")
+    parser.add_argument("--access-token", help="the only Bearer token accepted (default: any non-empty token)")
+    parser.set_defaults(handler=cmd_sandbox)

@@ -1,0 +1,162 @@
+"""The sandbox's in-memory world: numbers, templates, behaviour knobs, limits and what it received.
+
+One lock guards it all: a send holds it for a few dictionary operations, far below the
+latency the sandbox injects, so it is never the bottleneck at Meta's 1,000 mps.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z0-9_]+)\s*\}\}")
+
+
+@dataclass
+class PhoneNumber:
+    id: str
+    waba_id: str
+    display_phone_number: str
+    throughput: int = 80  # messages per second: 80 (STANDARD) or 1,000 (HIGH)
+    verified_name: str = "Kloyst Sandbox"
+    quality_rating: str = "GREEN"
+    status: str = "CONNECTED"
+    accepted: deque = field(default_factory=deque, repr=False)  # monotonic times of the last second's sends
+
+    def as_json(self) -> dict:
+        return {"id": self.id, "display_phone_number": self.display_phone_number,
+                "verified_name": self.verified_name, "quality_rating": self.quality_rating,
+                "code_verification_status": "VERIFIED", "status": self.status,
+                "platform_type": "CLOUD_API",
+                "throughput": {"level": "HIGH" if self.throughput >= 1000 else "STANDARD"}}
+
+
+@dataclass
+class Template:
+    id: str
+    name: str
+    language: str
+    category: str
+    components: list
+    status: str = "APPROVED"
+    parameter_format: str = "POSITIONAL"
+
+    def placeholders(self, component_type: str) -> list[str]:
+        """The variables of the HEADER or BODY text, in order (``["1", "2"]`` or ``["first_name"]``)."""
+        for component in self.components:
+            if str(component.get("type", "")).upper() == component_type and component.get("text"):
+                return PLACEHOLDER.findall(component["text"])
+        return []
+
+    def as_json(self) -> dict:
+        return {"id": self.id, "name": self.name, "language": self.language, "status": self.status,
+                "category": self.category, "parameter_format": self.parameter_format,
+                "components": self.components}
+
+
+@dataclass
+class Behaviour:
+    """What the sandbox does beyond validating: latency, injected failures, webhook quirks."""
+
+    latency_ms: float = 100.0
+    access_token: str | None = None  # None: any non-empty Bearer token is accepted
+    failure_rates: dict[int, float] = field(default_factory=dict)  # synchronous errors, code → share of sends
+    status_failure_rates: dict[int, float] = field(default_factory=dict)  # "failed" webhooks, code → share
+    duplicate_rate: float = 0.0  # share of messages with one status webhook delivered twice
+    out_of_order_rate: float = 0.0  # share of messages whose statuses are delivered in reverse order
+    webhook_url: str | None = None
+    webhook_batch: int = 100  # most statuses in one webhook POST (Meta batches too)
+    pair_burst: int = 45  # pair rate limit: a bucket of this many sends to one recipient ...
+    pair_interval_seconds: float = 6.0  # ... refilled by one every this many seconds
+    new_template_status: str = "APPROVED"
+
+    def update(self, data: dict) -> None:
+        for key, value in data.items():
+            if not hasattr(self, key):
+                raise ValueError(f"unknown sandbox setting {key!r}")
+            if key in ("failure_rates", "status_failure_rates"):
+                value = {int(code): float(rate) for code, rate in value.items()}
+            setattr(self, key, value)
+
+
+class SandboxState:
+    def __init__(self, app_secret: str = "", behaviour: Behaviour | None = None, record_limit: int = 500_000):
+        self.lock = threading.Lock()
+        self.app_secret = app_secret
+        self.behaviour = behaviour or Behaviour()
+        self.numbers: dict[str, PhoneNumber] = {}
+        self.templates: dict[str, list[Template]] = {}  # waba id → templates in creation order
+        self.undeliverable: set[str] = set()
+        self._next_id = 900_000_000_000_000
+        self._record_limit = record_limit
+        self.reset_records()
+
+    def reset_records(self) -> None:
+        self.sends: deque = deque(maxlen=self._record_limit)  # accepted sends, oldest first
+        self.by_number: Counter = Counter()
+        self.by_recipient: Counter = Counter()
+        self.errors: Counter = Counter()  # synchronous error code → how many were returned
+        self._pairs: dict[tuple[str, str], tuple[float, float]] = {}  # (number, recipient) → (tokens, at)
+
+    def new_id(self) -> str:
+        with self.lock:
+            self._next_id += 1
+            return str(self._next_id)
+
+    def add_number(self, number: PhoneNumber) -> None:
+        if number.throughput <= 0:
+            raise ValueError("throughput must be positive (Meta's tiers are 80 and 1000)")
+        with self.lock:
+            self.numbers[number.id] = number
+            self.templates.setdefault(number.waba_id, [])
+
+    def add_template(self, waba_id: str, template: Template) -> None:
+        with self.lock:
+            self.templates.setdefault(waba_id, []).append(template)
+
+    def find_template(self, waba_id: str, name: str, language: str) -> Template | None:
+        for template in self.templates.get(waba_id, ()):
+            if template.name == name and template.language == language:
+                return template
+        return None
+
+    def admit(self, number: PhoneNumber, recipient: str, now: float | None = None) -> int | None:
+        """Apply the number's throughput and the pair rate limit; ``None`` admits the send, else the code.
+
+        Throughput is a sliding one-second window of accepted sends, so no second anywhere
+        holds more than the tier. The pair limit is a token bucket per (number, recipient).
+        """
+        now = time.monotonic() if now is None else now
+        behaviour = self.behaviour
+        window = number.accepted
+        while window and window[0] <= now - 1.0:
+            window.popleft()
+        if len(window) >= number.throughput:
+            return 130429
+        key = (number.id, recipient)
+        tokens, at = self._pairs.get(key, (float(behaviour.pair_burst), now))
+        if behaviour.pair_interval_seconds > 0:
+            tokens = min(float(behaviour.pair_burst), tokens + (now - at) / behaviour.pair_interval_seconds)
+        if tokens < 1.0:
+            self._pairs[key] = (tokens, now)
+            return 131056
+        self._pairs[key] = (tokens - 1.0, now)
+        window.append(now)
+        return None
+
+    def record(self, number: PhoneNumber, recipient: str, wamid: str, kind: str, template: str | None) -> None:
+        """Note an admitted send (call under the lock, right after :meth:`admit`)."""
+        self.sends.append({"at": time.time(), "admitted": number.accepted[-1], "phone_number_id": number.id,
+                           "to": recipient, "id": wamid, "type": kind, "template": template})
+        self.by_number[number.id] += 1
+        self.by_recipient[recipient] += 1
+
+    def stats(self) -> dict:
+        with self.lock:
+            return {"accepted": sum(self.by_number.values()), "by_number": dict(self.by_number),
+                    "by_recipient": dict(self.by_recipient),
+                    "errors": {str(code): n for code, n in self.errors.items()},
+                    "throughput_exceeded": self.errors.get(130429, 0)}
