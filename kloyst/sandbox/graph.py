@@ -119,12 +119,12 @@ def _check_template(state: SandboxState, waba_id: str, spec) -> tuple[Template |
     if template.status == "DISABLED":
         return None, error_response(132016, f"Template {template.name} is disabled.")
     components = spec.get("components") or []
-    if not isinstance(components, list):
-        return None, error_response(100, "The parameter template['components'] must be a list.")
+    if not isinstance(components, list) or not all(
+            isinstance(c, dict) and isinstance(c.get("parameters", []), list) for c in components):
+        return None, error_response(100, "template['components'] must be a list of objects with parameter lists.")
     for part in ("HEADER", "BODY"):
         expected = template.placeholders(part)
-        sent = [p for c in components if isinstance(c, dict) and str(c.get("type", "")).upper() == part
-                for p in (c.get("parameters") or [])]
+        sent = [p for c in components if str(c.get("type", "")).upper() == part for p in c.get("parameters", [])]
         if len(sent) != len(expected):
             return None, error_response(132000, f"{part.lower()}: number of localizable_params ({len(sent)}) "
                                                 f"does not match the expected number of params ({len(expected)})")

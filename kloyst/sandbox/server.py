@@ -8,6 +8,7 @@ sustains Meta's 1,000 mps with Meta's latency on two cores.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
 import time
@@ -18,6 +19,8 @@ from kloyst.sandbox import graph
 from kloyst.sandbox.errors import error_response
 from kloyst.sandbox.state import PhoneNumber, SandboxState, Template
 from kloyst.sandbox.webhooks import WebhookSender
+
+log = logging.getLogger(__name__)
 
 GRAPH_PATH = re.compile(r"^/(v\d+\.\d+)/([0-9A-Za-z_]+)/(messages|message_templates|phone_numbers)$")
 
@@ -52,13 +55,17 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             body = ValueError
         query = dict(parse_qsl(url.query))
-        if url.path.startswith("/_sandbox/"):
-            status, result = sandbox.control(method, url.path.removeprefix("/_sandbox/"), body)
-        else:
-            latency = sandbox.state.behaviour.latency_ms
-            if latency > 0:
-                time.sleep(latency / 1000.0)
-            status, result = sandbox.graph(method, url.path, query, body, self.headers.get("Authorization", ""))
+        try:
+            if url.path.startswith("/_sandbox/"):
+                status, result = sandbox.control(method, url.path.removeprefix("/_sandbox/"), body)
+            else:
+                latency = sandbox.state.behaviour.latency_ms
+                if latency > 0:
+                    time.sleep(latency / 1000.0)
+                status, result = sandbox.graph(method, url.path, query, body, self.headers.get("Authorization", ""))
+        except Exception:  # a request the checks did not foresee: answer like Meta's unknown error, keep serving
+            log.exception("sandbox failed on %s %s", method, url.path)
+            status, result = error_response(1, "The sandbox could not handle this request.")
         payload = json.dumps(result, separators=(",", ":")).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
