@@ -123,8 +123,20 @@ def _newline(encoding: str) -> tuple[bytes, int]:
     return b"\n", 1
 
 
+MAX_LINE_BYTES = 1024 * 1024  # a longer line is no contact row; it would cost a worker its memory
+
+
+def _line_too_long() -> ExtractionError:
+    return ExtractionError(f"a line of the file is longer than {MAX_LINE_BYTES // 1024} KiB; "
+                           "this is not a contact list")
+
+
 def _raw_lines(handle, start: int, encoding: str) -> Iterator[tuple[int, bytes]]:
-    """``(offset, raw line including its newline)`` from ``start``; newlines found on code-unit boundaries."""
+    """``(offset, raw line including its newline)`` from ``start``; newlines found on code-unit boundaries.
+
+    A line over ``MAX_LINE_BYTES`` is refused: a 30 MB line of commas parses into millions of
+    fields and hundreds of megabytes, while no contact row comes near a megabyte.
+    """
     newline, unit = _newline(encoding)
     handle.seek(start)
     offset, buffer = start, b""
@@ -141,10 +153,14 @@ def _raw_lines(handle, start: int, encoding: str) -> Iterator[tuple[int, bytes]]
             if index == -1:
                 break
             end = index + len(newline)
+            if end - position > MAX_LINE_BYTES:
+                raise _line_too_long()
             yield offset, buffer[position:end]
             offset += end - position
             position = end
         buffer = buffer[position:]
+        if len(buffer) > MAX_LINE_BYTES:  # a line still without its end
+            raise _line_too_long()
     if buffer:
         yield offset, buffer
 
@@ -287,10 +303,12 @@ def iter_xlsx_rows(path, *, include_header: bool = False) -> Iterator[list[str]]
         try:
             rows = workbook.get_sheet_by_index(0).iter_rows()
             header_seen = False
-            for values in rows:
+            for number, values in enumerate(rows, 1):
                 row = [cell_text(v) for v in values]
                 if is_blank_row(row):
                     continue
+                if any("\0" in cell for cell in row):  # PostgreSQL refuses NUL in text and JSON
+                    raise ExtractionError(f"row {number} of the sheet contains a NUL character")
                 if not header_seen:
                     header_seen = True
                     if not include_header:

@@ -23,16 +23,14 @@ from __future__ import annotations
 import codecs
 import contextlib
 import csv
-import datetime as dt
 import fcntl
 import io
 import json
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from kloyst_plugins.imports import storage
+from kloyst_plugins.imports import extract, storage
 
 INDEX_STEP = 1000
 
@@ -84,7 +82,7 @@ def _csv_records(path: Path, offset: int, encoding: str, delimiter: str) -> Iter
         text = io.TextIOWrapper(raw, encoding=encoding, errors="strict", newline="")
         # csv's own field size limit (128 KiB) refuses absurd cells; a NUL is refused by the reader.
         for cells in csv.reader(text, delimiter=delimiter, strict=True):
-            if any(cell.strip() for cell in cells):
+            if not extract.is_blank_row(cells):  # extraction's rule, so row numbers agree
                 yield cells
 
 
@@ -142,19 +140,13 @@ def _convert(path: Path, rows_path: Path, index_path: Path) -> None:
     try:
         with open(tmp_rows, "w", encoding="utf-8", newline="") as out:
             writer = csv.writer(out)
-            header_seen = False
-            count = 0
-            for cells in iter_xlsx_rows(path):
-                if not any(cells):
-                    continue
-                if not header_seen:
-                    header_seen = True
-                    continue
+            # Extraction's own row iterator: the same blank-row rule and header, so chunk rows are
+            # exactly the rows extraction counted.
+            for count, cells in enumerate(extract.iter_xlsx_rows(path)):
                 if count % INDEX_STEP == 0:
                     out.flush()
                     index.append(out.tell())
                 writer.writerow(cells)
-                count += 1
         os.replace(tmp_rows, rows_path)
         tmp_index = index_path.with_name(index_path.name + ".part")
         tmp_index.write_text(json.dumps(index))
@@ -162,45 +154,3 @@ def _convert(path: Path, rows_path: Path, index_path: Path) -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp_rows.unlink()
-
-
-def iter_xlsx_rows(path: Path) -> Iterator[list[str]]:
-    """Every row of the first sheet as strings (header included): python-calamine if installed, else openpyxl."""
-    try:
-        from python_calamine import CalamineWorkbook
-    except ImportError:  # pragma: no cover - calamine is a dependency; openpyxl is the fallback
-        CalamineWorkbook = None
-    if CalamineWorkbook is not None:
-        try:
-            with CalamineWorkbook.from_path(str(path)) as workbook:
-                sheet = workbook.get_sheet_by_index(0)
-                for row in sheet.iter_rows():
-                    yield [cell_text(value) for value in row]
-            return
-        except Exception as exc:  # calamine's errors are its own classes; all mean "cannot read"
-            raise ValueError(f"the workbook cannot be read: {exc}") from None
-    yield from _openpyxl_rows(path)
-
-
-def _openpyxl_rows(path: Path) -> Iterator[list[str]]:
-    import openpyxl
-
-    workbook = openpyxl.load_workbook(path, read_only=True, data_only=True, keep_links=False)
-    try:
-        for row in workbook.worksheets[0].iter_rows(values_only=True):
-            yield [cell_text(value) for value in row]
-    finally:
-        workbook.close()
-
-
-def cell_text(value) -> str:
-    """A spreadsheet cell as the text a person sees: 919876543210.0 is "919876543210"."""
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return str(int(value)) if value.is_integer() and abs(value) < sys.maxsize else repr(value)
-    if isinstance(value, bool):
-        return "TRUE" if value else "FALSE"
-    if isinstance(value, (dt.datetime, dt.date, dt.time)):
-        return value.isoformat()
-    return str(value)

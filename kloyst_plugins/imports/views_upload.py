@@ -21,11 +21,11 @@ from kloyst_plugins.imports.tasks import SCAN_UPLOAD
 TRUE = {"1", "true", "yes", "on"}
 
 
-def _lock_sha(db, sha256: str) -> None:
+def _lock_sha(db, vendor_id, sha256: str) -> None:
     """Serialise concurrent uploads of the same file by one vendor (PostgreSQL; SQLite runs one writer anyway)."""
     if db.get_bind().dialect.name == "postgresql":
         db.execute(sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
-                   {"key": f"imports.upload:{sha256}"})
+                   {"key": f"imports.upload:{vendor_id}:{sha256}"})
 
 
 @view_config(route_name="imports.collection", request_method="POST", renderer="json")
@@ -52,7 +52,7 @@ def _accept(request, received: upload.Received) -> ContactImportJob:
         error = UnsupportedMediaType if exc.status == 415 else Unprocessable
         raise error(exc.message, code=exc.code) from None
     force = (received.fields.get("force") or request.GET.get("force") or "").strip().lower() in TRUE
-    _lock_sha(request.db, received.sha256)
+    _lock_sha(request.db, request.vendor_id, received.sha256)
     earlier = services.find_duplicate(request.db, received.sha256)
     if earlier is not None and not force:
         raise Conflict(f"this file was already imported as job {earlier.id} ({earlier.status}); send force=true to "

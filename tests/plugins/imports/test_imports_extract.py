@@ -163,3 +163,52 @@ def test_xlsx_chunks_have_no_byte_offset(tmp_path):
     assert [(c.first_row, c.row_count, c.byte_offset) for c in result.chunks] == [(1, 2, None), (3, 2, None),
                                                                                    (5, 1, None)]
     assert list(extract.iter_xlsx_rows(path))[4] == ["n4", "447700900004"]
+
+
+def test_a_line_longer_than_any_contact_row_fails_the_extraction_without_parsing_it(tmp_path):
+    path = tmp_path / "wide.csv"
+    path.write_bytes(b"name,phone\n" + b"," * (extract.MAX_LINE_BYTES + 10) + b"\nAda,1\n")
+    with pytest.raises(extract.ExtractionError, match="longer than"):
+        extract.extract_csv(path, 5000)
+
+
+def test_a_nul_in_an_xlsx_cell_fails_the_extraction(tmp_path):
+    import openpyxl
+
+    import zipfile
+
+    workbook = openpyxl.Workbook()
+    workbook.active.append(["name", "phone"])
+    workbook.active.append(["PLACEHOLDER", "447700900001"])
+    plain = tmp_path / "plain.xlsx"
+    workbook.save(plain)
+    path = tmp_path / "nul.xlsx"
+    with zipfile.ZipFile(plain) as source, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as target:
+        for item in source.infolist():
+            data = source.read(item)
+            # Excel's escape for a NUL character, as a hostile workbook would carry it.
+            target.writestr(item, data.replace(b"PLACEHOLDER", b"bad_x0000_name"))
+    with pytest.raises(extract.ExtractionError, match="NUL"):
+        extract.extract(path, "xlsx", 5000)
+
+
+def test_xlsx_chunk_rows_are_the_rows_extraction_counted_despite_whitespace_only_rows(tmp_path):
+    import openpyxl
+
+    from kloyst_plugins.imports import reader
+
+    workbook = openpyxl.Workbook()
+    sheet = workbook.active
+    sheet.append(["\u00a0"])  # a row of whitespace before the header
+    sheet.append(["phone", "name"])
+    for i in range(7):
+        sheet.append([f"44770090010{i}", f"n{i}"])
+        if i == 3:
+            sheet.append(["  ", "\t"])  # and one between data rows
+    path = tmp_path / "f.xlsx"
+    workbook.save(path)
+    result = extract.extract(path, "xlsx", 3)
+    assert result.headers == ["phone", "name"] and result.row_count == 7
+    rows_path, _ = reader.ensure_rows_file(path)
+    lines = rows_path.read_text().splitlines()
+    assert lines == [f"44770090010{i},n{i}" for i in range(7)]
