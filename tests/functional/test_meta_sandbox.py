@@ -23,7 +23,8 @@ APP_SECRET = "sandbox-test-app-secret"
 WABA = "200000000000001"
 FAST = "100000000000001"  # 1,000 mps
 SLOW = "100000000000002"  # 80 mps
-OPENAPI = Path(__file__).resolve().parents[3] / "shared" / "meta" / "business-messaging-api_v23.0.yaml"
+# Meta's official OpenAPI document (MIT, docs/meta/LICENSE-business-messaging-api.txt), kept in the repository.
+OPENAPI = Path(__file__).resolve().parents[2] / "docs" / "meta" / "business-messaging-api_v23.0.yaml"
 AUTH = {"Authorization": "Bearer sandbox-token", "Content-Type": "application/json"}
 
 
