@@ -91,7 +91,14 @@ def quarantine(job: ContactImportJob, reason: str) -> None:
 
 
 def cancel(db, job: ContactImportJob) -> None:
-    """Cancel a job that is not final (409 otherwise); its pending chunks are marked cancelled."""
+    """Cancel a job that is not final (409 otherwise); its pending chunks are marked cancelled.
+
+    Locks in the order a running chunk does — its chunk row, then the job — so a cancel waits
+    for a chunk in flight to finish instead of deadlocking with it.
+    """
+    db.execute(select(ContactImportChunk.id)
+               .where(ContactImportChunk.job_id == job.id, ContactImportChunk.status == ChunkStatus.PENDING.value)
+               .order_by(ContactImportChunk.index).with_for_update()).all()
     lock(db, job)
     if ImportStatus(job.status).is_final:
         raise InvalidTransition(f"the import is already {job.status}; only an unfinished import can be cancelled",
