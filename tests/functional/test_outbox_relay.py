@@ -226,7 +226,8 @@ def test_a_task_over_its_rate_limit_waits_for_the_next_window_without_sleeping(r
     ids = enqueue(registry, "probe.limited", count=7, limit=3)
     started = time.monotonic()
     drain(registry)
-    assert time.monotonic() - started < 1.0, "no worker may sleep on a rate limit"
+    # Sleeping out the four refusals would take 4 s or more; rescheduling takes milliseconds.
+    assert time.monotonic() - started < 3.0, "no worker may sleep on a rate limit"
     assert sum(done_counts(db).values()) == 3
     waiting = [e for e in statuses(db, ids).values() if e.status == OutboxStatus.PENDING]
     assert len(waiting) == 4
