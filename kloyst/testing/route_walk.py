@@ -10,7 +10,6 @@ writing a factory.
 from __future__ import annotations
 
 import datetime as dt
-import enum
 import re
 import uuid
 
@@ -77,32 +76,26 @@ def _value_for(column, session, vendor_id, owner_id):
             return owner_id
         model = _model_for_table(table)
         return make_row(session, model, vendor_id, owner_id).id
-    python_type = None
-    try:
-        python_type = column.type.python_type
-    except NotImplementedError:
-        pass
-    if isinstance(column.type, sa.Enum):
-        return column.type.enums[0] if column.type.enum_class is None else list(column.type.enum_class)[0]
-    if python_type is uuid.UUID:
+    kind = column.type.impl_instance if isinstance(column.type, sa.types.TypeDecorator) else column.type
+    if isinstance(kind, sa.Enum):
+        return kind.enums[0] if kind.enum_class is None else list(kind.enum_class)[0]
+    if isinstance(kind, sa.Uuid):
         return uuid.uuid4()
-    if python_type is str:
+    if isinstance(kind, sa.String):
         # Unique and shaped like an email, so unique and email-ish columns both accept it.
-        return f"p{uuid.uuid4().hex[:12]}@example.com"[: getattr(column.type, "length", None) or 100]
-    if python_type is bool:
+        return f"p{uuid.uuid4().hex[:12]}@example.com"[: kind.length or 100]
+    if isinstance(kind, sa.Boolean):
         return False
-    if python_type in (int, float):
+    if isinstance(kind, (sa.Integer, sa.Numeric)):
         return 1
-    if python_type is dt.datetime:
+    if isinstance(kind, sa.DateTime):
         return dt.datetime.now(dt.timezone.utc)
-    if python_type is dt.date:
+    if isinstance(kind, sa.Date):
         return dt.date.today()
-    if python_type is bytes:
+    if isinstance(kind, sa.LargeBinary):
         return uuid.uuid4().bytes * 2
-    if python_type in (dict, list):
-        return python_type()
-    if isinstance(python_type, type) and issubclass(python_type, enum.Enum):
-        return list(python_type)[0]
+    if isinstance(kind, sa.JSON):
+        return {}
     raise TypeError(f"cannot invent a value for {column}")
 
 
