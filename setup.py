@@ -47,6 +47,9 @@ setup(
         "kloyst.plugins": [
             "contacts = kloyst_plugins.contacts.plugin",
             "imports = kloyst_plugins.imports.plugin",
+            "waba = kloyst_plugins.waba.plugin",
+            "templates = kloyst_plugins.templates.plugin",
+            "messages = kloyst_plugins.messages.plugin",
         ],
         "pytest11": ["kloyst = kloyst.testing.pytest_plugin"],
     },

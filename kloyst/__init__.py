@@ -65,6 +65,7 @@ def _services(config) -> None:
     from kloyst import mail
     from kloyst.auth.tokens import AccessTokenCodec
     from kloyst.config import ConfigurationError
+    from kloyst.meta import MetaClient
     from kloyst.ratelimit import make_rate_limiter
 
     settings = config.get_settings()
@@ -74,6 +75,8 @@ def _services(config) -> None:
     config.registry["kloyst.rate_limiter"] = make_rate_limiter(client)
     config.registry["kloyst.mailer"] = mail.make_mailer(settings)
     config.registry["kloyst.access_tokens"] = AccessTokenCodec.from_settings(settings)
+    # One pooled Graph client per process; every call passes the vendor's own token.
+    config.registry["kloyst.meta"] = MetaClient.from_settings(settings)
     handlers: dict = {}
     owners: dict = {}
     for plugin, (topic, handler) in config.registry["kloyst.plugin_manager"].collect("kloyst_outbox_handlers"):

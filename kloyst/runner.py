@@ -189,6 +189,15 @@ def start_relay(registry, stopper: Stopper) -> threading.Thread:
     return thread
 
 
+def start_background_services(registry, mode: str) -> list:
+    """What plugins run beside ``mode`` (``kloyst_background_services``), already started."""
+    pm = registry["kloyst.plugin_manager"]
+    services = [service for _, service in pm.collect("kloyst_background_services", registry=registry, mode=mode)]
+    for service in services:
+        log.info("started %s", type(service).__name__)
+    return services
+
+
 def run(mode: str, app, registry, *, on_listening=None) -> int:
     """Run ``mode`` until SIGTERM/SIGINT; return the exit status."""
     from kloyst.http.tweens import largest_body_limit
@@ -212,6 +221,7 @@ def run(mode: str, app, registry, *, on_listening=None) -> int:
     elif mode == "WEBHOOK":
         servers.append(start_http(webhook_only(app), settings["kloyst.http.host"],
                                   settings["kloyst.http.webhook_port"], stopper, **server_options))
+    services = start_background_services(registry, mode)
     if on_listening is not None:
         on_listening(servers)
     # Last: huey's consumer.start() installs its own handlers, ours must win; and a signal now finds
@@ -227,6 +237,8 @@ def run(mode: str, app, registry, *, on_listening=None) -> int:
         pass
     finally:
         stopper.stop()
+        for service in services:
+            service.stop(timeout=30)
         for thread in threads:
             thread.join(timeout=30)
         log.info("%s stopped", mode)

@@ -134,3 +134,34 @@ def kloyst_vendor_event(event, ctx):
     Returns: nothing. Delivery is at least once: use ``event.id`` to stay idempotent.
     Not firstresult.
     """
+
+
+@hookspec
+def kloyst_background_services(registry, mode):
+    """Start the plugin's long-running loops beside a service mode (the message sender, for one).
+
+    Called: once per process by ``kloyst run``, after the mode's own parts started, on every
+    installed plugin.
+    Args:
+        registry: the application registry (settings, session factory, queue…).
+        mode: the ``SERVICE_TYPE`` being run (``"WORKER"``, ``"ALL"``…); start only what belongs there.
+    Returns: a list of objects with ``stop(timeout)``; each is already running, and is stopped
+    (and waited for, up to ``timeout`` seconds) when the process receives SIGTERM.
+    Not firstresult.
+    """
+
+
+@hookspec
+def kloyst_webhook_changes(changes, ctx):
+    """Apply the Meta webhook changes that concern one vendor (a tenant hook).
+
+    Called: by the webhook drainer, after the deliveries were stored, in one transaction per
+    vendor and batch, only on the plugins that vendor has enabled.
+    Args:
+        changes: a list of :class:`kloyst.webhooks.WebhookChange` (``field``, ``value``,
+            ``meta_waba_id``, ``meta_phone_number_id``, ``delivery_id``, ``received_at``), in
+            the order Meta sent them. Each plugin picks the fields it handles.
+        ctx: a :class:`kloyst.queue.TaskContext` scoped to the vendor.
+    Returns: nothing. Deliveries are at least once and may come out of order: apply idempotently.
+    Not firstresult.
+    """

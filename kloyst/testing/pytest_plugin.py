@@ -84,11 +84,47 @@ def kloyst_database(request, kloyst_extra_plugins):
 
 
 @pytest.fixture(scope="session")
-def kloyst_settings(kloyst_database, kloyst_redis_url, tmp_path_factory):
+def kloyst_sandbox_server():
+    """One Meta sandbox for the run, on a free port, signing webhooks with the test app secret.
+
+    The test application's Graph URL points at it, so every Meta call a test triggers goes over
+    real HTTP to it. Use :func:`meta_sandbox`, which resets it for each test.
+    """
+    from kloyst.sandbox import SandboxServer, SandboxState
+    from kloyst.sandbox.state import Behaviour
+
+    server = SandboxServer(SandboxState(app_secret=testing.TEST_SETTINGS["kloyst.meta.app_secret"],
+                                        behaviour=Behaviour(latency_ms=0))).start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def meta_sandbox(kloyst_sandbox_server):
+    """The run's Meta sandbox, emptied for this test: no numbers, no templates, no latency, nothing recorded.
+
+    Configure it directly (``meta_sandbox.state.add_number(...)``, ``.add_template(...)``,
+    ``.behaviour.update({...})``) or over HTTP at ``meta_sandbox.url + "/_sandbox/..."``.
+    """
+    from kloyst.sandbox.state import Behaviour
+
+    state = kloyst_sandbox_server.state
+    with state.lock:
+        state.behaviour = Behaviour(latency_ms=0)
+        state.numbers.clear()
+        state.templates.clear()
+        state.undeliverable.clear()
+        state.reset_records()
+    return kloyst_sandbox_server
+
+
+@pytest.fixture(scope="session")
+def kloyst_settings(kloyst_database, kloyst_redis_url, kloyst_sandbox_server, tmp_path_factory):
     """The settings the test application is built from; override to add plugin settings."""
     var = tmp_path_factory.mktemp("var")
     return {
         **testing.TEST_SETTINGS,
+        "kloyst.meta.graph_url": kloyst_sandbox_server.url,
         "kloyst.database.url": kloyst_database,
         "kloyst.redis.url": kloyst_redis_url,
         "kloyst.mail.file_dir": str(var / "mail"),

@@ -1,0 +1,146 @@
+"""Messages to send, their history, inbound messages and the dead-letter list.
+
+``message_log`` is both the record and the unit of work: a message is QUEUED until a sender
+claims it (SENDING, with ``lease_until``), then SENT with Meta's ``wamid``, later DELIVERED and
+READ from status webhooks, or FAILED (with a ``dead_letter`` row). Status only moves forward:
+``status_rank`` orders QUEUED < SENDING < SENT < DELIVERED < READ, and FAILED is terminal for
+a message Meta never delivered. The recipient and the template parameters are personal data,
+so they are stored encrypted (``content_enc``: the Meta payload as JSON, AES-GCM bound to the
+vendor); ``recipient_hash`` is the keyed hash contacts use, for lookups without plaintext.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import uuid
+
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, LargeBinary, String, UniqueConstraint, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from kloyst.db import Base, TenantScoped, Timestamped, new_id, utcnow
+
+BigId = BigInteger().with_variant(Integer, "sqlite")
+
+
+class MessageStatus(str, enum.Enum):
+    QUEUED = "QUEUED"
+    SENDING = "SENDING"
+    SENT = "SENT"
+    DELIVERED = "DELIVERED"
+    READ = "READ"
+    FAILED = "FAILED"
+
+
+STATUS_RANK = {MessageStatus.QUEUED: 0, MessageStatus.SENDING: 1, MessageStatus.SENT: 2,
+               MessageStatus.DELIVERED: 3, MessageStatus.READ: 4, MessageStatus.FAILED: 5}
+TERMINAL = frozenset({MessageStatus.SENT, MessageStatus.DELIVERED, MessageStatus.READ, MessageStatus.FAILED})
+
+
+class MessageLog(TenantScoped, Timestamped, Base):
+    __tablename__ = "message_log"
+    __api_name__ = "message"
+    __table_args__ = (
+        UniqueConstraint("vendor_id", "idempotency_key"),
+        # The sender's claim: due messages of one number, oldest first.
+        Index("ix_message_log_due", "phone_number_id", "next_attempt_at",
+              postgresql_where=text("status = 'QUEUED'"), sqlite_where=text("status = 'QUEUED'")),
+        # The reconciler: leases that ran out.
+        Index("ix_message_log_sending", "lease_until",
+              postgresql_where=text("status = 'SENDING'"), sqlite_where=text("status = 'SENDING'")),
+        Index("ix_message_log_wamid", "wamid", unique=True),
+        Index("ix_message_log_vendor_created", "vendor_id", "created_at", "id"),
+        Index("ix_message_log_campaign", "campaign_id", "status"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    phone_number_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("phone_number.id", ondelete="CASCADE"))
+    contact_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("contact.id", ondelete="SET NULL"))
+    campaign_id: Mapped[uuid.UUID | None]
+    template_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("message_template.id", ondelete="SET NULL"))
+    template_name: Mapped[str | None] = mapped_column(String(512))
+    template_language: Mapped[str | None] = mapped_column(String(16))
+    category: Mapped[str | None] = mapped_column(String(32))  # the template's category when queued
+    recipient_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    country: Mapped[str | None] = mapped_column(String(2))
+    content_enc: Mapped[bytes] = mapped_column(LargeBinary)
+    enc_kid: Mapped[str] = mapped_column(String(64))
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    request_hash: Mapped[str | None] = mapped_column(String(64))
+
+    status: Mapped[str] = mapped_column(String(16), default=MessageStatus.QUEUED.value)
+    status_rank: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    lease_until: Mapped[dt.datetime | None]
+    attempts: Mapped[int] = mapped_column(default=0)  # calls to Meta made (or maybe made) for this message
+    retry_count: Mapped[int] = mapped_column(default=0)  # transient failures retried
+    # A lease ran out while a call may have reached Meta: the next send may duplicate it. Counted,
+    # and confirmed when a status webhook names this message with a wamid that is not ours.
+    maybe_sent_before: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
+    duplicate_sends: Mapped[int] = mapped_column(default=0, server_default="0")
+
+    wamid: Mapped[str | None] = mapped_column(String(128))
+    error_code: Mapped[int | None]
+    error_subcode: Mapped[int | None]
+    error_message: Mapped[str | None] = mapped_column(String(500))
+    pricing_category: Mapped[str | None] = mapped_column(String(32))
+    billable: Mapped[bool | None]
+    sent_at: Mapped[dt.datetime | None]
+    delivered_at: Mapped[dt.datetime | None]
+    read_at: Mapped[dt.datetime | None]
+    failed_at: Mapped[dt.datetime | None]
+
+
+class DeadLetter(TenantScoped, Base):
+    """A message that failed for good, with why; requeueing it sends it again as a new attempt."""
+
+    __tablename__ = "dead_letter"
+    __api_name__ = "dead_letter"
+    __table_args__ = (Index("ix_dead_letter_vendor_created", "vendor_id", "created_at", "id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    message_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("message_log.id", ondelete="CASCADE"), index=True)
+    error_code: Mapped[int | None]
+    error_subcode: Mapped[int | None]
+    error_kind: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(String(500))
+    details: Mapped[dict] = mapped_column(default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    requeued_at: Mapped[dt.datetime | None]
+
+
+class MessageStatusEvent(TenantScoped, Base):
+    """Every status Meta reported, once: ``(wamid, status)`` is the webhook's dedupe key (RELIABILITY A6)."""
+
+    __tablename__ = "message_status_event"
+    __table_args__ = (UniqueConstraint("wamid", "status"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    message_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("message_log.id", ondelete="CASCADE"),
+                                                         index=True)
+    wamid: Mapped[str] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(16))
+    occurred_at: Mapped[dt.datetime]
+    error_code: Mapped[int | None]
+    pricing_category: Mapped[str | None] = mapped_column(String(32))
+    received_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class InboundMessage(TenantScoped, Base):
+    """A message a customer sent to one of the vendor's numbers (dedupe key: its ``wamid``)."""
+
+    __tablename__ = "inbound_message"
+    __api_name__ = "inbound_message"
+    __table_args__ = (Index("ix_inbound_message_vendor_received", "vendor_id", "received_at", "id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    wamid: Mapped[str] = mapped_column(String(128), unique=True)
+    phone_number_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("phone_number.id", ondelete="CASCADE"))
+    contact_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("contact.id", ondelete="SET NULL"), index=True)
+    sender_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    type: Mapped[str] = mapped_column(String(32))
+    content_enc: Mapped[bytes] = mapped_column(LargeBinary)  # the message object as JSON, encrypted
+    enc_kid: Mapped[str] = mapped_column(String(64))
+    opt_out: Mapped[bool] = mapped_column(default=False)
+    sent_at: Mapped[dt.datetime]
+    received_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
