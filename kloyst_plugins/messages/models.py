@@ -144,3 +144,20 @@ class InboundMessage(TenantScoped, Base):
     opt_out: Mapped[bool] = mapped_column(default=False)
     sent_at: Mapped[dt.datetime]
     received_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class DuplicateSend(TenantScoped, Base):
+    """A second ``wamid`` Meta gave for one message: the crash-after-accept window, detected and counted once.
+
+    Found by the sender (its answer came for a message already SENT under another wamid) or by
+    a status webhook (``biz_opaque_callback_data`` names a message whose wamid differs). The
+    primary key makes both paths count a given wamid once; each insert adds one to the
+    message's ``duplicate_sends``.
+    """
+
+    __tablename__ = "duplicate_send"
+
+    wamid: Mapped[str] = mapped_column(String(128), primary_key=True)
+    message_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("message_log.id", ondelete="CASCADE"), index=True)
+    detected_by: Mapped[str] = mapped_column(String(16))  # "sender" or "webhook"
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

@@ -4,12 +4,43 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from kloyst.config import Setting, as_bool
 from kloyst.plugins import PluginMeta, hookimpl
 
 plugin_meta = PluginMeta(description="Sending template messages through Meta at each number's throughput, with "
                                      "retries, dead letters, delivery statuses and inbound messages from webhooks.",
                          requires=("contacts", "waba", "templates"))
 model_modules = ("kloyst_plugins.messages.models",)
+
+
+@hookimpl
+def kloyst_settings():
+    return [
+        Setting("messages.sender_concurrency", "SENDER_CONCURRENCY", 256, int,
+                help="Meta calls one worker process keeps in flight (threads). Needed: rate × latency, e.g. "
+                     "1,000/s × 0.1 s = 100 per busy 1,000-mps number."),
+        Setting("messages.lease_seconds", "SENDER_LEASE_SECONDS", 60.0, float,
+                help="How long a claimed message is reserved for its sender; a message whose sender died is "
+                     "sent again after this (and counted if Meta had accepted it)."),
+        Setting("messages.max_retries", "SENDER_MAX_RETRIES", 8, int,
+                help="Transient failures retried (exponential backoff with jitter) before a message fails."),
+        Setting("messages.retry_base_seconds", "SENDER_RETRY_BASE_SECONDS", 2.0, float,
+                help="First retry delay; each retry doubles it (capped at 10 minutes)."),
+        Setting("messages.rate_safety", "SENDER_RATE_SAFETY", 0.97, float,
+                help="Starting pace as a share of each number's Meta throughput (80 or 1,000 mps); a 130429 "
+                     "lowers it further, quiet time brings it back."),
+        Setting("messages.sender_enabled", "SENDER_ENABLED", True, as_bool,
+                help="Run the sender in WORKER and ALL modes (off: this worker only runs tasks)."),
+    ]
+
+
+@hookimpl
+def kloyst_background_services(registry, mode):
+    if mode not in ("WORKER", "ALL") or not registry.settings["messages.sender_enabled"]:
+        return []
+    from kloyst_plugins.messages.sender import Sender
+
+    return [Sender(registry).start()]
 
 
 @hookimpl

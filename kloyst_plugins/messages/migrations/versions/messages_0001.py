@@ -124,8 +124,22 @@ def upgrade() -> None:
     op.create_index(op.f('ix_inbound_message_vendor_id'), 'inbound_message', ['vendor_id'], unique=False)
     op.create_index('ix_inbound_message_vendor_received', 'inbound_message', ['vendor_id', 'received_at', 'id'], unique=False)
 
+    op.create_table('duplicate_send',
+    sa.Column('wamid', sa.String(length=128), nullable=False),
+    sa.Column('message_id', sa.Uuid(), nullable=False),
+    sa.Column('detected_by', sa.String(length=16), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('vendor_id', sa.Uuid(), nullable=False),
+    sa.ForeignKeyConstraint(['message_id'], ['message_log.id'], name=op.f('fk_duplicate_send_message_id_message_log'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['vendor_id'], ['vendor.id'], name=op.f('fk_duplicate_send_vendor_id_vendor'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('wamid', name=op.f('pk_duplicate_send'))
+    )
+    op.create_index(op.f('ix_duplicate_send_message_id'), 'duplicate_send', ['message_id'], unique=False)
+    op.create_index(op.f('ix_duplicate_send_vendor_id'), 'duplicate_send', ['vendor_id'], unique=False)
+
 
 def downgrade() -> None:
+    op.drop_table('duplicate_send')
     op.drop_table('inbound_message')
     op.drop_table('message_status_event')
     op.drop_table('dead_letter')

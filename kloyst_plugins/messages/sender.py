@@ -1,0 +1,585 @@
+"""The sender: claims due messages, paces each number, calls Meta with ~hundreds in flight, records outcomes.
+
+Concurrency model (issue 5, item 7). Meta answers in 100+ ms, so 1,000 messages/s on one
+number needs ~100 requests in flight, and Kloyst's CPU per message must stay small on two
+cores. One sender per worker process runs three kinds of threads:
+
+* **one dispatcher** — per number with due messages, takes tokens from the number's shared
+  bucket (:mod:`.governor`), claims that many rows in one statement (``FOR UPDATE SKIP
+  LOCKED``: QUEUED → SENDING with a lease, ``attempts + 1``) and hands them to the callers. It
+  never waits on Meta and never sleeps holding work: no token, no claim.
+* **N callers** (``messages.sender_concurrency``, default 256) — blocking urllib3 calls through
+  one pooled keep-alive client (:mod:`kloyst.meta.client`: ~¼ of ``requests``' CPU per call).
+  Threads, not asyncio or greenlets: the work between calls is a few microseconds of Python,
+  the wait is the network (the GIL is released), and a blocked thread costs memory, not CPU.
+  In flight = rate × latency: 256 threads carry 2,560/s at 100 ms.
+* **one writer** — applies outcomes in batches: one ``UPDATE … FROM unnest(…)`` for up to
+  1,000 SENT messages, so the database sees a few statements per second per number instead
+  of one transaction per message.
+
+Guarantees. A message is claimed by one sender at a time (the lease); an outcome is applied
+only if the row is still the attempt that was sent (``status = 'SENDING' AND attempts = n``).
+Transient errors go back to QUEUED with exponential backoff and jitter (``retry_count``,
+``next_attempt_at``) until ``messages.max_retries``, then FAILED; rate-limit answers
+(130429, 131056, …) go back without counting a retry and, for 130429, slow the number down;
+permanent and auth errors fail at once with a ``dead_letter`` row. A worker killed mid-send
+leaves SENDING rows whose lease runs out: the reconciler returns them to QUEUED marked
+``maybe_sent_before`` (Meta may have accepted the first call), and the message id in
+``biz_opaque_callback_data`` lets the sender and the status webhooks spot the second wamid
+and count it (``duplicate_send``). That crash window is the only way a message goes twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import queue
+import random
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from sqlalchemy import Uuid, bindparam, text
+
+from kloyst.db import session_scope, utcnow
+from kloyst.db.base import UTCDateTime
+from kloyst.meta import ErrorKind, MetaClient, MetaError
+from kloyst_plugins.messages import dispatch
+from kloyst_plugins.messages.content import open_content
+from kloyst_plugins.messages.governor import make_governor
+
+log = logging.getLogger(__name__)
+
+WRITE_BATCH = 1000
+OPTED_OUT = "contact opted out"
+
+
+@dataclass(frozen=True)
+class SenderSettings:
+    concurrency: int = 256
+    lease_seconds: float = 60.0
+    max_retries: int = 8
+    max_attempts: int = 50  # every call made, rate-limited ones included: a hard stop
+    retry_base_seconds: float = 2.0
+    retry_cap_seconds: float = 600.0
+    poll_seconds: float = 0.5  # idle poll when no doorbell rings
+    safety: float = 0.97  # starting pace as a share of each number's tier
+
+    @classmethod
+    def from_settings(cls, settings) -> SenderSettings:
+        return cls(concurrency=settings["messages.sender_concurrency"],
+                   lease_seconds=settings["messages.lease_seconds"],
+                   max_retries=settings["messages.max_retries"],
+                   retry_base_seconds=settings["messages.retry_base_seconds"],
+                   safety=settings["messages.rate_safety"])
+
+
+@dataclass
+class Number:
+    """What the sender keeps about one phone number between polls."""
+
+    id: uuid.UUID
+    vendor_id: uuid.UUID
+    meta_id: str
+    tier: int
+    token: str
+    loaded_at: float
+    rate: float = 0.0
+    pace_read_at: float = 0.0
+    due: int = 0  # due messages seen at the last poll (an estimate)
+
+
+@dataclass
+class Job:
+    id: uuid.UUID
+    vendor_id: uuid.UUID
+    number: Number
+    attempt: int
+    content_enc: bytes
+    maybe_sent_before: bool
+
+
+@dataclass
+class Outcome:
+    job: Job
+    at: dt.datetime
+    wamid: str | None = None
+    error: MetaError | None = None
+    refused: str | None = None  # refused before calling Meta (opted out, unreadable content)
+    extra: dict = field(default_factory=dict)
+
+
+def backoff_seconds(retry: int, base: float, cap: float) -> float:
+    """Exponential with jitter: uniform in [d/2, d], d = min(cap, base · 2^(retry-1))."""
+    ceiling = min(cap, base * (2 ** max(0, retry - 1)))
+    return ceiling / 2 + random.random() * ceiling / 2
+
+
+class Sender:
+    def __init__(self, registry, settings: SenderSettings | None = None, *, meta: MetaClient | None = None,
+                 doorbell: dispatch.Doorbell = dispatch.DOORBELL) -> None:
+        self.registry = registry
+        self.settings = settings or SenderSettings.from_settings(registry.settings)
+        self.engine = registry["kloyst.engine"]
+        self.postgres = self.engine.dialect.name == "postgresql"
+        self.cipher = registry["kloyst.cipher"]
+        self.governor = make_governor(registry["kloyst.redis"], self.settings.safety)
+        # One keep-alive connection per caller thread, so the pool never blocks a caller.
+        self.meta = meta or MetaClient(registry.settings["kloyst.meta.graph_url"],
+                                       registry.settings["kloyst.meta.graph_version"],
+                                       timeout=float(registry.settings["kloyst.meta.timeout_seconds"]),
+                                       max_connections=self.settings.concurrency)
+        self.doorbell = doorbell
+        self.jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self.outcomes: queue.SimpleQueue = queue.SimpleQueue()
+        self.numbers: dict[uuid.UUID, Number] = {}
+        self.stopping = threading.Event()
+        self._in_flight = 0
+        self._in_flight_lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._writer_done = threading.Event()
+        self._next_reconcile = 0.0
+        self.stats = {"sent": 0, "retried": 0, "failed": 0, "throttled": 0, "duplicates": 0, "reclaimed": 0}
+
+    # ---- life cycle -------------------------------------------------------------------------------------
+
+    def start(self) -> Sender:
+        self._threads = [threading.Thread(target=self._call_loop, name=f"sender-call-{i}", daemon=True)
+                         for i in range(self.settings.concurrency)]
+        self._threads.append(threading.Thread(target=self._dispatch_loop, name="sender-dispatch", daemon=True))
+        self._writer = threading.Thread(target=self._write_loop, name="sender-write", daemon=True)
+        for thread in [*self._threads, self._writer]:
+            thread.start()
+        log.info("sender started: %d callers", self.settings.concurrency)
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop claiming, finish the calls in hand, write their outcomes, give back what was not sent."""
+        self.stopping.set()
+        self.doorbell.ring()
+        for _ in range(self.settings.concurrency):
+            self.jobs.put(None)
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self.outcomes.put(None)
+        self._writer.join(max(0.0, deadline - time.monotonic()))
+        self.meta.close()
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    # ---- dispatch ---------------------------------------------------------------------------------------
+
+    def _dispatch_loop(self) -> None:
+        next_poll = 0.0
+        while not self.stopping.is_set():
+            try:
+                now = time.monotonic()
+                if now >= next_poll:
+                    self._poll_due_numbers()
+                    next_poll = now + 0.25
+                if now >= self._next_reconcile:
+                    self._reconcile()
+                    self._next_reconcile = now + min(5.0, self.settings.lease_seconds / 4)
+                dispatched = self._dispatch_round()
+            except Exception:
+                log.exception("sender dispatch failed; retrying")
+                self.stopping.wait(1.0)
+                continue
+            if dispatched:
+                time.sleep(0.005)  # tokens accrue continuously: a short tick keeps the pace smooth
+            elif any(n.due for n in self.numbers.values()):
+                time.sleep(0.01)
+            elif self.doorbell.wait(self.settings.poll_seconds):
+                next_poll = 0.0
+
+    def _dispatch_round(self) -> int:
+        dispatched = 0
+        for number in list(self.numbers.values()):
+            if not number.due or self.stopping.is_set():
+                continue
+            free = self.settings.concurrency - self._in_flight
+            if free <= 0:
+                break
+            self._refresh_pace(number)
+            granted = self.governor.take(str(number.id), number.rate, min(free, number.due, WRITE_BATCH))
+            if not granted:
+                continue
+            jobs = self._claim(number, granted)
+            if len(jobs) < granted:
+                self.governor.give_back(str(number.id), granted - len(jobs))
+                number.due = 0 if len(jobs) == 0 else number.due
+            else:
+                number.due = max(1, number.due - len(jobs))
+            with self._in_flight_lock:
+                self._in_flight += len(jobs)
+            for job in jobs:
+                self.jobs.put(job)
+            dispatched += len(jobs)
+        return dispatched
+
+    def _refresh_pace(self, number: Number) -> None:
+        now = time.monotonic()
+        if now - number.pace_read_at >= 1.0 or not number.rate:
+            pace = self.governor.pace(str(number.id))
+            number.rate = max(1.0, number.tier * pace.factor)
+            number.pace_read_at = now
+
+    def _poll_due_numbers(self) -> None:
+        """Which numbers have due messages (one index-only pass over the QUEUED partial index)."""
+        sql = text("SELECT phone_number_id, vendor_id, count(*) FROM message_log "
+                   "WHERE status = 'QUEUED' AND next_attempt_at <= :now GROUP BY phone_number_id, vendor_id"
+                   ).bindparams(bindparam("now", type_=UTCDateTime()))
+        with self.engine.connect() as conn:
+            rows = conn.execute(sql, {"now": utcnow()}).all()
+        due = {_as_uuid(pn): (_as_uuid(vendor), count) for pn, vendor, count in rows}
+        for number_id, number in self.numbers.items():
+            if number_id not in due:
+                number.due = 0
+        for number_id, (vendor_id, count) in due.items():
+            number = self.numbers.get(number_id)
+            if number is None or time.monotonic() - number.loaded_at > 300:
+                number = self._load_number(number_id, vendor_id)
+                if number is None:
+                    continue
+            number.due = count
+
+    def _load_number(self, number_id: uuid.UUID, vendor_id: uuid.UUID) -> Number | None:
+        from kloyst_plugins.waba.access import phone_number_access
+        from kloyst_plugins.waba.models import PhoneNumber
+
+        try:
+            with session_scope(self.registry["kloyst.session_factory"], vendor_id=vendor_id) as db:
+                row = db.get(PhoneNumber, number_id)
+                access = phone_number_access(db, self.cipher, row)
+                number = Number(row.id, vendor_id, row.meta_phone_number_id, row.throughput_mps, access.token,
+                                time.monotonic())
+        except Exception:
+            log.exception("sender cannot load phone number %s; its messages wait", number_id)
+            return None
+        previous = self.numbers.get(number_id)
+        if previous is not None:
+            number.rate, number.pace_read_at = previous.rate, previous.pace_read_at
+        self.numbers[number_id] = number
+        return number
+
+    def _claim(self, number: Number, limit: int) -> list[Job]:
+        now = utcnow()
+        params = {"pn": number.id, "now": now, "lease": now + dt.timedelta(seconds=self.settings.lease_seconds),
+                  "n": limit}
+        with self.engine.begin() as conn:
+            rows = conn.execute(_CLAIM_PG if self.postgres else _CLAIM_SQLITE, params).all()
+        jobs, refused = [], []
+        for message_id, vendor_id, attempts, content_enc, maybe_sent, opted_out in rows:
+            job = Job(_as_uuid(message_id), _as_uuid(vendor_id), number, attempts, bytes(content_enc),
+                      bool(maybe_sent))
+            if opted_out:
+                refused.append(job)
+            else:
+                jobs.append(job)
+        for job in refused:  # the contact opted out after the message was queued: never call Meta
+            self.outcomes.put(Outcome(job, utcnow(), refused=OPTED_OUT))
+            with self._in_flight_lock:
+                self._in_flight += 1
+        return jobs
+
+    # ---- calling Meta -----------------------------------------------------------------------------------
+
+    def _call_loop(self) -> None:
+        while True:
+            job = self.jobs.get()
+            if job is None:
+                return
+            self.outcomes.put(self._call(job))
+
+    def _call(self, job: Job) -> Outcome:
+        try:
+            payload = open_content(self.cipher, job.vendor_id, job.content_enc)
+        except Exception as exc:  # a key removed before rotation, a corrupt row: fail it, keep sending
+            return Outcome(job, utcnow(), refused=f"message content cannot be read: {type(exc).__name__}")
+        try:
+            wamid, _ = self.meta.send_message(job.number.meta_id, payload, token=job.number.token)
+        except MetaError as exc:
+            return Outcome(job, utcnow(), error=exc)
+        return Outcome(job, utcnow(), wamid=wamid)
+
+    # ---- recording outcomes -----------------------------------------------------------------------------
+
+    def _write_loop(self) -> None:
+        closing = False
+        while not closing:
+            first = self.outcomes.get()
+            if first is None:
+                break
+            batch = [first]
+            deadline = time.monotonic() + 0.02
+            while len(batch) < WRITE_BATCH:
+                try:
+                    item = self.outcomes.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                if item is None:
+                    closing = True
+                    break
+                batch.append(item)
+            self._write_with_retry(batch)
+        # Whatever is still queued after the stop: write it, then nothing is left in memory.
+        rest = []
+        while True:
+            try:
+                item = self.outcomes.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                rest.append(item)
+        if rest:
+            self._write_with_retry(rest)
+
+    def _write_with_retry(self, batch: list[Outcome]) -> None:
+        for attempt in range(5):
+            try:
+                self.write(batch)
+                break
+            except Exception:
+                log.exception("sender could not record %d outcomes (try %d); the leases protect them", len(batch),
+                              attempt + 1)
+                time.sleep(0.5 * 2 ** attempt)
+        with self._in_flight_lock:
+            self._in_flight -= len(batch)
+
+    def write(self, batch: list[Outcome]) -> None:
+        """Apply a batch of outcomes in one transaction."""
+        sent = [o for o in batch if o.wamid]
+        others = [o for o in batch if not o.wamid]
+        slowed: set[uuid.UUID] = set()
+        with self.engine.begin() as conn:
+            if sent:
+                self._record_sent(conn, sent)
+            for outcome in others:
+                self._record_failure(conn, outcome, slowed)
+        for number_id in slowed:
+            pace = self.governor.slow_down(str(number_id))
+            number = self.numbers.get(number_id)
+            if number is not None:
+                number.rate = max(1.0, number.tier * pace.factor)
+            log.warning("130429 on phone number %s: pace now %.0f%% of its tier (ceiling %.0f%%)", number_id,
+                        pace.factor * 100, pace.ceiling * 100)
+
+    def _record_sent(self, conn, sent: list[Outcome]) -> None:
+        if self.postgres:
+            updated = {_as_uuid(r[0]) for r in conn.execute(_SENT_PG, {
+                "ids": [str(o.job.id) for o in sent], "wamids": [o.wamid for o in sent],
+                "attempts": [o.job.attempt for o in sent], "at": [o.at.isoformat() for o in sent]})}
+        else:
+            updated = set()
+            for o in sent:
+                if conn.execute(_SENT_SQLITE, {"id": o.job.id, "wamid": o.wamid, "attempt": o.job.attempt,
+                                               "at": o.at}).rowcount:
+                    updated.add(o.job.id)
+        self.stats["sent"] += len(updated)
+        for outcome in sent:
+            if outcome.job.id not in updated:
+                self._record_late_answer(conn, outcome)
+
+    def _record_late_answer(self, conn, outcome: Outcome) -> None:
+        """Meta accepted a call whose message moved on meanwhile (its lease ran out, or a webhook adopted the
+        first call's wamid): if the message now carries another wamid, this one is a second send. Count it."""
+        row = conn.execute(_MESSAGE_WAMID, {"id": outcome.job.id}).first()
+        if row is None or row[0] == outcome.wamid:
+            return
+        if row[0] is None and row[1] in ("QUEUED", "SENDING"):
+            # The lease ran out and the message waits to be sent again: this answer IS its send. Adopt it.
+            conn.execute(_ADOPT, {"id": outcome.job.id, "wamid": outcome.wamid, "at": outcome.at})
+            return
+        if count_duplicate(conn, outcome.job.vendor_id, outcome.job.id, outcome.wamid, "sender"):
+            self.stats["duplicates"] += 1
+
+    def _record_failure(self, conn, outcome: Outcome, slowed: set[uuid.UUID]) -> None:
+        job, error = outcome.job, outcome.error
+        if outcome.refused is not None:
+            self._fail(conn, outcome, None, None, "refused", outcome.refused)
+            return
+        assert error is not None
+        kind = error.kind
+        if error.code == 130429:
+            slowed.add(job.number.id)
+            self.stats["throttled"] += 1
+        if job.attempt >= self.settings.max_attempts:
+            self._fail(conn, outcome, error.code, error.subcode, kind.value,
+                       f"gave up after {job.attempt} calls: {error.reason}")
+            return
+        if kind is ErrorKind.RATE_LIMITED:
+            delay = max(error.classification.min_delay_seconds, 1.0) * (0.75 + random.random() / 2)
+            self._requeue(conn, outcome, delay, count_retry=False)
+        elif kind is ErrorKind.TRANSIENT:
+            retry = self._retries_so_far(conn, job) + 1
+            if retry > self.settings.max_retries:
+                self._fail(conn, outcome, error.code, error.subcode, kind.value,
+                           f"still failing after {retry - 1} retries: {error.reason}")
+                return
+            delay = max(error.classification.min_delay_seconds,
+                        backoff_seconds(retry, self.settings.retry_base_seconds, self.settings.retry_cap_seconds))
+            self._requeue(conn, outcome, delay, count_retry=True)
+        else:  # permanent or auth: resending the same request cannot succeed
+            self._fail(conn, outcome, error.code, error.subcode, kind.value, error.reason)
+
+    def _retries_so_far(self, conn, job: Job) -> int:
+        row = conn.execute(_RETRY_COUNT, {"id": job.id}).first()
+        return int(row[0]) if row else 0
+
+    def _requeue(self, conn, outcome: Outcome, delay: float, *, count_retry: bool) -> None:
+        error = outcome.error
+        conn.execute(_REQUEUE, {
+            "id": outcome.job.id, "attempt": outcome.job.attempt, "retry": 1 if count_retry else 0,
+            "next": outcome.at + dt.timedelta(seconds=delay), "code": error.code, "subcode": error.subcode,
+            "message": _clip(str(error)), "maybe": bool(error.maybe_accepted), "now": outcome.at})
+        self.stats["retried"] += 1
+
+    def _fail(self, conn, outcome: Outcome, code, subcode, kind: str, reason: str) -> None:
+        job, error = outcome.job, outcome.error
+        changed = conn.execute(_FAIL, {"id": job.id, "attempt": job.attempt, "code": code, "subcode": subcode,
+                                       "message": _clip(str(error) if error else reason), "now": outcome.at}).rowcount
+        if not changed:
+            return
+        details = {"attempts": job.attempt}
+        if error is not None:
+            details.update(http_status=error.http_status, type=error.type, details=error.details,
+                           fbtrace_id=error.fbtrace_id, message=error.message)
+        conn.execute(_DEAD_LETTER, {"id": uuid.uuid4(), "vendor": job.vendor_id, "message": job.id, "code": code,
+                                    "subcode": subcode, "kind": kind, "reason": _clip(reason),
+                                    "details": json.dumps({k: v for k, v in details.items() if v is not None}),
+                                    "now": outcome.at})
+        self.stats["failed"] += 1
+
+    # ---- leases that ran out ----------------------------------------------------------------------------
+
+    def _reconcile(self) -> int:
+        """Return SENDING messages whose lease ran out (their sender died) to QUEUED, marked maybe-sent."""
+        with self.engine.begin() as conn:
+            rows = conn.execute(_RECLAIM_PG if self.postgres else _RECLAIM_SQLITE, {"now": utcnow()}).all()
+        if rows:
+            self.stats["reclaimed"] += len(rows)
+            log.warning("sender: %d messages' leases ran out (a sender stopped mid-send); queued again, "
+                        "marked maybe-sent", len(rows))
+        return len(rows)
+
+
+def count_duplicate(conn, vendor_id: uuid.UUID, message_id: uuid.UUID, wamid: str, detected_by: str) -> bool:
+    """Record ``wamid`` as a second send of ``message_id`` once; True the first time (then counted)."""
+    inserted = conn.execute(_DUPLICATE, {"wamid": wamid, "vendor": vendor_id, "message": message_id,
+                                         "by": detected_by, "now": utcnow()}).rowcount
+    if inserted:
+        conn.execute(_COUNT_DUPLICATE, {"id": message_id})
+        log.warning("message %s was sent twice (second wamid found by the %s): the crash window", message_id,
+                    detected_by)
+    return bool(inserted)
+
+
+def _as_uuid(value) -> uuid.UUID:
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+
+
+def _clip(value: str, size: int = 500) -> str:
+    return value if len(value) <= size else value[: size - 1] + "…"
+
+
+def _typed(sql: str, **types):
+    return text(sql).bindparams(*(bindparam(name, type_=type_) for name, type_ in types.items()))
+
+
+_T = {"now": UTCDateTime()}
+_ID = {"id": Uuid()}
+
+_CLAIM_PG = _typed("""
+UPDATE message_log AS m
+SET status = 'SENDING', status_rank = 1, lease_until = :lease, attempts = m.attempts + 1, updated_at = :now
+FROM (SELECT id FROM message_log
+      WHERE phone_number_id = :pn AND status = 'QUEUED' AND next_attempt_at <= :now
+      ORDER BY next_attempt_at LIMIT :n FOR UPDATE SKIP LOCKED) AS due
+WHERE m.id = due.id
+RETURNING m.id, m.vendor_id, m.attempts, m.content_enc, m.maybe_sent_before,
+          (SELECT c.opted_out FROM contact c WHERE c.id = m.contact_id)
+""", pn=Uuid(), lease=UTCDateTime(), **_T)
+
+_CLAIM_SQLITE = _typed("""
+UPDATE message_log
+SET status = 'SENDING', status_rank = 1, lease_until = :lease, attempts = attempts + 1, updated_at = :now
+WHERE id IN (SELECT id FROM message_log
+             WHERE phone_number_id = :pn AND status = 'QUEUED' AND next_attempt_at <= :now
+             ORDER BY next_attempt_at LIMIT :n)
+RETURNING id, vendor_id, attempts, content_enc, maybe_sent_before,
+          (SELECT c.opted_out FROM contact c WHERE c.id = message_log.contact_id)
+""", pn=Uuid(), lease=UTCDateTime(), **_T)
+
+_SENT_PG = text("""
+UPDATE message_log AS m
+SET status = 'SENT', status_rank = 2, wamid = v.wamid, sent_at = v.at, lease_until = NULL, updated_at = v.at,
+    error_code = NULL, error_subcode = NULL, error_message = NULL
+FROM unnest(CAST(:ids AS uuid[]), CAST(:wamids AS text[]), CAST(:attempts AS int[]),
+            CAST(:at AS timestamptz[])) AS v(id, wamid, attempt, at)
+WHERE m.id = v.id AND m.status = 'SENDING' AND m.attempts = v.attempt
+RETURNING m.id
+""")
+
+_SENT_SQLITE = _typed("""
+UPDATE message_log SET status = 'SENT', status_rank = 2, wamid = :wamid, sent_at = :at, lease_until = NULL,
+    updated_at = :at, error_code = NULL, error_subcode = NULL, error_message = NULL
+WHERE id = :id AND status = 'SENDING' AND attempts = :attempt
+""", at=UTCDateTime(), **_ID)
+
+_MESSAGE_WAMID = _typed("SELECT wamid, status FROM message_log WHERE id = :id", **_ID)
+
+_ADOPT = _typed("""
+UPDATE message_log SET status = 'SENT', status_rank = 2, wamid = :wamid, sent_at = :at, lease_until = NULL,
+    updated_at = :at
+WHERE id = :id AND wamid IS NULL AND status IN ('QUEUED', 'SENDING')
+""", at=UTCDateTime(), **_ID)
+
+_RETRY_COUNT = _typed("SELECT retry_count FROM message_log WHERE id = :id", **_ID)
+
+_REQUEUE = _typed("""
+UPDATE message_log SET status = 'QUEUED', status_rank = 0, lease_until = NULL, next_attempt_at = :next,
+    retry_count = retry_count + :retry, error_code = :code, error_subcode = :subcode, error_message = :message,
+    maybe_sent_before = maybe_sent_before OR :maybe, updated_at = :now
+WHERE id = :id AND status = 'SENDING' AND attempts = :attempt
+""", next=UTCDateTime(), **_T, **_ID)
+
+_FAIL = _typed("""
+UPDATE message_log SET status = 'FAILED', status_rank = 5, lease_until = NULL, failed_at = :now,
+    error_code = :code, error_subcode = :subcode, error_message = :message, updated_at = :now
+WHERE id = :id AND status = 'SENDING' AND attempts = :attempt
+""", **_T, **_ID)
+
+_DEAD_LETTER = _typed("""
+INSERT INTO dead_letter (id, vendor_id, message_id, error_code, error_subcode, error_kind, reason, details, created_at)
+VALUES (:id, :vendor, :message, :code, :subcode, :kind, :reason, :details, :now)
+""", vendor=Uuid(), message=Uuid(), **_T, **_ID)
+
+_DUPLICATE = _typed("""
+INSERT INTO duplicate_send (wamid, vendor_id, message_id, detected_by, created_at)
+VALUES (:wamid, :vendor, :message, :by, :now) ON CONFLICT (wamid) DO NOTHING
+""", vendor=Uuid(), message=Uuid(), **_T)
+
+_COUNT_DUPLICATE = _typed("UPDATE message_log SET duplicate_sends = duplicate_sends + 1 WHERE id = :id", **_ID)
+
+_RECLAIM_PG = _typed("""
+UPDATE message_log AS m
+SET status = 'QUEUED', status_rank = 0, lease_until = NULL, next_attempt_at = :now, maybe_sent_before = true,
+    updated_at = :now
+FROM (SELECT id FROM message_log WHERE status = 'SENDING' AND lease_until < :now
+      LIMIT 5000 FOR UPDATE SKIP LOCKED) AS expired
+WHERE m.id = expired.id
+RETURNING m.id
+""", **_T)
+
+_RECLAIM_SQLITE = _typed("""
+UPDATE message_log
+SET status = 'QUEUED', status_rank = 0, lease_until = NULL, next_attempt_at = :now, maybe_sent_before = 1,
+    updated_at = :now
+WHERE id IN (SELECT id FROM message_log WHERE status = 'SENDING' AND lease_until < :now LIMIT 5000)
+RETURNING id
+""", **_T)
