@@ -46,6 +46,7 @@ def make_configurator(global_config: dict | None, settings: dict, *,
     config.include("kloyst.plugins")
     config.include("kloyst.outbox")
     config.include("kloyst.queue")
+    config.include("kloyst.webhooks")  # public, outside the API prefix: /webhook/whatsapp
     with config.route_prefix_context(resolved["kloyst.api.prefix"]):
         config.include("kloyst.auth.views")
         config.include("kloyst.accounts")

@@ -188,6 +188,8 @@ CORE_SETTINGS: tuple[Setting, ...] = (
             help="Token Meta echoes in the webhook verification handshake."),
     Setting("kloyst.meta.graph_url", "META_GRAPH_URL", "https://graph.facebook.com"),
     Setting("kloyst.meta.graph_version", "META_GRAPH_VERSION", "v23.0"),
+    Setting("kloyst.meta.embedded_sandbox", "META_EMBEDDED_SANDBOX", False, as_bool,
+            help="Serve the Meta sandbox at kloyst.meta.graph_url from `kloyst run` in ALL mode (development)."),
     Setting("kloyst.meta.timeout_seconds", "META_TIMEOUT_SECONDS", 10.0, float,
             help="Connect and read timeout of each Graph API call; a slower answer is a transient network error."),
     Setting("kloyst.meta.max_connections", "META_MAX_CONNECTIONS", 128, int,

@@ -1,6 +1,6 @@
 """Kloyst's own essential plugin: core features that go through the same hooks as any plugin.
 
-It declares the core's outbox and queue settings, owns the outbox topics the core
+It declares the core's outbox, queue and webhook settings, owns the outbox topics the core
 produces (``mail.send``, ``vendor.event`` and ``kloyst.task``), its migrations and its
 CLI commands. It is essential: on for every vendor, never disabled.
 """
@@ -37,6 +37,12 @@ def kloyst_settings():
                      "events wait in the database, where claims are fair per vendor."),
         Setting("kloyst.outbox.redeliver_after_seconds", "OUTBOX_REDELIVER_AFTER_SECONDS", 900, int,
                 help="While the queue holds tasks, a published event undelivered this long is considered lost."),
+        Setting("kloyst.webhooks.batch_size", "WEBHOOK_BATCH_SIZE", 500, int,
+                help="Webhook deliveries the drainer stores and applies per batch."),
+        Setting("kloyst.webhooks.max_attempts", "WEBHOOK_MAX_ATTEMPTS", 8, int,
+                help="Failed applications of a webhook delivery before it is left processed with its error."),
+        Setting("kloyst.webhooks.retention_days", "WEBHOOK_RETENTION_DAYS", 7, int,
+                help="Processed webhook deliveries are deleted after this many days."),
     ]
 
 

@@ -2,7 +2,8 @@
 
 =============  ==============================================================
 API_GATEWAY    the REST API on waitress
-WEBHOOK        only the webhook routes (and health), on the webhook port
+WEBHOOK        only the webhook routes (and health), on the webhook port, and the
+               drainer that applies stored webhooks
 WORKER         the huey consumer: runs tasks
 OUTBOX         the outbox relay: database → queue
 ALL            all of the above in one process (the embedded default)
@@ -189,6 +190,13 @@ def start_relay(registry, stopper: Stopper) -> threading.Thread:
     return thread
 
 
+def start_webhook_drainer(registry, stopper: Stopper) -> threading.Thread:
+    """The thread that applies stored webhooks (:mod:`kloyst.webhooks.drainer`), beside the webhook route."""
+    from kloyst.webhooks import drainer
+
+    return drainer.start(registry, stopper.event)
+
+
 def start_background_services(registry, mode: str) -> list:
     """What plugins run beside ``mode`` (``kloyst_background_services``), already started."""
     pm = registry["kloyst.plugin_manager"]
@@ -210,6 +218,8 @@ def run(mode: str, app, registry, *, on_listening=None) -> int:
         start_worker(registry, stopper)
     if mode in ("OUTBOX", "ALL"):
         threads.append(start_relay(registry, stopper))
+    if mode in ("WEBHOOK", "ALL"):
+        threads.append(start_webhook_drainer(registry, stopper))
     servers = []
     # Twice the largest route limit: a body just over a limit gets the JSON 413 from the app, an absurd
     # one is cut by waitress before it fills the disk.

@@ -5,7 +5,8 @@ else picks it up) in the task's own transaction: counting those rows per ``n`` t
 many times a task *took effect*. ``probe.sleep`` does the same after sleeping, so a test
 can kill its worker mid-task. ``probe.limited`` takes a rate-limit slot first. The
 ``probe.topic`` outbox topic records the same way, through a plugin-owned handler.
-``probe.fail`` always raises.
+``probe.fail`` always raises. Webhook changes of the made-up field ``probe_field`` are recorded
+the same way (``kloyst_webhook_changes``), as a plugin handling a field of its own would.
 """
 
 from __future__ import annotations
@@ -57,6 +58,14 @@ def _topic_handler(ctx, event) -> None:
 @hookimpl
 def kloyst_outbox_handlers():
     return {"probe.topic": _topic_handler}
+
+
+@hookimpl
+def kloyst_webhook_changes(changes, ctx):
+    for change in changes:
+        if change.field == "probe_field":
+            _record(ctx, change.value.get("n"), ctx.vendor_id, delivery_id=change.delivery_id,
+                    meta_waba_id=change.meta_waba_id)
 
 
 @hookimpl

@@ -39,6 +39,13 @@ def cmd_run(args) -> int:
         raise ConfigurationError("the database is not at the latest migration: run `kloyst db upgrade "
                                  f"{args.ini}` first (or pass --migrate)")
     first_run_note = _first_run_account(registry) if engine.dialect.name == "sqlite" else None
+    sandbox = None
+    if registry.settings["kloyst.meta.embedded_sandbox"] and mode == "ALL":
+        from kloyst.sandbox.embedded import DEMO_WABA_ID, start_embedded
+
+        sandbox = start_embedded(registry.settings)
+        print(f"Meta sandbox at {sandbox.url} (WABA {DEMO_WABA_ID}: register it with POST "
+              f"{registry.settings['kloyst.api.prefix']}/wabas and any access token)", flush=True)
 
     def announce(servers) -> None:
         for server in servers:
@@ -50,7 +57,11 @@ def cmd_run(args) -> int:
             print(f"Mail (verification, password reset) is written to {registry.settings['kloyst.mail.file_dir']}/; "
                   f"logs to {registry.settings['kloyst.log.dir']}/. Stop with Ctrl-C.", flush=True)
 
-    return runner.run(mode, app, registry, on_listening=announce)
+    try:
+        return runner.run(mode, app, registry, on_listening=announce)
+    finally:
+        if sandbox is not None:
+            sandbox.close()
 
 
 def _first_run_account(registry) -> str | None:
@@ -59,6 +70,7 @@ def _first_run_account(registry) -> str | None:
 
     from kloyst.accounts.models import Role, User, Vendor
     from kloyst.auth.passwords import hash_password
+    from kloyst.plugins.models import VendorPlugin
     from kloyst.db import session_scope, tenancy, utcnow
 
     settings = registry.settings
@@ -72,6 +84,10 @@ def _first_run_account(registry) -> str | None:
         db.flush()
         db.add(User(vendor_id=vendor.id, email=DEMO_EMAIL, name="Demo owner", role=Role.OWNER,
                     password_hash=hash_password(password), email_verified_at=utcnow()))
+        # The demo vendor tries everything: every installed plugin on, requirements first.
+        for name, info in registry["kloyst.plugin_manager"].infos.items():
+            if not info.meta.essential:
+                db.add(VendorPlugin(vendor_id=vendor.id, plugin=name))
     base = settings["kloyst.http.public_url"].rstrip("/") + settings["kloyst.api.prefix"]
     note = (
         f"First run: created the demo vendor owner {DEMO_EMAIL} with password {password}\n"

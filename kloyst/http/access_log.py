@@ -32,10 +32,31 @@ def _vendor_id(request) -> str | None:
     return None
 
 
+def request_id_for(supplied: str | None) -> str:
+    """The client's ``X-Request-ID`` when it looks like one, else a fresh id."""
+    return supplied if supplied and _REQUEST_ID.fullmatch(supplied) else uuid.uuid4().hex
+
+
+def write_line(*, request_id: str, method: str, path: str, route: str | None, status: int, started: float,
+               client: str | None, user_agent: str | None, bytes_in: int | None, vendor_id: str | None) -> None:
+    """One network-log line (``started`` is the ``time.perf_counter()`` at the request's start)."""
+    log.info("%s %s %s", method, path, status, extra={
+        "request_id": request_id,
+        "method": method,
+        "path": path,
+        "route": route,
+        "status": status,
+        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+        "client": client,
+        "user_agent": user_agent,
+        "bytes_in": bytes_in,
+        "vendor_id": vendor_id,
+    })
+
+
 def access_log_factory(handler, registry):
     def access_log(request):
-        supplied = request.headers.get("X-Request-ID", "")
-        request_id = supplied if _REQUEST_ID.fullmatch(supplied) else uuid.uuid4().hex
+        request_id = request_id_for(request.headers.get("X-Request-ID"))
         request.request_id = request_id
         started = time.perf_counter()
         status = 500
@@ -45,18 +66,10 @@ def access_log_factory(handler, registry):
             response.headers["X-Request-ID"] = request_id
             return response
         finally:
-            log.info("%s %s %s", request.method, request_path(request), status, extra={
-                "request_id": request_id,
-                "method": request.method,
-                "path": request_path(request),
-                "route": request.matched_route.name if getattr(request, "matched_route", None) else None,
-                "status": status,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                "client": request.remote_addr,
-                "user_agent": request.user_agent,
-                "bytes_in": request.content_length,
-                "vendor_id": _vendor_id(request),
-            })
+            write_line(request_id=request_id, method=request.method, path=request_path(request),
+                       route=request.matched_route.name if getattr(request, "matched_route", None) else None,
+                       status=status, started=started, client=request.remote_addr, user_agent=request.user_agent,
+                       bytes_in=request.content_length, vendor_id=_vendor_id(request))
 
     return access_log
 

@@ -47,7 +47,8 @@ def kloyst_routes(config):
             enabled the plugin gets 404. Pass ``model=SomeTenantModel`` for routes whose
             ``{id}`` names a row: the row becomes ``request.context``, loaded through
             tenant scoping (another vendor's id is 404). Views default to the
-            ``vendor.member`` permission.
+            ``vendor.member`` permission. ``config.add_admin_route("admin.<plugin>.…", …)``
+            adds a platform-admin route instead: no gate, every view ``platform.admin``.
     Returns: nothing.
     Not firstresult.
     """
@@ -163,5 +164,22 @@ def kloyst_webhook_changes(changes, ctx):
             the order Meta sent them. Each plugin picks the fields it handles.
         ctx: a :class:`kloyst.queue.TaskContext` scoped to the vendor.
     Returns: nothing. Deliveries are at least once and may come out of order: apply idempotently.
+    Raises: anything to have the delivery applied again later (with backoff, a bounded number of
+    times); :class:`kloyst.webhooks.RetryLater` when a change names something not recorded yet.
     Not firstresult.
+    """
+
+
+@hookspec
+def kloyst_webhook_vendors(meta_waba_id, meta_phone_number_id, db):
+    """Say which vendors a Meta webhook change belongs to.
+
+    Called: by the webhook drainer for every stored change, on every installed plugin (a
+    configuration hook: the vendor is what it asks for), before ``kloyst_webhook_changes``.
+    Args:
+        meta_waba_id: the change's ``entry.id``.
+        meta_phone_number_id: ``value.metadata.phone_number_id``, or None for account-level fields.
+        db: a platform-wide (unscoped) session in the drainer's transaction; read only.
+    Returns: a list of vendor ids (may be empty).
+    Not firstresult: the answers are united.
     """

@@ -4,7 +4,9 @@ Plugins receive a :class:`PluginConfigurator` in ``kloyst_routes``. Its ``add_ro
 the core directive: it prefixes the API prefix, checks the route name is the plugin's
 own (``<plugin>.<resource>``), and attaches the ``kloyst_plugin`` route predicate. A vendor
 without the plugin therefore falls through to 404 — the same answer as for a route that
-does not exist, so nothing leaks. The gate lives here, not in any view.
+does not exist, so nothing leaks. The gate lives here, not in any view. Platform-admin
+routes of a plugin (``add_admin_route``) are the one ungated kind; in exchange every view
+on them requires ``platform.admin``.
 """
 
 from __future__ import annotations
@@ -60,9 +62,33 @@ class PluginConfigurator(Configurator):
             kw["factory"] = model_factory(model)
         return super().add_route(name, pattern, kloyst_plugin=plugin, **kw)
 
+    def add_admin_route(self, name, pattern=None, **kw):
+        """A platform-admin route of the plugin (``admin.<plugin>.…``): not gated, admins only.
+
+        Platform admins belong to no vendor, so an enablement gate means nothing to them, and
+        a vendor must get the 403 of a core admin route, not a 404 that depends on its plugins.
+        What replaces the gate is the permission: every view on such a route requires
+        ``platform.admin`` (:meth:`add_view` sets it and refuses any other). No ``model=``:
+        the rows admins manage are platform rows, loaded by the view.
+        """
+        plugin = self.kloyst_plugin
+        if not plugin:
+            raise ConfigurationError("a PluginConfigurator needs its plugin's name; use plugin_configurator()")
+        if not name.startswith(f"admin.{plugin}."):
+            raise ConfigurationError(f"plugin {plugin!r} added admin route {name!r}: plugin admin route names "
+                                     f"start with 'admin.{plugin}.'")
+        if "kloyst_plugin" in kw or "factory" in kw:
+            raise ConfigurationError(f"admin route {name!r}: no gate and no factory; the view loads platform rows")
+        return super().add_route(name, pattern, **kw)
+
     def add_view(self, view=None, name="", *args, route_name=None, **kw):
         """Views go on the plugin's own routes only: a view on a core route would skip the gate."""
         plugin = self.kloyst_plugin
+        if route_name is not None and route_name.startswith(f"admin.{plugin}."):
+            if kw.setdefault("permission", "platform.admin") != "platform.admin":
+                raise ConfigurationError(f"view on admin route {route_name!r}: admin routes are not gated, so "
+                                         "their views require platform.admin")
+            return super().add_view(view, name, *args, route_name=route_name, **kw)
         if route_name is None or not route_name.startswith(f"{plugin}."):
             raise ConfigurationError(f"plugin {plugin!r} added a view to route {route_name!r}: plugin views belong "
                                      f"on the plugin's own routes ('{plugin}.…'), which carry its gate")

@@ -29,15 +29,14 @@ def _number(text: str) -> tuple[str, int]:
 
 
 def build_sandbox(args):
+    from kloyst.sandbox.embedded import DEMO_NUMBERS, seed
     from kloyst.sandbox.server import SandboxServer
-    from kloyst.sandbox.state import Behaviour, PhoneNumber, SandboxState
+    from kloyst.sandbox.state import Behaviour, SandboxState
 
     settings = _meta_settings(args.ini)
     behaviour = Behaviour(latency_ms=args.latency_ms, webhook_url=args.webhook_url, access_token=args.access_token)
     state = SandboxState(app_secret=settings["kloyst.meta.app_secret"], behaviour=behaviour)
-    for index, (number_id, mps) in enumerate(args.number or [("100000000000001", 1000), ("100000000000002", 80)]):
-        state.add_number(PhoneNumber(id=number_id, waba_id=args.waba, throughput=mps,
-                                     display_phone_number=f"1555{index:07d}"))
+    seed(state, args.waba, args.number or DEMO_NUMBERS)
     return SandboxServer(state, host=args.host, port=args.port)
 
 
@@ -64,7 +63,8 @@ def add_commands(subparsers) -> None:
     parser.add_argument("--port", type=int, default=6590)
     parser.add_argument("--latency-ms", type=float, default=100.0, help="delay before every Graph answer")
     parser.add_argument("--webhook-url", help="where signed status and inbound webhooks are posted")
-    parser.add_argument("--waba", default="200000000000001", help="the WABA id the sandbox's numbers belong to")
+    parser.add_argument("--waba", default="200000000000001",
+                        help="the WABA id the sandbox's numbers and demo templates belong to")
     parser.add_argument("--number", type=_number, action="append",
                         help="PHONE_NUMBER_ID[:80|:1000], repeatable (default: one 1000-mps and one 80-mps number)")
     parser.add_argument("--access-token", help="the only Bearer token accepted (default: any non-empty token)")

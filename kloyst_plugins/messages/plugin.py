@@ -15,6 +15,8 @@ model_modules = ("kloyst_plugins.messages.models",)
 
 @hookimpl
 def kloyst_settings():
+    from kloyst_plugins.messages.webhooks import parse_keywords
+
     return [
         Setting("messages.sender_concurrency", "SENDER_CONCURRENCY", 256, int,
                 help="Meta calls one worker process keeps in flight (threads). Needed: rate × latency, e.g. "
@@ -26,11 +28,14 @@ def kloyst_settings():
                 help="Transient failures retried (exponential backoff with jitter) before a message fails."),
         Setting("messages.retry_base_seconds", "SENDER_RETRY_BASE_SECONDS", 2.0, float,
                 help="First retry delay; each retry doubles it (capped at 10 minutes)."),
-        Setting("messages.rate_safety", "SENDER_RATE_SAFETY", 0.97, float,
+        Setting("messages.rate_safety", "SENDER_RATE_SAFETY", 0.98, float,
                 help="Starting pace as a share of each number's Meta throughput (80 or 1,000 mps); a 130429 "
                      "lowers it further, quiet time brings it back."),
         Setting("messages.sender_enabled", "SENDER_ENABLED", True, as_bool,
                 help="Run the sender in WORKER and ALL modes (off: this worker only runs tasks)."),
+        Setting("messages.opt_out_keywords", "MESSAGES_OPT_OUT_KEYWORDS", "", parse_keywords,
+                help="Comma-separated words that, sent alone by a customer, opt them out (STOP and UNSUBSCRIBE "
+                     "always do); compared trimmed and upper-case."),
     ]
 
 
@@ -49,7 +54,19 @@ def kloyst_migration_dirs():
 
 
 @hookimpl
+def kloyst_routes(config):
+    config.include(".views")
+
+
+@hookimpl
 def kloyst_outbox_handlers():
     from kloyst_plugins.messages import dispatch
 
     return {dispatch.QUEUED_TOPIC: dispatch.handle_queued}
+
+
+@hookimpl
+def kloyst_webhook_changes(changes, ctx):
+    from kloyst_plugins.messages import webhooks
+
+    webhooks.apply(changes, ctx)

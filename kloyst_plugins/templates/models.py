@@ -72,3 +72,22 @@ class MessageTemplate(TenantScoped, Timestamped, Base):
     variable_mapping: Mapped[dict] = mapped_column(default=dict)
     rejected_reason: Mapped[str | None] = mapped_column(String(500))
     last_synced_at: Mapped[dt.datetime | None]
+
+
+class TemplateSync(TenantScoped, Base):
+    """How the last template sync of one WABA went for one vendor.
+
+    A sync that Meta refuses for good (a revoked token, a WABA that no longer exists) is not
+    retried: the refusal is kept here, where ``GET /v1/templates/sync`` shows it, until a
+    later sync succeeds. Per vendor, because vendors sharing the platform's WABA sync apart.
+    """
+
+    __tablename__ = "template_sync"
+    __table_args__ = (UniqueConstraint("vendor_id", "meta_waba_id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    meta_waba_id: Mapped[str] = mapped_column(String(32))
+    last_attempt_at: Mapped[dt.datetime]
+    last_synced_at: Mapped[dt.datetime | None]  # the last sync that succeeded
+    template_count: Mapped[int | None]  # how many templates Meta listed then
+    last_error: Mapped[str | None] = mapped_column(String(500))  # None once a sync succeeds

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kloyst.plugins import PluginMeta, hookimpl
+from kloyst_plugins.templates import webhooks
 
 plugin_meta = PluginMeta(description="Message templates: sync from Meta, submit for review, status from webhooks, "
                                      "parameter validation and variable mapping.", requires=("waba",))
@@ -14,3 +15,20 @@ model_modules = ("kloyst_plugins.templates.models",)
 @hookimpl
 def kloyst_migration_dirs():
     return [str(Path(__file__).with_name("migrations") / "versions")]
+
+
+@hookimpl
+def kloyst_routes(config):
+    config.include(".views")
+
+
+@hookimpl
+def kloyst_tasks():
+    from kloyst_plugins.templates import tasks
+
+    return [tasks.sync_templates]
+
+
+@hookimpl
+def kloyst_webhook_changes(changes, ctx):
+    webhooks.apply(changes, ctx)

@@ -14,3 +14,30 @@ model_modules = ("kloyst_plugins.waba.models",)
 @hookimpl
 def kloyst_migration_dirs():
     return [str(Path(__file__).with_name("migrations") / "versions")]
+
+
+@hookimpl
+def kloyst_routes(config):
+    config.include(".views")
+    config.include(".views_admin")
+
+
+@hookimpl
+def kloyst_tasks():
+    from kloyst_plugins.waba import tasks
+
+    return list(tasks.TASKS)
+
+
+@hookimpl
+def kloyst_webhook_vendors(meta_waba_id, meta_phone_number_id, db):
+    from kloyst_plugins.waba import webhooks
+
+    return webhooks.vendors_for(db, meta_waba_id, meta_phone_number_id)
+
+
+@hookimpl
+def kloyst_webhook_changes(changes, ctx):
+    from kloyst_plugins.waba import webhooks
+
+    webhooks.apply_changes(changes, ctx)

@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from e2e_support import KLOYST, REPO, Service
+from e2e_support import KLOYST, REPO, Service, free_port
 
 
 @pytest.fixture
@@ -16,6 +16,10 @@ def embedded_ini(tmp_path) -> Path:
     """development.ini copied into an empty directory, so var/ (SQLite, queue, mail, logs) lands there."""
     target = tmp_path / "development.ini"
     shutil.copy(REPO / "development.ini", target)
+    # ALL mode serves the embedded Meta sandbox at the Graph URL: a free port each, so tests run side by side.
+    text = target.read_text()
+    target.write_text(text.replace("kloyst.meta.graph_url = http://127.0.0.1:6590",
+                                   f"kloyst.meta.graph_url = http://127.0.0.1:{free_port()}"))
     return target
 
 

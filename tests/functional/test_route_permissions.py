@@ -9,6 +9,7 @@ PUBLIC_ROUTES = {
     "ops.healthz", "ops.readyz",
     "auth.signup", "auth.verify_email", "auth.verify_email.resend", "auth.login", "auth.refresh", "auth.logout",
     "auth.password.forgot", "auth.password.reset",
+    "webhooks.whatsapp",  # Meta's callbacks: authenticated by X-Hub-Signature-256, not a bearer token
 }
 
 

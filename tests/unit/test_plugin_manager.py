@@ -282,3 +282,34 @@ def test_each_plugin_configurator_is_gated_on_its_own_plugin():
 
     routes = _routes(config)
     assert (_gate(routes["first.x"]), _gate(routes["second.x"])) == ("first", "second")
+
+
+def test_a_plugins_admin_route_is_ungated_and_its_views_require_platform_admin():
+    from kloyst.testing.route_walk import route_permissions
+
+    config = _route_config(KloystPluginManager())
+    with config.route_prefix_context("/v1"):
+        configurator = plugin_configurator(config, "demo", plugin_module("kloyst_test_admin"))
+        configurator.add_admin_route("admin.demo.things", "/admin/things")
+        configurator.add_view(lambda request: {}, route_name="admin.demo.things", request_method="GET",
+                              renderer="json")
+
+    route = _routes(config)["admin.demo.things"]
+    assert _gate(route) is None and route.pattern == "v1/admin/things"
+    assert route_permissions(config.registry, "admin.demo.things") == {"platform.admin"}
+
+
+@pytest.mark.parametrize("name", ["demo.things", "admin.other.things", "admin.demonstration.things"])
+def test_a_plugins_admin_route_is_named_admin_dot_plugin(name):
+    configurator = plugin_configurator(_route_config(KloystPluginManager()), "demo", plugin_module("kloyst_test_an"))
+
+    with pytest.raises(ConfigurationError, match="start with 'admin.demo.'"):
+        configurator.add_admin_route(name, "/admin/things")
+
+
+def test_a_view_on_a_plugins_admin_route_cannot_ask_for_less_than_platform_admin():
+    configurator = plugin_configurator(_route_config(KloystPluginManager()), "demo", plugin_module("kloyst_test_av"))
+    configurator.add_admin_route("admin.demo.things", "/admin/things")
+
+    with pytest.raises(ConfigurationError, match="require platform.admin"):
+        configurator.add_view(lambda request: {}, route_name="admin.demo.things", permission="vendor.member")

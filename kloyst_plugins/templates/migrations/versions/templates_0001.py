@@ -41,7 +41,21 @@ def upgrade() -> None:
     )
     op.create_index('ix_message_template_meta_id', 'message_template', ['meta_template_id'], unique=False)
     op.create_index(op.f('ix_message_template_vendor_id'), 'message_template', ['vendor_id'], unique=False)
+    op.create_table('template_sync',
+    sa.Column('id', sa.Uuid(), nullable=False),
+    sa.Column('meta_waba_id', sa.String(length=32), nullable=False),
+    sa.Column('last_attempt_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('last_synced_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('template_count', sa.Integer(), nullable=True),
+    sa.Column('last_error', sa.String(length=500), nullable=True),
+    sa.Column('vendor_id', sa.Uuid(), nullable=False),
+    sa.ForeignKeyConstraint(['vendor_id'], ['vendor.id'], name=op.f('fk_template_sync_vendor_id_vendor'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_template_sync')),
+    sa.UniqueConstraint('vendor_id', 'meta_waba_id', name=op.f('uq_template_sync_vendor_id_meta_waba_id'))
+    )
+    op.create_index(op.f('ix_template_sync_vendor_id'), 'template_sync', ['vendor_id'], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_table('template_sync')
     op.drop_table('message_template')

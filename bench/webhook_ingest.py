@@ -1,0 +1,264 @@
+"""Benchmark: signed status callbacks into ``SERVICE_TYPE=WEBHOOK`` (waitress → Redis inbox → drainer → PostgreSQL).
+
+    .venv/bin/python bench/webhook_ingest.py [--seconds 20] [--connections 32] [--processes 2] [--messages 40000]
+
+Seeds one vendor with a number and ``--messages`` SENT messages (its own database,
+``kloyst_bench_webhook``), starts ``kloyst run`` in WEBHOOK mode as a subprocess against it
+and Redis, and fires Meta-shaped status callbacks — one status per POST, signed with the app
+secret, ``sent`` → ``delivered`` → ``read`` for each message in turn — from ``--connections``
+keep-alive connections spread over ``--processes`` client processes, for ``--seconds``.
+Prints the accepted callbacks per second, the p50/p99 latency of a callback as the clients
+saw it, and how long after the load ended every accepted callback was applied (stored,
+processed, and its message moved). Load generator, server, PostgreSQL and Redis share the
+machine: on 2 cores the figures are a floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import hmac
+import json
+import multiprocessing as mp
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import redis as redis_lib
+import sqlalchemy as sa
+
+sys.path.insert(0, ".")
+
+from kloyst import testing  # noqa: E402
+from kloyst.db import make_engine, migrate  # noqa: E402
+from kloyst.plugins import build_plugin_manager  # noqa: E402
+from kloyst.webhooks import WEBHOOK_PATH  # noqa: E402
+
+DATABASE = "kloyst_bench_webhook"
+KLOYST = str(Path(sys.executable).with_name("kloyst"))
+APP_SECRET = "bench-only-app-secret"
+WABA_ID, NUMBER_ID = "190000000000001", "190000000000002"
+STATUSES = ("sent", "delivered", "read")
+
+INI = """[app:main]
+use = egg:kloyst
+kloyst.database.url = {database}
+kloyst.redis.url = {redis}
+kloyst.queue.backend = memory
+kloyst.jwt.signing_keys = bench-1:{key}
+kloyst.crypto.data_keys = bench-data-1:{key}
+kloyst.crypto.hash_key = bench-only-hash-key
+kloyst.meta.app_secret = {secret}
+kloyst.meta.verify_token = bench-verify-token
+kloyst.log.dir = {here}/log
+kloyst.mail.file_dir = {here}/mail
+kloyst.queue.sqlite_path = {here}/queue.sqlite
+kloyst.log.console = false
+"""
+
+
+def seed(engine, messages: int) -> None:
+    """One vendor with the messaging plugins on, its WABA, one number and ``messages`` SENT messages."""
+    vendor = uuid.uuid4()
+    with engine.begin() as c:
+        c.execute(sa.text("INSERT INTO vendor (id, name, status) VALUES (:v, 'Bench', 'active')"), {"v": vendor})
+        for plugin in ("contacts", "waba", "templates", "messages"):
+            c.execute(sa.text("INSERT INTO vendor_plugin (id, vendor_id, plugin, enabled_at, settings) "
+                              "VALUES (:id, :v, :p, now(), '{}')"), {"id": uuid.uuid4(), "v": vendor, "p": plugin})
+        waba = uuid.uuid4()
+        c.execute(sa.text("INSERT INTO waba (id, vendor_id, meta_waba_id, name, access_token_enc, enc_kid) "
+                          "VALUES (:id, :v, :meta, 'Bench WABA', '\\x00', 'bench')"),
+                  {"id": waba, "v": vendor, "meta": WABA_ID})
+        number = uuid.uuid4()
+        c.execute(sa.text("INSERT INTO phone_number (id, vendor_id, waba_id, meta_phone_number_id, "
+                          "display_phone_number, verified_name, quality_rating, throughput_mps, status) "
+                          "VALUES (:id, :v, :w, :meta, '+1 555 010 0000', '', 'GREEN', 1000, 'CONNECTED')"),
+                  {"id": number, "v": vendor, "w": waba, "meta": NUMBER_ID})
+        c.execute(sa.text("""
+            INSERT INTO message_log (id, vendor_id, phone_number_id, recipient_hash, content_enc, enc_kid, status,
+                                     status_rank, next_attempt_at, attempts, retry_count, wamid, sent_at)
+            SELECT gen_random_uuid(), :v, :n, '\\x00', '\\x00', 'bench', 'SENT', 2, now(), 1, 0,
+                   'wamid.bench.' || g, now()
+              FROM generate_series(1, :count) AS g
+        """), {"v": vendor, "n": number, "count": messages})
+        c.execute(sa.text("ANALYZE message_log"))
+
+
+def request_bytes(port: int, wamid: str, status: str, at: int) -> bytes:
+    body = json.dumps({"object": "whatsapp_business_account", "entry": [{"id": WABA_ID, "changes": [{
+        "field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550100000", "phone_number_id": NUMBER_ID},
+            "statuses": [{"id": wamid, "status": status, "timestamp": str(at), "recipient_id": "12025550123",
+                          "pricing": {"billable": True, "pricing_model": "PMP", "category": "utility",
+                                      "type": "regular"}}]}}]}]}, separators=(",", ":")).encode()
+    signature = hmac.new(APP_SECRET.encode(), body, hashlib.sha256).hexdigest()
+    head = (f"POST {WEBHOOK_PATH} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+            f"X-Hub-Signature-256: sha256={signature}\r\nContent-Length: {len(body)}\r\n\r\n")
+    return head.encode() + body
+
+
+async def _connection(requests: list[list[bytes]], port: int, deadline: float, latencies: list,
+                      counts: dict) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for message in requests:
+            for request in message:
+                if time.perf_counter() >= deadline:
+                    return
+                started = time.perf_counter()
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(head.split(b"Content-Length: ", 1)[1].split(b"\r\n", 1)[0])
+                await reader.readexactly(length)
+                latencies.append((time.perf_counter() - started) * 1000)
+                counts["accepted" if head.startswith(b"HTTP/1.1 200") else "refused"] += 1
+            counts["complete"] += 1
+    finally:
+        writer.close()
+
+
+def client_process(port: int, slices: list[list[int]], seconds: float, start_at: float) -> tuple:
+    """One load process: a keep-alive connection per slice of messages, until ``seconds`` have passed.
+
+    Requests are built and signed before the load starts, so the clients' CPU goes to sending.
+    """
+    latencies: list[float] = []
+    counts = {"accepted": 0, "refused": 0, "complete": 0}
+    at = int(time.time())
+    requests = [[[request_bytes(port, f"wamid.bench.{index}", status, at) for status in STATUSES] for index in s]
+                for s in slices]
+    time.sleep(max(0.0, start_at - time.time()))
+    deadline = time.perf_counter() + seconds
+
+    async def run() -> None:
+        await asyncio.gather(*(_connection(r, port, deadline, latencies, counts) for r in requests))
+
+    asyncio.run(run())
+    return latencies, counts
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` (all its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_health(port: int, process: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            sys.exit(f"kloyst exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
+                return
+        except OSError:
+            time.sleep(0.2)
+    sys.exit(f"kloyst did not answer /healthz:\n{log.read_text()}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--messages", type=int, default=40_000)
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/13")
+    parser.add_argument("--http-threads", type=int, default=None, help="HTTP_THREADS of the server (default: 8)")
+    parser.add_argument("--apply-timeout", type=float, default=300, help="give up waiting after this many seconds")
+    args = parser.parse_args()
+
+    url = testing.create_database(DATABASE)
+    engine = make_engine(url)
+    migrate.upgrade(build_plugin_manager(), engine)
+    seed(engine, args.messages)
+    redis = redis_lib.Redis.from_url(args.redis_url)
+    redis.flushdb()
+
+    here = Path(tempfile.mkdtemp(prefix="kloyst-bench-webhook-"))
+    ini = here / "bench.ini"
+    ini.write_text(INI.format(database=url, redis=args.redis_url, key="A" * 43, secret=APP_SECRET, here=here))
+    port = free_port()
+    log = here / "kloyst.log"
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "SERVICE_TYPE": "WEBHOOK",
+           "WEBHOOK_PORT": str(port)}
+    if args.http_threads:
+        env["HTTP_THREADS"] = str(args.http_threads)
+    with open(log, "w") as output:
+        server = subprocess.Popen([KLOYST, "run", str(ini)], env=env, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        wait_for_health(port, server, log)
+        # Each connection walks its own messages: sent, delivered, read for one, then the next.
+        indexes = list(range(1, args.messages + 1))
+        slices = [indexes[i::args.connections] for i in range(args.connections)]
+        per_process = [slices[p::args.processes] for p in range(args.processes)]
+        start_at = time.time() + 5.0  # after every client built its requests
+        cpu_before = cpu_seconds(server.pid)
+        with mp.get_context("spawn").Pool(args.processes) as pool:
+            results = pool.starmap(client_process, [(port, s, args.seconds, start_at) for s in per_process])
+        load_ended = time.perf_counter()
+        server_cpu = cpu_seconds(server.pid) - cpu_before
+        latencies = sorted(ms for result, _ in results for ms in result)
+        accepted = sum(counts["accepted"] for _, counts in results)
+        refused = sum(counts["refused"] for _, counts in results)
+        complete = sum(counts["complete"] for _, counts in results)
+        print(f"load: {args.seconds:g} s, {args.connections} keep-alive connections in {args.processes} processes")
+        print(f"accepted: {accepted:,} callbacks = {accepted / args.seconds:,.0f} callbacks/s ({refused} refused)")
+        print(f"latency: p50 {statistics.median(latencies):.1f} ms, "
+              f"p99 {latencies[int(len(latencies) * 0.99)]:.1f} ms, max {latencies[-1]:.1f} ms")
+        print(f"server process CPU: {server_cpu / args.seconds:.0%} of a core, "
+              f"{server_cpu / max(accepted, 1) * 1000:.3f} ms per callback (HTTP and drainer)", flush=True)
+
+        def pending() -> tuple[int, int, int]:
+            with engine.connect() as c:
+                stored, unprocessed = c.execute(sa.text(
+                    "SELECT count(*), count(*) FILTER (WHERE processed_at IS NULL) FROM webhook_delivery")).one()
+            return int(redis.llen("kloyst:webhooks:inbox")), stored, unprocessed
+
+        while True:
+            waiting, stored, unprocessed = pending()
+            if waiting == 0 and stored >= accepted and unprocessed == 0:
+                break
+            if time.perf_counter() - load_ended > args.apply_timeout:
+                sys.exit(f"not applied after {args.apply_timeout:g} s: inbox {waiting}, stored {stored}, "
+                         f"unprocessed {unprocessed}")
+            time.sleep(0.05)
+        applied_after = time.perf_counter() - load_ended
+        with engine.connect() as c:
+            by_status = dict(c.execute(sa.text("SELECT status, count(*) FROM message_log GROUP BY status")).all())
+            events = c.execute(sa.text("SELECT count(*) FROM message_status_event")).scalar()
+
+        print(f"all applied {applied_after:.2f} s after the load ended "
+              f"({stored:,} deliveries stored, {events:,} status events)")
+        print(f"messages: {by_status} ({complete:,} had all three statuses accepted; READ should be at least that)")
+        if by_status.get("READ", 0) < complete or events < accepted:
+            print("MISMATCH: some accepted callbacks were not applied")
+            return 1
+        return 0
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        engine.dispose()
+        testing.drop_database(DATABASE)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

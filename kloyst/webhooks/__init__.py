@@ -1,0 +1,66 @@
+"""Meta's webhooks: verified, stored and acknowledged fast, then applied per vendor by plugins.
+
+The path of one webhook (RELIABILITY.md A6):
+
+* ``POST /webhook/whatsapp`` (:mod:`.receiver`, ahead of Pyramid's router) checks
+  ``X-Hub-Signature-256`` over the raw body, makes the body durable — the Redis inbox
+  (:mod:`.inbox`), or the ``webhook_delivery`` table when there is no Redis — and answers
+  200. Nothing is parsed in the request, and with Redis the database is never touched
+  there. ``GET`` on the same path is Meta's verification handshake (:mod:`.views`).
+* The drainer (:mod:`.drainer`, a thread of the WEBHOOK and ALL modes) stores each body
+  once (unique by its SHA-256), splits it into :class:`WebhookChange` objects, asks the
+  ``kloyst_webhook_vendors`` hook whose they are, and calls the tenant hook
+  ``kloyst_webhook_changes(changes, ctx)`` on the plugins each vendor has enabled, in one
+  transaction per vendor and batch. Failures are retried with backoff, a bounded number
+  of times.
+
+**Handling another webhook field is implementing that hook.** Every field Meta sends
+(``messages``, ``message_template_status_update``, ``phone_number_quality_update``, …)
+reaches ``kloyst_webhook_changes`` of every plugin the vendor enabled; a plugin picks the
+fields it knows::
+
+    @hookimpl
+    def kloyst_webhook_changes(changes, ctx):
+        for change in changes:
+            if change.field == "phone_number_quality_update":
+                ...  # change.value is Meta's dict; ctx.db is scoped to the vendor
+
+Rules for handlers: apply idempotently (deliveries are at least once, out of order, and a
+failed batch is applied again), key writes on Meta's ids with unique constraints
+(:func:`insert_skipping_conflicts` gives ``INSERT … ON CONFLICT DO NOTHING`` on both
+databases), and raise :class:`RetryLater` when a change names something not recorded yet.
+The messages plugin (``kloyst_plugins/messages/webhooks.py``) is the worked example.
+"""
+
+from __future__ import annotations
+
+from pyramid.security import NO_PERMISSION_REQUIRED
+
+from kloyst.runner import WEBHOOK_PREFIX
+from kloyst.webhooks.changes import MalformedDelivery, RetryLater, WebhookChange, parse_envelope
+from kloyst.webhooks.deliveries import insert_skipping_conflicts
+
+__all__ = ["WebhookChange", "RetryLater", "MalformedDelivery", "parse_envelope", "insert_skipping_conflicts",
+           "WEBHOOK_PATH", "MAX_BODY_BYTES", "includeme"]
+
+WEBHOOK_PATH = WEBHOOK_PREFIX + "whatsapp"
+# Meta: webhook payloads can be up to 3 MB (meta-cloud-api.md §5.6).
+MAX_BODY_BYTES = 3 * 1024 * 1024
+
+
+def includeme(config) -> None:
+    """The public webhook route (outside the API prefix), its body limit, its receiver, and the inbox."""
+    from kloyst.webhooks import views
+    from kloyst.webhooks.inbox import RedisInbox
+    from kloyst.webhooks.receiver import ROUTE_NAME, Receiver
+
+    registry = config.registry
+    client = registry["kloyst.redis"]
+    registry["kloyst.webhook_inbox"] = RedisInbox(client) if client is not None else None
+    config.add_body_limit(WEBHOOK_PATH, MAX_BODY_BYTES, exact=True)
+    config.add_route(ROUTE_NAME, WEBHOOK_PATH)
+    registry["kloyst.webhook_receiver"] = receiver = Receiver(registry, WEBHOOK_PATH)
+    config.add_view(views.verify, route_name=ROUTE_NAME, request_method="GET", permission=NO_PERMISSION_REQUIRED)
+    config.add_view(views.receive, route_name=ROUTE_NAME, request_method="POST", permission=NO_PERMISSION_REQUIRED)
+    # POSTs are answered before routing (see kloyst.webhooks.receiver); the view serves apps with another policy.
+    config.set_execution_policy(receiver)

@@ -1,0 +1,267 @@
+"""The webhook drainer: stored deliveries in, each vendor's changes applied by that vendor's plugins.
+
+Runs as a thread in the WEBHOOK and ALL modes (:func:`start`). One pass
+(:meth:`Drainer.drain_once`):
+
+1. **Store.** With Redis, a batch leaves the inbox for this drainer's processing list
+   (:mod:`kloyst.webhooks.inbox`), is inserted into ``webhook_delivery`` with
+   ``ON CONFLICT DO NOTHING`` on the body's hash — a replayed body adds no row, so it has
+   no second effect — and is acknowledged once committed. Without Redis the request stored
+   the rows itself.
+2. **Claim** the deliveries whose retry time came (and rows a dead drainer had claimed:
+   every claim is a lease, ``next_attempt_at`` pushed ``LEASE_SECONDS`` ahead).
+3. **Apply.** Each body is split into :class:`~kloyst.webhooks.WebhookChange`; the
+   ``kloyst_webhook_vendors`` hook says whose each change is (asked once per WABA and
+   number per batch). A change nobody holds is logged and dropped — Meta already had its
+   200. Each vendor's changes go to the tenant hook ``kloyst_webhook_changes`` of the
+   plugins *that vendor* enabled, in one transaction per vendor and batch.
+4. **Finish.** Deliveries whose every vendor committed are processed. When a vendor's
+   transaction fails, its deliveries are applied again one by one, so one bad change
+   cannot hold back the others; a delivery that still fails keeps its error and is retried
+   with exponential backoff, up to ``kloyst.webhooks.max_attempts`` times, then left
+   processed with its error for an operator. Applying twice is safe: handlers are
+   idempotent (statuses only move forward; events are keyed by ``wamid``).
+
+Polling is adaptive: full batches are followed at once, a partial one by a short linger so
+that the next batch gathers (the per-delivery cost of a pass falls fourfold from 20 to 500
+deliveries: measured 0.37 → 0.08 ms of CPU); with Redis an idle drainer blocks on the inbox
+and wakes with the next webhook; without, it backs off to a second. Processed
+deliveries older than ``kloyst.webhooks.retention_days`` are deleted every few minutes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections import defaultdict
+
+import transaction
+
+from kloyst.db import session_scope, tenancy, utcnow
+from kloyst.outbox.delivery import backoff_seconds
+from kloyst.webhooks import deliveries
+from kloyst.webhooks.changes import MalformedDelivery, RetryLater, WebhookChange, parse_envelope
+from kloyst.webhooks.deliveries import Delivery
+from kloyst.webhooks.inbox import unpack
+
+log = logging.getLogger(__name__)
+
+LEASE_SECONDS = 60  # a claimed delivery not finished by then is due again (its drainer died)
+HEARTBEAT_TTL_SECONDS = 60  # a drainer silent this long is dead: its processing list goes back to the inbox
+HEARTBEAT_EVERY_SECONDS = 10
+RECOVER_EVERY_SECONDS = 60
+PURGE_EVERY_SECONDS = 600
+MIN_PAUSE_SECONDS = 0.05
+MAX_PAUSE_SECONDS = 1.0
+LINGER_SECONDS = 0.2  # after a partial batch: what the next one may wait for more webhooks to join it
+
+
+class Drainer:
+    def __init__(self, registry, owner: str | None = None) -> None:
+        self.registry = registry
+        self.settings = registry.settings
+        self.inbox = registry["kloyst.webhook_inbox"]
+        self.owner = owner or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.batch_size = self.settings["kloyst.webhooks.batch_size"]
+        self._next_heartbeat = self._next_recover = self._next_purge = 0.0
+
+    def _session(self, vendor_id=tenancy.ALL_VENDORS, manager=None):
+        # Looked up on every use: tests swap the session factory for one inside their transaction.
+        return session_scope(self.registry["kloyst.session_factory"], vendor_id=vendor_id, manager=manager)
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Drain until ``stop`` is set."""
+        pause = MIN_PAUSE_SECONDS
+        try:
+            while not stop.is_set():
+                handled = self.drain_once(block_seconds=MAX_PAUSE_SECONDS if self.inbox is not None else 0)
+                if handled >= self.batch_size:
+                    continue
+                if handled:
+                    # Let the next batch gather: a pass costs ~4x more per delivery at 20 than at 500.
+                    pause = MIN_PAUSE_SECONDS
+                    stop.wait(LINGER_SECONDS)
+                elif self.inbox is None:  # with Redis, take() already waited on the inbox
+                    pause = min(MAX_PAUSE_SECONDS, pause * 2)
+                    stop.wait(pause)
+        finally:
+            if self.inbox is not None:
+                self.inbox.retire(self.owner)
+
+    def drain_once(self, block_seconds: float = 0) -> int:
+        """One pass (store, claim, apply, finish); returns how many deliveries it handled."""
+        handled = 0
+        if self.inbox is not None:
+            self._keep_alive()
+            items = self.inbox.held(self.owner) or self.inbox.take(self.owner, self.batch_size, block_seconds)
+            if items:
+                now = utcnow()
+                with self._session() as db:
+                    fresh = deliveries.store(db, [unpack(item) for item in items],
+                                             next_attempt_at=now + dt.timedelta(seconds=LEASE_SECONDS))
+                self.inbox.acknowledge(self.owner)
+                handled += len(items)
+                self.apply(fresh)
+        with self._session() as db:
+            due = deliveries.claim_due(db, self.batch_size, LEASE_SECONDS)
+        if due:
+            handled += len(due)
+            self.apply(due)
+        self._purge_when_due()
+        return handled
+
+    def _keep_alive(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_heartbeat:
+            self.inbox.heartbeat(self.owner, HEARTBEAT_TTL_SECONDS)
+            self._next_heartbeat = now + HEARTBEAT_EVERY_SECONDS
+        if now >= self._next_recover:
+            if recovered := self.inbox.recover():
+                log.warning("recovered %s webhook deliveries a stopped drainer had taken", recovered)
+            self._next_recover = now + RECOVER_EVERY_SECONDS
+
+    def _purge_when_due(self) -> None:
+        now = time.monotonic()
+        if now < self._next_purge:
+            return
+        self._next_purge = now + PURGE_EVERY_SECONDS
+        cutoff = utcnow() - dt.timedelta(days=self.settings["kloyst.webhooks.retention_days"])
+        purged = chunk = 10_000
+        while purged == chunk:
+            with self._session() as db:
+                purged = deliveries.purge_processed(db, cutoff, chunk)
+            if purged:
+                log.info("deleted %s processed webhook deliveries older than %s", purged, cutoff.date())
+
+    # -- applying ------------------------------------------------------------------------
+
+    def apply(self, batch: list[Delivery]) -> None:
+        """Apply ``batch`` and record, per delivery, that it is processed or when to try it again."""
+        if not batch:
+            return
+        by_id = {delivery.id: delivery for delivery in batch}
+        errors: dict[int, tuple[str, bool]] = {}  # delivery id → (error, worth retrying)
+        changes: list[WebhookChange] = []
+        for delivery in batch:
+            try:
+                changes.extend(parse_envelope(delivery.body, delivery_id=delivery.id,
+                                              received_at=delivery.received_at))
+            except MalformedDelivery as exc:
+                log.warning("webhook delivery %s is not a Meta envelope: %s", delivery.id, exc)
+                errors[delivery.id] = (str(exc), False)
+        for vendor_id, vendor_changes in self._by_vendor(changes).items():
+            self._apply_for_vendor(vendor_id, vendor_changes, errors)
+        with self._session() as db:
+            deliveries.mark_processed(db, [delivery_id for delivery_id in by_id if delivery_id not in errors])
+            for delivery_id, (error, retry) in errors.items():
+                delivery = by_id[delivery_id]
+                retry_in = (backoff_seconds(delivery.attempts + 1)
+                            if retry and delivery.attempts + 1 < self.settings["kloyst.webhooks.max_attempts"]
+                            else None)
+                if retry and retry_in is None:
+                    log.error("webhook delivery %s failed %s times; giving up: %s", delivery_id,
+                              delivery.attempts + 1, error)
+                deliveries.mark_failed(db, delivery, error, retry_in=retry_in)
+
+    def _by_vendor(self, changes: list[WebhookChange]) -> dict[uuid.UUID, list[WebhookChange]]:
+        """Each vendor's changes, in Meta's order; changes no vendor holds are logged and dropped."""
+        hook = self.registry["kloyst.plugin_manager"].hook.kloyst_webhook_vendors
+        owners: dict[tuple[str, str | None], list[uuid.UUID]] = {}
+        grouped: dict[uuid.UUID, list[WebhookChange]] = defaultdict(list)
+        with self._session() as db:
+            for change in changes:
+                key = (change.meta_waba_id, change.meta_phone_number_id)
+                if key not in owners:
+                    answers = hook(meta_waba_id=key[0], meta_phone_number_id=key[1], db=db)
+                    owners[key] = list(dict.fromkeys(uuid.UUID(str(v)) for answer in answers for v in answer or ()))
+                    if not owners[key]:
+                        log.warning("webhook change %r for WABA %s, phone number %s: no vendor holds them; dropped",
+                                    change.field, key[0], key[1],
+                                    extra={"delivery_id": change.delivery_id, "meta_waba_id": key[0],
+                                           "meta_phone_number_id": key[1]})
+                for vendor_id in owners[key]:
+                    grouped[vendor_id].append(change)
+        return grouped
+
+    def _apply_for_vendor(self, vendor_id: uuid.UUID, changes: list[WebhookChange],
+                          errors: dict[int, tuple[str, bool]]) -> None:
+        """One transaction for the vendor's share of the batch; on failure, one per delivery."""
+        pending = [c for c in changes if c.delivery_id not in errors]
+        if not pending:
+            return
+        failure = self._call_plugins(vendor_id, pending)
+        if failure is None:
+            return
+        by_delivery: dict[int, list[WebhookChange]] = defaultdict(list)
+        for change in pending:
+            by_delivery[change.delivery_id].append(change)
+        if len(by_delivery) == 1:
+            errors[next(iter(by_delivery))] = failure
+            return
+        for delivery_id, delivery_changes in by_delivery.items():
+            if (failure := self._call_plugins(vendor_id, delivery_changes)) is not None:
+                errors[delivery_id] = failure
+
+    def _call_plugins(self, vendor_id: uuid.UUID, changes: list[WebhookChange]) -> tuple[str, bool] | None:
+        """Run the vendor's enabled plugins on ``changes`` in one transaction; the error if it failed."""
+        from kloyst.plugins.enablement import enabled_plugins
+        from kloyst.queue import TaskContext
+
+        pm = self.registry["kloyst.plugin_manager"]
+        manager = transaction.TransactionManager(explicit=True)
+        ids = sorted({c.delivery_id for c in changes})
+        try:
+            with self._session(vendor_id, manager) as db:
+                apply = pm.for_plugins("kloyst_webhook_changes", enabled_plugins(db, pm, vendor_id))
+                apply(changes=changes, ctx=TaskContext(self.registry, db, manager, vendor_id))
+        except RetryLater as exc:
+            log.info("webhook deliveries %s of vendor %s wait: %s", ids, vendor_id, exc)
+            return f"retry later: {exc}", True
+        except Exception as exc:  # recorded on the delivery and retried; the other vendors go on
+            log.exception("webhook deliveries %s failed for vendor %s", ids, vendor_id)
+            return f"{type(exc).__name__}: {exc}", True
+        return None
+
+
+def drain_once(registry) -> int:
+    """Store and apply everything waiting now (the inbox, then due retries); how many deliveries were handled.
+
+    What tests call instead of running the thread; it returns when a pass finds nothing.
+    """
+    drainer = Drainer(registry, owner=f"drain-once-{uuid.uuid4().hex[:8]}")
+    total = 0
+    try:
+        while handled := drainer.drain_once():
+            total += handled
+    finally:
+        if drainer.inbox is not None:
+            drainer.inbox.retire(drainer.owner)
+    return total
+
+
+def drain_loop(registry, stop: threading.Event) -> None:
+    """Run one drainer until ``stop``; a failure (database or Redis down) is logged and the loop starts again."""
+    drainer = Drainer(registry)
+    pause = 0.5
+    while not stop.is_set():
+        try:
+            drainer.run(stop)
+            pause = 0.5
+        except Exception:
+            log.exception("webhook drainer failed; restarting in %.1f s", pause)
+            stop.wait(pause)
+            pause = min(30.0, pause * 2)
+
+
+def start(registry, stop: threading.Event) -> threading.Thread:
+    thread = threading.Thread(target=drain_loop, args=(registry, stop), name="webhook-drainer", daemon=True)
+    thread.start()
+    log.info("webhook drainer started")
+    return thread

@@ -1,0 +1,81 @@
+"""What a client may send to the messages API.
+
+A send names its recipient one way only (``to`` or ``contact_id``) and fills the template
+one way only (``parameters`` as Meta takes them, or ``variables``: template variables mapped
+to the contact's fields). The shapes are checked here; whether they fit the template is the
+templates plugin's ``validate_send``, which knows the template's placeholders.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from kloyst.errors import Unprocessable
+from kloyst.http.pagination import Page
+from kloyst.http.validation import Schema
+from kloyst_plugins.messages.models import MessageStatus
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+# Printable ASCII: what a header carries intact through every proxy, and what a UUID or a
+# client's own "order-123/attempt" key is made of.
+_IDEMPOTENCY_KEY = re.compile(rf"[\x20-\x7e]{{1,{MAX_IDEMPOTENCY_KEY_LENGTH}}}")
+
+
+class TemplateRef(Schema):
+    name: str = Field(min_length=1, max_length=512)
+    language: str = Field(min_length=1, max_length=16)  # Meta's code: en_US, pt_BR, fr
+
+
+class SendParameters(Schema):
+    """Meta's parameters: a list for ``{{1}}``-style templates, an object for named ones."""
+
+    body: list[Any] | dict[str, Any] | None = None
+    header: list[Any] | dict[str, Any] | None = None
+    buttons: list[dict[str, Any]] = []
+
+
+class MessageCreate(Schema):
+    phone_number_id: uuid.UUID  # our phone number's id (GET /v1/phone-numbers), not Meta's
+    to: str | None = Field(default=None, min_length=1, max_length=64)  # +E.164
+    contact_id: uuid.UUID | None = None
+    template: TemplateRef
+    parameters: SendParameters | None = None
+    # Template variable → contact field, e.g. {"1": {"field": "name", "default": "there"}}.
+    variables: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _one_recipient_one_filling(self) -> MessageCreate:
+        if (self.to is None) == (self.contact_id is None):
+            raise ValueError("give the recipient as either 'to' (a number in +E.164) or 'contact_id', not both")
+        if self.parameters is not None and self.variables is not None:
+            raise ValueError("fill the template with either 'parameters' or 'variables', not both")
+        return self
+
+
+class MessageListQuery(Page):
+    status: MessageStatus | None = None
+    phone_number_id: uuid.UUID | None = None
+    contact_id: uuid.UUID | None = None
+    campaign_id: uuid.UUID | None = None
+
+
+class DeadLetterListQuery(Page):
+    requeued: bool | None = None  # false: the ones still waiting for a decision
+
+
+def idempotency_key(headers) -> str | None:
+    """The ``Idempotency-Key`` header, or None when absent; a malformed one is a 422 (never silently ignored)."""
+    if IDEMPOTENCY_HEADER not in headers:
+        return None
+    key = headers[IDEMPOTENCY_HEADER].strip()
+    if not _IDEMPOTENCY_KEY.fullmatch(key):
+        raise Unprocessable(f"the {IDEMPOTENCY_HEADER} header must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} printable "
+                            "ASCII characters (a UUID is a good choice)", code="invalid_idempotency_key",
+                            details={"fields": [{"field": IDEMPOTENCY_HEADER, "problem": "1 to 255 printable ASCII "
+                                                                                         "characters"}]})
+    return key

@@ -1,0 +1,261 @@
+"""Queueing a template message, and putting a dead letter back in the queue: the rules both go through.
+
+A send is checked whole before anything is written, so a refused request leaves no row and
+no outbox event and nothing reaches Meta:
+
+* the number is the vendor's (another vendor's is "not found") and in service (``CONNECTED``);
+* the recipient is a valid number, or one of the vendor's contacts; a recipient known as a
+  contact who opted out is never queued, however it is named;
+* the template exists in the number's WABA, is APPROVED, and the parameters fit its
+  variables exactly (the templates plugin's ``validate_send``, naming each problem).
+
+Then, in the caller's transaction, one ``message_log`` row (QUEUED, content sealed) and one
+``messages.queued`` outbox event: the sender sees both or neither. The message id is chosen
+before the payload is built because Meta echoes it back (``biz_opaque_callback_data``), which
+is how a send Meta accepted before a crash is recognised.
+
+**Idempotency** (RELIABILITY A7, Stripe's rules): a request with an ``Idempotency-Key`` is
+stored with its key and the SHA-256 of its canonical body. The same key and body again get
+the same message back, never a second row; the same key with another body is a 422. Two
+concurrent requests with one key meet at the unique ``(vendor_id, idempotency_key)`` index:
+the second insert waits for the first transaction, fails in its savepoint, and answers with
+the winner's message. Refused requests store nothing, so a client may fix one and retry it
+under the same key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from kloyst.crypto import FieldCipher, MobileHasher
+from kloyst.db import new_id, tenancy, utcnow
+from kloyst.errors import Conflict, NotFound, Unprocessable
+from kloyst_plugins.contacts.models import Contact
+from kloyst_plugins.contacts.services import ContactService, read_phone
+from kloyst_plugins.messages import content, dispatch
+from kloyst_plugins.messages.models import STATUS_RANK, DeadLetter, MessageLog, MessageStatus
+from kloyst_plugins.templates import parameters, services as template_services
+from kloyst_plugins.templates.models import MessageTemplate
+from kloyst_plugins.waba.models import PhoneNumber, SharedWaba, Waba
+from kloyst_plugins.waba.services import CONNECTED
+
+
+def request_hash(body: Any) -> str:
+    """SHA-256 of the body as canonical JSON: key order and spacing do not make two requests differ."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Idempotency:
+    key: str
+    request_hash: str
+
+
+@dataclass(frozen=True)
+class TemplateSend:
+    """One template message to queue, as a client asked for it (see :class:`.schemas.MessageCreate`)."""
+
+    phone_number_id: uuid.UUID
+    template_name: str
+    template_language: str
+    to: str | None = None
+    contact_id: uuid.UUID | None = None
+    body: Any = None
+    header: Any = None
+    buttons: tuple = ()
+    variables: dict | None = None  # fill from the contact instead of body/header
+    use_parameters: bool = False  # body/header/buttons were given, even if empty
+
+
+@dataclass(frozen=True)
+class Recipient:
+    e164: str
+    country: str | None
+    mobile_hash: bytes
+    contact: Contact | None
+
+
+@dataclass(frozen=True)
+class Queued:
+    message: MessageLog
+    replayed: bool  # an earlier request with the same Idempotency-Key made it
+
+
+class MessageService:
+    """Queueing and requeueing for one vendor, in the caller's session and transaction.
+
+    The session must be scoped to that vendor (a request's, or a task's), so the number,
+    contact and template lookups here only ever find the vendor's own rows.
+    """
+
+    def __init__(self, db: Session, *, vendor_id: uuid.UUID, cipher: FieldCipher, hasher: MobileHasher) -> None:
+        if tenancy.current_scope(db) != vendor_id:
+            raise tenancy.TenancyError("MessageService needs a session scoped to the message's vendor")
+        self.db = db
+        self.vendor_id = vendor_id
+        self.cipher = cipher
+        self.contacts = ContactService(db, vendor_id=vendor_id, cipher=cipher, hasher=hasher)
+
+    @classmethod
+    def for_request(cls, request) -> MessageService:
+        registry = request.registry
+        return cls(request.db, vendor_id=request.vendor_id, cipher=registry["kloyst.cipher"],
+                   hasher=registry["kloyst.mobile_hasher"])
+
+    def recipient_number(self, message: MessageLog) -> str:
+        """The number a message goes to, read from its sealed content (only the payload holds it)."""
+        return content.open_content(self.cipher, self.vendor_id, message.content_enc)["to"]
+
+    def queue(self, send: TemplateSend, *, idempotency: Idempotency | None = None) -> Queued:
+        """Check ``send`` whole, then queue it with its doorbell; a known key answers with its message as it is now."""
+        if idempotency is not None and (earlier := self._by_key(idempotency.key)) is not None:
+            return self._replay(earlier, idempotency)
+        number = self.sending_number(send.phone_number_id)
+        recipient = self._recipient(send)
+        template = self._template(number, send.template_name, send.template_language)
+        message_id = new_id()
+        payload = self._payload(send, recipient, template, message_id)
+        content_enc, enc_kid = content.seal_content(self.cipher, self.vendor_id, payload)
+        message = MessageLog(
+            id=message_id, vendor_id=self.vendor_id, phone_number_id=number.id,
+            contact_id=recipient.contact.id if recipient.contact is not None else None,
+            template_id=template.id, template_name=template.name, template_language=template.language,
+            category=template.category, recipient_hash=recipient.mobile_hash, country=recipient.country,
+            content_enc=content_enc, enc_kid=enc_kid, status=MessageStatus.QUEUED.value,
+            status_rank=STATUS_RANK[MessageStatus.QUEUED], next_attempt_at=utcnow(),
+            idempotency_key=idempotency.key if idempotency else None,
+            request_hash=idempotency.request_hash if idempotency else None)
+        try:
+            with self.db.begin_nested():
+                self.db.add(message)
+                self.db.flush()
+        except IntegrityError:
+            # A concurrent request with the same key committed first: its message is the answer.
+            winner = self._by_key(idempotency.key) if idempotency is not None else None
+            if winner is None:
+                raise
+            return self._replay(winner, idempotency)
+        dispatch.notify_queued(self.db, self.vendor_id, [number.id])
+        return Queued(message, replayed=False)
+
+    def sending_number(self, phone_number_id: uuid.UUID) -> PhoneNumber:
+        """The vendor's number, if Meta has it in service; a number that cannot send is refused up front."""
+        number = self.db.get(PhoneNumber, phone_number_id)
+        if number is None:
+            raise NotFound("phone number not found", code="phone_number_not_found",
+                           details={"phone_number_id": str(phone_number_id)})
+        if number.status != CONNECTED:
+            raise Conflict(f"phone number {number.display_phone_number} is {number.status}, not {CONNECTED}: it "
+                           "cannot send until Meta reports it connected again", code="phone_number_unavailable",
+                           details={"phone_number_id": str(number.id), "status": number.status})
+        return number
+
+    def requeue(self, dead_letter: DeadLetter) -> MessageLog:
+        """Send a dead letter's message again, through the same gates as a new send.
+
+        The dead letter keeps why it failed; the message loses its error and starts a fresh
+        round of retries. Both rows are locked, so two requeues of one letter cannot both win.
+        """
+        letter = self.db.scalars(select(DeadLetter).where(DeadLetter.id == dead_letter.id).with_for_update()
+                                 .execution_options(populate_existing=True)).one()
+        if letter.requeued_at is not None:
+            raise Conflict(f"this dead letter was requeued at {letter.requeued_at.isoformat()}",
+                           code="already_requeued", details={"requeued_at": letter.requeued_at.isoformat()})
+        message = self.db.scalars(select(MessageLog).where(MessageLog.id == letter.message_id).with_for_update()
+                                  .execution_options(populate_existing=True)).one()
+        if message.status != MessageStatus.FAILED.value:
+            raise Conflict(f"message {message.id} is {message.status} now, not FAILED: there is nothing to requeue",
+                           code="message_not_failed", details={"status": message.status})
+        self.sending_number(message.phone_number_id)
+        if message.contact_id is not None:
+            contact = self.db.get(Contact, message.contact_id)
+            if contact is not None and contact.opted_out:
+                raise _opted_out(contact)
+        message.status, message.status_rank = MessageStatus.QUEUED.value, STATUS_RANK[MessageStatus.QUEUED]
+        message.next_attempt_at, message.lease_until, message.retry_count = utcnow(), None, 0
+        message.error_code = message.error_subcode = message.error_message = message.failed_at = None
+        letter.requeued_at = utcnow()
+        self.db.flush()
+        dispatch.notify_queued(self.db, self.vendor_id, [message.phone_number_id])
+        return message
+
+    def _by_key(self, key: str) -> MessageLog | None:
+        return self.db.scalars(select(MessageLog).where(MessageLog.idempotency_key == key)).one_or_none()
+
+    @staticmethod
+    def _replay(earlier: MessageLog, idempotency: Idempotency) -> Queued:
+        if earlier.request_hash != idempotency.request_hash:
+            raise Unprocessable("Idempotency-Key reused with different parameters: a key names one request; "
+                                "send a new key for a different message", code="idempotency_key_reused",
+                                details={"message_id": str(earlier.id)})
+        return Queued(earlier, replayed=True)
+
+    def _recipient(self, send: TemplateSend) -> Recipient:
+        if send.contact_id is not None:
+            contact = self.db.get(Contact, send.contact_id)
+            if contact is None:
+                raise NotFound("contact not found", code="contact_not_found",
+                               details={"contact_id": str(send.contact_id)})
+            e164, country = self.contacts.decrypt_mobile(contact), contact.country
+        else:
+            phone = read_phone(send.to, None, field="to")
+            e164, country = phone.e164, phone.region
+            contact = self.contacts.find_by_phone(phone)
+        if contact is not None and contact.opted_out:
+            raise _opted_out(contact)
+        return Recipient(e164, country, self.contacts.mobile_hash(e164), contact)
+
+    def _template(self, number: PhoneNumber, name: str, language: str) -> MessageTemplate:
+        """The APPROVED template of the number's WABA (not approved: the templates plugin's 422)."""
+        try:
+            return template_services.find_sendable(self.db, self._meta_waba_id(number), name, language)
+        except template_services.TemplateNotFound as exc:
+            # A 404 names the URL's resource; here the template is a field of the body.
+            raise Unprocessable(f"template: {exc.message}", code=exc.code,
+                                details={"fields": [{"field": "template", "problem": exc.message}]}) from None
+
+    def _payload(self, send: TemplateSend, recipient: Recipient, template: MessageTemplate,
+                 message_id: uuid.UUID) -> dict:
+        """Meta's send body, once the values fit the template (else a 422 listing every problem)."""
+        body, header = send.body, send.header
+        try:
+            # Without parameters, a contact's template is filled from the contact: by the send's
+            # variables, else by the mapping stored on the template.
+            if not send.use_parameters and (send.variables is not None or (
+                    recipient.contact is not None and template.variable_mapping)):
+                resolved = self._resolve(template, send.variables, recipient.contact)
+                body, header = resolved.body, resolved.header
+            return parameters.build_payload(template, recipient.e164, body=body, header=header, buttons=send.buttons,
+                                            biz_opaque_callback_data=str(message_id))
+        except parameters.TemplateParameterError as exc:
+            raise exc.as_api_error() from None
+
+    def _meta_waba_id(self, number: PhoneNumber) -> str:
+        if number.waba_id is not None:
+            return self.db.get(Waba, number.waba_id).meta_waba_id
+        # The shared WABA is a platform row; the number itself was loaded under the vendor's scope.
+        with tenancy.unscoped(self.db):
+            return self.db.get(SharedWaba, number.shared_waba_id).meta_waba_id
+
+    def _resolve(self, template: MessageTemplate, variables: dict | None,
+                 contact: Contact | None) -> parameters.Resolved:
+        if contact is None:
+            raise Unprocessable("variables are filled from a contact, and this number is not one of your contacts; "
+                                "send 'parameters' instead, or add the contact first", code="variables_need_contact")
+        fields = {"name": self.contacts.decrypt_name(contact), "mobile": self.contacts.decrypt_mobile(contact),
+                  "country": contact.country, "attributes": contact.attributes or {}}
+        return parameters.resolve_variables(template, variables, fields)
+
+
+def _opted_out(contact: Contact) -> Conflict:
+    return Conflict("contact opted out: nothing is sent to a contact who opted out (opt them in first, if they "
+                    "asked to be messaged again)", code="contact_opted_out", details={"contact_id": str(contact.id)})

@@ -1,0 +1,31 @@
+"""The template sync task: one WABA per task, so one WABA's failure never holds back another's.
+
+``templates.sync(vendor_id, meta_waba_id)`` runs :func:`.services.sync_waba` in its own
+transaction. A refusal worth retrying (Meta down, rate limited, the network) propagates and
+the outbox retries with backoff; any other refusal is recorded on the WABA's
+:class:`~.models.TemplateSync` and the task ends, rather than retrying what cannot succeed.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from kloyst.queue import task
+from kloyst_plugins.templates import services
+
+log = logging.getLogger(__name__)
+
+SYNC = "templates.sync"
+
+
+@task(SYNC)
+def sync_templates(ctx, vendor_id: uuid.UUID, meta_waba_id: str) -> None:
+    access = services.waba_access(ctx.db, ctx.registry["kloyst.cipher"], meta_waba_id)
+    if access is None:
+        # Removed, or its shared numbers unassigned, since the sync was asked for.
+        log.info("template sync of WABA %s skipped: vendor %s can no longer use it", meta_waba_id, vendor_id)
+        return
+    record = services.sync_waba(ctx.db, ctx.registry["kloyst.meta"], access)
+    log.info("template sync of WABA %s for vendor %s: %s", meta_waba_id, vendor_id,
+             record.last_error or f"{record.template_count} templates")

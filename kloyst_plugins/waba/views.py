@@ -1,0 +1,130 @@
+"""The vendor's WABA API: ``/v1/wabas`` and ``/v1/phone-numbers``.
+
+Enablement, tenancy and authentication are the core's: every route is gated on the plugin,
+``model=`` loads ``{id}`` through tenant scoping (another vendor's WABA or number is a 404),
+and views default to ``vendor.member``. Registering, changing and deleting a WABA handles
+its access token, so those need ``vendor.admin``; members read and ask for a sync.
+
+No response carries a token, encrypted or not: :func:`waba_json` says ``has_access_token``.
+Syncs run after commit (``request.enqueue``), so a 202 means "queued", and the WABA's
+``last_synced_at`` / ``last_sync_error`` tell how it went.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from kloyst.auth.views import no_content
+from kloyst.http.pagination import Page, paginate
+from kloyst_plugins.waba import services
+from kloyst_plugins.waba.models import PhoneNumber, SharedPhoneNumber, SharedWaba, Waba
+from kloyst_plugins.waba.schemas import PhoneNumberQuery, WabaCreate, WabaPatch
+from kloyst_plugins.waba.tasks import SYNC_PHONE_NUMBERS
+
+ADMIN = {"permission": "vendor.admin", "renderer": "json"}
+
+
+def waba_json(waba: Waba | SharedWaba) -> dict:
+    data = {"id": waba.id, "meta_waba_id": waba.meta_waba_id, "name": waba.name,
+            "has_access_token": waba.access_token_enc is not None, "last_synced_at": waba.last_synced_at,
+            "last_sync_error": waba.last_sync_error, "created_at": waba.created_at, "updated_at": waba.updated_at}
+    if isinstance(waba, Waba):
+        data["business_id"] = waba.business_id
+    return data
+
+
+def phone_number_json(number: PhoneNumber) -> dict:
+    return {"id": number.id, "meta_phone_number_id": number.meta_phone_number_id, "waba_id": number.waba_id,
+            "shared": number.shared_waba_id is not None, "shared_waba_id": number.shared_waba_id,
+            "display_phone_number": number.display_phone_number, "verified_name": number.verified_name,
+            "quality_rating": number.quality_rating, "throughput_mps": number.throughput_mps,
+            "status": number.status, "messaging_limit_tier": number.messaging_limit_tier,
+            "last_synced_at": number.last_synced_at, "created_at": number.created_at,
+            "updated_at": number.updated_at}
+
+
+def shared_phone_number_json(number: SharedPhoneNumber) -> dict:
+    return {"id": number.id, "shared_waba_id": number.shared_waba_id,
+            "meta_phone_number_id": number.meta_phone_number_id,
+            "display_phone_number": number.display_phone_number, "verified_name": number.verified_name,
+            "quality_rating": number.quality_rating, "throughput_mps": number.throughput_mps,
+            "status": number.status, "messaging_limit_tier": number.messaging_limit_tier,
+            "assigned_vendor_id": number.assigned_vendor_id, "created_at": number.created_at,
+            "updated_at": number.updated_at}
+
+
+def queued(request, **ids) -> dict:
+    request.response.status_int = 202
+    return {**ids, "sync": "queued"}
+
+
+def list_wabas(request):
+    page = paginate(request.db, select(Waba), Waba, request.validated_query(Page))
+    return {"items": [waba_json(w) for w in page.items], "next_cursor": page.next_cursor}
+
+
+def create_waba(request):
+    body = request.validated(WabaCreate)
+    waba = services.create_waba(request.db, request.registry["kloyst.cipher"], vendor_id=request.vendor_id,
+                                meta_waba_id=body.meta_waba_id, name=body.name, access_token=body.access_token,
+                                business_id=body.business_id)
+    request.enqueue(SYNC_PHONE_NUMBERS, waba_id=waba.id)
+    request.response.status_int = 201
+    return {"waba": waba_json(waba), "sync": "queued"}
+
+
+def get_waba(request):
+    return {"waba": waba_json(request.context)}
+
+
+def patch_waba(request):
+    body = request.validated(WabaPatch)
+    replaced = services.update_waba(request.registry["kloyst.cipher"], request.context, name=body.name,
+                                    access_token=body.access_token)
+    request.db.flush()
+    answer = {"waba": waba_json(request.context)}
+    if replaced:  # the new token may fix what the old one could not
+        request.enqueue(SYNC_PHONE_NUMBERS, waba_id=request.context.id)
+        answer["sync"] = "queued"
+    return answer
+
+
+def delete_waba(request):
+    services.delete_waba(request.db, request.context)
+    return no_content(request)
+
+
+def sync_waba(request):
+    request.enqueue(SYNC_PHONE_NUMBERS, waba_id=request.context.id)
+    return queued(request, waba_id=request.context.id)
+
+
+def list_phone_numbers(request):
+    query = request.validated_query(PhoneNumberQuery)
+    statement = select(PhoneNumber)
+    if query.waba_id is not None:
+        statement = statement.where(PhoneNumber.waba_id == query.waba_id)
+    if query.status is not None:
+        statement = statement.where(PhoneNumber.status == query.status.upper())
+    page = paginate(request.db, statement, PhoneNumber, query)
+    return {"items": [phone_number_json(n) for n in page.items], "next_cursor": page.next_cursor}
+
+
+def get_phone_number(request):
+    return {"phone_number": phone_number_json(request.context)}
+
+
+def includeme(config) -> None:
+    config.add_route("waba.collection", "/wabas")
+    config.add_view(list_wabas, route_name="waba.collection", request_method="GET", renderer="json")
+    config.add_view(create_waba, route_name="waba.collection", request_method="POST", **ADMIN)
+    config.add_route("waba.item", "/wabas/{id}", model=Waba)
+    config.add_view(get_waba, route_name="waba.item", request_method="GET", renderer="json")
+    config.add_view(patch_waba, route_name="waba.item", request_method="PATCH", **ADMIN)
+    config.add_view(delete_waba, route_name="waba.item", request_method="DELETE", **ADMIN)
+    config.add_route("waba.item.sync", "/wabas/{id}/sync", model=Waba)
+    config.add_view(sync_waba, route_name="waba.item.sync", request_method="POST", renderer="json")
+    config.add_route("waba.phone_numbers", "/phone-numbers")
+    config.add_view(list_phone_numbers, route_name="waba.phone_numbers", request_method="GET", renderer="json")
+    config.add_route("waba.phone_number", "/phone-numbers/{id}", model=PhoneNumber)
+    config.add_view(get_phone_number, route_name="waba.phone_number", request_method="GET", renderer="json")

@@ -1,0 +1,80 @@
+"""The embedded default sends a message end to end with no Meta account: `kloyst run development.ini`
+serves the Meta sandbox, the demo vendor registers the sandbox's WABA, numbers and templates sync,
+a message goes out through the sender and the sandbox's signed webhooks bring it to READ."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from e2e_support import clean_env, free_port
+from test_sqlite_smoke import DEMO
+
+pytestmark = pytest.mark.slow
+
+WABA = "200000000000001"  # kloyst/sandbox/embedded.py
+FAST_NUMBER = "100000000000001"
+
+
+def call(method: str, url: str, token: str, body: dict | None = None, headers: dict | None = None):
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method, headers={
+        "Authorization": f"Bearer {token}", "Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
+
+
+def eventually(fetch, done, what: str, timeout: float = 60):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fetch()
+        if done(value):
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}; last: {value}")
+        time.sleep(0.3)
+
+
+def test_a_message_goes_out_and_comes_back_read_on_the_embedded_default(embedded_ini, start_kloyst):
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    service = start_kloyst("run", str(embedded_ini), env=clean_env(PORT=str(port)))
+    service.wait_for_http(f"{base}/healthz")
+    output = service.stdout.read_text()
+    assert "Meta sandbox at http://127.0.0.1:" in output, output
+    demo_email, demo_password = DEMO.search(output).groups()
+    request = urllib.request.Request(f"{base}/v1/auth/login", headers={"Content-Type": "application/json"},
+                                     data=json.dumps({"email": demo_email, "password": demo_password}).encode())
+    with urllib.request.urlopen(request, timeout=10) as response:
+        token = json.loads(response.read())["access_token"]
+
+    status, created = call("POST", f"{base}/v1/wabas", token,
+                           {"meta_waba_id": WABA, "name": "Sandbox", "access_token": "any-token"})
+    assert status == 201, created
+    numbers = eventually(lambda: call("GET", f"{base}/v1/phone-numbers", token)[1],
+                         lambda body: len(body.get("phone_numbers", body.get("items", []))) == 2,
+                         "the sandbox's two numbers to sync")
+    listed = numbers.get("phone_numbers", numbers.get("items"))
+    fast = next(n for n in listed if n["meta_phone_number_id"] == FAST_NUMBER)
+    assert fast["throughput_mps"] == 1000
+
+    assert call("POST", f"{base}/v1/templates/sync", token)[0] == 202
+    eventually(lambda: call("GET", f"{base}/v1/templates?status=APPROVED", token)[1],
+               lambda body: len(body.get("templates", body.get("items", []))) >= 2, "the templates to sync")
+
+    status, sent = call("POST", f"{base}/v1/messages", token, {
+        "phone_number_id": fast["id"], "to": "+12025550123",
+        "template": {"name": "welcome", "language": "en_US"},
+        "parameters": {"body": {"first_name": "Ann"}}}, headers={"Idempotency-Key": "e2e-1"})
+    assert status == 202, sent
+    message_id = sent["message"]["id"]
+    final = eventually(lambda: call("GET", f"{base}/v1/messages/{message_id}", token)[1]["message"],
+                       lambda message: message["status"] == "READ", "the message to be read")
+    assert final["wamid"].startswith("wamid.") and final["pricing_category"] == "marketing"
+    assert service.terminate() == 0
