@@ -83,6 +83,16 @@ class Stopper:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
 
+    def _note_signal(self, signum, _frame) -> None:
+        log.info("received %s while starting; stopping once started", signal.Signals(signum).name)
+        self.event.set()
+
+    def install_startup_handlers(self) -> None:
+        """While the mode starts: a signal only sets the flag (unwinding half-started parts would leak them);
+        :func:`run` sees the flag once everything is up and stops in order."""
+        signal.signal(signal.SIGTERM, self._note_signal)
+        signal.signal(signal.SIGINT, self._note_signal)
+
 
 def webhook_only(app):
     """WSGI filter for WEBHOOK mode: everything but the webhook and health routes is a JSON 404."""
@@ -156,6 +166,7 @@ def start_worker(registry, stopper: Stopper):
     consumer = queue.huey.create_consumer(workers=registry.settings["kloyst.queue.workers"], worker_type="thread",
                                           periodic=True, check_worker_health=True, shutdown_timeout=30)
     consumer.start()
+    stopper.install_startup_handlers()  # huey's start() put its own handlers in place; Kloyst's decide
     log.info("worker started with %s threads", registry.settings["kloyst.queue.workers"])
 
     stopper.on_stop(lambda: consumer.stop(graceful=True))  # finishes the tasks in hand
@@ -213,6 +224,7 @@ def run(mode: str, app, registry, *, on_listening=None) -> int:
     mode = check_service_type(mode)
     settings = registry.settings
     stopper = Stopper()
+    stopper.install_startup_handlers()
     threads: list[threading.Thread] = []
     if mode in ("WORKER", "ALL"):
         start_worker(registry, stopper)
@@ -238,7 +250,7 @@ def run(mode: str, app, registry, *, on_listening=None) -> int:
     # everything started, inside the try below.
     stopper.install_signal_handlers()
     try:
-        if servers:  # one at most: the HTTP modes serve one port each
+        if servers and not stopper.event.is_set():  # one at most: the HTTP modes serve one port each
             servers[0].run()
         else:
             while not stopper.event.is_set():

@@ -59,10 +59,13 @@ class _Handler(BaseHTTPRequestHandler):
             if url.path.startswith("/_sandbox/"):
                 status, result = sandbox.control(method, url.path.removeprefix("/_sandbox/"), body)
             else:
+                # Meta counts a request against the number's throughput when it arrives, then takes its time
+                # to answer: admit first, wait after. (Waiting first would measure this server's thread
+                # scheduling under load, not the sender's pacing.)
+                status, result = sandbox.graph(method, url.path, query, body, self.headers.get("Authorization", ""))
                 latency = sandbox.state.behaviour.latency_ms
                 if latency > 0:
                     time.sleep(latency / 1000.0)
-                status, result = sandbox.graph(method, url.path, query, body, self.headers.get("Authorization", ""))
         except Exception:  # a request the checks did not foresee: answer like Meta's unknown error, keep serving
             log.exception("sandbox failed on %s %s", method, url.path)
             status, result = error_response(1, "The sandbox could not handle this request.")

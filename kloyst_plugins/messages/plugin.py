@@ -28,7 +28,7 @@ def kloyst_settings():
                 help="Transient failures retried (exponential backoff with jitter) before a message fails."),
         Setting("messages.retry_base_seconds", "SENDER_RETRY_BASE_SECONDS", 2.0, float,
                 help="First retry delay; each retry doubles it (capped at 10 minutes)."),
-        Setting("messages.rate_safety", "SENDER_RATE_SAFETY", 0.98, float,
+        Setting("messages.rate_safety", "SENDER_RATE_SAFETY", 0.96, float,
                 help="Starting pace as a share of each number's Meta throughput (80 or 1,000 mps); a 130429 "
                      "lowers it further, quiet time brings it back."),
         Setting("messages.sender_enabled", "SENDER_ENABLED", True, as_bool,

@@ -33,23 +33,21 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
-import json
 import logging
 import queue
-import random
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 
-from sqlalchemy import Uuid, bindparam, text
 
 from kloyst.db import session_scope, utcnow
-from kloyst.db.base import UTCDateTime
-from kloyst.meta import ErrorKind, MetaClient, MetaError
+from kloyst.meta import MetaClient, MetaError
 from kloyst_plugins.messages import dispatch
+from kloyst_plugins.messages import statements as sql
 from kloyst_plugins.messages.content import open_content
 from kloyst_plugins.messages.governor import make_governor
+from kloyst_plugins.messages.outcomes import Job, Outcome, OutcomeWriter, as_uuid
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +67,7 @@ class SenderSettings:
     retry_base_seconds: float = 2.0
     retry_cap_seconds: float = 600.0
     poll_seconds: float = 0.5  # idle poll when no doorbell rings
-    safety: float = 0.98  # starting pace as a share of each number's tier
+    safety: float = 0.96  # starting pace as a share of each number's tier
 
     @classmethod
     def from_settings(cls, settings) -> SenderSettings:
@@ -97,32 +95,6 @@ class Number:
     buffer: collections.deque = field(default_factory=collections.deque)  # claimed, waiting for tokens
 
 
-@dataclass
-class Job:
-    id: uuid.UUID
-    vendor_id: uuid.UUID
-    number: Number
-    attempt: int
-    content_enc: bytes
-    maybe_sent_before: bool
-
-
-@dataclass
-class Outcome:
-    job: Job
-    at: dt.datetime
-    wamid: str | None = None
-    error: MetaError | None = None
-    refused: str | None = None  # refused before calling Meta (opted out, unreadable content)
-    extra: dict = field(default_factory=dict)
-
-
-def backoff_seconds(retry: int, base: float, cap: float) -> float:
-    """Exponential with jitter: uniform in [d/2, d], d = min(cap, base · 2^(retry-1))."""
-    ceiling = min(cap, base * (2 ** max(0, retry - 1)))
-    return ceiling / 2 + random.random() * ceiling / 2
-
-
 class Sender:
     def __init__(self, registry, settings: SenderSettings | None = None, *, meta: MetaClient | None = None,
                  doorbell: dispatch.Doorbell = dispatch.DOORBELL) -> None:
@@ -148,6 +120,7 @@ class Sender:
         self._writer_done = threading.Event()
         self._next_reconcile = 0.0
         self.stats = {"sent": 0, "retried": 0, "failed": 0, "throttled": 0, "duplicates": 0, "reclaimed": 0}
+        self.writer = OutcomeWriter(self.engine, self.settings, self.governor, self.numbers, self.stats)
 
     # ---- life cycle -------------------------------------------------------------------------------------
 
@@ -250,7 +223,7 @@ class Sender:
             return
         with self.engine.begin() as conn:
             for job in jobs:
-                conn.execute(_RELEASE, {"id": job.id, "attempt": job.attempt, "now": utcnow()})
+                conn.execute(sql.RELEASE, {"id": job.id, "attempt": job.attempt, "now": utcnow()})
         log.info("sender: %d claimed messages released unsent", len(jobs))
 
     def _refresh_pace(self, number: Number) -> None:
@@ -269,10 +242,10 @@ class Sender:
         """
         with self.engine.connect() as conn:
             if self.postgres:
-                rows = [(pn, vendor, WRITE_BATCH) for pn, vendor in conn.execute(_DUE_NUMBERS_PG, {"now": utcnow()})]
+                rows = [(pn, vendor, WRITE_BATCH) for pn, vendor in conn.execute(sql.DUE_NUMBERS_PG, {"now": utcnow()})]
             else:
-                rows = conn.execute(_DUE_COUNTS_SQLITE, {"now": utcnow()}).all()
-        due = {_as_uuid(pn): (_as_uuid(vendor), count) for pn, vendor, count in rows}
+                rows = conn.execute(sql.DUE_COUNTS_SQLITE, {"now": utcnow()}).all()
+        due = {as_uuid(pn): (as_uuid(vendor), count) for pn, vendor, count in rows}
         for number_id, number in self.numbers.items():
             if number_id not in due:
                 number.due = 0
@@ -312,10 +285,10 @@ class Sender:
         params = {"pn": number.id, "now": now, "lease": now + dt.timedelta(seconds=self.settings.lease_seconds),
                   "n": limit}
         with self.engine.begin() as conn:
-            rows = conn.execute(_CLAIM_PG if self.postgres else _CLAIM_SQLITE, params).all()
+            rows = conn.execute(sql.CLAIM_PG if self.postgres else sql.CLAIM_SQLITE, params).all()
         jobs, refused = [], []
         for message_id, vendor_id, attempts, content_enc, maybe_sent, opted_out in rows:
-            job = Job(_as_uuid(message_id), _as_uuid(vendor_id), number, attempts, bytes(content_enc),
+            job = Job(as_uuid(message_id), as_uuid(vendor_id), number, attempts, bytes(content_enc),
                       bool(maybe_sent))
             if opted_out or number.refusal:
                 refused.append((job, OPTED_OUT if opted_out else number.refusal))
@@ -393,258 +366,17 @@ class Sender:
             self._in_flight -= len(batch)
 
     def write(self, batch: list[Outcome]) -> None:
-        """Apply a batch of outcomes in one transaction."""
-        sent = [o for o in batch if o.wamid]
-        others = [o for o in batch if not o.wamid]
-        slowed: set[uuid.UUID] = set()
-        with self.engine.begin() as conn:
-            if sent:
-                self._record_sent(conn, sent)
-            for outcome in others:
-                self._record_failure(conn, outcome, slowed)
-        for number_id in slowed:
-            pace = self.governor.slow_down(str(number_id))
-            number = self.numbers.get(number_id)
-            if number is not None:
-                number.rate = max(1.0, number.tier * pace.factor)
-            log.warning("130429 on phone number %s: pace now %.0f%% of its tier (ceiling %.0f%%)", number_id,
-                        pace.factor * 100, pace.ceiling * 100)
-
-    def _record_sent(self, conn, sent: list[Outcome]) -> None:
-        if self.postgres:
-            updated = {_as_uuid(r[0]) for r in conn.execute(_SENT_PG, {
-                "ids": [str(o.job.id) for o in sent], "wamids": [o.wamid for o in sent],
-                "attempts": [o.job.attempt for o in sent], "at": [o.at.isoformat() for o in sent]})}
-        else:
-            updated = set()
-            for o in sent:
-                if conn.execute(_SENT_SQLITE, {"id": o.job.id, "wamid": o.wamid, "attempt": o.job.attempt,
-                                               "at": o.at}).rowcount:
-                    updated.add(o.job.id)
-        self.stats["sent"] += len(updated)
-        for outcome in sent:
-            if outcome.job.id not in updated:
-                self._record_late_answer(conn, outcome)
-
-    def _record_late_answer(self, conn, outcome: Outcome) -> None:
-        """Meta accepted a call whose message moved on meanwhile (its lease ran out, or a webhook adopted the
-        first call's wamid): if the message now carries another wamid, this one is a second send. Count it."""
-        row = conn.execute(_MESSAGE_WAMID, {"id": outcome.job.id}).first()
-        if row is None or row[0] == outcome.wamid:
-            return
-        if row[0] is None and row[1] in ("QUEUED", "SENDING"):
-            # The lease ran out and the message waits to be sent again: this answer IS its send. Adopt it.
-            conn.execute(_ADOPT, {"id": outcome.job.id, "wamid": outcome.wamid, "at": outcome.at})
-            return
-        if count_duplicate(conn, outcome.job.vendor_id, outcome.job.id, outcome.wamid, "sender"):
-            self.stats["duplicates"] += 1
-
-    def _record_failure(self, conn, outcome: Outcome, slowed: set[uuid.UUID]) -> None:
-        job, error = outcome.job, outcome.error
-        if outcome.refused is not None:
-            self._fail(conn, outcome, None, None, "refused", outcome.refused)
-            return
-        assert error is not None
-        kind = error.kind
-        if error.code == 130429:
-            slowed.add(job.number.id)
-            self.stats["throttled"] += 1
-        if job.attempt >= self.settings.max_attempts:
-            self._fail(conn, outcome, error.code, error.subcode, kind.value,
-                       f"gave up after {job.attempt} calls: {error.reason}")
-            return
-        if kind is ErrorKind.RATE_LIMITED:
-            delay = max(error.classification.min_delay_seconds, 1.0) * (0.75 + random.random() / 2)
-            self._requeue(conn, outcome, delay, count_retry=False)
-        elif kind is ErrorKind.TRANSIENT:
-            retry = self._retries_so_far(conn, job) + 1
-            if retry > self.settings.max_retries:
-                self._fail(conn, outcome, error.code, error.subcode, kind.value,
-                           f"still failing after {retry - 1} retries: {error.reason}")
-                return
-            delay = max(error.classification.min_delay_seconds,
-                        backoff_seconds(retry, self.settings.retry_base_seconds, self.settings.retry_cap_seconds))
-            self._requeue(conn, outcome, delay, count_retry=True)
-        else:  # permanent or auth: resending the same request cannot succeed
-            self._fail(conn, outcome, error.code, error.subcode, kind.value, error.reason)
-
-    def _retries_so_far(self, conn, job: Job) -> int:
-        row = conn.execute(_RETRY_COUNT, {"id": job.id}).first()
-        return int(row[0]) if row else 0
-
-    def _requeue(self, conn, outcome: Outcome, delay: float, *, count_retry: bool) -> None:
-        error = outcome.error
-        conn.execute(_REQUEUE, {
-            "id": outcome.job.id, "attempt": outcome.job.attempt, "retry": 1 if count_retry else 0,
-            "next": outcome.at + dt.timedelta(seconds=delay), "code": error.code, "subcode": error.subcode,
-            "message": _clip(str(error)), "maybe": bool(error.maybe_accepted), "now": outcome.at})
-        self.stats["retried"] += 1
-
-    def _fail(self, conn, outcome: Outcome, code, subcode, kind: str, reason: str) -> None:
-        job, error = outcome.job, outcome.error
-        changed = conn.execute(_FAIL, {"id": job.id, "attempt": job.attempt, "code": code, "subcode": subcode,
-                                       "message": _clip(str(error) if error else reason), "now": outcome.at}).rowcount
-        if not changed:
-            return
-        details = {"attempts": job.attempt}
-        if error is not None:
-            details.update(http_status=error.http_status, type=error.type, details=error.details,
-                           fbtrace_id=error.fbtrace_id, message=error.message)
-        conn.execute(_DEAD_LETTER, {"id": uuid.uuid4(), "vendor": job.vendor_id, "message": job.id, "code": code,
-                                    "subcode": subcode, "kind": kind, "reason": _clip(reason),
-                                    "details": json.dumps({k: v for k, v in details.items() if v is not None}),
-                                    "now": outcome.at})
-        self.stats["failed"] += 1
+        """Apply a batch of outcomes in one transaction (see :mod:`.outcomes`)."""
+        self.writer.write(batch)
 
     # ---- leases that ran out ----------------------------------------------------------------------------
 
     def _reconcile(self) -> int:
         """Return SENDING messages whose lease ran out (their sender died) to QUEUED, marked maybe-sent."""
         with self.engine.begin() as conn:
-            rows = conn.execute(_RECLAIM_PG if self.postgres else _RECLAIM_SQLITE, {"now": utcnow()}).all()
+            rows = conn.execute(sql.RECLAIM_PG if self.postgres else sql.RECLAIM_SQLITE, {"now": utcnow()}).all()
         if rows:
             self.stats["reclaimed"] += len(rows)
             log.warning("sender: %d messages' leases ran out (a sender stopped mid-send); queued again, "
                         "marked maybe-sent", len(rows))
         return len(rows)
-
-
-def count_duplicate(conn, vendor_id: uuid.UUID, message_id: uuid.UUID, wamid: str, detected_by: str) -> bool:
-    """Record ``wamid`` as a second send of ``message_id`` once; True the first time (then counted)."""
-    inserted = conn.execute(_DUPLICATE, {"wamid": wamid, "vendor": vendor_id, "message": message_id,
-                                         "by": detected_by, "now": utcnow()}).rowcount
-    if inserted:
-        conn.execute(_COUNT_DUPLICATE, {"id": message_id})
-        log.warning("message %s was sent twice (second wamid found by the %s): the crash window", message_id,
-                    detected_by)
-    return bool(inserted)
-
-
-def _as_uuid(value) -> uuid.UUID:
-    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
-
-
-def _clip(value: str, size: int = 500) -> str:
-    return value if len(value) <= size else value[: size - 1] + "…"
-
-
-def _typed(sql: str, **types):
-    return text(sql).bindparams(*(bindparam(name, type_=type_) for name, type_ in types.items()))
-
-
-_T = {"now": UTCDateTime()}
-_ID = {"id": Uuid()}
-
-_DUE_NUMBERS_PG = _typed("""
-WITH RECURSIVE due(pn) AS (
-    (SELECT phone_number_id FROM message_log WHERE status = 'QUEUED' AND next_attempt_at <= :now
-     ORDER BY phone_number_id LIMIT 1)
-    UNION ALL
-    SELECT (SELECT m.phone_number_id FROM message_log m
-            WHERE m.status = 'QUEUED' AND m.next_attempt_at <= :now AND m.phone_number_id > due.pn
-            ORDER BY m.phone_number_id LIMIT 1)
-    FROM due WHERE due.pn IS NOT NULL
-)
-SELECT p.id, p.vendor_id FROM due JOIN phone_number p ON p.id = due.pn
-""", **_T)
-
-_DUE_COUNTS_SQLITE = _typed("""
-SELECT phone_number_id, vendor_id, count(*) FROM message_log
-WHERE status = 'QUEUED' AND next_attempt_at <= :now GROUP BY phone_number_id, vendor_id
-""", **_T)
-
-_CLAIM_PG = _typed("""
-UPDATE message_log AS m
-SET status = 'SENDING', status_rank = 1, lease_until = :lease, attempts = m.attempts + 1, updated_at = :now
-FROM (SELECT id FROM message_log
-      WHERE phone_number_id = :pn AND status = 'QUEUED' AND next_attempt_at <= :now
-      ORDER BY next_attempt_at LIMIT :n FOR UPDATE SKIP LOCKED) AS due
-WHERE m.id = due.id
-RETURNING m.id, m.vendor_id, m.attempts, m.content_enc, m.maybe_sent_before,
-          (SELECT c.opted_out FROM contact c WHERE c.id = m.contact_id)
-""", pn=Uuid(), lease=UTCDateTime(), **_T)
-
-_CLAIM_SQLITE = _typed("""
-UPDATE message_log
-SET status = 'SENDING', status_rank = 1, lease_until = :lease, attempts = attempts + 1, updated_at = :now
-WHERE id IN (SELECT id FROM message_log
-             WHERE phone_number_id = :pn AND status = 'QUEUED' AND next_attempt_at <= :now
-             ORDER BY next_attempt_at LIMIT :n)
-RETURNING id, vendor_id, attempts, content_enc, maybe_sent_before,
-          (SELECT c.opted_out FROM contact c WHERE c.id = message_log.contact_id)
-""", pn=Uuid(), lease=UTCDateTime(), **_T)
-
-_SENT_PG = text("""
-UPDATE message_log AS m
-SET status = 'SENT', status_rank = 2, wamid = v.wamid, sent_at = v.at, lease_until = NULL, updated_at = v.at,
-    error_code = NULL, error_subcode = NULL, error_message = NULL
-FROM unnest(CAST(:ids AS uuid[]), CAST(:wamids AS text[]), CAST(:attempts AS int[]),
-            CAST(:at AS timestamptz[])) AS v(id, wamid, attempt, at)
-WHERE m.id = v.id AND m.status = 'SENDING' AND m.attempts = v.attempt
-RETURNING m.id
-""")
-
-_SENT_SQLITE = _typed("""
-UPDATE message_log SET status = 'SENT', status_rank = 2, wamid = :wamid, sent_at = :at, lease_until = NULL,
-    updated_at = :at, error_code = NULL, error_subcode = NULL, error_message = NULL
-WHERE id = :id AND status = 'SENDING' AND attempts = :attempt
-""", at=UTCDateTime(), **_ID)
-
-_MESSAGE_WAMID = _typed("SELECT wamid, status FROM message_log WHERE id = :id", **_ID)
-
-_ADOPT = _typed("""
-UPDATE message_log SET status = 'SENT', status_rank = 2, wamid = :wamid, sent_at = :at, lease_until = NULL,
-    updated_at = :at
-WHERE id = :id AND wamid IS NULL AND status IN ('QUEUED', 'SENDING')
-""", at=UTCDateTime(), **_ID)
-
-_RETRY_COUNT = _typed("SELECT retry_count FROM message_log WHERE id = :id", **_ID)
-
-_REQUEUE = _typed("""
-UPDATE message_log SET status = 'QUEUED', status_rank = 0, lease_until = NULL, next_attempt_at = :next,
-    retry_count = retry_count + :retry, error_code = :code, error_subcode = :subcode, error_message = :message,
-    maybe_sent_before = maybe_sent_before OR :maybe, updated_at = :now
-WHERE id = :id AND status = 'SENDING' AND attempts = :attempt
-""", next=UTCDateTime(), **_T, **_ID)
-
-_FAIL = _typed("""
-UPDATE message_log SET status = 'FAILED', status_rank = 5, lease_until = NULL, failed_at = :now,
-    error_code = :code, error_subcode = :subcode, error_message = :message, updated_at = :now
-WHERE id = :id AND status = 'SENDING' AND attempts = :attempt
-""", **_T, **_ID)
-
-_DEAD_LETTER = _typed("""
-INSERT INTO dead_letter (id, vendor_id, message_id, error_code, error_subcode, error_kind, reason, details, created_at)
-VALUES (:id, :vendor, :message, :code, :subcode, :kind, :reason, :details, :now)
-""", vendor=Uuid(), message=Uuid(), **_T, **_ID)
-
-_DUPLICATE = _typed("""
-INSERT INTO duplicate_send (wamid, vendor_id, message_id, detected_by, created_at)
-VALUES (:wamid, :vendor, :message, :by, :now) ON CONFLICT (wamid) DO NOTHING
-""", vendor=Uuid(), message=Uuid(), **_T)
-
-_COUNT_DUPLICATE = _typed("UPDATE message_log SET duplicate_sends = duplicate_sends + 1 WHERE id = :id", **_ID)
-
-_RELEASE = _typed("""
-UPDATE message_log SET status = 'QUEUED', status_rank = 0, lease_until = NULL, attempts = attempts - 1,
-    updated_at = :now
-WHERE id = :id AND status = 'SENDING' AND attempts = :attempt
-""", **_T, **_ID)
-
-_RECLAIM_PG = _typed("""
-UPDATE message_log AS m
-SET status = 'QUEUED', status_rank = 0, lease_until = NULL, next_attempt_at = :now, maybe_sent_before = true,
-    updated_at = :now
-FROM (SELECT id FROM message_log WHERE status = 'SENDING' AND lease_until < :now
-      LIMIT 5000 FOR UPDATE SKIP LOCKED) AS expired
-WHERE m.id = expired.id
-RETURNING m.id
-""", **_T)
-
-_RECLAIM_SQLITE = _typed("""
-UPDATE message_log
-SET status = 'QUEUED', status_rank = 0, lease_until = NULL, next_attempt_at = :now, maybe_sent_before = 1,
-    updated_at = :now
-WHERE id IN (SELECT id FROM message_log WHERE status = 'SENDING' AND lease_until < :now LIMIT 5000)
-RETURNING id
-""", **_T)

@@ -130,7 +130,7 @@ def apply_statuses(ctx, updates: list[StatusUpdate]) -> None:
     others = _match_unknown_wamids(db, updates, ours)
     new = _record_events(db, vendor_id, updates, {**others, **ours})
     if others:
-        from kloyst_plugins.messages.sender import count_duplicate
+        from kloyst_plugins.messages.outcomes import count_duplicate
 
         for wamid in sorted({u.wamid for u in new if u.wamid in others}):
             count_duplicate(db, vendor_id, others[wamid], wamid, "webhook")

@@ -12,7 +12,8 @@ from kloyst.db import tenancy, utcnow
 from kloyst.meta import MetaClient
 from kloyst_plugins.messages.governor import MemoryGovernor
 from kloyst_plugins.messages.models import DeadLetter, DuplicateSend, MessageLog
-from kloyst_plugins.messages.sender import Job, Number, Outcome, Sender, SenderSettings
+from kloyst_plugins.messages.outcomes import Job, Outcome
+from kloyst_plugins.messages.sender import Number, Sender, SenderSettings
 from sending_support import queue_messages, recipient, sending_setup
 
 FAST = SenderSettings(concurrency=16, lease_seconds=60, max_retries=2, retry_base_seconds=0.05)

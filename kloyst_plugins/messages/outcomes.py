@@ -1,0 +1,187 @@
+"""What a Meta answer does to a message: SENT, retried with backoff, failed into the dead letters, or counted twice.
+
+The sender's writer thread hands batches of outcomes to :meth:`OutcomeWriter.write`, which
+applies them in one transaction: one ``UPDATE … FROM unnest(…)`` for every SENT message of the
+batch, a statement per failure (rare). Meta's code decides (:mod:`kloyst.meta.errors`):
+transient → QUEUED again after exponential backoff with jitter, until ``max_retries``;
+rate limited → QUEUED again after the code's delay, no retry counted, and 130429 slows the
+number; permanent or auth → FAILED with a ``dead_letter`` row at once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import random
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from kloyst.db import utcnow
+from kloyst.meta import ErrorKind, MetaError
+from kloyst_plugins.messages import statements as sql
+
+if TYPE_CHECKING:
+    from kloyst_plugins.messages.sender import Number
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Job:
+    id: uuid.UUID
+    vendor_id: uuid.UUID
+    number: Number
+    attempt: int
+    content_enc: bytes
+    maybe_sent_before: bool
+
+
+@dataclass
+class Outcome:
+    job: Job
+    at: dt.datetime
+    wamid: str | None = None
+    error: MetaError | None = None
+    refused: str | None = None  # refused before calling Meta (opted out, unreadable content)
+    extra: dict = field(default_factory=dict)
+
+
+def backoff_seconds(retry: int, base: float, cap: float) -> float:
+    """Exponential with jitter: uniform in [d/2, d], d = min(cap, base · 2^(retry-1))."""
+    ceiling = min(cap, base * (2 ** max(0, retry - 1)))
+    return ceiling / 2 + random.random() * ceiling / 2
+
+
+class OutcomeWriter:
+    def __init__(self, engine, settings, governor, numbers: dict, stats: dict) -> None:
+        self.engine = engine
+        self.postgres = engine.dialect.name == "postgresql"
+        self.settings = settings
+        self.governor = governor
+        self.numbers = numbers  # the sender's, to apply a slowed pace at once
+        self.stats = stats
+
+    def write(self, batch: list[Outcome]) -> None:
+        """Apply a batch of outcomes in one transaction."""
+        sent = [o for o in batch if o.wamid]
+        others = [o for o in batch if not o.wamid]
+        slowed: set[uuid.UUID] = set()
+        with self.engine.begin() as conn:
+            if sent:
+                self._record_sent(conn, sent)
+            for outcome in others:
+                self._record_failure(conn, outcome, slowed)
+        for number_id in slowed:
+            pace = self.governor.slow_down(str(number_id))
+            number = self.numbers.get(number_id)
+            if number is not None:
+                number.rate = max(1.0, number.tier * pace.factor)
+            log.warning("130429 on phone number %s: pace now %.0f%% of its tier (ceiling %.0f%%)", number_id,
+                        pace.factor * 100, pace.ceiling * 100)
+
+    def _record_sent(self, conn, sent: list[Outcome]) -> None:
+        if self.postgres:
+            updated = {as_uuid(r[0]) for r in conn.execute(sql.SENT_PG, {
+                "ids": [str(o.job.id) for o in sent], "wamids": [o.wamid for o in sent],
+                "attempts": [o.job.attempt for o in sent], "at": [o.at.isoformat() for o in sent]})}
+        else:
+            updated = set()
+            for o in sent:
+                if conn.execute(sql.SENT_SQLITE, {"id": o.job.id, "wamid": o.wamid, "attempt": o.job.attempt,
+                                               "at": o.at}).rowcount:
+                    updated.add(o.job.id)
+        self.stats["sent"] += len(updated)
+        for outcome in sent:
+            if outcome.job.id not in updated:
+                self._record_late_answer(conn, outcome)
+
+    def _record_late_answer(self, conn, outcome: Outcome) -> None:
+        """Meta accepted a call whose message moved on meanwhile (its lease ran out, or a webhook adopted the
+        first call's wamid): if the message now carries another wamid, this one is a second send. Count it."""
+        row = conn.execute(sql.MESSAGE_WAMID, {"id": outcome.job.id}).first()
+        if row is None or row[0] == outcome.wamid:
+            return
+        if row[0] is None and row[1] in ("QUEUED", "SENDING"):
+            # The lease ran out and the message waits to be sent again: this answer IS its send. Adopt it.
+            conn.execute(sql.ADOPT, {"id": outcome.job.id, "wamid": outcome.wamid, "at": outcome.at})
+            return
+        if count_duplicate(conn, outcome.job.vendor_id, outcome.job.id, outcome.wamid, "sender"):
+            self.stats["duplicates"] += 1
+
+    def _record_failure(self, conn, outcome: Outcome, slowed: set[uuid.UUID]) -> None:
+        job, error = outcome.job, outcome.error
+        if outcome.refused is not None:
+            self._fail(conn, outcome, None, None, "refused", outcome.refused)
+            return
+        assert error is not None
+        kind = error.kind
+        if error.code == 130429:
+            slowed.add(job.number.id)
+            self.stats["throttled"] += 1
+        if job.attempt >= self.settings.max_attempts:
+            self._fail(conn, outcome, error.code, error.subcode, kind.value,
+                       f"gave up after {job.attempt} calls: {error.reason}")
+            return
+        if kind is ErrorKind.RATE_LIMITED:
+            delay = max(error.classification.min_delay_seconds, 1.0) * (0.75 + random.random() / 2)
+            self._requeue(conn, outcome, delay, count_retry=False)
+        elif kind is ErrorKind.TRANSIENT:
+            retry = self._retries_so_far(conn, job) + 1
+            if retry > self.settings.max_retries:
+                self._fail(conn, outcome, error.code, error.subcode, kind.value,
+                           f"still failing after {retry - 1} retries: {error.reason}")
+                return
+            delay = max(error.classification.min_delay_seconds,
+                        backoff_seconds(retry, self.settings.retry_base_seconds, self.settings.retry_cap_seconds))
+            self._requeue(conn, outcome, delay, count_retry=True)
+        else:  # permanent or auth: resending the same request cannot succeed
+            self._fail(conn, outcome, error.code, error.subcode, kind.value, error.reason)
+
+    def _retries_so_far(self, conn, job: Job) -> int:
+        row = conn.execute(sql.RETRY_COUNT, {"id": job.id}).first()
+        return int(row[0]) if row else 0
+
+    def _requeue(self, conn, outcome: Outcome, delay: float, *, count_retry: bool) -> None:
+        error = outcome.error
+        conn.execute(sql.REQUEUE, {
+            "id": outcome.job.id, "attempt": outcome.job.attempt, "retry": 1 if count_retry else 0,
+            "next": outcome.at + dt.timedelta(seconds=delay), "code": error.code, "subcode": error.subcode,
+            "message": _clip(str(error)), "maybe": bool(error.maybe_accepted), "now": outcome.at})
+        self.stats["retried"] += 1
+
+    def _fail(self, conn, outcome: Outcome, code, subcode, kind: str, reason: str) -> None:
+        job, error = outcome.job, outcome.error
+        changed = conn.execute(sql.FAIL, {"id": job.id, "attempt": job.attempt, "code": code, "subcode": subcode,
+                                       "message": _clip(str(error) if error else reason), "now": outcome.at}).rowcount
+        if not changed:
+            return
+        details = {"attempts": job.attempt}
+        if error is not None:
+            details.update(http_status=error.http_status, type=error.type, details=error.details,
+                           fbtrace_id=error.fbtrace_id, message=error.message)
+        conn.execute(sql.DEAD_LETTER, {"id": uuid.uuid4(), "vendor": job.vendor_id, "message": job.id, "code": code,
+                                    "subcode": subcode, "kind": kind, "reason": _clip(reason),
+                                    "details": json.dumps({k: v for k, v in details.items() if v is not None}),
+                                    "now": outcome.at})
+        self.stats["failed"] += 1
+
+
+def count_duplicate(conn, vendor_id: uuid.UUID, message_id: uuid.UUID, wamid: str, detected_by: str) -> bool:
+    """Record ``wamid`` as a second send of ``message_id`` once; True the first time (then counted)."""
+    inserted = conn.execute(sql.DUPLICATE, {"wamid": wamid, "vendor": vendor_id, "message": message_id,
+                                         "by": detected_by, "now": utcnow()}).rowcount
+    if inserted:
+        conn.execute(sql.COUNT_DUPLICATE, {"id": message_id})
+        log.warning("message %s was sent twice (second wamid found by the %s): the crash window", message_id,
+                    detected_by)
+    return bool(inserted)
+
+
+def as_uuid(value) -> uuid.UUID:
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+
+
+def _clip(value: str, size: int = 500) -> str:
+    return value if len(value) <= size else value[: size - 1] + "…"

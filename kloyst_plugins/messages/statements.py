@@ -1,0 +1,134 @@
+"""The sender's SQL, in one place: claims, outcomes, leases (PostgreSQL, and SQLite for the embedded default).
+
+Every outcome statement checks ``status = 'SENDING' AND attempts = :attempt``: an answer is
+applied only to the attempt that was sent, never to a message that moved on (its lease ran
+out and another sender took it, or a webhook adopted its wamid).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Uuid, bindparam, text
+
+from kloyst.db.base import UTCDateTime
+
+
+def _typed(sql: str, **types):
+    return text(sql).bindparams(*(bindparam(name, type_=type_) for name, type_ in types.items()))
+
+
+_T = {"now": UTCDateTime()}
+_ID = {"id": Uuid()}
+
+DUE_NUMBERS_PG = _typed("""
+WITH RECURSIVE due(pn) AS (
+    (SELECT phone_number_id FROM message_log WHERE status = 'QUEUED' AND next_attempt_at <= :now
+     ORDER BY phone_number_id LIMIT 1)
+    UNION ALL
+    SELECT (SELECT m.phone_number_id FROM message_log m
+            WHERE m.status = 'QUEUED' AND m.next_attempt_at <= :now AND m.phone_number_id > due.pn
+            ORDER BY m.phone_number_id LIMIT 1)
+    FROM due WHERE due.pn IS NOT NULL
+)
+SELECT p.id, p.vendor_id FROM due JOIN phone_number p ON p.id = due.pn
+""", **_T)
+
+DUE_COUNTS_SQLITE = _typed("""
+SELECT phone_number_id, vendor_id, count(*) FROM message_log
+WHERE status = 'QUEUED' AND next_attempt_at <= :now GROUP BY phone_number_id, vendor_id
+""", **_T)
+
+CLAIM_PG = _typed("""
+UPDATE message_log AS m
+SET status = 'SENDING', status_rank = 1, lease_until = :lease, attempts = m.attempts + 1, updated_at = :now
+FROM (SELECT id FROM message_log
+      WHERE phone_number_id = :pn AND status = 'QUEUED' AND next_attempt_at <= :now
+      ORDER BY next_attempt_at LIMIT :n FOR UPDATE SKIP LOCKED) AS due
+WHERE m.id = due.id
+RETURNING m.id, m.vendor_id, m.attempts, m.content_enc, m.maybe_sent_before,
+          (SELECT c.opted_out FROM contact c WHERE c.id = m.contact_id)
+""", pn=Uuid(), lease=UTCDateTime(), **_T)
+
+CLAIM_SQLITE = _typed("""
+UPDATE message_log
+SET status = 'SENDING', status_rank = 1, lease_until = :lease, attempts = attempts + 1, updated_at = :now
+WHERE id IN (SELECT id FROM message_log
+             WHERE phone_number_id = :pn AND status = 'QUEUED' AND next_attempt_at <= :now
+             ORDER BY next_attempt_at LIMIT :n)
+RETURNING id, vendor_id, attempts, content_enc, maybe_sent_before,
+          (SELECT c.opted_out FROM contact c WHERE c.id = message_log.contact_id)
+""", pn=Uuid(), lease=UTCDateTime(), **_T)
+
+SENT_PG = text("""
+UPDATE message_log AS m
+SET status = 'SENT', status_rank = 2, wamid = v.wamid, sent_at = v.at, lease_until = NULL, updated_at = v.at,
+    error_code = NULL, error_subcode = NULL, error_message = NULL
+FROM unnest(CAST(:ids AS uuid[]), CAST(:wamids AS text[]), CAST(:attempts AS int[]),
+            CAST(:at AS timestamptz[])) AS v(id, wamid, attempt, at)
+WHERE m.id = v.id AND m.status = 'SENDING' AND m.attempts = v.attempt
+RETURNING m.id
+""")
+
+SENT_SQLITE = _typed("""
+UPDATE message_log SET status = 'SENT', status_rank = 2, wamid = :wamid, sent_at = :at, lease_until = NULL,
+    updated_at = :at, error_code = NULL, error_subcode = NULL, error_message = NULL
+WHERE id = :id AND status = 'SENDING' AND attempts = :attempt
+""", at=UTCDateTime(), **_ID)
+
+MESSAGE_WAMID = _typed("SELECT wamid, status FROM message_log WHERE id = :id", **_ID)
+
+ADOPT = _typed("""
+UPDATE message_log SET status = 'SENT', status_rank = 2, wamid = :wamid, sent_at = :at, lease_until = NULL,
+    updated_at = :at
+WHERE id = :id AND wamid IS NULL AND status IN ('QUEUED', 'SENDING')
+""", at=UTCDateTime(), **_ID)
+
+RETRY_COUNT = _typed("SELECT retry_count FROM message_log WHERE id = :id", **_ID)
+
+REQUEUE = _typed("""
+UPDATE message_log SET status = 'QUEUED', status_rank = 0, lease_until = NULL, next_attempt_at = :next,
+    retry_count = retry_count + :retry, error_code = :code, error_subcode = :subcode, error_message = :message,
+    maybe_sent_before = maybe_sent_before OR :maybe, updated_at = :now
+WHERE id = :id AND status = 'SENDING' AND attempts = :attempt
+""", next=UTCDateTime(), **_T, **_ID)
+
+FAIL = _typed("""
+UPDATE message_log SET status = 'FAILED', status_rank = 5, lease_until = NULL, failed_at = :now,
+    error_code = :code, error_subcode = :subcode, error_message = :message, updated_at = :now
+WHERE id = :id AND status = 'SENDING' AND attempts = :attempt
+""", **_T, **_ID)
+
+DEAD_LETTER = _typed("""
+INSERT INTO dead_letter (id, vendor_id, message_id, error_code, error_subcode, error_kind, reason, details, created_at)
+VALUES (:id, :vendor, :message, :code, :subcode, :kind, :reason, :details, :now)
+""", vendor=Uuid(), message=Uuid(), **_T, **_ID)
+
+DUPLICATE = _typed("""
+INSERT INTO duplicate_send (wamid, vendor_id, message_id, detected_by, created_at)
+VALUES (:wamid, :vendor, :message, :by, :now) ON CONFLICT (wamid) DO NOTHING
+""", vendor=Uuid(), message=Uuid(), **_T)
+
+COUNT_DUPLICATE = _typed("UPDATE message_log SET duplicate_sends = duplicate_sends + 1 WHERE id = :id", **_ID)
+
+RELEASE = _typed("""
+UPDATE message_log SET status = 'QUEUED', status_rank = 0, lease_until = NULL, attempts = attempts - 1,
+    updated_at = :now
+WHERE id = :id AND status = 'SENDING' AND attempts = :attempt
+""", **_T, **_ID)
+
+RECLAIM_PG = _typed("""
+UPDATE message_log AS m
+SET status = 'QUEUED', status_rank = 0, lease_until = NULL, next_attempt_at = :now, maybe_sent_before = true,
+    updated_at = :now
+FROM (SELECT id FROM message_log WHERE status = 'SENDING' AND lease_until < :now
+      LIMIT 5000 FOR UPDATE SKIP LOCKED) AS expired
+WHERE m.id = expired.id
+RETURNING m.id
+""", **_T)
+
+RECLAIM_SQLITE = _typed("""
+UPDATE message_log
+SET status = 'QUEUED', status_rank = 0, lease_until = NULL, next_attempt_at = :now, maybe_sent_before = 1,
+    updated_at = :now
+WHERE id IN (SELECT id FROM message_log WHERE status = 'SENDING' AND lease_until < :now LIMIT 5000)
+RETURNING id
+""", **_T)
