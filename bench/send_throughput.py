@@ -177,7 +177,7 @@ def main() -> int:
             done = counts.get("SENT", 0) + counts.get("FAILED", 0)
             print(f"  {elapsed:5.1f} s  {counts}", flush=True)
             if throttled_at_5s is None and elapsed >= 5:
-                throttled_at_5s = sandbox_call(graph_url, "/_sandbox/stats")["throughput_exceeded"]
+                throttled_at_5s = sandbox_call(graph_url, "/_sandbox/errors")["throughput_exceeded"]
             if done >= args.messages or elapsed > 600:
                 break
         elapsed = time.perf_counter() - t0
@@ -190,13 +190,15 @@ def main() -> int:
         by_number = collections.defaultdict(list)
         for send in sends:
             by_number[send["phone_number_id"]].append(send["admitted"])
+        worst_at = {}
         for number, times in by_number.items():
             times.sort()
             best, j = 0, 0
             for i, t in enumerate(times):
                 while times[j] <= t - 1.0:
                     j += 1
-                best = max(best, i - j + 1)
+                if i - j + 1 > best:
+                    best, worst_at[number] = i - j + 1, round(t - times[0], 2)
             worst[number] = best
         result = {
             "messages": args.messages, "numbers": args.numbers, "tier_mps": args.tier,
@@ -207,6 +209,7 @@ def main() -> int:
             "throttled_130429": stats["throughput_exceeded"],
             "throttled_130429_after_5s": stats["throughput_exceeded"] - (throttled_at_5s or 0),
             "worst_1s_window_per_number": max(worst.values()) if worst else 0,
+            "worst_window_ends_after_s": max(worst_at.values()) if worst_at else 0,
             "sandbox_cpu_seconds": sandbox_cpu, "elapsed_seconds": round(elapsed, 1),
             "sandbox_accepted": stats["accepted"], "duplicate_sends_at_sandbox":
                 sum(1 for n in stats["by_recipient"].values() if n > 1),

@@ -85,6 +85,13 @@ class MetaClient:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    def warm_up(self) -> None:
+        """Connect this thread's send connection ahead of its first send (best effort)."""
+        try:
+            self._wire.warm_up()
+        except WireError as exc:
+            log.debug("meta: could not open a connection ahead of time: %s", exc)
+
     def send_message(self, phone_number_id: str, payload: Mapping[str, Any], *,
                      token: TokenSource | None = None) -> tuple[str, dict[str, Any]]:
         """POST a message (build it with :mod:`kloyst.meta.payloads`); return Meta's ``wamid`` and the answer.

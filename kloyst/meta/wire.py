@@ -79,6 +79,10 @@ class GraphWire:
                 connection.close()
             self._all.clear()
 
+    def warm_up(self) -> None:
+        """Open this thread's connection now, so the first send does not pay for (and bunch behind) it."""
+        self._connection()
+
     def post_json(self, path: str, body: bytes, token: str) -> tuple[int, dict[bytes, bytes], bytes]:
         """POST ``body`` (JSON bytes) to ``<base>/<path>``; return ``(status, wanted headers, body)``."""
         request = (f"POST {self.prefix}/{path.lstrip('/')} HTTP/1.1\r\nHost: {self.host_header}\r\n"

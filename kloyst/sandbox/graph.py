@@ -32,16 +32,21 @@ def new_wamid() -> str:
     return "wamid." + base64.b64encode(b"HBgL" + secrets.token_bytes(24)).decode().rstrip("=")
 
 
-def send_message(state: SandboxState, phone_number_id: str, body, on_accepted=None) -> tuple[int, dict]:
-    """POST /{phone-number-id}/messages; every refusal is counted by its code."""
-    status, result = _send(state, phone_number_id, body, on_accepted)
+def send_message(state: SandboxState, phone_number_id: str, body, on_accepted=None,
+                 arrived: float | None = None) -> tuple[int, dict]:
+    """POST /{phone-number-id}/messages; every refusal is counted by its code.
+
+    ``arrived`` (monotonic) is when the request was read: throughput is judged on arrival, as Meta does.
+    """
+    status, result = _send(state, phone_number_id, body, on_accepted, arrived)
     if status != 200:
         with state.lock:
             state.errors[result["error"]["code"]] += 1
     return status, result
 
 
-def _send(state: SandboxState, phone_number_id: str, body, on_accepted) -> tuple[int, dict]:
+def _send(state: SandboxState, phone_number_id: str, body, on_accepted, arrived: float | None = None
+          ) -> tuple[int, dict]:
     number = state.numbers.get(phone_number_id)
     if number is None:
         return _missing_object(phone_number_id)
@@ -71,7 +76,7 @@ def _send(state: SandboxState, phone_number_id: str, body, on_accepted) -> tuple
         if wa_id in state.undeliverable:
             code = 131026
         else:
-            code = state.admit(number, wa_id)
+            code = state.admit(number, wa_id, arrived)
         if code is None:
             code = _injected_failure(state.behaviour.failure_rates)
         if code is None:

@@ -46,6 +46,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._dispatch("POST")
 
     def _dispatch(self, method: str) -> None:
+        arrived = time.monotonic()
         sandbox = self.server.sandbox
         url = urlsplit(self.path)
         length = int(self.headers.get("Content-Length") or 0)
@@ -62,7 +63,8 @@ class _Handler(BaseHTTPRequestHandler):
                 # Meta counts a request against the number's throughput when it arrives, then takes its time
                 # to answer: admit first, wait after. (Waiting first would measure this server's thread
                 # scheduling under load, not the sender's pacing.)
-                status, result = sandbox.graph(method, url.path, query, body, self.headers.get("Authorization", ""))
+                status, result = sandbox.graph(method, url.path, query, body, self.headers.get("Authorization", ""),
+                                               arrived)
                 latency = sandbox.state.behaviour.latency_ms
                 if latency > 0:
                     time.sleep(latency / 1000.0)
@@ -108,7 +110,8 @@ class SandboxServer:
         self.httpd.server_close()
         self.webhooks.close()
 
-    def graph(self, method: str, path: str, query: dict, body, authorization: str) -> tuple[int, dict]:
+    def graph(self, method: str, path: str, query: dict, body, authorization: str,
+              arrived: float | None = None) -> tuple[int, dict]:
         match = GRAPH_PATH.match(path)
         if match is None:
             return error_response(100, f"Unknown path components: {path}", subcode=2500)
@@ -121,7 +124,8 @@ class SandboxServer:
         _, object_id, edge = match.groups()
         base_url = self.url + path
         if edge == "messages" and method == "POST":
-            return graph.send_message(self.state, object_id, body, on_accepted=self.webhooks.message_accepted)
+            return graph.send_message(self.state, object_id, body, on_accepted=self.webhooks.message_accepted,
+                                      arrived=arrived)
         if edge == "message_templates" and method == "GET":
             return graph.list_templates(self.state, object_id, query, base_url)
         if edge == "message_templates" and method == "POST":
@@ -135,6 +139,10 @@ class SandboxServer:
         state = self.state
         data = body if isinstance(body, dict) else {}
         try:
+            if method == "GET" and action == "errors":  # cheap enough to poll during a load run
+                with state.lock:
+                    return 200, {"accepted": len(state.sends), "errors": {str(c): n for c, n in state.errors.items()},
+                                 "throughput_exceeded": state.errors.get(130429, 0)}
             if method == "GET" and action == "stats":
                 return 200, {**state.stats(), "webhooks": self.webhooks.stats()}
             if method == "GET" and action == "sends":

@@ -22,9 +22,9 @@ import threading
 import time
 from dataclasses import dataclass
 
-SLOW_DOWN = 0.85  # pace × this on a 130429
+SLOW_DOWN = 0.9  # pace × this on a 130429
 CEILING_MARGIN = 0.98  # new ceiling: the refused pace × this
-RECOVER_AFTER = 10.0  # seconds without a 130429 before the pace climbs
+RECOVER_AFTER = 3.0  # seconds without a 130429 before the pace climbs (by STEP)
 STEP = 0.01  # how much of the tier the pace climbs per RECOVER_AFTER
 CEILING_RECOVER_AFTER = 600.0  # a lowered ceiling creeps back toward ``safety`` after this long in peace
 FLOOR = 0.05  # never below 5 % of the tier: a number always makes progress

@@ -304,6 +304,9 @@ class Sender:
     # ---- calling Meta -----------------------------------------------------------------------------------
 
     def _call_loop(self) -> None:
+        # Connect before the first send: a hundred callers connecting during the first second would reach
+        # Meta in a bunch, and a bunch is what a per-second throughput limit refuses.
+        self.meta.warm_up()
         while True:
             job = self.jobs.get()
             if job is None:

@@ -10,7 +10,8 @@ from sqlalchemy import func, select, update
 
 from kloyst.db import tenancy, utcnow
 from kloyst.meta import MetaClient
-from kloyst_plugins.messages.governor import MemoryGovernor
+from kloyst_plugins.messages.governor import (CEILING_RECOVER_AFTER, RECOVER_AFTER, SLOW_DOWN, STEP,
+                                                MemoryGovernor)
 from kloyst_plugins.messages.models import DeadLetter, DuplicateSend, MessageLog
 from kloyst_plugins.messages.outcomes import Job, Outcome
 from kloyst_plugins.messages.sender import Number, Sender, SenderSettings
@@ -236,16 +237,16 @@ def test_the_pace_slows_on_throttling_settles_under_the_refused_rate_and_climbs_
     governor = MemoryGovernor(0.97, wall=lambda: clock[0])
     assert governor.pace("n").factor == pytest.approx(0.97)
     slowed = governor.slow_down("n")
-    assert slowed.factor == pytest.approx(0.97 * 0.85) and slowed.ceiling == pytest.approx(0.97 * 0.98)
+    assert slowed.factor == pytest.approx(0.97 * SLOW_DOWN) and slowed.ceiling == pytest.approx(0.97 * 0.98)
     assert governor.slow_down("n").factor == pytest.approx(slowed.factor)  # one burst is one signal
-    clock[0] += 10.0
-    assert governor.pace("n").factor == pytest.approx(slowed.factor + 0.01)
+    clock[0] += RECOVER_AFTER
+    assert governor.pace("n").factor == pytest.approx(slowed.factor + STEP)
     for _ in range(30):
-        clock[0] += 10.0
+        clock[0] += RECOVER_AFTER
         governor.pace("n")
     assert governor.pace("n").factor == pytest.approx(slowed.ceiling)  # settled just under the refused pace
-    clock[0] += 600.0  # a long quiet spell: the ceiling creeps back toward the starting pace
-    assert governor.pace("n").ceiling == pytest.approx(slowed.ceiling + 0.01)
+    clock[0] += CEILING_RECOVER_AFTER  # a long quiet spell: the ceiling creeps back toward the starting pace
+    assert governor.pace("n").ceiling == pytest.approx(slowed.ceiling + STEP)
 
 
 def test_the_bucket_never_grants_more_than_rate_plus_burst_in_any_second():
