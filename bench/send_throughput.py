@@ -200,6 +200,8 @@ def main() -> int:
                 if i - j + 1 > best:
                     best, worst_at[number] = i - j + 1, round(t - times[0], 2)
             worst[number] = best
+        if os.environ.get("BENCH_DUMP_SENDS"):  # admission times, to look at the pacing itself
+            Path(os.environ["BENCH_DUMP_SENDS"]).write_text(json.dumps(sorted(s["admitted"] for s in sends)))
         result = {
             "messages": args.messages, "numbers": args.numbers, "tier_mps": args.tier,
             "latency_ms": args.latency_ms, "workers": args.workers, "concurrency": args.concurrency,
