@@ -357,14 +357,25 @@ class Sender:
             self._write_with_retry(rest)
 
     def _write_with_retry(self, batch: list[Outcome]) -> None:
-        for attempt in range(5):
+        """Record the batch, retrying while the database is away.
+
+        Giving up would be worse than waiting: an answer Meta gave but Kloyst never recorded comes back
+        through the lease as a second send. So this keeps trying (backing off to 30 s) until it works;
+        only a stopping process gives up after a few tries, and then the leases take over.
+        """
+        attempt = 0
+        while True:
             try:
                 self.write(batch)
                 break
             except Exception:
-                log.exception("sender could not record %d outcomes (try %d); the leases protect them", len(batch),
-                              attempt + 1)
-                time.sleep(0.5 * 2 ** attempt)
+                attempt += 1
+                log.exception("sender could not record %d outcomes (try %d); retrying", len(batch), attempt)
+                if self.stopping.is_set() and attempt >= 5:
+                    log.error("sender stopping with %d outcomes unrecorded: their leases will return them, and "
+                              "any that Meta accepted will be counted as sent twice", len(batch))
+                    break
+                time.sleep(min(30.0, 0.5 * 2 ** (attempt - 1)))
         with self._in_flight_lock:
             self._in_flight -= len(batch)
 

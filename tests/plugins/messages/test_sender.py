@@ -276,3 +276,33 @@ def test_messages_of_a_number_taken_back_fail_instead_of_waiting_forever(registr
     found = wait_for(committed_db, ids, lambda m: m.status == "FAILED")
     assert {m.error_message for m in found.values()} == {"phone number is UNASSIGNED"}
     assert meta_sandbox.state.stats()["accepted"] == 0
+
+
+def test_outcomes_are_recorded_once_the_database_is_back_never_dropped(registry, committed_db, meta_sandbox,
+                                                                      monkeypatch):
+    setup = sending_setup(committed_db, registry, meta_sandbox)
+    [message_id] = queue_messages(committed_db, registry, setup, 1)
+    with tenancy.unscoped(committed_db):
+        committed_db.execute(update(MessageLog).where(MessageLog.id == message_id).values(
+            status="SENDING", status_rank=1, attempts=1))
+    committed_db.commit()
+    sender = Sender(registry, FAST)
+    number = Number(setup.phone_number_id, setup.vendor_id, setup.meta_phone_number_id, 1000, "t", 0.0)
+    outcome = Outcome(Job(message_id, setup.vendor_id, number, 1, b"", False), utcnow(), wamid="wamid.kept")
+    real_write, failures = sender.writer.write, []
+
+    def flaky(batch):  # the database refuses the first six tries (more than a stopping sender would make)
+        if len(failures) < 6:
+            failures.append(1)
+            raise ConnectionError("database unavailable")
+        real_write(batch)
+
+    monkeypatch.setattr(sender.writer, "write", flaky)
+    monkeypatch.setattr("kloyst_plugins.messages.sender.time.sleep", lambda seconds: None)
+    sender._in_flight = 1
+    sender._write_with_retry([outcome])
+    committed_db.expire_all()
+    with tenancy.unscoped(committed_db):
+        message = committed_db.get(MessageLog, message_id)
+    assert (message.status, message.wamid, len(failures), sender.in_flight) == ("SENT", "wamid.kept", 6, 0)
+    sender.meta.close()
