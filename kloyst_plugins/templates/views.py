@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from kloyst.errors import Unprocessable
+from kloyst.errors import Forbidden, Unprocessable
 from kloyst.http.pagination import Page, paginate
 from kloyst.http.validation import parse
 from kloyst_plugins.templates import definition, parameters, services
@@ -76,6 +76,11 @@ def create_template(request):
     access = services.waba_access(request.db, request.registry["kloyst.cipher"], body.meta_waba_id)
     if access is None:
         raise _unknown_waba(body.meta_waba_id)
+    if access.shared:
+        # The shared WABA's templates are seen by every vendor sending from it, and its template quota is
+        # everyone's: the platform curates them; vendors submit into their own WABAs.
+        raise Forbidden(f"WABA {body.meta_waba_id} is the platform's shared WABA: its templates are managed by "
+                        "the platform; submit templates to a WABA of your own", code="shared_waba_templates")
     template = services.submit(request.db, request.registry["kloyst.meta"], access, name=body.name,
                                language=body.language, category=body.category.value,
                                parameter_format=body.parameter_format.value, components=body.components)

@@ -186,3 +186,24 @@ def test_a_vendor_without_the_templates_plugin_gets_404(testapp, owner, enable_p
     testapp.get(URL, headers=owner.headers, status=404)
     testapp.post_json(URL, definition(), headers=owner.headers, status=404)
     testapp.post_json(f"{URL}/sync", {}, headers=owner.headers, status=404)
+
+
+def test_a_vendor_cannot_submit_templates_into_the_platforms_shared_waba(testapp, vendor, db, registry,
+                                                                        meta_sandbox):
+    from kloyst.db import tenancy
+    from kloyst.sandbox.state import PhoneNumber as SandboxNumber
+    from kloyst_plugins.waba.access import encrypt_shared_token
+    from kloyst_plugins.waba.models import PhoneNumber, SharedWaba
+
+    encrypted, kid = encrypt_shared_token(registry["kloyst.cipher"], "platform-token")
+    shared = SharedWaba(meta_waba_id="555000777", name="Shared", access_token_enc=encrypted, enc_kid=kid)
+    with tenancy.unscoped(db):
+        db.add(shared)
+        db.flush()
+        db.add(PhoneNumber(vendor_id=vendor.vendor_id, meta_phone_number_id="1067777", shared_waba_id=shared.id,
+                           display_phone_number="+1 555 0177"))
+    db.commit()
+    meta_sandbox.state.add_number(SandboxNumber(id="1067777", waba_id="555000777", display_phone_number="+1 555 0177"))
+    error = testapp.post_json(URL, definition(meta_waba_id="555000777"), headers=vendor.headers, status=403).json
+    assert error["error"]["code"] == "shared_waba_templates"
+    assert meta_sandbox.state.find_template("555000777", "order_ready", "en_US") is None
