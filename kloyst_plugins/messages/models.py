@@ -50,9 +50,14 @@ class MessageLog(TenantScoped, Timestamped, Base):
               postgresql_where=text("status = 'SENDING'"), sqlite_where=text("status = 'SENDING'")),
         Index("ix_message_log_wamid", "wamid", unique=True),
         Index("ix_message_log_vendor_created", "vendor_id", "created_at", "id"),
-        Index("ix_message_log_campaign", "campaign_id", "status"),
+        # Campaign messages only: a message sent through the API costs no entry here.
+        Index("ix_message_log_campaign", "campaign_id", "status",
+              postgresql_where=text("campaign_id IS NOT NULL"), sqlite_where=text("campaign_id IS NOT NULL")),
     )
 
+    # No index of its own: (vendor_id, created_at, id) and (vendor_id, idempotency_key) lead with it, and every
+    # send would otherwise maintain a third one.
+    vendor_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("vendor.id", ondelete="CASCADE"), nullable=False)
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     phone_number_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("phone_number.id", ondelete="CASCADE"))
     contact_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("contact.id", ondelete="SET NULL"))

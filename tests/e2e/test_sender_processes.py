@@ -14,12 +14,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from e2e_support import clean_env
+from e2e_support import KLOYST, clean_env, http_json
 from kloyst.db import tenancy
+from kloyst.testing import TEST_SETTINGS
 from kloyst_plugins.messages.models import MessageLog
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins" / "messages"))
-from sending_support import queue_messages, recipient, sending_setup  # noqa: E402
+from sending_support import (LANGUAGE, TEMPLATE, TEMPLATE_COMPONENTS, queue_messages, recipient,  # noqa: E402
+                             sending_setup)
 
 pytestmark = pytest.mark.slow
 
@@ -28,17 +30,40 @@ CONCURRENCY = 32
 
 
 @pytest.fixture
+def remote_sandbox(tmp_path):
+    """The Meta sandbox in its own process (``kloyst sandbox``), as Meta is remote: the throughput it
+    measures is then the senders' pacing, not this test process's own pauses (its heap is the whole run's)."""
+    ini = tmp_path / "sandbox.ini"
+    ini.write_text(f"[app:main]\nuse = egg:kloyst\nkloyst.meta.app_secret = {TEST_SETTINGS['kloyst.meta.app_secret']}\n"
+                   "kloyst.meta.verify_token = unused\n")
+    process = subprocess.Popen([KLOYST, "sandbox", str(ini), "--port", "0", "--latency-ms", "20",
+                                "--number", "100000000000009:1000"], stdout=subprocess.PIPE, text=True,
+                               env=clean_env())
+    url = json.loads(process.stdout.readline())["url"]
+    yield url
+    process.terminate()
+    process.wait(timeout=10)
+
+
+def sandbox_api(url: str, action: str, body: dict | None = None) -> dict:
+    status, answer = http_json(f"{url}/_sandbox/{action}", body)
+    assert status == 200, answer
+    return answer
+
+
+@pytest.fixture
 def start_sender(kloyst_settings, tmp_path):
-    """``start_sender()`` runs ``SERVICE_TYPE=WORKER`` (huey consumer + the sender) in a new process."""
+    """``start_sender(graph_url=None)`` runs ``SERVICE_TYPE=WORKER`` (huey consumer + the sender) in a new process."""
     settings = {**kloyst_settings, "messages.sender_concurrency": str(CONCURRENCY), "messages.lease_seconds": "3",
                 "kloyst.queue.backend": "redis", "kloyst.queue.immediate": "false",
                 "kloyst.queue.name": f"e2e-{uuid.uuid4().hex[:8]}", "kloyst.log.dir": str(tmp_path / "log")}
     started: list[subprocess.Popen] = []
 
-    def start() -> subprocess.Popen:
+    def start(graph_url: str | None = None) -> subprocess.Popen:
         log = (tmp_path / f"sender-{len(started)}.log").open("w")
+        own = {**settings, "kloyst.meta.graph_url": graph_url} if graph_url else settings
         process = subprocess.Popen([sys.executable, WORKER], stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path,
-                                   env=clean_env(KLOYST_TEST_SETTINGS=json.dumps(settings), SERVICE_TYPE="WORKER"))
+                                   env=clean_env(KLOYST_TEST_SETTINGS=json.dumps(own), SERVICE_TYPE="WORKER"))
         started.append(process)
         return process
 
@@ -70,18 +95,22 @@ def wait_until(condition, timeout: float, what, workers=()) -> None:
 
 
 def test_four_workers_together_never_exceed_a_numbers_throughput(registry, committed_db, meta_sandbox,
-                                                                 start_sender):
-    meta_sandbox.state.behaviour.update({"latency_ms": 20})
-    fast = sending_setup(committed_db, registry, meta_sandbox, throughput=1000, name="Fast Co")
-    slow = sending_setup(committed_db, registry, meta_sandbox, throughput=80, name="Slow Co")
+                                                                 remote_sandbox, start_sender):
+    fast = sending_setup(committed_db, registry, meta_sandbox, throughput=1000, name="Fast Co", in_sandbox=False)
+    slow = sending_setup(committed_db, registry, meta_sandbox, throughput=80, name="Slow Co", in_sandbox=False)
+    for setup, mps in ((fast, 1000), (slow, 80)):
+        sandbox_api(remote_sandbox, "numbers", {"id": setup.meta_phone_number_id, "waba_id": setup.meta_waba_id,
+                                                "throughput": mps})
+        sandbox_api(remote_sandbox, "templates", {"waba_id": setup.meta_waba_id, "name": TEMPLATE,
+                                                  "language": LANGUAGE, "components": TEMPLATE_COMPONENTS})
     queue_messages(committed_db, registry, fast, 3000)
     queue_messages(committed_db, registry, slow, 200, start=5000)
     for _ in range(4):
-        start_sender()
+        start_sender(remote_sandbox)
     wait_until(lambda: counts(committed_db, fast).get("SENT") == 3000 and counts(committed_db, slow).get("SENT") == 200,
                120, lambda: f"every message SENT: {counts(committed_db, fast)} {counts(committed_db, slow)} "
-                            f"{meta_sandbox.state.stats()['errors']}", start_sender.started)
-    stats = meta_sandbox.state.stats()
+                            f"{sandbox_api(remote_sandbox, 'errors')}", start_sender.started)
+    stats = sandbox_api(remote_sandbox, "stats")
     assert stats["throughput_exceeded"] == 0, stats["errors"]
     assert stats["by_number"] == {fast.meta_phone_number_id: 3000, slow.meta_phone_number_id: 200}
     assert set(stats["by_recipient"].values()) == {1}

@@ -24,6 +24,7 @@ from kloyst_plugins.waba.models import PhoneNumber, Waba
 TEMPLATE = "order_update"
 LANGUAGE = "en_US"
 PLUGINS = ("contacts", "waba", "templates", "messages")
+TEMPLATE_COMPONENTS = [{"type": "BODY", "text": "Hi {{1}}, your order shipped."}]
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ def sending_setup(db, registry, sandbox, *, throughput: int = 1000, name: str = 
                              display_phone_number="+1 555 010 0000", throughput_mps=throughput)
         template = MessageTemplate(vendor_id=vendor_id, meta_waba_id=meta_waba_id, meta_template_id=_digits(15),
                                    name=TEMPLATE, language=LANGUAGE, category="UTILITY", status="APPROVED",
-                                   components=[{"type": "BODY", "text": "Hi {{1}}, your order shipped."}],
+                                   components=TEMPLATE_COMPONENTS,
                                    body_variables=["1"])
         db.add_all([number, template])
         db.flush()

@@ -59,11 +59,10 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_message_log')),
     sa.UniqueConstraint('vendor_id', 'idempotency_key', name=op.f('uq_message_log_vendor_id_idempotency_key'))
     )
-    op.create_index('ix_message_log_campaign', 'message_log', ['campaign_id', 'status'], unique=False)
+    op.create_index('ix_message_log_campaign', 'message_log', ['campaign_id', 'status'], unique=False, postgresql_where=sa.text('campaign_id IS NOT NULL'), sqlite_where=sa.text('campaign_id IS NOT NULL'))
     op.create_index('ix_message_log_due', 'message_log', ['phone_number_id', 'next_attempt_at'], unique=False, postgresql_where=sa.text("status = 'QUEUED'"), sqlite_where=sa.text("status = 'QUEUED'"))
     op.create_index('ix_message_log_sending', 'message_log', ['lease_until'], unique=False, postgresql_where=sa.text("status = 'SENDING'"), sqlite_where=sa.text("status = 'SENDING'"))
     op.create_index('ix_message_log_vendor_created', 'message_log', ['vendor_id', 'created_at', 'id'], unique=False)
-    op.create_index(op.f('ix_message_log_vendor_id'), 'message_log', ['vendor_id'], unique=False)
     op.create_index('ix_message_log_wamid', 'message_log', ['wamid'], unique=True)
     op.create_table('dead_letter',
     sa.Column('id', sa.Uuid(), nullable=False),
