@@ -3,7 +3,7 @@
 Why Redis and not the database in the request: Meta wants a 200 fast and retries anything
 slower, so the request does the least that makes the delivery durable — one ``LPUSH`` of
 the raw body — and never waits on a database that is busy, locked or down. (Redis must
-persist: run it with AOF, as the compose files do; the embedded default has no Redis and
+persist: run it with AOF (appendonly yes) in production; the embedded default has no Redis and
 writes the row in the request instead.)
 
 The drainer takes work with the reliable-queue pattern: a batch moves *atomically* (one Lua
