@@ -180,6 +180,7 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=40_000)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/13")
     parser.add_argument("--http-threads", type=int, default=None, help="HTTP_THREADS of the server (default: 8)")
+    parser.add_argument("--servers", type=int, default=1, help="WEBHOOK processes sharing the port (REUSE_PORT)")
     parser.add_argument("--apply-timeout", type=float, default=300, help="give up waiting after this many seconds")
     args = parser.parse_args()
 
@@ -199,8 +200,12 @@ def main() -> int:
            "WEBHOOK_PORT": str(port)}
     if args.http_threads:
         env["HTTP_THREADS"] = str(args.http_threads)
+    if args.servers > 1:
+        env["REUSE_PORT"] = "true"
     with open(log, "w") as output:
-        server = subprocess.Popen([KLOYST, "run", str(ini)], env=env, stdout=output, stderr=subprocess.STDOUT)
+        servers = [subprocess.Popen([KLOYST, "run", str(ini)], env=env, stdout=output, stderr=subprocess.STDOUT)
+                   for _ in range(args.servers)]
+    server = servers[0]
     try:
         wait_for_health(port, server, log)
         # Each connection walks its own messages: sent, delivered, read for one, then the next.
@@ -208,11 +213,11 @@ def main() -> int:
         slices = [indexes[i::args.connections] for i in range(args.connections)]
         per_process = [slices[p::args.processes] for p in range(args.processes)]
         start_at = time.time() + 5.0  # after every client built its requests
-        cpu_before = cpu_seconds(server.pid)
+        cpu_before = sum(cpu_seconds(p.pid) for p in servers)
         with mp.get_context("spawn").Pool(args.processes) as pool:
             results = pool.starmap(client_process, [(port, s, args.seconds, start_at) for s in per_process])
         load_ended = time.perf_counter()
-        server_cpu = cpu_seconds(server.pid) - cpu_before
+        server_cpu = sum(cpu_seconds(p.pid) for p in servers) - cpu_before
         latencies = sorted(ms for result, _ in results for ms in result)
         accepted = sum(counts["accepted"] for _, counts in results)
         refused = sum(counts["refused"] for _, counts in results)
@@ -221,7 +226,7 @@ def main() -> int:
         print(f"accepted: {accepted:,} callbacks = {accepted / args.seconds:,.0f} callbacks/s ({refused} refused)")
         print(f"latency: p50 {statistics.median(latencies):.1f} ms, "
               f"p99 {latencies[int(len(latencies) * 0.99)]:.1f} ms, max {latencies[-1]:.1f} ms")
-        print(f"server process CPU: {server_cpu / args.seconds:.0%} of a core, "
+        print(f"server process{'es' if len(servers) > 1 else ''} CPU: {server_cpu / args.seconds:.0%} of a core, "
               f"{server_cpu / max(accepted, 1) * 1000:.3f} ms per callback (HTTP and drainer)", flush=True)
 
         def pending() -> tuple[int, int, int]:
@@ -251,11 +256,13 @@ def main() -> int:
             return 1
         return 0
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        for process in servers:
+            process.send_signal(signal.SIGTERM)
+        for process in servers:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
         engine.dispose()
         testing.drop_database(DATABASE)
 

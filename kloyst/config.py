@@ -151,6 +151,8 @@ CORE_SETTINGS: tuple[Setting, ...] = (
             help="Address of the reverse proxy whose X-Forwarded-For/-Proto/-Host/-Port waitress believes "
             "(* for any peer, only when nothing but the proxy can reach the port); empty trusts none."),
     Setting("kloyst.http.threads", "HTTP_THREADS", 8, int, help="Request threads of each HTTP server."),
+    Setting("kloyst.http.reuse_port", "REUSE_PORT", False, as_bool,
+            help="Bind with SO_REUSEPORT so several processes of one mode share its port (the kernel balances)."),
     Setting("kloyst.http.max_body_bytes", "MAX_BODY_BYTES", 1_048_576, int,
             help="Largest request body accepted by ordinary JSON routes (uploads have their own limit)."),
     Setting("kloyst.http.public_url", "PUBLIC_URL", "",

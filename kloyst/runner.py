@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import threading
 
 from kloyst.config import SERVICE_TYPES, ConfigurationError, as_service_type  # noqa: F401 - SERVICE_TYPES re-exported
@@ -120,7 +121,7 @@ TRUSTED_PROXY_HEADERS = {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-ho
 
 
 def start_http(app, host: str, port: int, stopper: Stopper, threads: int = 8, max_body_bytes: int | None = None,
-               trusted_proxy: str | None = None):
+               trusted_proxy: str | None = None, reuse_port: bool = False):
     """A waitress server for ``app`` (not yet running: call ``server.run()``), closed by ``stopper``.
 
     ``max_body_bytes`` caps what waitress buffers before the application sees a request; it
@@ -130,11 +131,19 @@ def start_http(app, host: str, port: int, stopper: Stopper, threads: int = 8, ma
     from waitress.server import create_server
 
     options: dict = {"max_request_body_size": max_body_bytes} if max_body_bytes else {}
+    if reuse_port:
+        # Several processes bind the same port and the kernel spreads connections between them: one
+        # Python process is one core, and the webhook receiver is CPU-bound.
+        listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        listener.bind((host, port))
+        options["sockets"] = [listener]
     if trusted_proxy:
         options.update(trusted_proxy=trusted_proxy, trusted_proxy_headers=TRUSTED_PROXY_HEADERS,
                        trusted_proxy_count=1)
-    server = create_server(app, host=host, port=port, threads=threads, clear_untrusted_proxy_headers=True,
-                           **options)
+    address = {} if reuse_port else {"host": host, "port": port}
+    server = create_server(app, threads=threads, clear_untrusted_proxy_headers=True, **address, **options)
     stopper.on_stop(server.close)
     log.info("listening on http://%s:%s", host, server.effective_port)
     return server
@@ -236,7 +245,8 @@ def run(mode: str, app, registry, *, on_listening=None) -> int:
     # Twice the largest route limit: a body just over a limit gets the JSON 413 from the app, an absurd
     # one is cut by waitress before it fills the disk.
     server_options = {"threads": settings["kloyst.http.threads"], "max_body_bytes": 2 * largest_body_limit(registry),
-                      "trusted_proxy": settings["kloyst.http.trusted_proxy"]}
+                      "trusted_proxy": settings["kloyst.http.trusted_proxy"],
+                      "reuse_port": settings["kloyst.http.reuse_port"]}
     if mode in ("API_GATEWAY", "ALL"):
         servers.append(start_http(app, settings["kloyst.http.host"], settings["kloyst.http.port"], stopper,
                                   **server_options))

@@ -69,3 +69,16 @@ def test_an_unknown_service_type_refuses_to_start_listing_the_valid_ones(embedde
     assert "BOGUS" in output
     for mode in ("API_GATEWAY", "WEBHOOK", "WORKER", "OUTBOX", "ALL"):
         assert mode in output
+
+
+def test_two_webhook_processes_share_one_port_with_reuse_port(embedded_ini, start_kloyst):
+    port = free_port()
+    env = clean_env(SERVICE_TYPE="WEBHOOK", WEBHOOK_PORT=str(port), PORT=str(free_port()), REUSE_PORT="true")
+    first = start_kloyst("run", str(embedded_ini), env=env)
+    first.wait_for_http(f"http://127.0.0.1:{port}/healthz")
+    second = start_kloyst("run", str(embedded_ini), env=env)  # would fail with "address in use" without it
+    second.wait_for(lambda: "listening on" in second.output(), "the second process to listen")
+    assert first.terminate() == 0
+    # The port is still served, by the second process alone.
+    second.wait_for_http(f"http://127.0.0.1:{port}/healthz")
+    assert second.terminate() == 0
