@@ -43,9 +43,10 @@ REPO = Path(__file__).resolve().parents[1]
 WABA = "300000000000001"
 
 
-def settings_for(url: str, graph_url: str, concurrency: int) -> dict:
+def settings_for(url: str, graph_url: str, concurrency: int, safety: float) -> dict:
     return {**testing.TEST_SETTINGS, "kloyst.database.url": url, "kloyst.redis.url": REDIS_URL,
             "kloyst.meta.graph_url": graph_url, "messages.sender_concurrency": str(concurrency),
+            "messages.rate_safety": str(safety),
             "kloyst.log.dir": "/tmp/kloyst-bench-log", "kloyst.log.level": "WARNING"}
 
 
@@ -145,6 +146,7 @@ def main() -> int:
     parser.add_argument("--latency-ms", type=float, default=100.0)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--concurrency", type=int, default=256)
+    parser.add_argument("--rate-safety", type=float, default=0.96, help="SENDER_RATE_SAFETY: pace as share of tier")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -155,7 +157,7 @@ def main() -> int:
     url = testing.create_database("kloyst_bench_send")
     engine = make_engine(url)
     migrate.upgrade(build_plugin_manager(), engine)
-    settings = settings_for(url, graph_url, args.concurrency)
+    settings = settings_for(url, graph_url, args.concurrency, args.rate_safety)
     registry = make_configurator({"here": "."}, dict(settings), environ={}).registry
     registry["kloyst.redis"].flushdb()
     workers = []
