@@ -169,19 +169,23 @@ class MetaClient:
             log.debug("meta %s %s: no answer (%s)", method, path, type(exc).__name__)
             raise MetaError.network(exc, maybe_accepted=method != "GET") from None
         elapsed_ms = (time.perf_counter() - started) * 1000
-        usage = parse_usage(response.headers)
-        trace = response.headers.get("x-fb-trace-id")
         log.debug("meta %s %s → %s in %.1f ms", method, path, response.status, elapsed_ms)
+        return self._answer(method, path, response.status, response.headers, response.data)
+
+    def _answer(self, method: str, path: str, status: int, headers: Mapping[str, str], body: bytes) -> MetaResponse:
+        """Usage headers reported, then parsed JSON on 2xx or a classified :class:`MetaError` (both transports)."""
+        usage = parse_usage(headers)
+        trace = headers.get("x-fb-trace-id")
         if usage and self._on_usage is not None:
             self._on_usage(usage, method, path)
-        if not 200 <= response.status < 300:
-            raise MetaError.from_response(response.status, response.data, trace)
+        if not 200 <= status < 300:
+            raise MetaError.from_response(status, body, trace)
         try:
-            data = json.loads(response.data) if response.data else {}
+            data = json.loads(body) if body else {}
         except (ValueError, UnicodeDecodeError):
-            raise MetaError(f"HTTP {response.status} with a body that is not JSON", http_status=response.status,
-                            fbtrace_id=trace, maybe_accepted=method != "GET") from None
-        return MetaResponse(response.status, data, usage, trace)
+            raise MetaError(f"HTTP {status} with a body that is not JSON", http_status=status, fbtrace_id=trace,
+                            maybe_accepted=method != "GET") from None
+        return MetaResponse(status, data, usage, trace)
 
     def _post_lean(self, path: str, body: Any, token: TokenSource | None) -> Any:
         encoded = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
@@ -192,17 +196,7 @@ class MetaClient:
             raise MetaError(f"network error: {exc}", type=MetaError.NETWORK, maybe_accepted=exc.sent) from None
         log.debug("meta POST %s → %s", path, status)
         headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in raw_headers.items()}
-        usage = parse_usage(headers)
-        trace = headers.get("x-fb-trace-id")
-        if usage and self._on_usage is not None:
-            self._on_usage(usage, "POST", path)
-        if not 200 <= status < 300:
-            raise MetaError.from_response(status, data, trace)
-        try:
-            return json.loads(data) if data else {}
-        except (ValueError, UnicodeDecodeError):
-            raise MetaError(f"HTTP {status} with a body that is not JSON", http_status=status, fbtrace_id=trace,
-                            maybe_accepted=True) from None
+        return self._answer("POST", path, status, headers, data).data
 
     def _resolve_token(self, token: TokenSource | None) -> str:
         source = token if token is not None else self._token

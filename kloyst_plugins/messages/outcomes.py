@@ -15,7 +15,7 @@ import json
 import logging
 import random
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from kloyst.db import utcnow
@@ -45,7 +45,6 @@ class Outcome:
     wamid: str | None = None
     error: MetaError | None = None
     refused: str | None = None  # refused before calling Meta (opted out, unreadable content)
-    extra: dict = field(default_factory=dict)
 
 
 def backoff_seconds(retry: int, base: float, cap: float) -> float:

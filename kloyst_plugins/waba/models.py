@@ -101,8 +101,3 @@ class PhoneNumber(TenantScoped, Timestamped, Base):
     status: Mapped[str] = mapped_column(String(32), default="CONNECTED")
     messaging_limit_tier: Mapped[str | None] = mapped_column(String(32))
     last_synced_at: Mapped[dt.datetime | None]
-
-    @property
-    def meta_waba_key(self) -> str:
-        """Which kind of WABA the number belongs to, for logs: ``"own"`` or ``"shared"``."""
-        return "own" if self.waba_id is not None else "shared"
