@@ -183,3 +183,35 @@ def kloyst_webhook_vendors(meta_waba_id, meta_phone_number_id, db):
     Returns: a list of vendor ids (may be empty).
     Not firstresult: the answers are united.
     """
+
+
+@hookspec
+def kloyst_pricing_rules():
+    """Offer rules that adjust a quotation's prices: fees, markups, discounts (a tenant hook).
+
+    Called: by the pricing plugin's QuotationService each time it prices a quotation, only on the
+    plugins the quoted vendor has enabled. The pricing plugin's own platform fee rules (markup,
+    per-message fee, minimum charge) come through this same hook.
+    Returns: a list of :class:`kloyst_plugins.pricing.rules.PricingRule`; names are unique across
+    plugins. Rules run in ascending ``order``, then by name.
+    Not firstresult: every enabled plugin's list is collected.
+    """
+
+
+@hookspec
+def kloyst_messages_settled(conn, settled):
+    """Learn that priced messages reached a money-relevant end: sent, failed before sending, or undelivered.
+
+    Called: by the messages plugin in the same transaction that records the outcome (the sender's
+    outcome writer, the status webhook), on every installed plugin, only for messages that carry a
+    price (``message_log.price_micros``); messages without one never reach this hook.
+    Args:
+        conn: the SQLAlchemy ``Connection`` of that transaction; write with it so the money moves
+            exactly when the message state does (both commit, or neither).
+        settled: a list of :class:`kloyst_plugins.messages.settlement.SettledMessage` (``message_id``,
+            ``vendor_id``, ``campaign_id``, ``hold_id``, ``price_micros``, ``outcome``: ``"sent"``,
+            ``"failed"`` (never sent) or ``"undelivered"`` (sent, then reported failed by Meta)).
+    Returns: nothing. A message can be reported more than once (a redelivered webhook): stay
+    idempotent per message and outcome.
+    Not firstresult.
+    """

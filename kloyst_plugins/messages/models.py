@@ -30,11 +30,15 @@ class MessageStatus(str, enum.Enum):
     DELIVERED = "DELIVERED"
     READ = "READ"
     FAILED = "FAILED"
+    PAUSED = "PAUSED"  # waits, unclaimed, until its owner (a paused campaign) puts it back to QUEUED
+    CANCELLED = "CANCELLED"  # will never be sent (its campaign was cancelled before it was)
 
 
-STATUS_RANK = {MessageStatus.QUEUED: 0, MessageStatus.SENDING: 1, MessageStatus.SENT: 2,
-               MessageStatus.DELIVERED: 3, MessageStatus.READ: 4, MessageStatus.FAILED: 5}
-TERMINAL = frozenset({MessageStatus.SENT, MessageStatus.DELIVERED, MessageStatus.READ, MessageStatus.FAILED})
+STATUS_RANK = {MessageStatus.QUEUED: 0, MessageStatus.PAUSED: 0, MessageStatus.SENDING: 1, MessageStatus.SENT: 2,
+               MessageStatus.DELIVERED: 3, MessageStatus.READ: 4, MessageStatus.FAILED: 5,
+               MessageStatus.CANCELLED: 5}
+TERMINAL = frozenset({MessageStatus.SENT, MessageStatus.DELIVERED, MessageStatus.READ, MessageStatus.FAILED,
+                      MessageStatus.CANCELLED})
 
 
 class MessageLog(TenantScoped, Timestamped, Base):
@@ -88,6 +92,10 @@ class MessageLog(TenantScoped, Timestamped, Base):
     error_code: Mapped[int | None]
     error_subcode: Mapped[int | None]
     error_message: Mapped[str | None] = mapped_column(String(500))
+    # What the message costs the vendor and the wallet hold paying for it, set by whoever priced it (a campaign);
+    # reported through ``kloyst_messages_settled`` (settlement.py). No foreign key: messages knows no wallet.
+    price_micros: Mapped[int | None] = mapped_column(BigInteger)
+    hold_id: Mapped[uuid.UUID | None]
     pricing_category: Mapped[str | None] = mapped_column(String(32))
     billable: Mapped[bool | None]
     sent_at: Mapped[dt.datetime | None]

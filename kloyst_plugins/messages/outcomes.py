@@ -5,7 +5,9 @@ applies them in one transaction: one ``UPDATE … FROM unnest(…)`` for every S
 batch, a statement per failure (rare). Meta's code decides (:mod:`kloyst.meta.errors`):
 transient → QUEUED again after exponential backoff with jitter, until ``max_retries``;
 rate limited → QUEUED again after the code's delay, no retry counted, and 130429 slows the
-number; permanent or auth → FAILED with a ``dead_letter`` row at once.
+number; permanent or auth → FAILED with a ``dead_letter`` row at once. Priced messages (a
+campaign's) that end SENT or FAILED are reported to ``kloyst_messages_settled`` in the same
+transaction (:mod:`.settlement`), so their money moves exactly when their state does.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from kloyst.db import utcnow
 from kloyst.meta import ErrorKind, MetaError
+from kloyst_plugins.messages import settlement
 from kloyst_plugins.messages import statements as sql
 
 if TYPE_CHECKING:
@@ -54,8 +57,9 @@ def backoff_seconds(retry: int, base: float, cap: float) -> float:
 
 
 class OutcomeWriter:
-    def __init__(self, engine, settings, governor, numbers: dict, stats: dict) -> None:
+    def __init__(self, engine, settings, governor, numbers: dict, stats: dict, plugin_manager) -> None:
         self.engine = engine
+        self.plugin_manager = plugin_manager
         self.postgres = engine.dialect.name == "postgresql"
         self.settings = settings
         self.governor = governor
@@ -67,11 +71,13 @@ class OutcomeWriter:
         sent = [o for o in batch if o.wamid]
         others = [o for o in batch if not o.wamid]
         slowed: set[uuid.UUID] = set()
+        settled: list[settlement.SettledMessage] = []
         with self.engine.begin() as conn:
             if sent:
-                self._record_sent(conn, sent)
+                self._record_sent(conn, sent, settled)
             for outcome in others:
-                self._record_failure(conn, outcome, slowed)
+                self._record_failure(conn, outcome, slowed, settled)
+            settlement.report(self.plugin_manager, conn, settled)
         for number_id in slowed:
             pace = self.governor.slow_down(str(number_id))
             number = self.numbers.get(number_id)
@@ -80,23 +86,24 @@ class OutcomeWriter:
             log.warning("130429 on phone number %s: pace now %.0f%% of its tier (ceiling %.0f%%)", number_id,
                         pace.factor * 100, pace.ceiling * 100)
 
-    def _record_sent(self, conn, sent: list[Outcome]) -> None:
+    def _record_sent(self, conn, sent: list[Outcome], settled: list) -> None:
         if self.postgres:
-            updated = {as_uuid(r[0]) for r in conn.execute(sql.SENT_PG, {
+            rows = conn.execute(sql.SENT_PG, {
                 "ids": [str(o.job.id) for o in sent], "wamids": [o.wamid for o in sent],
-                "attempts": [o.job.attempt for o in sent], "at": [o.at.isoformat() for o in sent]})}
+                "attempts": [o.job.attempt for o in sent], "at": [o.at.isoformat() for o in sent]}).all()
         else:
-            updated = set()
+            rows = []
             for o in sent:
-                if conn.execute(sql.SENT_SQLITE, {"id": o.job.id, "wamid": o.wamid, "attempt": o.job.attempt,
-                                               "at": o.at}).rowcount:
-                    updated.add(o.job.id)
+                rows.extend(conn.execute(sql.SENT_SQLITE, {"id": o.job.id, "wamid": o.wamid, "attempt": o.job.attempt,
+                                                        "at": o.at}).all())
+        updated = {as_uuid(r[0]) for r in rows}
+        settled.extend(settlement.settled_from_rows(rows, settlement.SENT))
         self.stats["sent"] += len(updated)
         for outcome in sent:
             if outcome.job.id not in updated:
-                self._record_late_answer(conn, outcome)
+                self._record_late_answer(conn, outcome, settled)
 
-    def _record_late_answer(self, conn, outcome: Outcome) -> None:
+    def _record_late_answer(self, conn, outcome: Outcome, settled: list) -> None:
         """Meta accepted a call whose message moved on meanwhile (its lease ran out, or a webhook adopted the
         first call's wamid): if the message now carries another wamid, this one is a second send. Count it."""
         row = conn.execute(sql.MESSAGE_WAMID, {"id": outcome.job.id}).first()
@@ -104,15 +111,16 @@ class OutcomeWriter:
             return
         if row[0] is None and row[1] in ("QUEUED", "SENDING"):
             # The lease ran out and the message waits to be sent again: this answer IS its send. Adopt it.
-            conn.execute(sql.ADOPT, {"id": outcome.job.id, "wamid": outcome.wamid, "at": outcome.at})
+            adopted = conn.execute(sql.ADOPT, {"id": outcome.job.id, "wamid": outcome.wamid, "at": outcome.at}).all()
+            settled.extend(settlement.settled_from_rows(adopted, settlement.SENT))
             return
         if count_duplicate(conn, outcome.job.vendor_id, outcome.job.id, outcome.wamid, "sender"):
             self.stats["duplicates"] += 1
 
-    def _record_failure(self, conn, outcome: Outcome, slowed: set[uuid.UUID]) -> None:
+    def _record_failure(self, conn, outcome: Outcome, slowed: set[uuid.UUID], settled: list) -> None:
         job, error = outcome.job, outcome.error
         if outcome.refused is not None:
-            self._fail(conn, outcome, None, None, "refused", outcome.refused)
+            self._fail(conn, outcome, None, None, "refused", outcome.refused, settled)
             return
         assert error is not None
         kind = error.kind
@@ -121,7 +129,7 @@ class OutcomeWriter:
             self.stats["throttled"] += 1
         if job.attempt >= self.settings.max_attempts:
             self._fail(conn, outcome, error.code, error.subcode, kind.value,
-                       f"gave up after {job.attempt} calls: {error.reason}")
+                       f"gave up after {job.attempt} calls: {error.reason}", settled)
             return
         if kind is ErrorKind.RATE_LIMITED:
             delay = max(error.classification.min_delay_seconds, 1.0) * (0.75 + random.random() / 2)
@@ -130,13 +138,13 @@ class OutcomeWriter:
             retry = self._retries_so_far(conn, job) + 1
             if retry > self.settings.max_retries:
                 self._fail(conn, outcome, error.code, error.subcode, kind.value,
-                           f"still failing after {retry - 1} retries: {error.reason}")
+                           f"still failing after {retry - 1} retries: {error.reason}", settled)
                 return
             delay = max(error.classification.min_delay_seconds,
                         backoff_seconds(retry, self.settings.retry_base_seconds, self.settings.retry_cap_seconds))
             self._requeue(conn, outcome, delay, count_retry=True)
         else:  # permanent or auth: resending the same request cannot succeed
-            self._fail(conn, outcome, error.code, error.subcode, kind.value, error.reason)
+            self._fail(conn, outcome, error.code, error.subcode, kind.value, error.reason, settled)
 
     def _retries_so_far(self, conn, job: Job) -> int:
         row = conn.execute(sql.RETRY_COUNT, {"id": job.id}).first()
@@ -150,12 +158,13 @@ class OutcomeWriter:
             "message": _clip(str(error)), "maybe": bool(error.maybe_accepted), "now": outcome.at})
         self.stats["retried"] += 1
 
-    def _fail(self, conn, outcome: Outcome, code, subcode, kind: str, reason: str) -> None:
+    def _fail(self, conn, outcome: Outcome, code, subcode, kind: str, reason: str, settled: list) -> None:
         job, error = outcome.job, outcome.error
-        changed = conn.execute(sql.FAIL, {"id": job.id, "attempt": job.attempt, "code": code, "subcode": subcode,
-                                       "message": _clip(str(error) if error else reason), "now": outcome.at}).rowcount
-        if not changed:
+        failed = conn.execute(sql.FAIL, {"id": job.id, "attempt": job.attempt, "code": code, "subcode": subcode,
+                                      "message": _clip(str(error) if error else reason), "now": outcome.at}).all()
+        if not failed:
             return
+        settled.extend(settlement.settled_from_rows(failed, settlement.FAILED))
         details = {"attempts": job.attempt}
         if error is not None:
             details.update(http_status=error.http_status, type=error.type, details=error.details,

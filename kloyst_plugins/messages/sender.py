@@ -120,7 +120,8 @@ class Sender:
         self._writer_done = threading.Event()
         self._next_reconcile = 0.0
         self.stats = {"sent": 0, "retried": 0, "failed": 0, "throttled": 0, "duplicates": 0, "reclaimed": 0}
-        self.writer = OutcomeWriter(self.engine, self.settings, self.governor, self.numbers, self.stats)
+        self.writer = OutcomeWriter(self.engine, self.settings, self.governor, self.numbers, self.stats,
+                                    registry["kloyst.plugin_manager"])
 
     # ---- life cycle -------------------------------------------------------------------------------------
 

@@ -175,6 +175,12 @@ class MessageService:
         if message.status != MessageStatus.FAILED.value:
             raise Conflict(f"message {message.id} is {message.status} now, not FAILED: there is nothing to requeue",
                            code="message_not_failed", details={"status": message.status})
+        if message.price_micros is not None:
+            # Its price went back to the wallet when it failed; resending it here would send it unpaid.
+            raise Conflict(f"message {message.id} belongs to a priced send (campaign {message.campaign_id}): retry it "
+                           "through its campaign (POST /campaigns/{id}/retry-failed), which pays for it again",
+                           code="priced_message", details={"campaign_id": str(message.campaign_id)
+                                                          if message.campaign_id else None})
         self.sending_number(message.phone_number_id)
         if message.contact_id is not None:
             contact = self.db.get(Contact, message.contact_id)

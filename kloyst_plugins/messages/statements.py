@@ -65,13 +65,14 @@ SET status = 'SENT', status_rank = 2, wamid = v.wamid, sent_at = v.at, lease_unt
 FROM unnest(CAST(:ids AS uuid[]), CAST(:wamids AS text[]), CAST(:attempts AS int[]),
             CAST(:at AS timestamptz[])) AS v(id, wamid, attempt, at)
 WHERE m.id = v.id AND m.status = 'SENDING' AND m.attempts = v.attempt
-RETURNING m.id
+RETURNING m.id, m.vendor_id, m.campaign_id, m.hold_id, m.price_micros
 """)
 
 SENT_SQLITE = _typed("""
 UPDATE message_log SET status = 'SENT', status_rank = 2, wamid = :wamid, sent_at = :at, lease_until = NULL,
     updated_at = :at, error_code = NULL, error_subcode = NULL, error_message = NULL
 WHERE id = :id AND status = 'SENDING' AND attempts = :attempt
+RETURNING id, vendor_id, campaign_id, hold_id, price_micros
 """, at=UTCDateTime(), **_ID)
 
 MESSAGE_WAMID = _typed("SELECT wamid, status FROM message_log WHERE id = :id", **_ID)
@@ -80,6 +81,7 @@ ADOPT = _typed("""
 UPDATE message_log SET status = 'SENT', status_rank = 2, wamid = :wamid, sent_at = :at, lease_until = NULL,
     updated_at = :at
 WHERE id = :id AND wamid IS NULL AND status IN ('QUEUED', 'SENDING')
+RETURNING id, vendor_id, campaign_id, hold_id, price_micros
 """, at=UTCDateTime(), **_ID)
 
 RETRY_COUNT = _typed("SELECT retry_count FROM message_log WHERE id = :id", **_ID)
@@ -95,6 +97,7 @@ FAIL = _typed("""
 UPDATE message_log SET status = 'FAILED', status_rank = 5, lease_until = NULL, failed_at = :now,
     error_code = :code, error_subcode = :subcode, error_message = :message, updated_at = :now
 WHERE id = :id AND status = 'SENDING' AND attempts = :attempt
+RETURNING id, vendor_id, campaign_id, hold_id, price_micros
 """, **_T, **_ID)
 
 DEAD_LETTER = _typed("""

@@ -43,6 +43,7 @@ from kloyst.webhooks import RetryLater, WebhookChange, insert_skipping_conflicts
 from kloyst_plugins.contacts import phones
 from kloyst_plugins.contacts.models import Contact, ContactSource
 from kloyst_plugins.contacts.services import Actor, ContactService
+from kloyst_plugins.messages import settlement
 from kloyst_plugins.messages.models import (STATUS_RANK, DeadLetter, InboundMessage, MessageLog, MessageStatus,
                                             MessageStatusEvent)
 from kloyst_plugins.waba.models import PhoneNumber
@@ -127,7 +128,8 @@ def apply_statuses(ctx, updates: list[StatusUpdate]) -> None:
     wamids = list(dict.fromkeys(u.wamid for u in updates))
     ours: dict[str, uuid.UUID] = dict(db.execute(select(MessageLog.wamid, MessageLog.id)
                                                  .where(MessageLog.wamid.in_(wamids))).all())
-    others = _match_unknown_wamids(db, updates, ours)
+    settled: list[settlement.SettledMessage] = []
+    others = _match_unknown_wamids(db, updates, ours, settled)
     new = _record_events(db, vendor_id, updates, {**others, **ours})
     if others:
         from kloyst_plugins.messages.outcomes import count_duplicate
@@ -137,10 +139,12 @@ def apply_statuses(ctx, updates: list[StatusUpdate]) -> None:
     _advance(db, vendor_id, [u for u in new if u.wamid in ours and u.status in ADVANCING])
     for update in new:
         if update.wamid in ours and update.status == FAILED:
-            _fail(db, vendor_id, update)
+            _fail(db, vendor_id, update, settled)
+    settlement.report(ctx.plugin_manager, db.connection(), settled)
 
 
-def _match_unknown_wamids(db, updates: list[StatusUpdate], ours: dict[str, uuid.UUID]) -> dict[str, uuid.UUID]:
+def _match_unknown_wamids(db, updates: list[StatusUpdate], ours: dict[str, uuid.UUID],
+                          settled: list) -> dict[str, uuid.UUID]:
     """Statuses for wamids no message carries, whose opaque data names one of ours: adopt, wait, or a duplicate.
 
     Adopted wamids join ``ours``; the returned ``{wamid: message id}`` are second sends.
@@ -159,6 +163,9 @@ def _match_unknown_wamids(db, updates: list[StatusUpdate], ours: dict[str, uuid.
             message.status_rank, message.sent_at = STATUS_RANK[MessageStatus.SENT], update.at
             db.flush()
             ours[update.wamid] = message.id
+            settled.extend(settlement.settled_from_rows(
+                [(message.id, message.vendor_id, message.campaign_id, message.hold_id, message.price_micros)],
+                settlement.SENT))
             log.warning("message %s adopted wamid %s from a status webhook (its send had reached Meta)",
                         message.id, update.wamid)
         elif message.wamid is None and message.status == MessageStatus.SENDING.value:
@@ -243,22 +250,28 @@ _FAIL = text("""
 UPDATE message_log SET status = 'FAILED', status_rank = 5, failed_at = :at, error_code = :code,
     error_message = :message, updated_at = :now
 WHERE wamid = :wamid AND vendor_id = :vendor AND status_rank < 3
-RETURNING id
+RETURNING id, vendor_id, campaign_id, hold_id, price_micros
 """).bindparams(bindparam("vendor", type_=Uuid()), bindparam("at", type_=UTCDateTime()),
-                bindparam("now", type_=UTCDateTime())).columns(id=Uuid())
+                bindparam("now", type_=UTCDateTime())).columns(id=Uuid(), vendor_id=Uuid(), campaign_id=Uuid(),
+                                                               hold_id=Uuid())
 
 
-def _fail(db, vendor_id: uuid.UUID, update: StatusUpdate) -> None:
-    """A ``failed`` status: FAILED and one dead letter, unless Meta already delivered (or we already failed) it."""
+def _fail(db, vendor_id: uuid.UUID, update: StatusUpdate, settled: list) -> None:
+    """A ``failed`` status: FAILED and one dead letter, unless Meta already delivered (or we already failed) it.
+
+    The message had been sent (it has a wamid), so a priced one is reported undelivered: Meta charges
+    only for delivered messages."""
     error = update.error or {}
     error_data = error.get("error_data") if isinstance(error.get("error_data"), dict) else {}
     message = " — ".join(str(part) for part in (error.get("title") or error.get("message"), error_data.get("details"))
                          if part)
     message = (message or "Meta reported the message failed")[:500]
-    message_id = db.execute(_FAIL, {"wamid": update.wamid, "vendor": vendor_id, "at": update.at,
-                                    "code": update.error_code, "message": message, "now": utcnow()}).scalar()
-    if message_id is None:
+    row = db.execute(_FAIL, {"wamid": update.wamid, "vendor": vendor_id, "at": update.at,
+                             "code": update.error_code, "message": message, "now": utcnow()}).first()
+    if row is None:
         return
+    message_id = row[0]
+    settled.extend(settlement.settled_from_rows([row], settlement.UNDELIVERED))
     db.add(DeadLetter(vendor_id=vendor_id, message_id=message_id, error_code=update.error_code,
                       error_kind=classify(update.error_code).kind.value, reason=message,
                       details={"source": "webhook", "wamid": update.wamid, "error": error}))

@@ -146,3 +146,13 @@ def test_a_message_that_failed_again_has_a_new_dead_letter_to_requeue(testapp, d
     with tenancy.unscoped(db):
         assert db.scalars(select(DeadLetter.requeued_at.is_not(None)).where(DeadLetter.message_id == message.id)
                           ).all() == [True, True]
+
+
+def test_a_priced_message_is_not_requeued_here_but_through_its_campaign(testapp, db, messaging, vendor):
+    message, letter = messaging.failed(vendor.number)
+    with tenancy.unscoped(db):
+        db.get(MessageLog, message.id).price_micros = 6_800
+        db.flush()
+    error = testapp.post(requeue_url(letter), headers=vendor.headers, status=409).json["error"]
+    assert error["code"] == "priced_message" and "retry-failed" in error["message"]
+    assert fresh(db, message).status == MessageStatus.FAILED.value and fresh(db, letter).requeued_at is None

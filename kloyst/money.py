@@ -1,0 +1,54 @@
+"""Money as integers: micro-units of a currency (1 = 0.000001), shown as decimal strings.
+
+DESIGN §4: amounts are stored and added as integers, never floats, so a ledger sums exactly
+and a price multiplied by a million messages is still exact. The API shows them as decimal
+strings with six places (``"12.500000"``) and reads decimal strings or integers back.
+Rounding happens in one place (:func:`round_micros`), half up, when a percentage or a rate
+with more than six decimals is applied.
+"""
+
+from __future__ import annotations
+
+import decimal
+from decimal import ROUND_HALF_UP, Decimal
+
+MICROS = 1_000_000
+_SIX_PLACES = Decimal("0.000001")
+
+
+class MoneyError(ValueError):
+    """A value that is not an amount of money (names what was wrong, for a 422)."""
+
+
+def to_micros(value, *, field: str = "amount", allow_negative: bool = False) -> int:
+    """Parse ``"12.5"``, ``"0.0068"``, ``12`` or ``Decimal`` into micro-units; more than six decimals is an error."""
+    if isinstance(value, bool) or value is None:
+        raise MoneyError(f"{field}: expected a decimal amount such as \"12.50\"")
+    if isinstance(value, float):
+        raise MoneyError(f"{field}: send amounts as decimal strings (\"12.50\"), not floating-point numbers")
+    try:
+        amount = Decimal(str(value).strip())
+    except decimal.InvalidOperation:
+        raise MoneyError(f"{field}: {str(value)[:40]!r} is not a decimal amount") from None
+    if not amount.is_finite():
+        raise MoneyError(f"{field}: must be a finite amount")
+    if amount != amount.quantize(_SIX_PLACES, rounding=ROUND_HALF_UP):
+        raise MoneyError(f"{field}: at most six decimal places")
+    if amount < 0 and not allow_negative:
+        raise MoneyError(f"{field}: must not be negative")
+    return int(amount * MICROS)
+
+
+def format_micros(micros: int) -> str:
+    """``12500000`` → ``"12.500000"`` (always six places, sign kept)."""
+    return str((Decimal(int(micros)) / MICROS).quantize(_SIX_PLACES))
+
+
+def round_micros(value: Decimal) -> int:
+    """A computed amount in micro-units (a Decimal, possibly fractional) rounded half up to a whole micro."""
+    return int(Decimal(value).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def percent_of(micros: int, percent: Decimal | str) -> int:
+    """``percent`` % of an amount, rounded half up to a whole micro-unit."""
+    return round_micros(Decimal(micros) * Decimal(str(percent)) / 100)
