@@ -13,7 +13,7 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["kloyst", "kloyst.*", "kloyst_plugins", "kloyst_plugins.*"]),
     include_package_data=True,
-    package_data={"": ["*.mako", "*.ini", "*.md", "*.html"]},
+    package_data={"": ["*.mako", "*.ini", "*.md", "*.html", "*.csv"]},
     install_requires=[
         "pyramid>=2.0",
         "pyramid_tm>=2.5",
@@ -35,10 +35,12 @@ setup(
         "argon2-cffi>=23.1",
         "pydantic>=2.6",
         "email-validator>=2.1",
+        "fpdf2>=2.7",  # quotation PDFs: pure Python, tables and embedded fonts, no system libraries
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3.5", "WebTest>=3.0", "ruff>=0.5",
-                 "pyyaml>=6", "jsonschema>=4.18"],  # the sandbox test validates against Meta's OpenAPI
+                 "pyyaml>=6", "jsonschema>=4.18",  # the sandbox test validates against Meta's OpenAPI
+                 "pypdf>=4"],  # quotation PDF tests read the text back
     },
     entry_points={
         "console_scripts": ["kloyst = kloyst.cli:main"],
@@ -50,6 +52,8 @@ setup(
             "waba = kloyst_plugins.waba.plugin",
             "templates = kloyst_plugins.templates.plugin",
             "messages = kloyst_plugins.messages.plugin",
+            "wallet = kloyst_plugins.wallet.plugin",
+            "pricing = kloyst_plugins.pricing.plugin",
         ],
         "pytest11": ["kloyst = kloyst.testing.pytest_plugin"],
     },

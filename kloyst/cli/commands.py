@@ -85,9 +85,13 @@ def _first_run_account(registry) -> str | None:
         db.add(User(vendor_id=vendor.id, email=DEMO_EMAIL, name="Demo owner", role=Role.OWNER,
                     password_hash=hash_password(password), email_verified_at=utcnow()))
         # The demo vendor tries everything: every installed plugin on, requirements first.
-        for name, info in registry["kloyst.plugin_manager"].infos.items():
+        pm = registry["kloyst.plugin_manager"]
+        for name, info in pm.infos.items():
             if not info.meta.essential:
                 db.add(VendorPlugin(vendor_id=vendor.id, plugin=name))
+        db.flush()
+        # Plugins give the demo what it needs to be tried end to end (a rate card, a funded wallet…).
+        pm.hook.kloyst_demo_data(db=db, vendor_id=vendor.id)
     base = settings["kloyst.http.public_url"].rstrip("/") + settings["kloyst.api.prefix"]
     note = (
         f"First run: created the demo vendor owner {DEMO_EMAIL} with password {password}\n"

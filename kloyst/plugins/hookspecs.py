@@ -215,3 +215,18 @@ def kloyst_messages_settled(conn, settled):
     idempotent per message and outcome.
     Not firstresult.
     """
+
+
+@hookspec
+def kloyst_demo_data(db, vendor_id):
+    """Seed what the embedded default's demo vendor needs to try the plugin end to end.
+
+    Called: once, by ``kloyst run`` on an empty embedded (SQLite) database, right after it created
+    the demo vendor and enabled every installed plugin for it; on every installed plugin. Never
+    called against PostgreSQL (staging and production start empty).
+    Args:
+        db: a platform-wide (unscoped) session in the transaction that created the demo vendor.
+        vendor_id: the demo vendor's id.
+    Returns: nothing. Say what was seeded in the plugin's docs.
+    Not firstresult.
+    """

@@ -1,0 +1,51 @@
+"""The wallet plugin: metadata and hook implementations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kloyst.config import Setting
+from kloyst.plugins import PluginMeta, hookimpl
+
+plugin_meta = PluginMeta(description="A prepaid wallet per vendor: append-only ledger, holds, captures, top-ups.")
+model_modules = ("kloyst_plugins.wallet.models",)
+
+
+@hookimpl
+def kloyst_settings():
+    from kloyst_plugins.wallet.ledger import parse_currency
+
+    return [
+        Setting("wallet.default_currency", "WALLET_DEFAULT_CURRENCY", "USD", parse_currency,
+                help="ISO 4217 currency of a vendor's wallet when it is first opened (existing wallets keep "
+                     "theirs)."),
+    ]
+
+
+@hookimpl
+def kloyst_migration_dirs():
+    return [str(Path(__file__).with_name("migrations") / "versions")]
+
+
+@hookimpl
+def kloyst_routes(config):
+    from kloyst_plugins.wallet.ledger import configure_default_currency
+
+    configure_default_currency(config.registry["kloyst.engine"], config.registry.settings["wallet.default_currency"])
+    config.include(".views")
+
+
+@hookimpl
+def kloyst_messages_settled(conn, settled):
+    from kloyst_plugins.wallet.settlement import settle_messages
+
+    settle_messages(conn, settled)
+
+
+@hookimpl
+def kloyst_demo_data(db, vendor_id):
+    from kloyst_plugins.wallet.ledger import Ledger
+
+    # Enough to quote and launch a demo campaign on the development rate card (make run).
+    Ledger(db.connection(), vendor_id).topup(100_000_000, idempotency_key="demo:starting-balance",
+                                             note="starting balance of the embedded demo vendor")

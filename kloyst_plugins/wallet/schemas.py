@@ -1,0 +1,113 @@
+"""What a client may send to the wallet API: amounts as decimal strings, instants as ISO 8601.
+
+Amounts go through :func:`kloyst.money.to_micros` (never floats; at most six decimals), so a
+bad amount is a 422 naming the field, like any other validation problem.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Annotated
+
+from pydantic import AfterValidator, BeforeValidator, Field
+
+from kloyst.errors import Unprocessable
+from kloyst.http.pagination import MAX_LIMIT
+from kloyst.http.validation import Schema
+from kloyst.money import to_micros
+from kloyst_plugins.wallet.models import EntryKind
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+# Printable ASCII, as the messages API takes it: what a header carries intact through every proxy.
+_IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,200}")
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _micros(value) -> int:
+    return to_micros(value, field="amount")
+
+
+def _signed_micros(value) -> int:
+    return to_micros(value, field="amount", allow_negative=True)
+
+
+def _positive(value: int) -> int:
+    if value <= 0:
+        raise ValueError("must be more than zero")
+    return value
+
+
+def _not_zero(value: int) -> int:
+    if value == 0:
+        raise ValueError("must not be zero: positive credits the wallet, negative debits it")
+    return value
+
+
+def _instant(value):
+    """``2026-03-01`` (a whole day, UTC) or a full ISO 8601 timestamp (UTC when it names no zone)."""
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        return value
+    text = str(value).strip()
+    if _DATE.fullmatch(text):
+        return dt.date.fromisoformat(text)
+    try:
+        parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError("expected a date (2026-03-01) or an ISO 8601 timestamp") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
+
+
+Micros = Annotated[int, BeforeValidator(_micros)]
+PositiveMicros = Annotated[int, BeforeValidator(_micros), AfterValidator(_positive)]
+SignedMicros = Annotated[int, BeforeValidator(_signed_micros), AfterValidator(_not_zero)]
+Instant = Annotated[dt.datetime | dt.date, BeforeValidator(_instant)]
+
+
+def start_of(value: dt.datetime | dt.date | None) -> dt.datetime | None:
+    if value is None or isinstance(value, dt.datetime):
+        return value
+    return dt.datetime.combine(value, dt.time(), dt.timezone.utc)
+
+
+def end_of(value: dt.datetime | dt.date | None) -> dt.datetime | None:
+    """Exclusive end: a date includes its whole day, a timestamp is the first instant not included."""
+    if value is None or isinstance(value, dt.datetime):
+        return value
+    return dt.datetime.combine(value + dt.timedelta(days=1), dt.time(), dt.timezone.utc)
+
+
+class WalletPatch(Schema):
+    low_balance_threshold: Micros  # "0" turns the alert off
+
+
+class TopupBody(Schema):
+    amount: PositiveMicros
+    note: str | None = Field(default=None, max_length=500)
+
+
+class AdjustmentBody(Schema):
+    amount: SignedMicros
+    note: str = Field(min_length=1, max_length=500)  # why: an adjustment without a reason cannot be audited
+
+
+class Range(Schema):
+    from_: Instant | None = Field(default=None, alias="from")
+    to: Instant | None = None
+
+
+class TransactionQuery(Range):
+    cursor: str | None = None
+    limit: int = Field(default=50, ge=1, le=MAX_LIMIT)
+    kind: EntryKind | None = None
+
+
+def required_idempotency_key(headers) -> str:
+    """Money-moving admin calls must be retryable without moving money twice: the header is required."""
+    key = headers.get(IDEMPOTENCY_HEADER, "").strip()
+    if not _IDEMPOTENCY_KEY.fullmatch(key):
+        problem = "required" if not key else "1 to 200 printable ASCII characters"
+        raise Unprocessable(f"the {IDEMPOTENCY_HEADER} header is {problem}: send a new random key (a UUID) per "
+                            "movement, and the same key when retrying it", code="invalid_idempotency_key",
+                            details={"fields": [{"field": IDEMPOTENCY_HEADER, "problem": problem}]})
+    return key
