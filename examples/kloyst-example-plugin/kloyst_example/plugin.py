@@ -2,8 +2,8 @@
 
 Kloyst finds this module through the ``kloyst.plugins`` entry point in ``setup.py``.
 Configuration hooks (settings, routes, tasks, migrations, CLI) are called on every
-installed plugin when a process starts; the tenant hook ``kloyst_vendor_event`` only for
-vendors who enabled ``example``.
+installed plugin when a process starts; the tenant hooks (``kloyst_vendor_event``,
+``kloyst_merge_strategies``, ``kloyst_pricing_rules``) only for vendors who enabled ``example``.
 """
 
 from __future__ import annotations
@@ -84,3 +84,10 @@ def kloyst_vendor_event(event, ctx):
             ctx.db.add(ExampleEventLog(vendor_id=event.vendor_id, event_id=event.id, name=event.name))
     except IntegrityError:
         pass
+
+
+@hookimpl
+def kloyst_pricing_rules():
+    from kloyst_example.pricing import LabelDiscount
+
+    return [LabelDiscount()]

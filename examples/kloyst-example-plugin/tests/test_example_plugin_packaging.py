@@ -34,7 +34,7 @@ def test_every_hook_the_example_implements_is_a_kloyst_hookspec(pm):
         assert all(hasattr(hookspecs, hook) for hook in hooks), hooks
     assert {caller.name for caller in pm.get_hookcallers(pm.get_plugin("example"))} == {
         "kloyst_settings", "kloyst_routes", "kloyst_tasks", "kloyst_migration_dirs", "kloyst_cli_commands",
-        "kloyst_vendor_event", "kloyst_merge_strategies"}
+        "kloyst_vendor_event", "kloyst_merge_strategies", "kloyst_pricing_rules"}
 
 
 def test_the_example_migration_branch_is_at_head_in_the_test_database(registry):
