@@ -37,12 +37,12 @@ from sqlalchemy import and_, or_, select
 
 from kloyst.crypto import FieldCipher
 from kloyst.db import session_scope
+from kloyst.http.spreadsheet import csv_safe
 from kloyst_plugins.contacts.models import Contact
 
 COLUMNS = ("id", "mobile", "name", "country", "calling_code", "labels", "attributes", "opted_out", "opted_out_at",
            "source", "created_at", "updated_at")
 BATCH = 1000
-_DANGEROUS_FIRST = ("=", "+", "-", "@", "\t", "\r", "\0")
 _CSV_FLUSH_BYTES = 64 * 1024
 
 
@@ -86,11 +86,6 @@ def iter_rows(session_factory, *, vendor_id: uuid.UUID, where: list, cipher: Fie
         if len(contacts) < batch:
             return
         cursor = (contacts[-1].created_at, contacts[-1].id)
-
-
-def csv_safe(value: str) -> str:
-    """Neutralize a field a spreadsheet would run as a formula: a leading ``'``."""
-    return "'" + value if value.startswith(_DANGEROUS_FIRST) else value
 
 
 def csv_chunks(rows: Iterator[list[str]]) -> Iterator[bytes]:

@@ -18,16 +18,15 @@ from collections.abc import Iterator
 from sqlalchemy import select, tuple_
 
 from kloyst.db import session_scope
+from kloyst.http.spreadsheet import csv_safe
 from kloyst_plugins.imports.models import ContactImportRejection
 
 PAGE = 5000
 HEADER = ("row_number", "column", "value", "reason")
-_DANGEROUS = ("=", "+", "-", "@", "\t", "\r", "\0")
 
 
 def safe_cell(value) -> str:
-    text = "" if value is None else str(value)
-    return "'" + text if text.startswith(_DANGEROUS) else text
+    return csv_safe("" if value is None else str(value))
 
 
 def iter_report(session_factory, vendor_id: uuid.UUID, job_id: uuid.UUID) -> Iterator[bytes]:

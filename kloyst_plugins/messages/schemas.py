@@ -8,22 +8,14 @@ templates plugin's ``validate_send``, which knows the template's placeholders.
 
 from __future__ import annotations
 
-import re
 import uuid
 from typing import Any
 
 from pydantic import Field, model_validator
 
-from kloyst.errors import Unprocessable
 from kloyst.http.pagination import Page
 from kloyst.http.validation import Schema
 from kloyst_plugins.messages.models import MessageStatus
-
-IDEMPOTENCY_HEADER = "Idempotency-Key"
-MAX_IDEMPOTENCY_KEY_LENGTH = 255
-# Printable ASCII: what a header carries intact through every proxy, and what a UUID or a
-# client's own "order-123/attempt" key is made of.
-_IDEMPOTENCY_KEY = re.compile(rf"[\x20-\x7e]{{1,{MAX_IDEMPOTENCY_KEY_LENGTH}}}")
 
 
 class TemplateRef(Schema):
@@ -66,16 +58,3 @@ class MessageListQuery(Page):
 
 class DeadLetterListQuery(Page):
     requeued: bool | None = None  # false: the ones still waiting for a decision
-
-
-def idempotency_key(headers) -> str | None:
-    """The ``Idempotency-Key`` header, or None when absent; a malformed one is a 422 (never silently ignored)."""
-    if IDEMPOTENCY_HEADER not in headers:
-        return None
-    key = headers[IDEMPOTENCY_HEADER].strip()
-    if not _IDEMPOTENCY_KEY.fullmatch(key):
-        raise Unprocessable(f"the {IDEMPOTENCY_HEADER} header must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} printable "
-                            "ASCII characters (a UUID is a good choice)", code="invalid_idempotency_key",
-                            details={"fields": [{"field": IDEMPOTENCY_HEADER, "problem": "1 to 255 printable ASCII "
-                                                                                         "characters"}]})
-    return key

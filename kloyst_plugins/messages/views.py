@@ -17,7 +17,8 @@ from sqlalchemy import select
 
 from kloyst.http.pagination import paginate
 from kloyst_plugins.messages.models import DeadLetter, MessageLog
-from kloyst_plugins.messages.schemas import DeadLetterListQuery, MessageCreate, MessageListQuery, idempotency_key
+from kloyst.http.idempotency import idempotency_key
+from kloyst_plugins.messages.schemas import DeadLetterListQuery, MessageCreate, MessageListQuery
 from kloyst_plugins.messages.services import Idempotency, MessageService, TemplateSend, request_hash
 
 REPLAYED_HEADER = "Idempotent-Replayed"

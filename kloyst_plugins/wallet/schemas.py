@@ -12,15 +12,14 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BeforeValidator, Field
 
-from kloyst.errors import Unprocessable
+from kloyst.http.idempotency import idempotency_key
 from kloyst.http.pagination import MAX_LIMIT
 from kloyst.http.validation import Schema
 from kloyst.money import to_micros
 from kloyst_plugins.wallet.models import EntryKind
 
-IDEMPOTENCY_HEADER = "Idempotency-Key"
-# Printable ASCII, as the messages API takes it: what a header carries intact through every proxy.
-_IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,200}")
+# Client keys are stored as ``api:<key>`` in a 255-character column: 200 leaves room.
+MAX_CLIENT_KEY_LENGTH = 200
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
@@ -104,10 +103,4 @@ class TransactionQuery(Range):
 
 def required_idempotency_key(headers) -> str:
     """Money-moving admin calls must be retryable without moving money twice: the header is required."""
-    key = headers.get(IDEMPOTENCY_HEADER, "").strip()
-    if not _IDEMPOTENCY_KEY.fullmatch(key):
-        problem = "required" if not key else "1 to 200 printable ASCII characters"
-        raise Unprocessable(f"the {IDEMPOTENCY_HEADER} header is {problem}: send a new random key (a UUID) per "
-                            "movement, and the same key when retrying it", code="invalid_idempotency_key",
-                            details={"fields": [{"field": IDEMPOTENCY_HEADER, "problem": problem}]})
-    return key
+    return idempotency_key(headers, required=True, max_length=MAX_CLIENT_KEY_LENGTH)

