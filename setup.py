@@ -54,6 +54,7 @@ setup(
             "messages = kloyst_plugins.messages.plugin",
             "wallet = kloyst_plugins.wallet.plugin",
             "pricing = kloyst_plugins.pricing.plugin",
+            "campaigns = kloyst_plugins.campaigns.plugin",
         ],
         "pytest11": ["kloyst = kloyst.testing.pytest_plugin"],
     },

@@ -1,0 +1,1 @@
+"""The campaigns plugin: a template to an audience, quoted, paid from the wallet, sent and tracked."""

@@ -1,0 +1,201 @@
+"""Fan-out: a launched campaign's frozen recipients become ``message_log`` rows, one chunk per task.
+
+Why chunks with their own rows (``campaign_chunk``), not one long task with a cursor: a chunk
+is written in one transaction that also marks it done, so
+
+* a task delivered twice, or run by two workers at once, writes its messages once (the
+  chunk row is taken ``FOR UPDATE SKIP LOCKED`` and a done chunk is a no-op; the messages'
+  unique ``(vendor_id, idempotency_key)`` = ``campaign:<id>:<contact>`` would refuse a second
+  copy anyway);
+* a worker killed midway loses only its uncommitted chunk, which the periodic loop sends
+  again when its task looks lost (:mod:`.ticker`);
+* chunks run in parallel on every worker, which is what makes a million recipients a matter
+  of seconds: each worker decrypts, renders and seals its chunk (CPU, in Python) while
+  PostgreSQL takes another chunk's ``COPY``.
+
+A chunk holds its campaign row ``FOR SHARE`` while it writes: a pause or cancel (which update
+the row) waits for the chunks in hand, and chunks that start after it see the new status —
+PAUSED writes its messages PAUSED, CANCELLING writes none. A recipient whose contact was
+deleted or opted out since the freeze gets no message; its price goes back to the wallet
+in the same transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import uuid
+from os import urandom
+from dataclasses import dataclass
+
+from sqlalchemy import Uuid, bindparam, insert, select, text
+
+from kloyst.db import tenancy, utcnow
+from kloyst_plugins.campaigns.models import Campaign, CampaignChunk, CampaignStatus
+from kloyst_plugins.campaigns.render import Renderer
+from kloyst_plugins.messages import dispatch
+from kloyst_plugins.messages.models import STATUS_RANK, MessageLog, MessageStatus
+from kloyst_plugins.templates.models import MessageTemplate
+
+SKIP_DELETED = "contact deleted"
+SKIP_OPTED_OUT = "contact opted out"
+SKIP_NO_VALUE = "a variable has no value"
+
+_RECIPIENTS = """
+SELECT r.seq, {contact_id}, r.country, r.price_micros, c.id IS NOT NULL, c.mobile_enc, {mobile_hash}, c.opted_out{extra}
+FROM campaign_recipient r LEFT JOIN contact c ON c.id = r.contact_id AND c.vendor_id = :vendor
+WHERE r.campaign_id = :campaign AND r.seq >= :lo AND r.seq < :hi
+ORDER BY r.seq
+"""
+
+COLUMNS = ("id", "vendor_id", "phone_number_id", "contact_id", "campaign_id", "template_id", "template_name",
+           "template_language", "category", "recipient_hash", "country", "content_enc", "enc_kid", "idempotency_key",
+           "status", "status_rank", "next_attempt_at", "attempts", "retry_count", "maybe_sent_before",
+           "duplicate_sends", "price_micros", "hold_id", "created_at", "updated_at")
+
+
+_SKIP = text("UPDATE campaign_recipient SET skipped = :reason WHERE campaign_id = :campaign AND seq = :seq "
+             "AND vendor_id = :vendor").bindparams(bindparam("campaign", type_=Uuid()), bindparam("vendor",
+                                                                                                 type_=Uuid()))
+
+
+@dataclass
+class ChunkResult:
+    written: int = 0
+    skipped: int = 0
+    skipped_micros: int = 0
+    already_done: bool = False
+
+
+def write_chunk(db, registry, *, vendor_id: uuid.UUID, campaign_id: uuid.UUID, seq_from: int) -> ChunkResult:
+    """Write one chunk's messages in ``db``'s transaction (vendor-scoped); a done or busy chunk is a no-op."""
+    chunk = db.scalars(select(CampaignChunk).where(CampaignChunk.campaign_id == campaign_id,
+                                                   CampaignChunk.seq_from == seq_from)
+                       .with_for_update(skip_locked=True)).one_or_none()
+    if chunk is None or chunk.done_at is not None:
+        return ChunkResult(already_done=True)
+    campaign = db.scalars(select(Campaign).where(Campaign.id == campaign_id).with_for_update(read=True)
+                          .execution_options(populate_existing=True)).one()
+    result = ChunkResult()
+    if campaign.status in (CampaignStatus.CANCELLING.value, CampaignStatus.CANCELLED.value):
+        # Nothing more is sent; the hold's remainder is released when the campaign settles.
+        result.skipped = chunk.seq_to - chunk.seq_from
+    else:
+        result = _write(db, registry, campaign, chunk)
+        if result.skipped_micros and campaign.hold_id is not None:
+            from kloyst_plugins.wallet.ledger import Ledger
+
+            Ledger(db.connection(), vendor_id).release(campaign.hold_id, result.skipped_micros,
+                                                       idempotency_key=f"campaign:{campaign.id}:skip:{seq_from}")
+    chunk.done_at = utcnow()
+    chunk.written, chunk.skipped = result.written, result.skipped
+    db.flush()
+    return result
+
+
+def _write(db, registry, campaign: Campaign, chunk: CampaignChunk) -> ChunkResult:
+    cipher, vendor_id = registry["kloyst.cipher"], campaign.vendor_id
+    template = db.get(MessageTemplate, campaign.template_id)
+    mapping = {**(template.variable_mapping or {}), **(campaign.variable_mapping or {})}
+    renderer = Renderer(template, mapping, campaign.buttons or [], cipher=cipher, vendor_id=vendor_id)
+    postgres = db.get_bind().dialect.name == "postgresql"
+    extra = (", c.name_enc" if renderer.needs_name else ", NULL") + (", c.attributes" if renderer.needs_attributes
+                                                                     else ", NULL")
+    # On PostgreSQL the contact id and the number's hash come as text, as COPY wants them (no UUID or bytes
+    # objects per row, no hex encoding in Python).
+    contact_id = "CAST(r.contact_id AS TEXT)" if postgres else "r.contact_id"
+    mobile_hash = "encode(c.mobile_hash, 'hex')" if postgres else "c.mobile_hash"
+    query = text(_RECIPIENTS.format(contact_id=contact_id, mobile_hash=mobile_hash, extra=extra)).bindparams(
+        bindparam("vendor", type_=Uuid()), bindparam("campaign", type_=Uuid()))
+    rows = db.execute(query, {"vendor": vendor_id, "campaign": campaign.id, "lo": chunk.seq_from,
+                              "hi": chunk.seq_to}).all()
+    now = utcnow()
+    paused = campaign.status == CampaignStatus.PAUSED.value
+    status = MessageStatus.PAUSED if paused else MessageStatus.QUEUED
+    due = max(now, campaign.start_at) if campaign.start_at is not None else now
+    constant = {"vendor_id": vendor_id, "phone_number_id": campaign.phone_number_id, "campaign_id": campaign.id,
+                "template_id": template.id, "template_name": template.name, "template_language": template.language,
+                "category": template.category, "enc_kid": cipher.active_kid, "status": status.value,
+                "status_rank": STATUS_RANK[status], "next_attempt_at": due, "attempts": 0, "retry_count": 0,
+                "maybe_sent_before": False, "duplicate_sends": 0, "hold_id": campaign.hold_id, "created_at": now,
+                "updated_at": now}
+    result, messages, skipped = ChunkResult(), [], []
+    decrypt = cipher.decrypt
+    for seq, contact_id, country, price, found, mobile_enc, mobile_hash, opted_out, name_enc, attributes in rows:
+        if len(contact_id) != 36:  # SQLite keeps 32 hex digits
+            contact_id = str(uuid.UUID(contact_id))
+        reason = SKIP_DELETED if not found else SKIP_OPTED_OUT if opted_out else None
+        values = None
+        if reason is None:
+            mobile = decrypt(bytes(mobile_enc), vendor_id=vendor_id, field="mobile")
+            name = decrypt(bytes(name_enc), vendor_id=vendor_id, field="name") if name_enc is not None else None
+            values = renderer.values(mobile=mobile, name=name, country=country, attributes=attributes)
+            reason = SKIP_NO_VALUE if values is None else None
+        if reason is not None:
+            skipped.append((seq, reason))
+            result.skipped_micros += int(price or 0)
+            continue
+        message_id = _uuid4(urandom(16))
+        messages.append((message_id, contact_id, mobile_hash if postgres else bytes(mobile_hash).hex(), country,
+                         renderer.seal(mobile, message_id, values), f"campaign:{campaign.id}:{contact_id}", price))
+    if messages:
+        if postgres:
+            _copy(db, constant, messages)
+        else:
+            db.execute(tenancy.caller_scoped(insert(MessageLog.__table__)), [_row(constant, m) for m in messages])
+    for seq, reason in skipped:
+        db.execute(_SKIP, {"reason": reason, "campaign": campaign.id, "seq": seq, "vendor": vendor_id})
+    result.written, result.skipped = len(messages), len(skipped)
+    if messages and not paused:
+        dispatch.notify_queued(db, vendor_id, [campaign.phone_number_id])
+    return result
+
+
+def _uuid4(random: bytes) -> str:
+    """A version-4 UUID as text from 16 random bytes (a third of ``str(uuid.uuid4())``'s cost, per message)."""
+    h = ((int.from_bytes(random, "big") & ~(0xF000 << 64) & ~(0xC000 << 48)) | (0x4000 << 64) | (0x8000 << 48)
+         ).to_bytes(16, "big").hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def _row(constant: dict, message: tuple) -> dict:
+    message_id, contact_id, recipient_hash, country, content_enc, key, price = message
+    return {**constant, "id": uuid.UUID(message_id), "contact_id": uuid.UUID(contact_id),
+            "recipient_hash": bytes.fromhex(recipient_hash), "country": country, "content_enc": content_enc,
+            "idempotency_key": key, "price_micros": price}
+
+
+def _copy_text(value) -> str:
+    """A constant as a COPY text field (backslash, tab and new lines escaped; None is ``\\N``)."""
+    if value is None:
+        return "\\N"
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    return str(value).replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def _copy(db, constant: dict, messages: list[tuple]) -> None:
+    """``COPY message_log FROM STDIN`` on the session's own connection (its transaction), text format.
+
+    One COPY takes ~10,000 rows several times faster than a multi-row INSERT: no statement to
+    parse per batch, no parameters to bind. Only ids, hex and fixed values go in, so the only
+    escaping needed is that of the constants, done once.
+    """
+    fixed = {name: _copy_text(value) for name, value in constant.items()}
+    head = "\t".join(fixed[c] for c in COLUMNS[1:3])  # vendor_id, phone_number_id
+    middle = "\t".join(fixed[c] for c in COLUMNS[4:9])  # campaign_id … category
+    after_content = fixed["enc_kid"]
+    tail_before_price = "\t".join(fixed[c] for c in COLUMNS[14:21])  # status … duplicate_sends
+    tail_after_price = "\t".join(fixed[c] for c in COLUMNS[22:25])  # hold_id, created_at, updated_at
+    null = "\\N"
+    lines = []
+    append = lines.append
+    for message_id, contact_id, recipient_hash, country, content_enc, key, price in messages:
+        append(f"{message_id}\t{head}\t{contact_id}\t{middle}\t\\\\x{recipient_hash}\t{country or null}\t"
+               f"\\\\x{content_enc.hex()}\t{after_content}\t{key}\t{tail_before_price}\t{int(price or 0)}\t"
+               f"{tail_after_price}\n")
+    raw = db.connection().connection.dbapi_connection
+    with raw.cursor() as cursor:
+        cursor.copy_expert(f"COPY message_log ({', '.join(COLUMNS)}) FROM STDIN", io.StringIO("".join(lines)))

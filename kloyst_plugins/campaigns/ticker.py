@@ -1,0 +1,170 @@
+"""The campaign loop: what happens to a campaign because time passed, not because someone asked.
+
+Every ``campaigns.tick_seconds`` (1 s) each WORKER (and ALL) process looks at the campaigns
+that are neither drafts nor finished and, per campaign, in its own short transaction:
+
+* notes when every fan-out chunk is written, and sends again a chunk whose task looks lost
+  (huey does not acknowledge tasks: a worker killed mid-chunk takes its task with it);
+* starts a SCHEDULED campaign when its time comes (its messages were written due at that
+  time, so the sender starts them on its own; the status follows);
+* keeps a PAUSED campaign paused and a CANCELLING one cancelled: a message that was in
+  flight when the campaign was paused or cancelled and failed transiently comes back QUEUED,
+  and is caught here;
+* finishes a campaign whose messages have all reached an end (nothing QUEUED, SENDING or
+  PAUSED): the minimum-charge top-up of its quote is captured if at least one message was
+  sent, every hold of the campaign is settled (what is left is released), and it becomes
+  COMPLETED (or CANCELLED).
+
+Several workers may run the loop at once: each campaign row is taken ``FOR UPDATE SKIP
+LOCKED``, so one worker handles a campaign per tick and the others pass over it — as they
+do while a fan-out chunk holds the row.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import uuid
+
+import transaction
+from sqlalchemy import Uuid, bindparam, select, text
+
+from kloyst.db import session_scope, tenancy, utcnow
+from kloyst.db.base import UTCDateTime
+from kloyst_plugins.campaigns import control
+from kloyst_plugins.campaigns.launch import hold_reference
+from kloyst_plugins.campaigns.models import Campaign, CampaignChunk, CampaignStatus as S
+from kloyst_plugins.campaigns.tasks import enqueue_chunks
+
+log = logging.getLogger(__name__)
+
+_ACTIVE = text("SELECT id, vendor_id FROM campaign WHERE status IN ('SCHEDULED', 'LAUNCHING', 'RUNNING', 'PAUSED', "
+               "'CANCELLING') ORDER BY updated_at")
+_C = (bindparam("campaign", type_=Uuid()), bindparam("vendor", type_=Uuid()))
+_UNFINISHED = text("SELECT 1 FROM message_log WHERE campaign_id = :campaign AND vendor_id = :vendor "
+                   "AND status IN ('QUEUED', 'SENDING', 'PAUSED') LIMIT 1").bindparams(*_C)
+_ANY_SENT = text("SELECT 1 FROM message_log WHERE campaign_id = :campaign AND vendor_id = :vendor "
+                 "AND status IN ('SENT', 'DELIVERED', 'READ') LIMIT 1").bindparams(*_C)
+_CANCEL_STRAYS = text("UPDATE message_log SET status = 'CANCELLED', status_rank = 5, updated_at = :now "
+                      "WHERE campaign_id = :campaign AND vendor_id = :vendor AND status IN ('QUEUED', 'PAUSED')"
+                      ).bindparams(*_C, bindparam("now", type_=UTCDateTime()))
+
+
+class CampaignLoop:
+    def __init__(self, registry, *, clock=utcnow) -> None:
+        self.registry = registry
+        self.clock = clock
+        self.interval = float(registry.settings["campaigns.tick_seconds"])
+        self.stale = dt.timedelta(seconds=float(registry.settings["campaigns.fanout_stale_seconds"]))
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> CampaignLoop:
+        self._thread = threading.Thread(target=self._run, name="campaign-loop", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self.tick()
+            except Exception:
+                log.exception("campaign loop failed; retrying")
+            self._stopping.wait(self.interval)
+
+    def tick(self) -> int:
+        """One pass over the active campaigns; returns how many this process handled."""
+        factory = self.registry["kloyst.session_factory"]
+        with session_scope(factory, vendor_id=tenancy.ALL_VENDORS) as db:
+            active = [(uuid.UUID(str(c)), uuid.UUID(str(v))) for c, v in db.execute(_ACTIVE)]
+        handled = 0
+        for campaign_id, vendor_id in active:
+            try:
+                handled += self._advance(factory, campaign_id, vendor_id)
+            except Exception:
+                log.exception("campaign %s: the loop could not advance it", campaign_id)
+        return handled
+
+    def _advance(self, factory, campaign_id: uuid.UUID, vendor_id: uuid.UUID) -> int:
+        manager = transaction.TransactionManager(explicit=True)
+        with session_scope(factory, vendor_id=vendor_id, manager=manager) as db:
+            campaign = db.scalars(select(Campaign).where(Campaign.id == campaign_id)
+                                  .with_for_update(skip_locked=True)
+                                  .execution_options(populate_existing=True)).one_or_none()
+            if campaign is None:
+                return 0  # another worker, or a fan-out chunk, has it now
+            advance(db, self.registry, campaign, self.clock(), manager=manager, stale=self.stale)
+            return 1
+
+
+def advance(db, registry, campaign: Campaign, now: dt.datetime, *, manager, stale: dt.timedelta) -> None:
+    """Move one locked campaign along (see the module docstring)."""
+    params = {"campaign": campaign.id, "vendor": campaign.vendor_id}
+    if campaign.fanout_completed_at is None:
+        _fan_out_progress(db, registry, campaign, now, manager=manager, stale=stale)
+    status = S(campaign.status)
+    if status is S.SCHEDULED and campaign.start_at is not None and campaign.start_at <= now:
+        status = S.RUNNING if campaign.fanout_completed_at is not None else S.LAUNCHING
+        campaign.started_at = now
+    elif status is S.LAUNCHING and campaign.fanout_completed_at is not None:
+        status = S.RUNNING
+        campaign.started_at = campaign.started_at or now
+    elif status is S.PAUSED:
+        db.execute(control.PAUSE_QUEUED, {**params, "now": now})
+    elif status is S.CANCELLING:
+        db.execute(_CANCEL_STRAYS, {**params, "now": now})
+    if status in (S.RUNNING, S.CANCELLING) and campaign.fanout_completed_at is not None \
+            and db.execute(_UNFINISHED, params).first() is None:
+        settle(db, campaign)
+        status = S.COMPLETED if status is S.RUNNING else S.CANCELLED
+        campaign.completed_at = now
+        log.info("campaign %s %s", campaign.id, status.value.lower())
+    campaign.status = status.value
+    db.flush()
+
+
+def _fan_out_progress(db, registry, campaign: Campaign, now: dt.datetime, *, manager, stale: dt.timedelta) -> None:
+    undone = list(db.scalars(select(CampaignChunk).where(CampaignChunk.campaign_id == campaign.id,
+                                                         CampaignChunk.done_at.is_(None))
+                             .with_for_update(skip_locked=True)))
+    if campaign.status == S.CANCELLING.value:
+        # Nothing more will be written; mark what is left done (the hold's remainder is released at settlement).
+        for chunk in undone:
+            chunk.done_at, chunk.skipped = now, chunk.seq_to - chunk.seq_from
+        undone = []
+    lost = [chunk for chunk in undone if chunk.enqueued_at <= now - stale]
+    if lost:
+        log.warning("campaign %s: %d fan-out chunks look lost; sending them again", campaign.id, len(lost))
+        for chunk in lost:
+            chunk.enqueued_at = now
+        queue = registry["kloyst.queue"]
+        enqueue_chunks(lambda name, **kw: queue.enqueue(db, manager, name, **kw), vendor_id=campaign.vendor_id,
+                       campaign_id=campaign.id, seq_froms=[c.seq_from for c in lost])
+    if not undone:
+        remaining = db.scalar(select(CampaignChunk.seq_from).where(CampaignChunk.campaign_id == campaign.id,
+                                                                   CampaignChunk.done_at.is_(None)).limit(1))
+        if remaining is None:
+            campaign.fanout_completed_at = now
+
+
+def settle(db, campaign: Campaign) -> None:
+    """Capture the quote's minimum-charge top-up if anything was sent, then release what every hold still keeps."""
+    from kloyst_plugins.wallet.ledger import Ledger
+
+    ledger = Ledger(db.connection(), campaign.vendor_id)
+    params = {"campaign": campaign.id, "vendor": campaign.vendor_id}
+    topup = int(campaign.minimum_topup_micros or 0)
+    if topup > 0 and campaign.hold_id is not None and db.execute(_ANY_SENT, params).first() is not None:
+        outstanding = ledger.get_hold(campaign.hold_id).outstanding_micros
+        if outstanding > 0:
+            ledger.capture(campaign.hold_id, min(topup, outstanding),
+                           idempotency_key=f"campaign:{campaign.id}:minimum")
+    for hold in ledger.holds(hold_reference(campaign.id)):
+        ledger.settle_hold(hold.id, idempotency_key=f"campaign:{campaign.id}:settle:{hold.id}")
+
