@@ -20,7 +20,7 @@ import datetime as dt
 import enum
 import uuid
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, UniqueConstraint, text
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from kloyst.db import Base, TenantScoped, Timestamped, new_id
@@ -87,12 +87,18 @@ class Campaign(TenantScoped, Timestamped, Base):
 
 
 class CampaignRecipient(TenantScoped, Base):
-    """One contact of a launched campaign's frozen audience, with what its message costs."""
+    """One contact of a launched campaign's frozen audience, with what its message costs.
+
+    Only the primary key is checked per row: a launch writes a million of these. A contact is here
+    at most once because the freeze selects from ``contact`` (one row per contact), and the
+    messages' unique ``(vendor_id, idempotency_key)`` = ``campaign:<id>:<contact>`` refuses a second
+    message regardless; no foreign key to ``campaign`` either, since a launched campaign is never
+    deleted (only drafts are, and they have no recipients).
+    """
 
     __tablename__ = "campaign_recipient"
-    __table_args__ = (UniqueConstraint("campaign_id", "contact_id"),)
 
-    campaign_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("campaign.id", ondelete="CASCADE"), primary_key=True)
+    campaign_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     seq: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
     # No index and no foreign key: the campaign's keys cover every read, and this table takes a million rows a launch.
     vendor_id: Mapped[uuid.UUID] = mapped_column(nullable=False)

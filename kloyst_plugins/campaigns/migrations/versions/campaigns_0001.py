@@ -67,9 +67,7 @@ def upgrade() -> None:
     sa.Column('country', sa.String(length=2), nullable=True),
     sa.Column('price_micros', sa.BigInteger(), nullable=False),
     sa.Column('skipped', sa.String(length=64), nullable=True),
-    sa.ForeignKeyConstraint(['campaign_id'], ['campaign.id'], name=op.f('fk_campaign_recipient_campaign_id_campaign'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('campaign_id', 'seq', name=op.f('pk_campaign_recipient')),
-    sa.UniqueConstraint('campaign_id', 'contact_id', name=op.f('uq_campaign_recipient_campaign_id_contact_id'))
+    sa.PrimaryKeyConstraint('campaign_id', 'seq', name=op.f('pk_campaign_recipient'))
     )
     op.create_table('campaign_chunk',
     sa.Column('campaign_id', sa.Uuid(), nullable=False),
