@@ -1,6 +1,8 @@
 """The embedded default sends a message end to end with no Meta account: `kloyst run development.ini`
 serves the Meta sandbox, the demo vendor registers the sandbox's WABA, numbers and templates sync,
-a message goes out through the sender and the sandbox's signed webhooks bring it to READ."""
+a message goes out through the sender and the sandbox's signed webhooks bring it to READ. Then a
+campaign runs the same way: the first run gave the demo a rate card and a funded wallet, so it is
+quoted, launched, sent and completed, and the wallet pays exactly what the messages cost."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import json
 import time
 import urllib.error
 import urllib.request
+from decimal import Decimal
 
 import pytest
 from e2e_support import clean_env, free_port
@@ -77,4 +80,36 @@ def test_a_message_goes_out_and_comes_back_read_on_the_embedded_default(embedded
     final = eventually(lambda: call("GET", f"{base}/v1/messages/{message_id}", token)[1]["message"],
                        lambda message: message["status"] == "READ", "the message to be read")
     assert final["wamid"].startswith("wamid.") and final["pricing_category"] == "marketing"
+
+    run_a_campaign(base, token, fast["id"])
     assert service.terminate() == 0
+
+
+def run_a_campaign(base: str, token: str, phone_number_id: str) -> None:
+    for index, name in enumerate(["Ann", "Bo", None]):
+        body = {"mobile": f"+1202555014{index}", **({"name": name} if name else {})}
+        assert call("POST", f"{base}/v1/contacts", token, body)[0] == 201
+    templates = call("GET", f"{base}/v1/templates?status=APPROVED", token)[1]
+    welcome = next(t for t in templates.get("templates", templates.get("items")) if t["name"] == "welcome")
+    wallet_before = call("GET", f"{base}/v1/wallet", token)[1]["wallet"]
+    status, created = call("POST", f"{base}/v1/campaigns", token, {
+        "name": "Welcome everyone", "template_id": welcome["id"], "phone_number_id": phone_number_id,
+        "audience": {"all": True}, "variables": {"first_name": {"field": "name", "default": "there"}}})
+    assert status == 201, created
+    campaign_id = created["campaign"]["id"]
+    status, quoted = call("POST", f"{base}/v1/campaigns/{campaign_id}/quote", token)
+    assert status == 200, quoted
+    quotation = quoted["quotation"]
+    assert quotation["recipients"] == 3 and quotation["wallet"]["sufficient"] is True
+    assert Decimal(quotation["total"]) > 0
+    status, launched = call("POST", f"{base}/v1/campaigns/{campaign_id}/launch", token,
+                            headers={"Idempotency-Key": "e2e-campaign"})
+    assert status == 202, launched
+    stats = eventually(lambda: call("GET", f"{base}/v1/campaigns/{campaign_id}/stats", token)[1]["stats"],
+                       lambda s: s["status"] == "COMPLETED", "the campaign to complete")
+    assert sum(stats["counts"].get(s, 0) for s in ("sent", "delivered", "read")) == 3, stats
+    wallet_after = call("GET", f"{base}/v1/wallet", token)[1]["wallet"]
+    cost = Decimal(stats["cost_so_far"])
+    assert cost == Decimal(quotation["total"])
+    assert Decimal(wallet_before["balance"]) - Decimal(wallet_after["balance"]) == cost
+    assert Decimal(wallet_after["held"]) == 0 and Decimal(stats["held_remaining"]) == 0
