@@ -2,3 +2,31 @@
 
 The test-only ``probe`` plugin is registered in the repository's root ``conftest.py``.
 """
+
+from __future__ import annotations
+
+import pytest
+
+from kloyst_plugins.wallet.audit import invariant_violations
+
+
+@pytest.fixture
+def ledger_invariants(request):
+    """After each test, over every wallet: balance == Σ ledger, held == Σ ledger held == Σ hold outstanding.
+
+    The session is taken during this fixture's set-up, so its teardown (the check) runs before
+    ``committed_db`` truncates or ``db_connection`` rolls back what the test wrote.
+    """
+    names = request.fixturenames
+    committed = "committed_db" in names
+    session = request.getfixturevalue("committed_db") if committed else (
+        request.getfixturevalue("db") if "db" in names else None)
+    yield
+    if session is None:
+        return
+    if committed:
+        session.rollback()  # end the test's transaction: see what was committed
+    violations = invariant_violations(session.connection())
+    assert violations == [], "the wallet and its ledger disagree:\n" + "\n".join(violations)
+
+

@@ -161,9 +161,12 @@ def export_recipients(request):
     return response
 
 
-ACTIONS = (("quote", quote_campaign), ("launch", launch_campaign), ("pause", pause_campaign),
-           ("resume", resume_campaign), ("cancel", cancel_campaign), ("test-send", test_send),
-           ("retry-failed", retry_failed))
+# Launching, resuming and retrying spend the vendor's money (a hold, then messages): owners and admins only,
+# as waba changes are. Members draft, quote, pause, cancel and test-send (a test send is paid like any API send).
+SPENDS = "vendor.admin"
+ACTIONS = (("quote", quote_campaign, None), ("launch", launch_campaign, SPENDS), ("pause", pause_campaign, None),
+           ("resume", resume_campaign, SPENDS), ("cancel", cancel_campaign, None), ("test-send", test_send, None),
+           ("retry-failed", retry_failed, SPENDS))
 
 
 def includeme(config) -> None:
@@ -174,10 +177,11 @@ def includeme(config) -> None:
     config.add_view(get_campaign, route_name="campaigns.item", request_method="GET", renderer="json")
     config.add_view(patch_campaign, route_name="campaigns.item", request_method="PATCH", renderer="json")
     config.add_view(delete_campaign, route_name="campaigns.item", request_method="DELETE", renderer="json")
-    for action, view in ACTIONS:
+    for action, view, permission in ACTIONS:
         name = f"campaigns.item.{action.replace('-', '_')}"
         config.add_route(name, f"/campaigns/{{id}}/{action}", model=Campaign)
-        config.add_view(view, route_name=name, request_method="POST", renderer="json")
+        config.add_view(view, route_name=name, request_method="POST", renderer="json",
+                        **({"permission": permission} if permission else {}))
     config.add_route("campaigns.item.stats", "/campaigns/{id}/stats", model=Campaign)
     config.add_view(campaign_stats, route_name="campaigns.item.stats", request_method="GET", renderer="json")
     config.add_route("campaigns.item.recipients", "/campaigns/{id}/recipients.csv", model=Campaign)

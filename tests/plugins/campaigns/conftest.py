@@ -6,6 +6,11 @@ import pytest
 from campaigns_support import Vendor, World
 
 
+@pytest.fixture(autouse=True)
+def _ledger_checked_after_each_test(ledger_invariants):
+    """Every campaign test ends with the wallet reconciled to its ledger (``ledger_invariants``)."""
+
+
 @pytest.fixture
 def world(db, registry) -> World:
     return World(db, registry)

@@ -143,3 +143,17 @@ def test_a_launched_campaign_writes_one_message_per_recipient(testapp, db, world
     with tenancy.unscoped(db):
         opted = set(db.scalars(select(Contact.id).where(Contact.opted_out.is_(True))))
     assert not opted & {m.contact_id for m in found}
+
+
+def test_members_quote_but_only_owners_and_admins_spend_the_wallet(testapp, db, accounts, world, vendor):
+    from kloyst.accounts.models import Role
+
+    world.contacts(vendor.vendor_id, 2, country="US")
+    member = accounts.user(vendor.account.vendor, role=Role.MEMBER)
+    db.commit()
+    campaign = draft(testapp, vendor)
+    testapp.post(f"/v1/campaigns/{campaign['id']}/quote", headers=member.headers, status=200)
+    for action in ("launch", "resume", "retry-failed"):
+        testapp.post(f"/v1/campaigns/{campaign['id']}/{action}", headers=member.headers, status=403)
+    assert holds(db, campaign["id"]) == []
+    assert launch(testapp, vendor, campaign).json["campaign"]["status"] == "LAUNCHING"

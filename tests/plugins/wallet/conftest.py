@@ -1,30 +1,14 @@
-"""Fixtures for the wallet plugin's tests, and the ledger invariant checked after every one of them."""
+"""Fixtures for the wallet plugin's tests; the ledger invariant is checked after every one of them."""
 
 from __future__ import annotations
 
 import pytest
 
-from kloyst_plugins.wallet.audit import invariant_violations
 
 
 @pytest.fixture(autouse=True)
-def ledger_invariants(request):
-    """After each test, over every wallet: balance == Σ ledger, held == Σ ledger held == Σ hold outstanding.
-
-    The session is taken during this fixture's set-up, so its teardown (the check) runs before
-    ``committed_db`` truncates or ``db_connection`` rolls back what the test wrote.
-    """
-    names = request.fixturenames
-    committed = "committed_db" in names
-    session = request.getfixturevalue("committed_db") if committed else (
-        request.getfixturevalue("db") if "db" in names else None)
-    yield
-    if session is None:
-        return
-    if committed:
-        session.rollback()  # end the test's transaction: see what was committed
-    violations = invariant_violations(session.connection())
-    assert violations == [], "the wallet and its ledger disagree:\n" + "\n".join(violations)
+def _ledger_checked_after_each_test(ledger_invariants):
+    """Every wallet test ends with the ledger invariant checked (``ledger_invariants``, tests/conftest.py)."""
 
 
 @pytest.fixture
