@@ -13,9 +13,7 @@ formula-injection escaping.
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import io
 import uuid
 from collections.abc import Iterator
 
@@ -26,7 +24,6 @@ from kloyst.db import session_scope
 from kloyst.money import format_micros
 from kloyst_plugins.campaigns.launch import hold_reference
 from kloyst_plugins.campaigns.models import Campaign
-from kloyst.http.spreadsheet import csv_safe
 from kloyst_plugins.messages.models import MessageStatus
 
 COUNTED = tuple(status.value for status in MessageStatus)
@@ -108,19 +105,3 @@ def export_rows(session_factory, *, vendor_id: uuid.UUID, campaign_id: uuid.UUID
         if len(rows) < batch:
             return
         after = int(rows[-1][0]) + 1
-
-
-def csv_chunks(rows: Iterator[list[str]], flush_bytes: int = 64 * 1024) -> Iterator[bytes]:
-    """RFC 4180 CSV in UTF-8 with a BOM, every field passed through the contacts export's ``csv_safe``."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
-    buffer.write("\ufeff")
-    writer.writerow(EXPORT_COLUMNS)
-    for row in rows:
-        writer.writerow([csv_safe(value) for value in row])
-        if buffer.tell() >= flush_bytes:
-            yield buffer.getvalue().encode("utf-8")
-            buffer.seek(0)
-            buffer.truncate()
-    yield buffer.getvalue().encode("utf-8")
-

@@ -15,6 +15,7 @@ import zoneinfo
 from pyramid.response import Response
 from sqlalchemy import select
 
+from kloyst.http.spreadsheet import csv_chunks
 from kloyst.auth.views import no_content
 from kloyst.http.pagination import paginate
 from kloyst.money import format_micros
@@ -154,7 +155,7 @@ def export_recipients(request):
     rows = stats.export_rows(request.registry["kloyst.session_factory"], vendor_id=campaign.vendor_id,
                              campaign_id=campaign.id, cipher=request.registry["kloyst.cipher"])
     # Drained by the server after this view returns: each batch is read in its own transaction.
-    response = Response(app_iter=stats.csv_chunks(rows), content_type="text/csv", charset="utf-8")
+    response = Response(app_iter=csv_chunks(stats.EXPORT_COLUMNS, rows), content_type="text/csv", charset="utf-8")
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     response.content_disposition = f'attachment; filename="campaign-{campaign.id}-{stamp}.csv"'
     response.cache_control = "no-store"  # personal data: no shared or browser caches

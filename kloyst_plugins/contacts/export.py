@@ -22,9 +22,7 @@ Why it is shaped this way:
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import io
 import json
 import tempfile
 import uuid
@@ -37,13 +35,11 @@ from sqlalchemy import and_, or_, select
 
 from kloyst.crypto import FieldCipher
 from kloyst.db import session_scope
-from kloyst.http.spreadsheet import csv_safe
 from kloyst_plugins.contacts.models import Contact
 
 COLUMNS = ("id", "mobile", "name", "country", "calling_code", "labels", "attributes", "opted_out", "opted_out_at",
            "source", "created_at", "updated_at")
 BATCH = 1000
-_CSV_FLUSH_BYTES = 64 * 1024
 
 
 def _text(value) -> str:
@@ -86,21 +82,6 @@ def iter_rows(session_factory, *, vendor_id: uuid.UUID, where: list, cipher: Fie
         if len(contacts) < batch:
             return
         cursor = (contacts[-1].created_at, contacts[-1].id)
-
-
-def csv_chunks(rows: Iterator[list[str]]) -> Iterator[bytes]:
-    """RFC 4180 CSV (CRLF, quoted when needed) in UTF-8 with a BOM so spreadsheets detect the encoding."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
-    buffer.write("\ufeff")
-    writer.writerow(COLUMNS)
-    for row in rows:
-        writer.writerow([csv_safe(value) for value in row])
-        if buffer.tell() >= _CSV_FLUSH_BYTES:
-            yield buffer.getvalue().encode("utf-8")
-            buffer.seek(0)
-            buffer.truncate()
-    yield buffer.getvalue().encode("utf-8")
 
 
 def write_xlsx(rows: Iterator[list[str]]):

@@ -17,6 +17,7 @@ import datetime as dt
 from pyramid.response import FileIter, Response
 from sqlalchemy import select
 
+from kloyst.http.spreadsheet import csv_chunks
 from kloyst.auth.views import no_content
 from kloyst.errors import Forbidden
 from kloyst.http.pagination import Page, paginate
@@ -139,7 +140,7 @@ def export_contacts(request):
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     if query.format == "csv":
         # Drained by the server after this view returns: each batch is read in its own transaction.
-        response = Response(app_iter=export.csv_chunks(rows), content_type="text/csv", charset="utf-8")
+        response = Response(app_iter=csv_chunks(export.COLUMNS, rows), content_type="text/csv", charset="utf-8")
     else:
         response = Response(app_iter=FileIter(export.write_xlsx(rows)),
                             content_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")

