@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from kloyst.db import tenancy, utcnow
+from kloyst.db import utcnow
 from kloyst.errors import Conflict, Unprocessable
 from kloyst.http.validation import validation_details
 from kloyst_plugins.campaigns.models import Campaign, CampaignStatus
@@ -34,7 +34,8 @@ from kloyst_plugins.campaigns.schemas import CampaignCreate, CampaignPatch, Sche
 from kloyst_plugins.contacts.audience import Audience
 from kloyst_plugins.templates import parameters
 from kloyst_plugins.templates.models import MessageTemplate, TemplateCategory, TemplateStatus
-from kloyst_plugins.waba.models import PhoneNumber, SharedWaba, Waba
+from kloyst_plugins.waba.models import PhoneNumber
+from kloyst_plugins.waba.access import meta_waba_id_of
 from kloyst_plugins.waba.services import CONNECTED
 
 ALWAYS_PRESENT_FIELDS = frozenset({"mobile"})
@@ -58,13 +59,6 @@ def start_instant(schedule: Schedule) -> dt.datetime:
     if start.tzinfo is None:
         start = start.replace(tzinfo=zone)
     return start.astimezone(dt.timezone.utc)
-
-
-def meta_waba_id(db: Session, number: PhoneNumber) -> str:
-    if number.waba_id is not None:
-        return db.get(Waba, number.waba_id).meta_waba_id
-    with tenancy.unscoped(db):  # the shared WABA is a platform row; the number was loaded under the vendor's scope
-        return db.get(SharedWaba, number.shared_waba_id).meta_waba_id
 
 
 def require_draft(campaign: Campaign, action: str) -> None:
@@ -147,7 +141,7 @@ def check(db: Session, campaign: Campaign, *, schedule: Schedule | None = None, 
     elif number.status != CONNECTED:
         problem("phone_number_id", f"phone number {number.display_phone_number} is {number.status}, not "
                                    f"{CONNECTED}: it cannot send")
-    if template is not None and number is not None and template.meta_waba_id != meta_waba_id(db, number):
+    if template is not None and number is not None and template.meta_waba_id != meta_waba_id_of(db, number):
         problem("template_id", f"template {template.name!r} belongs to another WABA than phone number "
                                f"{number.display_phone_number}; choose a template of that number's WABA")
     mapping = {}

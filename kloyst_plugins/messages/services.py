@@ -44,7 +44,8 @@ from kloyst_plugins.messages import content, dispatch
 from kloyst_plugins.messages.models import STATUS_RANK, DeadLetter, MessageLog, MessageStatus
 from kloyst_plugins.templates import parameters, services as template_services
 from kloyst_plugins.templates.models import MessageTemplate
-from kloyst_plugins.waba.models import PhoneNumber, SharedWaba, Waba
+from kloyst_plugins.waba.models import PhoneNumber
+from kloyst_plugins.waba.access import meta_waba_id_of
 from kloyst_plugins.waba.services import CONNECTED
 
 
@@ -223,7 +224,7 @@ class MessageService:
     def _template(self, number: PhoneNumber, name: str, language: str) -> MessageTemplate:
         """The APPROVED template of the number's WABA (not approved: the templates plugin's 422)."""
         try:
-            return template_services.find_sendable(self.db, self._meta_waba_id(number), name, language)
+            return template_services.find_sendable(self.db, meta_waba_id_of(self.db, number), name, language)
         except template_services.TemplateNotFound as exc:
             # A 404 names the URL's resource; here the template is a field of the body.
             raise Unprocessable(f"template: {exc.message}", code=exc.code,
@@ -244,13 +245,6 @@ class MessageService:
                                             biz_opaque_callback_data=str(message_id))
         except parameters.TemplateParameterError as exc:
             raise exc.as_api_error() from None
-
-    def _meta_waba_id(self, number: PhoneNumber) -> str:
-        if number.waba_id is not None:
-            return self.db.get(Waba, number.waba_id).meta_waba_id
-        # The shared WABA is a platform row; the number itself was loaded under the vendor's scope.
-        with tenancy.unscoped(self.db):
-            return self.db.get(SharedWaba, number.shared_waba_id).meta_waba_id
 
     def _resolve(self, template: MessageTemplate, variables: dict | None,
                  contact: Contact | None) -> parameters.Resolved:

@@ -46,6 +46,15 @@ def shared_token(cipher: FieldCipher, shared: SharedWaba) -> str:
     return cipher.decrypt(shared.access_token_enc, vendor_id=PLATFORM, field=SHARED_TOKEN_FIELD)
 
 
+def meta_waba_id_of(db, number: PhoneNumber) -> str:
+    """Meta's id of the WABA a number belongs to, the vendor's own or the platform's shared one."""
+    if number.waba_id is not None:
+        return db.get(Waba, number.waba_id).meta_waba_id
+    # The shared WABA is a platform row; the number itself was loaded under the vendor's scope.
+    with tenancy.unscoped(db):
+        return db.get(SharedWaba, number.shared_waba_id).meta_waba_id
+
+
 def phone_number_access(db, cipher: FieldCipher, number: PhoneNumber) -> WabaAccess:
     """The WABA and token to send from ``number`` (its own WABA's, or the platform's for a shared number).
 
