@@ -43,7 +43,8 @@ def test_opt_out_and_opt_in_are_audited_and_told_as_events(testapp, db, vendor, 
     rows = _audit_api(testapp, vendor, contact["id"])
     assert [(r["action"], r["changes"]) for r in rows[:2]] == [("opt_in", {"opted_out": [True, False]}),
                                                                ("opt_out", {"opted_out": [False, True]})]
-    events = [e.payload for e in db.scalars(select(OutboxEvent).where(OutboxEvent.vendor_id == vendor.vendor_id))
+    events = [e.payload for e in db.scalars(select(OutboxEvent).where(OutboxEvent.vendor_id == vendor.vendor_id)
+                                             .order_by(OutboxEvent.id))
               if e.payload.get("name", "").startswith("Contact")]
     assert [e["name"] for e in events] == ["ContactOptedOut", "ContactOptedIn"]
     assert events[0]["payload"] == {"contact_id": contact["id"], "source": "api"}
