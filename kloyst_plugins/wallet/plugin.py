@@ -36,6 +36,13 @@ def kloyst_routes(config):
 
 
 @hookimpl
+def kloyst_cli_commands(subparsers):
+    from kloyst_plugins.wallet import cli
+
+    cli.add_commands(subparsers)
+
+
+@hookimpl
 def kloyst_messages_settled(conn, settled):
     from kloyst_plugins.wallet.settlement import settle_messages
 
