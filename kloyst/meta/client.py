@@ -92,9 +92,11 @@ class MetaClient:
         except WireError as exc:
             log.debug("meta: could not open a connection ahead of time: %s", exc)
 
-    def send_message(self, phone_number_id: str, payload: Mapping[str, Any], *,
+    def send_message(self, phone_number_id: str, payload: Mapping[str, Any] | bytes, *,
                      token: TokenSource | None = None) -> tuple[str, dict[str, Any]]:
         """POST a message (build it with :mod:`kloyst.meta.payloads`); return Meta's ``wamid`` and the answer.
+
+        ``payload`` may also be its JSON already encoded (the sender posts a message's stored content as is).
 
         A 200 only means "accepted": delivery arrives later as status webhooks. This is the hot path, so
         it goes through :mod:`kloyst.meta.wire` rather than urllib3 (same errors, a quarter of the CPU).
@@ -188,7 +190,8 @@ class MetaClient:
         return MetaResponse(status, data, usage, trace)
 
     def _post_lean(self, path: str, body: Any, token: TokenSource | None) -> Any:
-        encoded = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+        encoded = body if isinstance(body, bytes) else json.dumps(body, separators=(",", ":"),
+                                                                   ensure_ascii=False).encode()
         try:
             status, raw_headers, data = self._wire.post_json(path, encoded, self._resolve_token(token))
         except WireError as exc:

@@ -45,7 +45,7 @@ from kloyst.db import session_scope, utcnow
 from kloyst.meta import MetaClient, MetaError
 from kloyst_plugins.messages import dispatch
 from kloyst_plugins.messages import statements as sql
-from kloyst_plugins.messages.content import open_content
+from kloyst_plugins.messages.content import open_content_json
 from kloyst_plugins.messages.governor import make_governor
 from kloyst_plugins.messages.outcomes import Job, Outcome, OutcomeWriter, as_uuid
 
@@ -316,7 +316,7 @@ class Sender:
 
     def _call(self, job: Job) -> Outcome:
         try:
-            payload = open_content(self.cipher, job.vendor_id, job.content_enc)
+            payload = open_content_json(self.cipher, job.vendor_id, job.content_enc)
         except Exception as exc:  # a key removed before rotation, a corrupt row: fail it, keep sending
             return Outcome(job, utcnow(), refused=f"message content cannot be read: {type(exc).__name__}")
         try:

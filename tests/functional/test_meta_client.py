@@ -117,6 +117,15 @@ def test_send_message_posts_to_the_versioned_path_and_returns_the_wamid(meta, cl
                                "to": "+15551234567", "type": "text", "text": {"body": "hello", "preview_url": False}}
 
 
+def test_a_payload_already_encoded_as_json_is_posted_as_it_is(meta, client):
+    meta.respond = sent
+    payload = text_payload("+15551234567", "héllo")
+    encoded = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    wamid, _ = client.send_message("1234567890", encoded)
+    assert wamid.startswith("wamid.+15551234567")
+    assert meta.requests[0]["body"] == payload
+
+
 def test_a_per_call_token_overrides_the_clients_and_a_callable_token_is_asked_each_call(meta):
     meta.respond = sent
     tokens = iter(["first", "second"])
