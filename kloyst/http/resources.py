@@ -32,3 +32,20 @@ def model_factory(model, key: str = "id"):
 
     factory.model = model
     return factory
+
+
+def load_platform_row(request, model, label: str):
+    """A platform row (not tenant-owned) named by ``{id}``, for a view on an admin route; a 404 if there is none.
+
+    Admin routes carry no factory (``add_admin_route``): their views require ``platform.admin``
+    first, so a vendor gets the 403 of an admin route before any lookup, and then load the row
+    here. A malformed id and a missing row are the same 404, as on tenant routes.
+    """
+    try:
+        ident = uuid.UUID(request.matchdict["id"])
+    except (KeyError, ValueError):
+        raise NotFound(f"{label} not found") from None
+    row = request.db.get(model, ident)
+    if row is None:
+        raise NotFound(f"{label} not found")
+    return row

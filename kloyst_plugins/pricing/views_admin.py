@@ -10,30 +10,19 @@ snapshot can be deleted only while no quotation has used it (409 after).
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 
 from sqlalchemy import func, select
 
-from kloyst.errors import NotFound, Unprocessable
+from kloyst.errors import Unprocessable
 from kloyst.http.pagination import Page, paginate
 from kloyst.http.validation import parse
+from kloyst.http.resources import load_platform_row
 from kloyst.money import format_micros
 from kloyst_plugins.pricing import cards, snapshots
 from kloyst_plugins.pricing.models import (PlatformFeeRule, PricingMarket, PricingRate, PricingSnapshot, PricingTier,
                                            snapshot_in_use)
 from kloyst_plugins.pricing.schemas import FeeRuleCreate, FeeRulePatch, FeeRuleQuery
 from kloyst_plugins.pricing.views import percent
-
-
-def _load(request, model, label: str):
-    try:
-        ident = uuid.UUID(request.matchdict["id"])
-    except ValueError:
-        raise NotFound(f"{label} not found") from None
-    row = request.db.get(model, ident)
-    if row is None:
-        raise NotFound(f"{label} not found")
-    return row
 
 
 def snapshot_json(snapshot: PricingSnapshot, db, *, detail: bool = False) -> dict:
@@ -111,11 +100,11 @@ def list_snapshots(request):
 
 
 def get_snapshot(request):
-    return {"snapshot": snapshot_json(_load(request, PricingSnapshot, "snapshot"), request.db, detail=True)}
+    return {"snapshot": snapshot_json(load_platform_row(request, PricingSnapshot, "snapshot"), request.db, detail=True)}
 
 
 def delete_snapshot(request):
-    snapshot = _load(request, PricingSnapshot, "snapshot")
+    snapshot = load_platform_row(request, PricingSnapshot, "snapshot")
     request.db.delete(snapshot)  # refused with 409 once a quotation used it (models.refuse_if_used)
     request.db.flush()
     request.response.status_int = 204
@@ -163,11 +152,11 @@ def list_fee_rules(request):
 
 
 def get_fee_rule(request):
-    return {"fee_rule": fee_rule_json(_load(request, PlatformFeeRule, "fee rule"))}
+    return {"fee_rule": fee_rule_json(load_platform_row(request, PlatformFeeRule, "fee rule"))}
 
 
 def patch_fee_rule(request):
-    rule = _load(request, PlatformFeeRule, "fee rule")
+    rule = load_platform_row(request, PlatformFeeRule, "fee rule")
     body = parse(FeeRulePatch, request.json_data)
     for field, column in (("markup_percent", "markup_micropercent"), ("per_message_fee", "per_message_fee_micros"),
                           ("minimum_charge", "minimum_charge_micros")):

@@ -10,28 +10,16 @@ Assignment rules (who may get a number, what unassigning keeps) are :mod:`.servi
 
 from __future__ import annotations
 
-import uuid
 
 from sqlalchemy import select
 
-from kloyst.errors import NotFound
 from kloyst.http.pagination import Page, paginate
+from kloyst.http.resources import load_platform_row
 from kloyst_plugins.waba import services
 from kloyst_plugins.waba.models import SharedPhoneNumber, SharedWaba
 from kloyst_plugins.waba.schemas import AssignBody, SharedPhoneNumberQuery, SharedWabaCreate, WabaPatch
 from kloyst_plugins.waba.tasks import SYNC_SHARED_PHONE_NUMBERS
 from kloyst_plugins.waba.views import phone_number_json, queued, shared_phone_number_json, waba_json
-
-
-def _load(request, model, label: str):
-    try:
-        ident = uuid.UUID(request.matchdict["id"])
-    except ValueError:
-        raise NotFound(f"{label} not found") from None
-    row = request.db.get(model, ident)
-    if row is None:
-        raise NotFound(f"{label} not found")
-    return row
 
 
 def list_shared_wabas(request):
@@ -50,11 +38,11 @@ def create_shared_waba(request):
 
 
 def get_shared_waba(request):
-    return {"shared_waba": waba_json(_load(request, SharedWaba, "shared waba"))}
+    return {"shared_waba": waba_json(load_platform_row(request, SharedWaba, "shared waba"))}
 
 
 def patch_shared_waba(request):
-    shared = _load(request, SharedWaba, "shared waba")
+    shared = load_platform_row(request, SharedWaba, "shared waba")
     body = request.validated(WabaPatch)
     replaced = services.update_waba(request.registry["kloyst.cipher"], shared, name=body.name,
                                     access_token=body.access_token)
@@ -67,7 +55,7 @@ def patch_shared_waba(request):
 
 
 def sync_shared_waba(request):
-    shared = _load(request, SharedWaba, "shared waba")
+    shared = load_platform_row(request, SharedWaba, "shared waba")
     request.enqueue(SYNC_SHARED_PHONE_NUMBERS, shared_waba_id=shared.id)
     return queued(request, shared_waba_id=shared.id)
 
@@ -87,14 +75,14 @@ def list_shared_phone_numbers(request):
 
 
 def assign_number(request):
-    number = _load(request, SharedPhoneNumber, "shared phone number")
+    number = load_platform_row(request, SharedPhoneNumber, "shared phone number")
     body = request.validated(AssignBody)
     row = services.assign(request.db, number, body.vendor_id)
     return {"shared_phone_number": shared_phone_number_json(number), "phone_number": phone_number_json(row)}
 
 
 def unassign_number(request):
-    number = _load(request, SharedPhoneNumber, "shared phone number")
+    number = load_platform_row(request, SharedPhoneNumber, "shared phone number")
     row = services.unassign(request.db, number)
     return {"shared_phone_number": shared_phone_number_json(number),
             "phone_number": phone_number_json(row) if row is not None else None}

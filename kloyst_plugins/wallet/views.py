@@ -19,9 +19,10 @@ import uuid
 from pyramid.response import Response
 from sqlalchemy import select
 
+from kloyst.http.resources import load_platform_row
 from kloyst.http.spreadsheet import csv_chunks
 from kloyst.accounts.models import Vendor
-from kloyst.errors import NotFound, Unprocessable
+from kloyst.errors import Unprocessable
 from kloyst.money import format_micros
 from kloyst_plugins.wallet import statement
 from kloyst_plugins.wallet.ledger import Entry, Ledger, WalletState
@@ -112,13 +113,7 @@ def statement_csv(request):
 
 
 def _vendor_id(request) -> uuid.UUID:
-    try:
-        vendor_id = uuid.UUID(request.matchdict["id"])
-    except ValueError:
-        raise NotFound("vendor not found") from None
-    if request.db.get(Vendor, vendor_id) is None:
-        raise NotFound("vendor not found")
-    return vendor_id
+    return load_platform_row(request, Vendor, "vendor").id
 
 
 def admin_get_wallet(request):
