@@ -48,7 +48,3 @@ def round_micros(value: Decimal) -> int:
     """A computed amount in micro-units (a Decimal, possibly fractional) rounded half up to a whole micro."""
     return int(Decimal(value).quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
-
-def percent_of(micros: int, percent: Decimal | str) -> int:
-    """``percent`` % of an amount, rounded half up to a whole micro-unit."""
-    return round_micros(Decimal(micros) * Decimal(str(percent)) / 100)

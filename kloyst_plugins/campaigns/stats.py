@@ -32,8 +32,6 @@ _BY_STATUS = text("SELECT status, count(*) FROM message_log WHERE campaign_id = 
                   "GROUP BY status").bindparams(*_C)
 _CHUNKS = text("SELECT coalesce(sum(written), 0), coalesce(sum(skipped), 0), count(*) - count(done_at) "
                "FROM campaign_chunk WHERE campaign_id = :campaign AND vendor_id = :vendor").bindparams(*_C)
-_REFUNDED = text("SELECT coalesce(sum(refunded_micros), 0) FROM wallet_hold WHERE vendor_id = :vendor "
-                 "AND reference = :reference").bindparams(bindparam("vendor", type_=Uuid()))
 
 
 def stats(db, campaign: Campaign) -> dict:
@@ -46,8 +44,7 @@ def stats(db, campaign: Campaign) -> dict:
     written, skipped, pending_chunks = db.execute(_CHUNKS, params).one()
     holds = Ledger(db.connection(), campaign.vendor_id).holds(hold_reference(campaign.id))
     captured = sum(h.captured_micros for h in holds)
-    refunded = int(db.execute(_REFUNDED, {"vendor": campaign.vendor_id,
-                                          "reference": hold_reference(campaign.id)}).scalar() or 0)
+    refunded = sum(h.refunded_micros for h in holds)
     return {"campaign_id": campaign.id, "status": campaign.status, "recipients": campaign.recipients,
             "fanned_out": int(written) + int(skipped), "messages": int(written), "skipped": int(skipped),
             "fan_out_complete": campaign.fanout_completed_at is not None and not pending_chunks,

@@ -2,7 +2,7 @@ from decimal import Decimal
 
 import pytest
 
-from kloyst.money import MoneyError, format_micros, percent_of, round_micros, to_micros
+from kloyst.money import MoneyError, format_micros, round_micros, to_micros
 
 
 @pytest.mark.parametrize("text, micros", [("12.5", 12_500_000), ("0.0068", 6_800), (12, 12_000_000),
@@ -28,7 +28,6 @@ def test_amounts_are_shown_with_six_places():
     assert format_micros(-1) == "-0.000001"
 
 
-def test_percentages_round_half_up_to_a_whole_micro():
-    assert percent_of(6_800, "12.5") == 850
-    assert percent_of(5, "10") == 1  # 0.5 rounds up
+def test_computed_amounts_round_half_up_to_a_whole_micro():
+    assert round_micros(Decimal("850.5")) == 851
     assert round_micros(Decimal("2.4999")) == 2
