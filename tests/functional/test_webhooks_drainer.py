@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 from sqlalchemy import func, select, update
-from webhooks_support import PLUGINS, Builder, Line, deliveries, envelope, meta_id, post, status, statuses
+from webhooks_support import PLUGINS, Line, deliveries, envelope, meta_id, post, status, statuses
 
 from kloyst.db import tenancy, utcnow
 from kloyst.outbox import OutboxEvent
@@ -16,11 +16,6 @@ from kloyst.webhooks.models import WebhookDelivery
 from kloyst_plugins.messages import webhooks as messages_webhooks
 from kloyst_plugins.messages.models import MessageStatus, MessageStatusEvent
 from kloyst_plugins.waba.models import PhoneNumber
-
-
-@pytest.fixture
-def build(db, registry):
-    return Builder(db, registry)
 
 
 def _make_due(db) -> None:

@@ -5,36 +5,15 @@ import json
 
 import pytest
 from sqlalchemy import func, select
-from webhooks_support import Builder, inbound, post
+from webhooks_support import inbound
 
 from kloyst.db import tenancy
-from kloyst.webhooks.drainer import drain_once
 from kloyst_plugins.contacts.models import AuditAction, Contact, ContactAuditLog
 from kloyst_plugins.messages.models import InboundMessage
 from kloyst_plugins.messages.webhooks import INBOUND_FIELD, parse_keywords
 
 T0 = 1_700_000_000
 CUSTOMER = "+12025550188"
-
-
-@pytest.fixture
-def build(db, registry):
-    return Builder(db, registry)
-
-
-@pytest.fixture
-def line(build):
-    return build.line()
-
-
-@pytest.fixture
-def deliver(testapp, registry):
-    def deliver(*bodies: bytes) -> None:
-        for body in bodies:
-            post(testapp, body)
-        drain_once(registry)
-
-    return deliver
 
 
 def _contact(db, registry, vendor_id, e164: str = CUSTOMER) -> Contact | None:

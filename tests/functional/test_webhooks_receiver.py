@@ -7,7 +7,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 import webtest
-from webhooks_support import APP_SECRET, Builder, deliveries, envelope, post, sign, status, statuses
+from webhooks_support import APP_SECRET, deliveries, envelope, post, sign, status, statuses
 
 from kloyst.http.tweens import SECURITY_HEADERS
 from kloyst.webhooks import MAX_BODY_BYTES, WEBHOOK_PATH
@@ -15,11 +15,6 @@ from kloyst.webhooks.drainer import drain_once
 from kloyst_plugins.messages.models import MessageStatus
 
 VERIFY = {"hub.mode": "subscribe", "hub.verify_token": "test-verify-token", "hub.challenge": "1158201444"}
-
-
-@pytest.fixture
-def build(db, registry):
-    return Builder(db, registry)
 
 
 def test_verification_with_our_token_echoes_the_challenge_as_text(testapp):

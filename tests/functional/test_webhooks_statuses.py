@@ -2,9 +2,8 @@
 
 import datetime as dt
 
-import pytest
 from sqlalchemy import func, select, update
-from webhooks_support import Builder, deliveries, post, status, statuses
+from webhooks_support import deliveries, status, statuses
 
 from kloyst.db import tenancy, utcnow
 from kloyst.webhooks.drainer import drain_once
@@ -12,28 +11,6 @@ from kloyst.webhooks.models import WebhookDelivery
 from kloyst_plugins.messages.models import DeadLetter, DuplicateSend, MessageStatus, MessageStatusEvent
 
 T0 = 1_700_000_000
-
-
-@pytest.fixture
-def build(db, registry):
-    return Builder(db, registry)
-
-
-@pytest.fixture
-def line(build):
-    return build.line()
-
-
-@pytest.fixture
-def deliver(testapp, registry):
-    """Post each body as its own signed webhook, then let the drainer apply them all."""
-
-    def deliver(*bodies: bytes) -> None:
-        for body in bodies:
-            post(testapp, body)
-        drain_once(registry)
-
-    return deliver
 
 
 def _count(db, model, *where) -> int:
