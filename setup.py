@@ -40,7 +40,8 @@ setup(
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3.5", "WebTest>=3.0", "ruff>=0.5",
                  "pyyaml>=6", "jsonschema>=4.18",  # the sandbox test validates against Meta's OpenAPI
-                 "pypdf>=4"],  # quotation PDF tests read the text back
+                 "pypdf>=4",  # quotation PDF tests read the text back
+                 "schemathesis>=4"],  # property-based API run against /v1/openapi.json
     },
     entry_points={
         "console_scripts": ["kloyst = kloyst.cli:main"],

@@ -52,6 +52,7 @@ def make_configurator(global_config: dict | None, settings: dict, *,
         config.include("kloyst.accounts")
         config.include("kloyst.plugins.views")
         config.include("kloyst.outbox.views")
+        config.include("kloyst.http.openapi")  # /v1/openapi.json and /v1/docs
     config.commit()
     from kloyst.plugins.routing import include_plugin_routes
 

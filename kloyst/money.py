@@ -14,6 +14,8 @@ from decimal import ROUND_HALF_UP, Decimal
 
 MICROS = 1_000_000
 _SIX_PLACES = Decimal("0.000001")
+# Amounts are BIGINT micro-units (at most 9.2e18, i.e. 9.2e12 units); a trillion leaves room for sums.
+MAX_AMOUNT = Decimal(10) ** 12
 
 
 class MoneyError(ValueError):
@@ -32,6 +34,8 @@ def to_micros(value, *, field: str = "amount", allow_negative: bool = False) -> 
         raise MoneyError(f"{field}: {str(value)[:40]!r} is not a decimal amount") from None
     if not amount.is_finite():
         raise MoneyError(f"{field}: must be a finite amount")
+    if abs(amount) >= MAX_AMOUNT:  # before quantize, which cannot hold 1E+30 to six places
+        raise MoneyError(f"{field}: must be less than {MAX_AMOUNT:,.0f}")
     if amount != amount.quantize(_SIX_PLACES, rounding=ROUND_HALF_UP):
         raise MoneyError(f"{field}: at most six decimal places")
     if amount < 0 and not allow_negative:

@@ -46,14 +46,14 @@ def get_vendor(request):
 
 
 def patch_vendor(request):
-    body = request.validated(VendorPatch)
+    body = request.validated()
     vendor = request.identity.user.vendor
     vendor.name = body.name
     return {"vendor": vendor_json(vendor)}
 
 
 def list_users(request):
-    page = request.validated_query(Page)
+    page = request.validated_query()
     rows = paginate(request.db, select(User), User, page)
     return {"items": [user_json(u) for u in rows.items], "next_cursor": rows.next_cursor}
 
@@ -83,7 +83,7 @@ def _refuse_losing_last_owner(request, user: User) -> None:
 
 
 def invite_user(request):
-    body = request.validated(InviteBody)
+    body = request.validated()
     actor = request.identity.user
     role = Role(body.role)
     _may_grant(actor, role)
@@ -96,7 +96,7 @@ def invite_user(request):
 def patch_user(request):
     user: User = request.context
     actor = request.identity.user
-    body = request.validated(UserPatch)
+    body = request.validated()
     if user.role == Role.OWNER and actor.role != Role.OWNER:
         raise Forbidden("only an owner can change an owner", code="owner_required")
     if (body.role is not None and body.role != "owner") or body.disabled is True:
@@ -136,13 +136,13 @@ def includeme(config) -> None:
     config.add_route("accounts.vendor", "/vendor")
     config.add_view(get_vendor, route_name="accounts.vendor", request_method="GET", renderer="json")
     config.add_view(patch_vendor, route_name="accounts.vendor", request_method="PATCH", renderer="json",
-                    permission="vendor.admin")
+                    permission="vendor.admin", body_schema=VendorPatch)
     config.add_route("accounts.users", "/vendor/users")
-    config.add_view(list_users, route_name="accounts.users", request_method="GET", renderer="json")
+    config.add_view(list_users, route_name="accounts.users", request_method="GET", renderer="json", query_schema=Page)
     config.add_view(invite_user, route_name="accounts.users", request_method="POST", renderer="json",
-                    permission="vendor.admin")
+                    permission="vendor.admin", body_schema=InviteBody, status=201)
     config.add_route("accounts.user", "/vendor/users/{id}", factory=model_factory(User))
     config.add_view(patch_user, route_name="accounts.user", request_method="PATCH", renderer="json",
-                    permission="vendor.admin")
-    config.add_view(delete_user, route_name="accounts.user", request_method="DELETE", renderer="json",
+                    permission="vendor.admin", body_schema=UserPatch)
+    config.add_view(delete_user, route_name="accounts.user", request_method="DELETE", renderer="json", status=204,
                     permission="vendor.admin")

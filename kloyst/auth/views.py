@@ -66,7 +66,7 @@ def vendor_json(vendor) -> dict:
 
 def signup(request):
     throttle.throttle_ip(request, "signup")
-    body = request.validated(SignupBody)
+    body = request.validated()
     throttle.throttle_account(request, "signup", body.email)
     user = services.signup(request.db, request.registry.settings, vendor_name=body.vendor_name, name=body.name,
                            email=body.email, password=body.password)
@@ -77,14 +77,14 @@ def signup(request):
 
 def verify_email(request):
     throttle.throttle_ip(request, "verify")
-    body = request.validated(TokenBody)
+    body = request.validated()
     user = services.verify_email(request.db, body.token)
     return {"user": user_json(user)}
 
 
 def resend_verification(request):
     throttle.throttle_ip(request, "verify")
-    body = request.validated(EmailBody)
+    body = request.validated()
     throttle.throttle_account(request, "verify", body.email)
     user = services.find_user_by_email(request.db, body.email)
     if user is not None and user.email_verified_at is None and user.disabled_at is None:
@@ -95,7 +95,7 @@ def resend_verification(request):
 
 def login(request):
     throttle.throttle_ip(request, "login")
-    body = request.validated(LoginBody)
+    body = request.validated()
     throttle.throttle_account(request, "login", body.email)
     user = services.authenticate(request.db, body.email, body.password)
     # Only failures should use up the account's allowance: signing in on a sixth device is not an attack.
@@ -106,7 +106,7 @@ def login(request):
 
 def refresh(request):
     throttle.throttle_ip(request, "refresh")
-    body = request.validated(RefreshBody)
+    body = request.validated()
     pair = services.refresh(request.db, request.registry.settings, request.registry["kloyst.access_tokens"],
                             body.refresh_token)
     if pair is None:
@@ -125,14 +125,14 @@ def no_content(request):
 
 
 def logout(request):
-    body = request.validated(RefreshBody)
+    body = request.validated()
     services.logout(request.db, body.refresh_token)
     return no_content(request)
 
 
 def forgot_password(request):
     throttle.throttle_ip(request, "password")
-    body = request.validated(EmailBody)
+    body = request.validated()
     throttle.throttle_account(request, "password", body.email)
     services.request_password_reset(request.db, request.registry.settings, body.email)
     request.response.status_int = 202
@@ -141,7 +141,7 @@ def forgot_password(request):
 
 def reset_password(request):
     throttle.throttle_ip(request, "password")
-    body = request.validated(ResetBody)
+    body = request.validated()
     user = services.reset_password(request.db, body.token, body.password)
     return {"user": user_json(user), "next": "sign in with your new password"}
 
@@ -158,14 +158,16 @@ def me(request):
 
 
 ROUTES = [
-    ("auth.signup", "/auth/signup", signup, PUBLIC),
-    ("auth.verify_email", "/auth/verify-email", verify_email, PUBLIC),
-    ("auth.verify_email.resend", "/auth/verify-email/resend", resend_verification, PUBLIC),
-    ("auth.login", "/auth/login", login, PUBLIC),
-    ("auth.refresh", "/auth/refresh", refresh, PUBLIC),
-    ("auth.logout", "/auth/logout", logout, PUBLIC),
-    ("auth.password.forgot", "/auth/password/forgot", forgot_password, PUBLIC),
-    ("auth.password.reset", "/auth/password/reset", reset_password, PUBLIC),
+    ("auth.signup", "/auth/signup", signup, {**PUBLIC, "body_schema": SignupBody, "status": 201}),
+    ("auth.verify_email", "/auth/verify-email", verify_email, {**PUBLIC, "body_schema": TokenBody}),
+    ("auth.verify_email.resend", "/auth/verify-email/resend", resend_verification,
+     {**PUBLIC, "body_schema": EmailBody, "status": 202}),
+    ("auth.login", "/auth/login", login, {**PUBLIC, "body_schema": LoginBody}),
+    ("auth.refresh", "/auth/refresh", refresh, {**PUBLIC, "body_schema": RefreshBody}),
+    ("auth.logout", "/auth/logout", logout, {**PUBLIC, "body_schema": RefreshBody, "status": 204}),
+    ("auth.password.forgot", "/auth/password/forgot", forgot_password,
+     {**PUBLIC, "body_schema": EmailBody, "status": 202}),
+    ("auth.password.reset", "/auth/password/reset", reset_password, {**PUBLIC, "body_schema": ResetBody}),
     ("auth.me", "/auth/me", me, {"permission": "authenticated", "renderer": "json", "request_method": "GET"}),
 ]
 

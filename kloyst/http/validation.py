@@ -1,13 +1,25 @@
 """Request bodies and query strings validated by pydantic models: a bad request is a 422 that says what to fix.
 
-pydantic gives precise, per-field messages and JSON Schema for the OpenAPI document from
-the same class, which hand-written checks cannot.
+A view declares its schemas where it is registered, as ``add_view`` options::
+
+    config.add_view(create_contact, route_name="contacts.collection", request_method="POST",
+                    renderer="json", body_schema=ContactCreate, status=201)
+
+and reads them with ``request.validated()`` / ``request.validated_query()``. The declaration
+is the one source: the same classes validate the request and describe the operation in the
+OpenAPI document (:mod:`kloyst.http.openapi`), so the two cannot drift. A view that reads a
+body it never declared is a programming error, raised on its first request.
+
+pydantic gives precise, per-field messages and JSON Schema from the same class, which
+hand-written checks cannot.
 """
 
 from __future__ import annotations
 
 import json
-from typing import TypeVar
+import typing
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -15,11 +27,49 @@ from kloyst.errors import BadRequest, Unprocessable, UnsupportedMediaType
 
 T = TypeVar("T", bound=BaseModel)
 
+# The add_view options a view declares its contract with (see ApiContract).
+CONTRACT_OPTIONS = ("body_schema", "query_schema", "status", "openapi")
+
 
 class Schema(BaseModel):
     """Base for request schemas: unknown fields are refused, so a client can never set what it should not."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+@dataclass(frozen=True)
+class ApiContract:
+    """What a view takes and answers, from its ``add_view`` options.
+
+    ``body_schema``: the JSON body's pydantic model. ``query_schema``: the query string's.
+    ``status``: the success status (200 unless said). ``openapi``: a fragment merged into the
+    operation for what a model cannot say (a multipart body, a CSV or PDF answer).
+    """
+
+    body_schema: type[BaseModel] | None = None
+    query_schema: type[BaseModel] | None = None
+    status: int = 200
+    openapi: dict[str, Any] = field(default_factory=dict)
+    json: bool = False  # answers through the JSON renderer
+
+    @classmethod
+    def from_options(cls, options) -> ApiContract:
+        renderer = options.get("renderer")
+        return cls(body_schema=options.get("body_schema"), query_schema=options.get("query_schema"),
+                   status=int(options.get("status") or 200), openapi=dict(options.get("openapi") or {}),
+                   json=getattr(renderer, "name", renderer) == "json")
+
+
+def contract_key(route_name: str | None, view, request_methods) -> tuple:
+    """How a view's contract is found again from its introspectable (see :func:`declared_contracts`)."""
+    if isinstance(request_methods, str):
+        request_methods = (request_methods,)
+    return route_name, view, frozenset(m for m in request_methods or () if m != "HEAD")  # Pyramid adds HEAD to GET
+
+
+def declared_contracts(registry) -> dict[tuple, ApiContract]:
+    """Every view's contract, keyed by :func:`contract_key` (the OpenAPI document reads them)."""
+    return registry.setdefault("kloyst.api_contracts", {})
 
 
 def validation_details(exc: ValidationError) -> list[dict]:
@@ -29,13 +79,52 @@ def validation_details(exc: ValidationError) -> list[dict]:
     ]
 
 
+def nul_characters(data, path: str = "") -> list[dict]:
+    """Fields whose text holds a NUL character (``\\u0000``): PostgreSQL cannot store one in any text column."""
+    if isinstance(data, str):
+        return [{"field": path or "(body)", "problem": "contains a NUL character (\\u0000), which is not allowed"}] \
+            if "\x00" in data else []
+    if isinstance(data, dict):
+        return [d for key, value in data.items() for d in nul_characters(value, f"{path}.{key}" if path else str(key))]
+    if isinstance(data, list):
+        return [d for index, value in enumerate(data) for d in nul_characters(value, f"{path}.{index}")]
+    return []
+
+
+def _refuse(details: list[dict]):
+    summary = "; ".join(f"{d['field']}: {d['problem']}" for d in details[:5])
+    raise Unprocessable(f"the request is invalid: {summary}", details={"fields": details})
+
+
 def parse(schema: type[T], data) -> T:
+    """``data`` as ``schema``, or a 422 naming every field that is wrong and why."""
+    if details := nul_characters(data):
+        _refuse(details)
     try:
         return schema.model_validate(data)
     except ValidationError as exc:
         details = validation_details(exc)
-        summary = "; ".join(f"{d['field']}: {d['problem']}" for d in details[:5])
-        raise Unprocessable(f"the request is invalid: {summary}", details={"fields": details}) from None
+    _refuse(details)
+
+
+def list_fields(schema: type[BaseModel]) -> frozenset[str]:
+    """Fields of a query schema typed as lists: they may repeat in the query string (``?label=a&label=b``)."""
+    names = set()
+    for name, info in schema.model_fields.items():
+        annotation = info.annotation
+        for candidate in (annotation, *typing.get_args(annotation)):
+            if typing.get_origin(candidate) in (list, tuple, set, frozenset):
+                names.add(info.alias or name)
+    return frozenset(names)
+
+
+def query_data(request, schema: type[BaseModel]) -> dict:
+    """The query string as ``schema`` reads it: repeatable keys (list fields) as lists, the rest as the last value."""
+    data = dict(request.GET.items())
+    for key in list_fields(schema):
+        if key in request.GET:
+            data[key] = request.GET.getall(key)
+    return data
 
 
 def _json_body(request):
@@ -51,15 +140,50 @@ def _json_body(request):
         raise BadRequest("the body is nested too deeply") from None
 
 
-def _validated(request, schema: type[T]) -> T:
-    return parse(schema, request.json_data)
+def _declared(request, option: str) -> type[BaseModel]:
+    contract: ApiContract | None = getattr(request, "api_contract", None)
+    schema = getattr(contract, option, None) if contract is not None else None
+    if schema is None:
+        view = request.matched_route.name if request.matched_route else request.path_info
+        raise LookupError(f"the view of {view!r} reads a request it did not declare: add {option}=<Model> to its "
+                          "add_view (or view_config)")
+    return schema
 
 
-def _validated_query(request, schema: type[T]) -> T:
-    return parse(schema, dict(request.GET))
+def _validated(request) -> BaseModel:
+    """The JSON body parsed by the view's ``body_schema``."""
+    return parse(_declared(request, "body_schema"), request.json_data)
+
+
+def _validated_query(request) -> BaseModel:
+    """The query string parsed by the view's ``query_schema``."""
+    schema = _declared(request, "query_schema")
+    return parse(schema, query_data(request, schema))
+
+
+def api_contract_deriver(view, info):
+    """Puts the view's :class:`ApiContract` on the request before the view runs (a Pyramid view deriver)."""
+    contract = ApiContract.from_options(info.options)
+    for name in ("body_schema", "query_schema"):
+        schema = getattr(contract, name)
+        if schema is not None and not (isinstance(schema, type) and issubclass(schema, BaseModel)):
+            raise TypeError(f"{name} of a view on {info.options.get('route_name')!r} must be a pydantic model "
+                            f"class, not {schema!r}")
+    key = contract_key(info.options.get("route_name"), info.original_view, info.options.get("request_method"))
+    declared_contracts(info.registry)[key] = contract
+
+    def with_contract(context, request):
+        request.api_contract = contract
+        return view(context, request)
+
+    return with_contract
+
+
+api_contract_deriver.options = CONTRACT_OPTIONS
 
 
 def includeme(config) -> None:
     config.add_request_method(_json_body, "json_data", reify=True)
     config.add_request_method(_validated, "validated")
     config.add_request_method(_validated_query, "validated_query")
+    config.add_view_deriver(api_contract_deriver)

@@ -44,7 +44,7 @@ def queue_depth(request):
 
 
 def list_dead_letters(request):
-    query = request.validated_query(DeadLetterQuery)
+    query = request.validated_query()
     with tenancy.unscoped(request.db):
         events = services.dead_letters(request.db, vendor_id=query.vendor_id, before_id=query.cursor,
                                        limit=query.limit + 1)
@@ -67,7 +67,7 @@ def requeue_one(request):
 
 
 def requeue_many(request):
-    body = request.validated(RequeueBody)
+    body = request.validated()
     if not body.ids and body.vendor_id is None and not body.all:
         raise Unprocessable("say which dead events to requeue: ids, vendor_id, or all: true")
     with tenancy.unscoped(request.db):
@@ -81,8 +81,10 @@ def includeme(config) -> None:
     config.add_route("admin.queue", "/admin/queue")
     config.add_view(queue_depth, route_name="admin.queue", request_method="GET", **ADMIN)
     config.add_route("admin.outbox.dead", "/admin/outbox/dead")
-    config.add_view(list_dead_letters, route_name="admin.outbox.dead", request_method="GET", **ADMIN)
+    config.add_view(list_dead_letters, route_name="admin.outbox.dead", request_method="GET", **ADMIN,
+                    query_schema=DeadLetterQuery)
     config.add_route("admin.outbox.dead.requeue", "/admin/outbox/dead/requeue")
-    config.add_view(requeue_many, route_name="admin.outbox.dead.requeue", request_method="POST", **ADMIN)
+    config.add_view(requeue_many, route_name="admin.outbox.dead.requeue", request_method="POST", **ADMIN,
+                    body_schema=RequeueBody)
     config.add_route("admin.outbox.dead.item.requeue", "/admin/outbox/dead/{id}/requeue")
     config.add_view(requeue_one, route_name="admin.outbox.dead.item.requeue", request_method="POST", **ADMIN)

@@ -47,6 +47,26 @@ WEBHOOK_PATH = WEBHOOK_PREFIX + "whatsapp"
 # Meta: webhook payloads can be up to 3 MB (meta-cloud-api.md §5.6).
 MAX_BODY_BYTES = 3 * 1024 * 1024
 
+# What the OpenAPI document says of the two methods (kloyst.http.openapi): Meta, not a vendor, calls them.
+VERIFY_DOC = {
+    "summary": "Meta's webhook verification handshake: echoes hub.challenge when hub.verify_token matches",
+    "tags": ["webhook"],
+    "parameters": [{"name": name, "in": "query", "required": True, "schema": {"type": "string"}}
+                   for name in ("hub.mode", "hub.verify_token", "hub.challenge")],
+    "responses": {"200": {"description": "The challenge, echoed.", "content": {"text/plain": {"schema": {
+        "type": "string"}}}}},
+}
+RECEIVE_DOC = {
+    "summary": "A webhook delivery from Meta, signed with X-Hub-Signature-256; stored, then applied",
+    "tags": ["webhook"],
+    "parameters": [{"name": "X-Hub-Signature-256", "in": "header", "required": True, "schema": {"type": "string"},
+                    "description": "sha256= and the hex HMAC-SHA256 of the raw body with the app secret."}],
+    "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
+    "responses": {"200": {"description": "Stored.", "content": {"application/json": {"schema": {"type": "object"}}}},
+                  "401": {"description": "Missing or wrong signature; nothing stored."},
+                  "413": {"description": "Larger than Meta's 3 MB."}},
+}
+
 
 def includeme(config) -> None:
     """The public webhook route (outside the API prefix), its body limit, its receiver, and the inbox."""
@@ -60,7 +80,9 @@ def includeme(config) -> None:
     config.add_body_limit(WEBHOOK_PATH, MAX_BODY_BYTES, exact=True)
     config.add_route(ROUTE_NAME, WEBHOOK_PATH)
     registry["kloyst.webhook_receiver"] = receiver = Receiver(registry, WEBHOOK_PATH)
-    config.add_view(views.verify, route_name=ROUTE_NAME, request_method="GET", permission=NO_PERMISSION_REQUIRED)
-    config.add_view(views.receive, route_name=ROUTE_NAME, request_method="POST", permission=NO_PERMISSION_REQUIRED)
+    config.add_view(views.verify, route_name=ROUTE_NAME, request_method="GET", permission=NO_PERMISSION_REQUIRED,
+                    openapi=VERIFY_DOC)
+    config.add_view(views.receive, route_name=ROUTE_NAME, request_method="POST", permission=NO_PERMISSION_REQUIRED,
+                    openapi=RECEIVE_DOC)
     # POSTs are answered before routing (see kloyst.webhooks.receiver); the view serves apps with another policy.
     config.set_execution_policy(receiver)

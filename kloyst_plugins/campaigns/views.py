@@ -23,6 +23,7 @@ from kloyst_plugins.campaigns import control, drafts, launch, stats, testsend
 from kloyst_plugins.campaigns.models import Campaign
 from kloyst_plugins.campaigns.schemas import CampaignCreate, CampaignListQuery, CampaignPatch, TestSend
 from kloyst.http.idempotency import idempotency_key
+from kloyst.http import openapi
 from kloyst_plugins.messages.services import Idempotency, MessageService, request_hash
 from kloyst_plugins.messages.views import REPLAYED_HEADER, message_json
 from kloyst_plugins.wallet.ledger import Ledger
@@ -71,14 +72,14 @@ def quotation_json(quotation, available: int) -> dict:
 
 
 def list_campaigns(request):
-    query = request.validated_query(CampaignListQuery)
+    query = request.validated_query()
     where = [Campaign.status == query.status.value] if query.status else []
     page = paginate(request.db, select(Campaign).where(*where), Campaign, query)
     return {"items": [campaign_json(c) for c in page.items], "next_cursor": page.next_cursor}
 
 
 def create_campaign(request):
-    body = request.validated(CampaignCreate)
+    body = request.validated()
     campaign = drafts.create(request.db, body, user_id=request.identity.user_id)
     request.response.status_int = 201
     return {"campaign": campaign_json(campaign)}
@@ -89,7 +90,7 @@ def get_campaign(request):
 
 
 def patch_campaign(request):
-    patch = request.validated(CampaignPatch)
+    patch = request.validated()
     return {"campaign": campaign_json(drafts.update(request.db, request.context, patch))}
 
 
@@ -134,7 +135,7 @@ def retry_failed(request):
 
 
 def test_send(request):
-    body = request.validated(TestSend)
+    body = request.validated()
     key = idempotency_key(request.headers)
     service = MessageService.for_request(request)
     idempotency = Idempotency(key, request_hash({**request.json_data, "campaign_id": str(request.context.id)})) \
@@ -165,25 +166,32 @@ def export_recipients(request):
 # Launching, resuming and retrying spend the vendor's money (a hold, then messages): owners and admins only,
 # as waba changes are. Members draft, quote, pause, cancel and test-send (a test send is paid like any API send).
 SPENDS = "vendor.admin"
-ACTIONS = (("quote", quote_campaign, None), ("launch", launch_campaign, SPENDS), ("pause", pause_campaign, None),
-           ("resume", resume_campaign, SPENDS), ("cancel", cancel_campaign, None), ("test-send", test_send, None),
-           ("retry-failed", retry_failed, SPENDS))
+KEYED = openapi.idempotency()
+ACTIONS = (("quote", quote_campaign, {}),
+           ("launch", launch_campaign, {"permission": SPENDS, "status": 202, "openapi": KEYED}),
+           ("pause", pause_campaign, {}), ("resume", resume_campaign, {"permission": SPENDS}),
+           ("cancel", cancel_campaign, {}),
+           ("test-send", test_send, {"body_schema": TestSend, "status": 202, "openapi": KEYED}),
+           ("retry-failed", retry_failed, {"permission": SPENDS, "openapi": KEYED}))
 
 
 def includeme(config) -> None:
     config.add_route("campaigns.collection", "/campaigns")
-    config.add_view(list_campaigns, route_name="campaigns.collection", request_method="GET", renderer="json")
-    config.add_view(create_campaign, route_name="campaigns.collection", request_method="POST", renderer="json")
+    config.add_view(list_campaigns, route_name="campaigns.collection", request_method="GET", renderer="json",
+                    query_schema=CampaignListQuery)
+    config.add_view(create_campaign, route_name="campaigns.collection", request_method="POST", renderer="json",
+                    body_schema=CampaignCreate, status=201)
     config.add_route("campaigns.item", "/campaigns/{id}", model=Campaign)
     config.add_view(get_campaign, route_name="campaigns.item", request_method="GET", renderer="json")
-    config.add_view(patch_campaign, route_name="campaigns.item", request_method="PATCH", renderer="json")
-    config.add_view(delete_campaign, route_name="campaigns.item", request_method="DELETE", renderer="json")
-    for action, view, permission in ACTIONS:
+    config.add_view(patch_campaign, route_name="campaigns.item", request_method="PATCH", renderer="json",
+                    body_schema=CampaignPatch)
+    config.add_view(delete_campaign, route_name="campaigns.item", request_method="DELETE", renderer="json", status=204)
+    for action, view, options in ACTIONS:
         name = f"campaigns.item.{action.replace('-', '_')}"
         config.add_route(name, f"/campaigns/{{id}}/{action}", model=Campaign)
-        config.add_view(view, route_name=name, request_method="POST", renderer="json",
-                        **({"permission": permission} if permission else {}))
+        config.add_view(view, route_name=name, request_method="POST", renderer="json", **options)
     config.add_route("campaigns.item.stats", "/campaigns/{id}/stats", model=Campaign)
     config.add_view(campaign_stats, route_name="campaigns.item.stats", request_method="GET", renderer="json")
     config.add_route("campaigns.item.recipients", "/campaigns/{id}/recipients.csv", model=Campaign)
-    config.add_view(export_recipients, route_name="campaigns.item.recipients", request_method="GET")
+    config.add_view(export_recipients, route_name="campaigns.item.recipients", request_method="GET",
+                    openapi=openapi.download("text/csv"))

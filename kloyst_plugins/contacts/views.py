@@ -21,13 +21,12 @@ from kloyst.http.spreadsheet import csv_chunks
 from kloyst.auth.views import no_content
 from kloyst.errors import Forbidden
 from kloyst.http.pagination import Page, paginate
-from kloyst.http.validation import parse
+from kloyst.http import openapi
 from kloyst_plugins.contacts import bulk, export, filters
 from kloyst_plugins.contacts.models import Contact, ContactAuditLog, ContactSource
 from kloyst_plugins.contacts.schemas import BulkBody, ContactCreate, ContactListQuery, ContactPatch, ExportQuery
 from kloyst_plugins.contacts.services import Actor, ContactService, read_phone
-
-REPEATABLE_QUERY_KEYS = ("label",)
+XLSX_MEDIA_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 
 def contact_json(contact: Contact, service: ContactService) -> dict:
@@ -48,22 +47,13 @@ def _actor(request) -> Actor:
     return Actor(source=ContactSource.API, user_id=request.identity.user_id)
 
 
-def _query(request, schema):
-    """The query string through ``schema``; ``label`` may repeat (``?label=a&label=b``)."""
-    data = dict(request.GET.items())
-    for key in REPEATABLE_QUERY_KEYS:
-        if key in request.GET:
-            data[key] = request.GET.getall(key)
-    return parse(schema, data)
-
-
 def _where(request, flt) -> list:
     return filters.conditions(flt, vendor_id=request.vendor_id, hasher=request.registry["kloyst.mobile_hasher"],
                               dialect=request.db.get_bind().dialect.name)
 
 
 def list_contacts(request):
-    query = _query(request, ContactListQuery)
+    query = request.validated_query()
     service = ContactService.for_request(request)
     page = paginate(request.db, select(Contact).where(*_where(request, query)), Contact,
                     Page(cursor=query.cursor, limit=query.limit))
@@ -71,7 +61,7 @@ def list_contacts(request):
 
 
 def create_contact(request):
-    body = request.validated(ContactCreate)
+    body = request.validated()
     service = ContactService.for_request(request)
     contact = service.create(read_phone(body.mobile, body.default_country), actor=_actor(request), name=body.name,
                              labels=body.labels, attributes=body.attributes)
@@ -84,7 +74,7 @@ def get_contact(request):
 
 
 def patch_contact(request):
-    body = request.validated(ContactPatch)
+    body = request.validated()
     service = ContactService.for_request(request)
     given = body.model_fields_set
     fields = {}
@@ -106,7 +96,7 @@ def delete_contact(request):
 
 
 def contact_audit(request):
-    page = request.validated_query(Page)
+    page = request.validated_query()
     query = select(ContactAuditLog).where(ContactAuditLog.contact_id == request.context.id)
     rows = paginate(request.db, query, ContactAuditLog, page)
     return {"items": [audit_json(r) for r in rows.items], "next_cursor": rows.next_cursor}
@@ -125,7 +115,7 @@ def opt_in(request):
 
 
 def bulk_action(request):
-    body = request.validated(BulkBody)
+    body = request.validated()
     if body.action == "delete" and not request.has_permission("vendor.admin"):
         raise Forbidden("deleting contacts by filter requires the admin role", code="admin_required")
     result = bulk.apply(request.db, vendor_id=request.vendor_id, action=body.action, labels=body.labels,
@@ -134,7 +124,7 @@ def bulk_action(request):
 
 
 def export_contacts(request):
-    query = _query(request, ExportQuery)
+    query = request.validated_query()
     rows = export.iter_rows(request.registry["kloyst.session_factory"], vendor_id=request.vendor_id,
                             where=_where(request, query), cipher=request.registry["kloyst.cipher"])
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -143,7 +133,7 @@ def export_contacts(request):
         response = Response(app_iter=csv_chunks(export.COLUMNS, rows), content_type="text/csv", charset="utf-8")
     else:
         response = Response(app_iter=FileIter(export.write_xlsx(rows)),
-                            content_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
+                            content_type=XLSX_MEDIA_TYPE)
     response.content_disposition = f'attachment; filename="contacts-{stamp}.{query.format}"'
     response.cache_control = "no-store"  # personal data: no shared or browser caches
     return response
@@ -151,19 +141,25 @@ def export_contacts(request):
 
 def includeme(config) -> None:
     config.add_route("contacts.collection", "/contacts")
-    config.add_view(list_contacts, route_name="contacts.collection", request_method="GET", renderer="json")
-    config.add_view(create_contact, route_name="contacts.collection", request_method="POST", renderer="json")
+    config.add_view(list_contacts, route_name="contacts.collection", request_method="GET", renderer="json",
+                    query_schema=ContactListQuery)
+    config.add_view(create_contact, route_name="contacts.collection", request_method="POST", renderer="json",
+                    body_schema=ContactCreate, status=201)
     # Before /contacts/{id}, which would otherwise take "export" and "bulk" for ids.
     config.add_route("contacts.export", "/contacts/export")
-    config.add_view(export_contacts, route_name="contacts.export", request_method="GET")
+    config.add_view(export_contacts, route_name="contacts.export", request_method="GET", query_schema=ExportQuery,
+                    openapi=openapi.download("text/csv", XLSX_MEDIA_TYPE))
     config.add_route("contacts.bulk", "/contacts/bulk")
-    config.add_view(bulk_action, route_name="contacts.bulk", request_method="POST", renderer="json")
+    config.add_view(bulk_action, route_name="contacts.bulk", request_method="POST", renderer="json",
+                    body_schema=BulkBody)
     config.add_route("contacts.item", "/contacts/{id}", model=Contact)
     config.add_view(get_contact, route_name="contacts.item", request_method="GET", renderer="json")
-    config.add_view(patch_contact, route_name="contacts.item", request_method="PATCH", renderer="json")
-    config.add_view(delete_contact, route_name="contacts.item", request_method="DELETE", renderer="json")
+    config.add_view(patch_contact, route_name="contacts.item", request_method="PATCH", renderer="json",
+                    body_schema=ContactPatch)
+    config.add_view(delete_contact, route_name="contacts.item", request_method="DELETE", renderer="json", status=204)
     config.add_route("contacts.item.audit", "/contacts/{id}/audit", model=Contact)
-    config.add_view(contact_audit, route_name="contacts.item.audit", request_method="GET", renderer="json")
+    config.add_view(contact_audit, route_name="contacts.item.audit", request_method="GET", renderer="json",
+                    query_schema=Page)
     config.add_route("contacts.item.opt_out", "/contacts/{id}/opt-out", model=Contact)
     config.add_view(opt_out, route_name="contacts.item.opt_out", request_method="POST", renderer="json")
     config.add_route("contacts.item.opt_in", "/contacts/{id}/opt-in", model=Contact)

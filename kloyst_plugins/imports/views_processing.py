@@ -10,19 +10,21 @@ from __future__ import annotations
 from pyramid.response import Response
 from pyramid.view import view_config
 
+from kloyst.http import openapi
 from kloyst_plugins.contacts.merge import strategies_for
 from kloyst_plugins.imports import mapping, report, services
+from kloyst_plugins.imports.mapping import MappingBody
 
 
-@view_config(route_name="imports.item.mapping", request_method="PUT", renderer="json")
+@view_config(route_name="imports.item.mapping", request_method="PUT", renderer="json", body_schema=MappingBody)
 def put_mapping(request):
     job = request.context
-    mapping.confirm_mapping(request.db, request.enqueue, job, request.json_data,
+    mapping.confirm_mapping(request.db, request.enqueue, job, request.validated(),
                             strategies_for(request.tenant_hooks))
     return {"import": services.job_json(job)}
 
 
-@view_config(route_name="imports.item.rejected", request_method="GET")
+@view_config(route_name="imports.item.rejected", request_method="GET", openapi=openapi.download("text/csv"))
 def rejected_csv(request):
     job = request.context
     response = Response(content_type="text/csv", charset="utf-8")

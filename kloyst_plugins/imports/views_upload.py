@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from kloyst.errors import Conflict, UnsupportedMediaType, Unprocessable
 from kloyst.http.pagination import Page, paginate
+from kloyst.http import openapi
 from kloyst_plugins.imports import services, sniff, storage, upload, zipguard
 from kloyst_plugins.imports.models import ContactImportJob
 from kloyst_plugins.imports.tasks import SCAN_UPLOAD
@@ -28,7 +29,9 @@ def _lock_sha(db, vendor_id, sha256: str) -> None:
                    {"key": f"imports.upload:{vendor_id}:{sha256}"})
 
 
-@view_config(route_name="imports.collection", request_method="POST", renderer="json")
+@view_config(route_name="imports.collection", request_method="POST", renderer="json", status=201,
+             openapi=openapi.multipart({upload.FILE_FIELD: "file: the contact list (CSV, XLSX or a ZIP of one)"},
+                                       {"force": "text: true to import a file already imported (same SHA-256)"}))
 def create_import(request):
     settings = request.registry.settings
     received = upload.receive(request, settings, request.vendor_id, int(settings["imports.max_upload_bytes"]))
@@ -72,9 +75,9 @@ def _accept(request, received: upload.Received) -> ContactImportJob:
     return job
 
 
-@view_config(route_name="imports.collection", request_method="GET", renderer="json")
+@view_config(route_name="imports.collection", request_method="GET", renderer="json", query_schema=Page)
 def list_imports(request):
-    page = paginate(request.db, select(ContactImportJob), ContactImportJob, request.validated_query(Page))
+    page = paginate(request.db, select(ContactImportJob), ContactImportJob, request.validated_query())
     return {"items": [services.job_json(job) for job in page.items], "next_cursor": page.next_cursor}
 
 

@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from kloyst.http.pagination import paginate
 from kloyst_plugins.messages.models import DeadLetter, MessageLog
+from kloyst.http import openapi
 from kloyst.http.idempotency import idempotency_key
 from kloyst_plugins.messages.schemas import DeadLetterListQuery, MessageCreate, MessageListQuery
 from kloyst_plugins.messages.services import Idempotency, MessageService, TemplateSend, request_hash
@@ -57,7 +58,7 @@ def _template_send(body: MessageCreate) -> TemplateSend:
 
 def send_message(request):
     key = idempotency_key(request.headers)
-    body = request.validated(MessageCreate)
+    body = request.validated()
     service = MessageService.for_request(request)
     idempotency = Idempotency(key, request_hash(request.json_data)) if key is not None else None
     queued = service.queue(_template_send(body), idempotency=idempotency)
@@ -68,7 +69,7 @@ def send_message(request):
 
 
 def list_messages(request):
-    query = request.validated_query(MessageListQuery)
+    query = request.validated_query()
     conditions = [column == value for column, value in (
         (MessageLog.status, query.status.value if query.status else None),
         (MessageLog.phone_number_id, query.phone_number_id),
@@ -84,7 +85,7 @@ def get_message(request):
 
 
 def list_dead_letters(request):
-    query = request.validated_query(DeadLetterListQuery)
+    query = request.validated_query()
     conditions = []
     if query.requeued is not None:
         conditions.append(DeadLetter.requeued_at.is_not(None) if query.requeued else DeadLetter.requeued_at.is_(None))
@@ -110,12 +111,15 @@ def requeue_dead_letter(request):
 
 def includeme(config) -> None:
     config.add_route("messages.collection", "/messages")
-    config.add_view(list_messages, route_name="messages.collection", request_method="GET", renderer="json")
-    config.add_view(send_message, route_name="messages.collection", request_method="POST", renderer="json")
+    config.add_view(list_messages, route_name="messages.collection", request_method="GET", renderer="json",
+                    query_schema=MessageListQuery)
+    config.add_view(send_message, route_name="messages.collection", request_method="POST", renderer="json",
+                    body_schema=MessageCreate, status=202, openapi=openapi.idempotency())
     config.add_route("messages.item", "/messages/{id}", model=MessageLog)
     config.add_view(get_message, route_name="messages.item", request_method="GET", renderer="json")
     config.add_route("messages.dead_letters", "/dead-letters")
-    config.add_view(list_dead_letters, route_name="messages.dead_letters", request_method="GET", renderer="json")
+    config.add_view(list_dead_letters, route_name="messages.dead_letters", request_method="GET", renderer="json",
+                    query_schema=DeadLetterListQuery)
     config.add_route("messages.dead_letters.item", "/dead-letters/{id}", model=DeadLetter)
     config.add_view(get_dead_letter, route_name="messages.dead_letters.item", request_method="GET", renderer="json")
     config.add_route("messages.dead_letters.item.requeue", "/dead-letters/{id}/requeue", model=DeadLetter)

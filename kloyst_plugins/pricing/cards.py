@@ -84,13 +84,22 @@ def _key(cell: str) -> str:
     return re.sub(r"[^a-z]", "", text.lower())
 
 
-def _rows(text: str):
-    """``(first physical line, cells)`` of every CSV record; quoted newlines keep a record on several lines."""
-    reader = csv.reader(io.StringIO(text))
-    line = 1
-    for cells in reader:
-        yield line, [c.strip() for c in cells]
-        line = reader.line_num + 1
+def _rows(text: str, problems: _Problems) -> list[tuple[int, list[str]]]:
+    """``(first physical line, cells)`` of every CSV record; quoted newlines keep a record on several lines.
+
+    Something that is not CSV at all (a NUL byte, an image decoded as Windows-1252) is a
+    :class:`CardError` naming the line, never a crash.
+    """
+    reader = csv.reader(io.StringIO(text, newline=None))  # universal newlines: a lone \r ends a line too
+    rows, line = [], 1
+    try:
+        for cells in reader:
+            rows.append((line, [c.strip() for c in cells]))
+            line = reader.line_num + 1
+    except csv.Error as exc:
+        problems.add(reader.line_num, f"not a CSV file: {exc}")
+        raise CardError(problems.items) from None
+    return rows
 
 
 def _header_index(rows) -> int | None:
@@ -127,7 +136,7 @@ def _money(cell: str) -> int:
 def parse_pricing(text: str, *, known_markets: set[str]) -> Card:
     """Read ``Pricing.csv``; raise :class:`CardError` listing every problem."""
     problems = _Problems("pricing")
-    rows = list(_rows(text))
+    rows = _rows(text, problems)
     header_at = _header_index(rows)
     if header_at is None:
         problems.add(0, "no header row with Market and Currency columns (is this Meta's Pricing.csv?)")
@@ -215,7 +224,7 @@ def _volume(cell: str) -> int | None:
 def parse_tiers(text: str, *, currency: str, markets: set[str]) -> list[Band]:
     """Read ``Tier Pricing.csv`` for a card in ``currency`` with ``markets``; raise :class:`CardError`."""
     problems = _Problems("tiers")
-    rows = list(_rows(text))
+    rows = _rows(text, problems)
     header_at = _header_index(rows)
     if header_at is None:
         problems.add(0, "no header row with Market and Currency columns (is this Meta's Tier Pricing.csv?)")

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from kloyst.errors import Conflict, Unprocessable
 from kloyst.http.pagination import paginate
 from kloyst.money import format_micros
+from kloyst.http import openapi
 from kloyst_plugins.pricing import markets, snapshots
 from kloyst_plugins.pricing.models import QUOTABLE, PdfStatus, PricingMarket, PricingRate, PricingTier, Quotation
 from kloyst_plugins.pricing.schemas import QuotationCreate, QuotationListQuery, RatesQuery
@@ -66,7 +67,7 @@ def _template_category(request, template_id) -> str:
 def create_quotation(request):
     from kloyst_plugins.contacts.audience import count_by_country
 
-    body = request.validated(QuotationCreate)
+    body = request.validated()
     category = body.category
     if body.template_id is not None:
         template_category = _template_category(request, body.template_id)
@@ -86,7 +87,7 @@ def create_quotation(request):
 
 
 def list_quotations(request):
-    query = request.validated_query(QuotationListQuery)
+    query = request.validated_query()
     statement = select(Quotation)
     if query.status is not None:
         statement = statement.where(Quotation.status == query.status.value)
@@ -123,7 +124,7 @@ def _whole_card(db, snapshot, currency: str) -> dict:
 def get_rates(request):
     """The card in force now in the vendor's currency; with ``?country=``, that country's rates, tiers and
     what one message costs this vendor after its pricing rules."""
-    query = request.validated_query(RatesQuery)
+    query = request.validated_query()
     db = request.db
     wallet = wallet_of(db, request.vendor_id)
     snapshot = snapshots.current(db, wallet.currency)
@@ -156,11 +157,15 @@ def get_rates(request):
 
 def includeme(config) -> None:
     config.add_route("pricing.rates", "/pricing/rates")
-    config.add_view(get_rates, route_name="pricing.rates", request_method="GET", renderer="json")
+    config.add_view(get_rates, route_name="pricing.rates", request_method="GET", renderer="json",
+                    query_schema=RatesQuery)
     config.add_route("pricing.quotations", "/quotations")
-    config.add_view(list_quotations, route_name="pricing.quotations", request_method="GET", renderer="json")
-    config.add_view(create_quotation, route_name="pricing.quotations", request_method="POST", renderer="json")
+    config.add_view(list_quotations, route_name="pricing.quotations", request_method="GET", renderer="json",
+                    query_schema=QuotationListQuery)
+    config.add_view(create_quotation, route_name="pricing.quotations", request_method="POST", renderer="json",
+                    body_schema=QuotationCreate, status=201)
     config.add_route("pricing.quotation", "/quotations/{id}", model=Quotation)
     config.add_view(get_quotation, route_name="pricing.quotation", request_method="GET", renderer="json")
     config.add_route("pricing.quotation.pdf", "/quotations/{id}/pdf", model=Quotation)
-    config.add_view(get_quotation_pdf, route_name="pricing.quotation.pdf", request_method="GET")
+    config.add_view(get_quotation_pdf, route_name="pricing.quotation.pdf", request_method="GET",
+                    openapi=openapi.download("application/pdf"))

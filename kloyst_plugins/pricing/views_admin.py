@@ -15,9 +15,9 @@ from sqlalchemy import func, select
 
 from kloyst.errors import Unprocessable
 from kloyst.http.pagination import Page, paginate
-from kloyst.http.validation import parse
 from kloyst.http.resources import load_platform_row
 from kloyst.money import format_micros
+from kloyst.http import openapi
 from kloyst_plugins.pricing import cards, snapshots
 from kloyst_plugins.pricing.models import (PlatformFeeRule, PricingMarket, PricingRate, PricingSnapshot, PricingTier,
                                            snapshot_in_use)
@@ -95,7 +95,7 @@ def upload_snapshot(request):
 
 
 def list_snapshots(request):
-    page = paginate(request.db, select(PricingSnapshot), PricingSnapshot, request.validated_query(Page))
+    page = paginate(request.db, select(PricingSnapshot), PricingSnapshot, request.validated_query())
     return {"items": [snapshot_json(s, request.db) for s in page.items], "next_cursor": page.next_cursor}
 
 
@@ -127,7 +127,7 @@ def _check_window(rule: PlatformFeeRule) -> None:
 
 
 def create_fee_rule(request):
-    body = parse(FeeRuleCreate, request.json_data)
+    body = request.validated()
     rule = PlatformFeeRule(vendor_id=body.vendor_id, currency=body.currency, name=body.name or "",
                            markup_micropercent=body.micros("markup_percent") or 0,
                            per_message_fee_micros=body.micros("per_message_fee") or 0,
@@ -143,7 +143,7 @@ def create_fee_rule(request):
 
 
 def list_fee_rules(request):
-    query = request.validated_query(FeeRuleQuery)
+    query = request.validated_query()
     statement = select(PlatformFeeRule)
     if query.vendor_id is not None:
         statement = statement.where(PlatformFeeRule.vendor_id == query.vendor_id)
@@ -157,7 +157,7 @@ def get_fee_rule(request):
 
 def patch_fee_rule(request):
     rule = load_platform_row(request, PlatformFeeRule, "fee rule")
-    body = parse(FeeRulePatch, request.json_data)
+    body = request.validated()
     for field, column in (("markup_percent", "markup_micropercent"), ("per_message_fee", "per_message_fee_micros"),
                           ("minimum_charge", "minimum_charge_micros")):
         if (micros := body.micros(field)) is not None:
@@ -174,14 +174,23 @@ def patch_fee_rule(request):
 
 def includeme(config) -> None:
     config.add_admin_route("admin.pricing.snapshots", "/admin/pricing/snapshots")
-    config.add_view(upload_snapshot, route_name="admin.pricing.snapshots", request_method="POST", renderer="json")
-    config.add_view(list_snapshots, route_name="admin.pricing.snapshots", request_method="GET", renderer="json")
+    config.add_view(upload_snapshot, route_name="admin.pricing.snapshots", request_method="POST", renderer="json",
+                    status=201, openapi=openapi.multipart(
+                        {"pricing": "file: Meta's Pricing.csv"},
+                        {"tiers": "file: Meta's Tier Pricing.csv",
+                         "effective_from": "text: ISO date the card applies from",
+                         "note": "text: a note for other admins (500 characters)"}))
+    config.add_view(list_snapshots, route_name="admin.pricing.snapshots", request_method="GET", renderer="json",
+                    query_schema=Page)
     config.add_admin_route("admin.pricing.snapshot", "/admin/pricing/snapshots/{id}")
     config.add_view(get_snapshot, route_name="admin.pricing.snapshot", request_method="GET", renderer="json")
-    config.add_view(delete_snapshot, route_name="admin.pricing.snapshot", request_method="DELETE")
+    config.add_view(delete_snapshot, route_name="admin.pricing.snapshot", request_method="DELETE", status=204)
     config.add_admin_route("admin.pricing.fee_rules", "/admin/pricing/fee-rules")
-    config.add_view(create_fee_rule, route_name="admin.pricing.fee_rules", request_method="POST", renderer="json")
-    config.add_view(list_fee_rules, route_name="admin.pricing.fee_rules", request_method="GET", renderer="json")
+    config.add_view(create_fee_rule, route_name="admin.pricing.fee_rules", request_method="POST", renderer="json",
+                    body_schema=FeeRuleCreate, status=201)
+    config.add_view(list_fee_rules, route_name="admin.pricing.fee_rules", request_method="GET", renderer="json",
+                    query_schema=FeeRuleQuery)
     config.add_admin_route("admin.pricing.fee_rule", "/admin/pricing/fee-rules/{id}")
     config.add_view(get_fee_rule, route_name="admin.pricing.fee_rule", request_method="GET", renderer="json")
-    config.add_view(patch_fee_rule, route_name="admin.pricing.fee_rule", request_method="PATCH", renderer="json")
+    config.add_view(patch_fee_rule, route_name="admin.pricing.fee_rule", request_method="PATCH", renderer="json",
+                    body_schema=FeeRulePatch)

@@ -17,7 +17,6 @@ from sqlalchemy import select
 
 from kloyst.errors import Forbidden, Unprocessable
 from kloyst.http.pagination import Page, paginate
-from kloyst.http.validation import parse
 from kloyst_plugins.templates import definition, parameters, services
 from kloyst_plugins.templates.models import MessageTemplate, TemplateSync
 from kloyst_plugins.templates.schemas import SyncBody, TemplateCreate, TemplateListQuery, VariableMappingBody
@@ -50,7 +49,7 @@ def _unknown_waba(meta_waba_id: str) -> Unprocessable:
 
 
 def list_templates(request):
-    query = parse(TemplateListQuery, dict(request.GET))
+    query = request.validated_query()
     statement = select(MessageTemplate)
     if query.status is not None:
         statement = statement.where(MessageTemplate.status == query.status.value)
@@ -67,7 +66,7 @@ def list_templates(request):
 
 
 def create_template(request):
-    body = request.validated(TemplateCreate)
+    body = request.validated()
     problems = definition.check(body.category.value, body.parameter_format.value, body.components)
     if problems:
         summary = "; ".join(f"{p['field']}: {p['problem']}" for p in problems[:5])
@@ -93,7 +92,7 @@ def get_template(request):
 
 
 def put_variable_mapping(request):
-    body = request.validated(VariableMappingBody)
+    body = request.validated()
     template = request.context
     problems = parameters.check_mapping(template, body.variable_mapping)
     if problems:
@@ -105,7 +104,7 @@ def put_variable_mapping(request):
 
 
 def request_sync(request):
-    body = request.validated(SyncBody)
+    body = request.validated()
     wabas = [a.meta_waba_id for a in accessible_wabas(request.db, request.registry["kloyst.cipher"])]
     if body.meta_waba_id is not None:
         if body.meta_waba_id not in wabas:
@@ -126,14 +125,17 @@ def sync_state(request):
 
 def includeme(config) -> None:
     config.add_route("templates.collection", "/templates")
-    config.add_view(list_templates, route_name="templates.collection", request_method="GET", renderer="json")
-    config.add_view(create_template, route_name="templates.collection", request_method="POST", renderer="json")
+    config.add_view(list_templates, route_name="templates.collection", request_method="GET", renderer="json",
+                    query_schema=TemplateListQuery)
+    config.add_view(create_template, route_name="templates.collection", request_method="POST", renderer="json",
+                    body_schema=TemplateCreate, status=201)
     # Before /templates/{id}, which would otherwise take "sync" for an id.
     config.add_route("templates.sync", "/templates/sync")
-    config.add_view(request_sync, route_name="templates.sync", request_method="POST", renderer="json")
+    config.add_view(request_sync, route_name="templates.sync", request_method="POST", renderer="json",
+                    body_schema=SyncBody, status=202)
     config.add_view(sync_state, route_name="templates.sync", request_method="GET", renderer="json")
     config.add_route("templates.item", "/templates/{id}", model=MessageTemplate)
     config.add_view(get_template, route_name="templates.item", request_method="GET", renderer="json")
     config.add_route("templates.item.variable_mapping", "/templates/{id}/variable-mapping", model=MessageTemplate)
     config.add_view(put_variable_mapping, route_name="templates.item.variable_mapping", request_method="PUT",
-                    renderer="json")
+                    renderer="json", body_schema=VariableMappingBody)

@@ -20,8 +20,9 @@ MAX_TOKEN_LENGTH = 4096  # Meta's system-user tokens are a few hundred character
 MetaId = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[0-9]+$",
                               description="a Meta id: digits only")]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
-Token = Annotated[str, Field(min_length=1, max_length=MAX_TOKEN_LENGTH, pattern=r"^\S+$",
-                             description="a Meta access token (no spaces)")]
+# Printable ASCII: the token travels in an HTTP header, which cannot carry "ą" (and Meta's tokens never do).
+Token = Annotated[str, Field(min_length=1, max_length=MAX_TOKEN_LENGTH, pattern=r"^[!-~]+$",
+                             description="a Meta access token (printable ASCII, no spaces)")]
 
 
 class WabaCreate(Schema):

@@ -59,12 +59,12 @@ def queued(request, **ids) -> dict:
 
 
 def list_wabas(request):
-    page = paginate(request.db, select(Waba), Waba, request.validated_query(Page))
+    page = paginate(request.db, select(Waba), Waba, request.validated_query())
     return {"items": [waba_json(w) for w in page.items], "next_cursor": page.next_cursor}
 
 
 def create_waba(request):
-    body = request.validated(WabaCreate)
+    body = request.validated()
     waba = services.create_waba(request.db, request.registry["kloyst.cipher"], vendor_id=request.vendor_id,
                                 meta_waba_id=body.meta_waba_id, name=body.name, access_token=body.access_token,
                                 business_id=body.business_id)
@@ -78,7 +78,7 @@ def get_waba(request):
 
 
 def patch_waba(request):
-    body = request.validated(WabaPatch)
+    body = request.validated()
     replaced = services.update_waba(request.registry["kloyst.cipher"], request.context, name=body.name,
                                     access_token=body.access_token)
     request.db.flush()
@@ -100,7 +100,7 @@ def sync_waba(request):
 
 
 def list_phone_numbers(request):
-    query = request.validated_query(PhoneNumberQuery)
+    query = request.validated_query()
     statement = select(PhoneNumber)
     if query.waba_id is not None:
         statement = statement.where(PhoneNumber.waba_id == query.waba_id)
@@ -116,15 +116,17 @@ def get_phone_number(request):
 
 def includeme(config) -> None:
     config.add_route("waba.collection", "/wabas")
-    config.add_view(list_wabas, route_name="waba.collection", request_method="GET", renderer="json")
-    config.add_view(create_waba, route_name="waba.collection", request_method="POST", **ADMIN)
+    config.add_view(list_wabas, route_name="waba.collection", request_method="GET", renderer="json", query_schema=Page)
+    config.add_view(create_waba, route_name="waba.collection", request_method="POST", **ADMIN, body_schema=WabaCreate,
+                    status=201)
     config.add_route("waba.item", "/wabas/{id}", model=Waba)
     config.add_view(get_waba, route_name="waba.item", request_method="GET", renderer="json")
-    config.add_view(patch_waba, route_name="waba.item", request_method="PATCH", **ADMIN)
-    config.add_view(delete_waba, route_name="waba.item", request_method="DELETE", **ADMIN)
+    config.add_view(patch_waba, route_name="waba.item", request_method="PATCH", **ADMIN, body_schema=WabaPatch)
+    config.add_view(delete_waba, route_name="waba.item", request_method="DELETE", status=204, **ADMIN)
     config.add_route("waba.item.sync", "/wabas/{id}/sync", model=Waba)
-    config.add_view(sync_waba, route_name="waba.item.sync", request_method="POST", renderer="json")
+    config.add_view(sync_waba, route_name="waba.item.sync", request_method="POST", renderer="json", status=202)
     config.add_route("waba.phone_numbers", "/phone-numbers")
-    config.add_view(list_phone_numbers, route_name="waba.phone_numbers", request_method="GET", renderer="json")
+    config.add_view(list_phone_numbers, route_name="waba.phone_numbers", request_method="GET", renderer="json",
+                    query_schema=PhoneNumberQuery)
     config.add_route("waba.phone_number", "/phone-numbers/{id}", model=PhoneNumber)
     config.add_view(get_phone_number, route_name="waba.phone_number", request_method="GET", renderer="json")

@@ -23,12 +23,12 @@ from kloyst_plugins.waba.views import phone_number_json, queued, shared_phone_nu
 
 
 def list_shared_wabas(request):
-    page = paginate(request.db, select(SharedWaba), SharedWaba, request.validated_query(Page))
+    page = paginate(request.db, select(SharedWaba), SharedWaba, request.validated_query())
     return {"items": [waba_json(w) for w in page.items], "next_cursor": page.next_cursor}
 
 
 def create_shared_waba(request):
-    body = request.validated(SharedWabaCreate)
+    body = request.validated()
     shared = services.create_shared_waba(request.db, request.registry["kloyst.cipher"],
                                          meta_waba_id=body.meta_waba_id, name=body.name,
                                          access_token=body.access_token)
@@ -43,7 +43,7 @@ def get_shared_waba(request):
 
 def patch_shared_waba(request):
     shared = load_platform_row(request, SharedWaba, "shared waba")
-    body = request.validated(WabaPatch)
+    body = request.validated()
     replaced = services.update_waba(request.registry["kloyst.cipher"], shared, name=body.name,
                                     access_token=body.access_token)
     request.db.flush()
@@ -61,7 +61,7 @@ def sync_shared_waba(request):
 
 
 def list_shared_phone_numbers(request):
-    query = request.validated_query(SharedPhoneNumberQuery)
+    query = request.validated_query()
     statement = select(SharedPhoneNumber)
     if query.shared_waba_id is not None:
         statement = statement.where(SharedPhoneNumber.shared_waba_id == query.shared_waba_id)
@@ -76,7 +76,7 @@ def list_shared_phone_numbers(request):
 
 def assign_number(request):
     number = load_platform_row(request, SharedPhoneNumber, "shared phone number")
-    body = request.validated(AssignBody)
+    body = request.validated()
     row = services.assign(request.db, number, body.vendor_id)
     return {"shared_phone_number": shared_phone_number_json(number), "phone_number": phone_number_json(row)}
 
@@ -90,22 +90,23 @@ def unassign_number(request):
 
 def includeme(config) -> None:
     config.add_admin_route("admin.waba.shared_wabas", "/admin/shared-wabas")
-    config.add_view(list_shared_wabas, route_name="admin.waba.shared_wabas", request_method="GET", renderer="json")
+    config.add_view(list_shared_wabas, route_name="admin.waba.shared_wabas", request_method="GET", renderer="json",
+                    query_schema=Page)
     config.add_view(create_shared_waba, route_name="admin.waba.shared_wabas", request_method="POST",
-                    renderer="json")
+                    renderer="json", body_schema=SharedWabaCreate, status=201)
     config.add_admin_route("admin.waba.shared_waba", "/admin/shared-wabas/{id}")
     config.add_view(get_shared_waba, route_name="admin.waba.shared_waba", request_method="GET", renderer="json")
     config.add_view(patch_shared_waba, route_name="admin.waba.shared_waba", request_method="PATCH",
-                    renderer="json")
+                    renderer="json", body_schema=WabaPatch)
     config.add_admin_route("admin.waba.shared_waba.sync", "/admin/shared-wabas/{id}/sync")
-    config.add_view(sync_shared_waba, route_name="admin.waba.shared_waba.sync", request_method="POST",
+    config.add_view(sync_shared_waba, route_name="admin.waba.shared_waba.sync", request_method="POST", status=202,
                     renderer="json")
     config.add_admin_route("admin.waba.shared_phone_numbers", "/admin/shared-phone-numbers")
     config.add_view(list_shared_phone_numbers, route_name="admin.waba.shared_phone_numbers", request_method="GET",
-                    renderer="json")
+                    renderer="json", query_schema=SharedPhoneNumberQuery)
     config.add_admin_route("admin.waba.shared_phone_number.assign", "/admin/shared-phone-numbers/{id}/assign")
     config.add_view(assign_number, route_name="admin.waba.shared_phone_number.assign", request_method="POST",
-                    renderer="json")
+                    renderer="json", body_schema=AssignBody)
     config.add_admin_route("admin.waba.shared_phone_number.unassign", "/admin/shared-phone-numbers/{id}/unassign")
     config.add_view(unassign_number, route_name="admin.waba.shared_phone_number.unassign", request_method="POST",
                     renderer="json")

@@ -24,6 +24,7 @@ from kloyst.http.spreadsheet import csv_chunks
 from kloyst.accounts.models import Vendor
 from kloyst.errors import Unprocessable
 from kloyst.money import format_micros
+from kloyst.http import openapi
 from kloyst_plugins.wallet import statement
 from kloyst_plugins.wallet.ledger import Entry, Ledger, WalletState
 from kloyst_plugins.wallet.models import LedgerEntry
@@ -58,7 +59,7 @@ def get_wallet(request):
 
 
 def patch_wallet(request):
-    body = request.validated(WalletPatch)
+    body = request.validated()
     return {"wallet": wallet_json(ledger_for(request).set_low_balance_threshold(body.low_balance_threshold))}
 
 
@@ -79,7 +80,7 @@ def _after(cursor: str) -> int:
 
 def list_transactions(request):
     """Newest first, keyset on ``seq`` (the ledger's own order; ``created_at`` may tie)."""
-    query = request.validated_query(TransactionQuery)
+    query = request.validated_query()
     statement_ = select(LedgerEntry)
     if query.kind is not None:
         statement_ = statement_.where(LedgerEntry.kind == query.kind.value)
@@ -95,7 +96,7 @@ def list_transactions(request):
 
 
 def statement_csv(request):
-    query = request.validated_query(Range)
+    query = request.validated_query()
     start, end = start_of(query.from_), end_of(query.to)
     if start is not None and end is not None and end <= start:
         raise Unprocessable("'to' must be after 'from'", details={"fields": [{"field": "to",
@@ -129,7 +130,7 @@ def _moved(request, ledger: Ledger, entry: Entry) -> dict:
 
 def admin_topup(request):
     key = required_idempotency_key(request.headers)
-    body = request.validated(TopupBody)
+    body = request.validated()
     ledger = ledger_for(request, _vendor_id(request))
     entry = ledger.topup(body.amount, idempotency_key=f"api:{key}", actor_user_id=request.identity.user_id,
                          note=body.note)
@@ -138,7 +139,7 @@ def admin_topup(request):
 
 def admin_adjust(request):
     key = required_idempotency_key(request.headers)
-    body = request.validated(AdjustmentBody)
+    body = request.validated()
     ledger = ledger_for(request, _vendor_id(request))
     entry = ledger.adjust(body.amount, idempotency_key=f"api:{key}", actor_user_id=request.identity.user_id,
                           note=body.note)
@@ -149,15 +150,21 @@ def includeme(config) -> None:
     config.add_route("wallet.summary", "/wallet")
     config.add_view(get_wallet, route_name="wallet.summary", request_method="GET", renderer="json")
     config.add_view(patch_wallet, route_name="wallet.summary", request_method="PATCH", renderer="json",
-                    permission="vendor.admin")
+                    permission="vendor.admin", body_schema=WalletPatch)
     config.add_route("wallet.transactions", "/wallet/transactions")
-    config.add_view(list_transactions, route_name="wallet.transactions", request_method="GET", renderer="json")
+    config.add_view(list_transactions, route_name="wallet.transactions", request_method="GET", renderer="json",
+                    query_schema=TransactionQuery)
     config.add_route("wallet.statement", "/wallet/statement.csv")
-    config.add_view(statement_csv, route_name="wallet.statement", request_method="GET")
+    config.add_view(statement_csv, route_name="wallet.statement", request_method="GET", query_schema=Range,
+                    openapi=openapi.download("text/csv"))
     # Platform admins: not gated (they belong to no vendor), platform.admin on every view (add_admin_route).
     config.add_admin_route("admin.wallet.vendor_wallet", "/admin/vendors/{id}/wallet")
     config.add_view(admin_get_wallet, route_name="admin.wallet.vendor_wallet", request_method="GET", renderer="json")
     config.add_admin_route("admin.wallet.topups", "/admin/vendors/{id}/wallet/topups")
-    config.add_view(admin_topup, route_name="admin.wallet.topups", request_method="POST", renderer="json")
+    config.add_view(admin_topup, route_name="admin.wallet.topups", request_method="POST", renderer="json",
+                    body_schema=TopupBody, status=201,
+                    openapi=openapi.idempotency(required=True))
     config.add_admin_route("admin.wallet.adjustments", "/admin/vendors/{id}/wallet/adjustments")
-    config.add_view(admin_adjust, route_name="admin.wallet.adjustments", request_method="POST", renderer="json")
+    config.add_view(admin_adjust, route_name="admin.wallet.adjustments", request_method="POST", renderer="json",
+                    body_schema=AdjustmentBody, status=201,
+                    openapi=openapi.idempotency(required=True))

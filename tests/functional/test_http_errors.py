@@ -97,6 +97,15 @@ def test_unknown_fields_are_refused_with_a_422_naming_them(testapp):
     assert [item["field"] for item in error["details"]["fields"]] == ["is_platform_admin"]
 
 
+def test_a_nul_character_anywhere_in_the_body_or_query_is_a_422_naming_the_field(testapp, owner, enable_plugin):
+    body = {"vendor_name": "Acme", "email": "a@example.com", "password": "x" * 12, "name": "A\u0000B"}
+    error = assert_error_shape(testapp.post_json("/v1/auth/signup", body, status=422), 422, "validation_failed")
+    assert [item["field"] for item in error["details"]["fields"]] == ["name"]
+    enable_plugin(owner, "contacts")
+    error = testapp.get("/v1/contacts", {"label": ["ok", "b\x00d"]}, headers=owner.headers, status=422).json["error"]
+    assert error["details"]["fields"][0]["field"] == "label.1"
+
+
 def test_missing_bearer_token_is_a_json_401_with_a_challenge(testapp):
     response = testapp.get("/v1/auth/me", status=401)
     assert_error_shape(response, 401, "unauthorized")

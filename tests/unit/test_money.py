@@ -13,7 +13,8 @@ def test_decimal_amounts_become_exact_micro_units(text, micros):
 
 @pytest.mark.parametrize("bad, why", [("0.0000001", "six decimal places"), ("abc", "not a decimal"),
                                       (1.5, "decimal strings"), ("-1", "negative"), ("NaN", "finite"),
-                                      (None, "expected")])
+                                      (None, "expected"), ("1E+30", "less than"), ("-1E+30", "less than"),
+                                      ("1000000000000", "less than")])
 def test_bad_amounts_say_what_to_fix(bad, why):
     with pytest.raises(MoneyError, match=why):
         to_micros(bad)

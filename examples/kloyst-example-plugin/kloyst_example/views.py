@@ -27,12 +27,12 @@ def note_json(note: Note) -> dict:
 
 
 def list_notes(request):
-    page = paginate(request.db, select(Note), Note, request.validated_query(Page))
+    page = paginate(request.db, select(Note), Note, request.validated_query())
     return {"items": [note_json(n) for n in page.items], "next_cursor": page.next_cursor}
 
 
 def create_note(request):
-    body = request.validated(NoteBody)
+    body = request.validated()
     note = Note(text=body.text)  # vendor_id is stamped from the caller's tenant scope
     request.db.add(note)
     request.db.flush()
@@ -64,13 +64,14 @@ def hello(request):
 
 def includeme(config) -> None:
     config.add_route("example.notes", "/example/notes")
-    config.add_view(list_notes, route_name="example.notes", request_method="GET", renderer="json")
-    config.add_view(create_note, route_name="example.notes", request_method="POST", renderer="json")
+    config.add_view(list_notes, route_name="example.notes", request_method="GET", renderer="json", query_schema=Page)
+    config.add_view(create_note, route_name="example.notes", request_method="POST", renderer="json",
+                    body_schema=NoteBody, status=201)
     config.add_route("example.note", "/example/notes/{id}", model=Note)
     config.add_view(get_note, route_name="example.note", request_method="GET", renderer="json")
     config.add_view(delete_note, route_name="example.note", request_method="DELETE", renderer="json",
-                    permission="vendor.admin")
+                    permission="vendor.admin", status=204)
     config.add_route("example.note.ping", "/example/notes/{id}/ping", model=Note)
-    config.add_view(ping_note, route_name="example.note.ping", request_method="POST", renderer="json")
+    config.add_view(ping_note, route_name="example.note.ping", request_method="POST", renderer="json", status=202)
     config.add_route("example.hello", "/example/hello")
     config.add_view(hello, route_name="example.hello", request_method="GET", renderer="json")

@@ -49,6 +49,20 @@ def test_an_admin_uploads_metas_files_and_gets_a_snapshot_with_rates_tiers_and_m
     assert fetched["snapshot"]["rates"] == snapshot["rates"]
 
 
+@pytest.mark.parametrize("content, problem", [
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01", "no header row"),  # lone \r: once a crash
+    (b'Market,Currency\n"' + b"x" * 200_000 + b'"\n', "not a CSV file"),  # beyond the csv module's field limit
+])
+def test_a_file_that_is_not_a_rate_card_at_all_is_a_422_not_a_crash(testapp, admin, db, content, problem):
+    before = count(db, PricingSnapshot)
+
+    error = upload(testapp, admin, content, None, status=422)["error"]
+
+    assert error["code"] == "invalid_rate_card"
+    assert problem in error["details"]["problems"][0]["problem"]
+    assert count(db, PricingSnapshot) == before
+
+
 def test_a_card_with_bad_rows_is_refused_whole_listing_every_problem(testapp, admin, db):
     before = [count(db, m) for m in (PricingSnapshot, PricingRate, PricingTier, PricingMarket)]
     pricing = PRICING.replace(b"Brazil,$US,0.0625", b"Brazil,$US,abc").replace(b"Chile,$US,0.0889",

@@ -30,6 +30,13 @@ def test_a_registered_waba_says_it_has_a_token_and_never_shows_it(testapp, vendo
         assert "access_token" not in response.text.replace("has_access_token", "")
 
 
+@pytest.mark.parametrize("token", ["EAA tok", "EAAtoką", "EAA\u00a0x"])
+def test_a_token_that_cannot_travel_in_a_header_is_a_422(testapp, vendor, add_waba, token):
+    answer = testapp.post_json("/v1/wabas", {"meta_waba_id": "1001", "name": "Main", "access_token": token},
+                               headers=vendor.headers, status=422).json
+    assert answer["error"]["details"]["fields"][0]["field"] == "access_token"
+
+
 def test_the_token_is_encrypted_at_rest(db, vendor, add_waba):
     waba = add_waba(vendor, "1002")
     raw = db.execute(sa.text("SELECT access_token_enc FROM waba WHERE id = :id"), {"id": waba["id"]}).scalar_one()
