@@ -13,6 +13,7 @@ import datetime as dt
 
 from sqlalchemy import func, select
 
+from kloyst.accounts.models import Vendor
 from kloyst.errors import Unprocessable
 from kloyst.http.pagination import Page, paginate
 from kloyst.http.resources import load_platform_row
@@ -128,6 +129,9 @@ def _check_window(rule: PlatformFeeRule) -> None:
 
 def create_fee_rule(request):
     body = request.validated()
+    if body.vendor_id is not None and request.db.get(Vendor, body.vendor_id) is None:
+        raise Unprocessable(f"vendor {body.vendor_id} does not exist (leave vendor_id out for a global rule)",
+                            details={"fields": [{"field": "vendor_id", "problem": "no such vendor"}]})
     rule = PlatformFeeRule(vendor_id=body.vendor_id, currency=body.currency, name=body.name or "",
                            markup_micropercent=body.micros("markup_percent") or 0,
                            per_message_fee_micros=body.micros("per_message_fee") or 0,

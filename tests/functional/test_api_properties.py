@@ -5,7 +5,8 @@ every operation: valid ones (bodies and queries that fit the declared schemas) a
 ones (wrong types, missing fields, out-of-range values). Each runs as the owner of a vendor
 with every plugin on, or as a platform admin for ``/admin`` routes, so the requests get
 past authentication into the views. Any 5xx is a bug: bad input must get a 4xx that says
-what to fix. The number of examples is bounded so the run stays a test, not a campaign;
+what to fix. Beyond that, each answer must have a content type and shape the document
+declares, and a request the document calls invalid must not succeed. The number of examples is bounded so the run stays a test, not a campaign;
 ``KLOYST_API_PROPERTY_EXAMPLES`` raises it for a longer hunt.
 """
 
@@ -18,9 +19,12 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis.generation.modes import GenerationMode
+from schemathesis.specs.openapi.checks import (content_type_conformance, negative_data_rejection,
+                                               response_schema_conformance)
 
 from kloyst.testing import enable_plugin
 
+DOCUMENT_CHECKS = [content_type_conformance, response_schema_conformance, negative_data_rejection]
 EXAMPLES = int(os.environ.get("KLOYST_API_PROPERTY_EXAMPLES", "8"))
 
 
@@ -49,6 +53,11 @@ def _run(operation, mode: GenerationMode, headers: dict, failures: list) -> None
         if response.status_code >= 500:
             failures.append(f"{operation.label} [{mode.value}] → {response.status_code}: "
                             f"{response.text[:300]}\n    reproduce: {case.as_curl_command()}")
+            return
+        try:  # the answer is what the document says, and invalid input is refused, not accepted
+            case.validate_response(response, checks=DOCUMENT_CHECKS)
+        except (AssertionError, BaseExceptionGroup) as exc:  # one failure, or a group of them
+            failures.append(f"{operation.label} [{mode.value}] → {response.status_code}: {str(exc)[:500]}")
 
     try:
         check()

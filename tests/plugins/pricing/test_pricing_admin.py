@@ -125,6 +125,12 @@ def test_fee_rule_values_are_validated(testapp, admin):
         testapp.post_json("/v1/admin/pricing/fee-rules", body, headers=admin.headers, status=422)
 
 
+def test_a_fee_rule_for_a_vendor_that_does_not_exist_is_a_422_not_a_crash(testapp, admin):
+    body = {"vendor_id": "b340942e-3fde-1e62-9d7c-a8f03bd49b84", "currency": "USD", "markup_percent": "5"}
+    error = testapp.post_json("/v1/admin/pricing/fee-rules", body, headers=admin.headers, status=422).json["error"]
+    assert error["details"]["fields"] == [{"field": "vendor_id", "problem": "no such vendor"}]
+
+
 @pytest.mark.parametrize(("method", "path"), [
     ("GET", "/v1/admin/pricing/snapshots"), ("POST", "/v1/admin/pricing/snapshots"),
     ("GET", "/v1/admin/pricing/snapshots/x"), ("DELETE", "/v1/admin/pricing/snapshots/x"),
