@@ -30,6 +30,7 @@ from pyramid.interfaces import IRoutesMapper
 from pyramid.response import Response
 from pyramid.security import NO_PERMISSION_REQUIRED
 
+from kloyst.http.pagination import Page
 from kloyst.http.validation import ApiContract, contract_key, declared_contracts
 
 OPENAPI_VERSION = "3.1.0"
@@ -49,6 +50,18 @@ ERROR_SCHEMA = {
             "details": {"type": "object", "description": "Per-field problems and other specifics."},
         },
     }},
+}
+PAGE_SCHEMA = {
+    "type": "object",
+    "description": "One page of a list, newest first unless the operation says otherwise.",
+    "required": ["items", "next_cursor"],
+    "properties": {
+        "items": {"type": "array", "items": {"type": "object"}},
+        "next_cursor": {
+            "type": ["string", "null"],
+            "description": "Pass as `cursor` for the next page; null on the last.",
+        },
+    },
 }
 STATUS_TEXT = {200: "OK", 201: "Created", 202: "Accepted", 204: "No Content"}
 
@@ -175,7 +188,9 @@ def _success(contract: ApiContract) -> dict:
     status = str(contract.status)
     answer: dict = {"description": STATUS_TEXT.get(contract.status, "Success")}
     if contract.json and contract.status != 204:
-        answer["content"] = {"application/json": {"schema": {"type": "object"}}}
+        paged = contract.query_schema is not None and issubclass(contract.query_schema, Page)
+        schema = {"$ref": REF.format(model="ListPage")} if paged else {"type": "object"}
+        answer["content"] = {"application/json": {"schema": schema}}
     return {status: answer}
 
 
@@ -246,7 +261,7 @@ def build_document(registry) -> dict:
 
     views = _views(registry)
     schemas, components = _component_schemas(views)
-    components = {**components, "Error": ERROR_SCHEMA}
+    components = {**components, "Error": ERROR_SCHEMA, "ListPage": PAGE_SCHEMA}
     paths: dict[str, dict] = {}
     for route in registry.queryUtility(IRoutesMapper).get_routes():
         path = _PLACEHOLDER.sub(r"{\1}", route.pattern)

@@ -6,8 +6,9 @@ ones (wrong types, missing fields, out-of-range values). Each runs as the owner 
 with every plugin on, or as a platform admin for ``/admin`` routes, so the requests get
 past authentication into the views. Any 5xx is a bug: bad input must get a 4xx that says
 what to fix. Beyond that, each answer must have a content type and shape the document
-declares, and a request the document calls invalid must not succeed. The number of examples is bounded so the run stays a test, not a campaign;
-``KLOYST_API_PROPERTY_EXAMPLES`` raises it for a longer hunt.
+declares, and a request the document calls invalid must not succeed. The number of examples
+is bounded so the run stays a test, not a campaign; ``KLOYST_API_PROPERTY_EXAMPLES`` raises
+it for a longer hunt.
 """
 
 from __future__ import annotations

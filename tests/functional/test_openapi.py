@@ -69,7 +69,10 @@ def test_request_bodies_are_the_schemas_that_validate_them(document):
 
 
 def test_query_schemas_become_query_parameters_and_list_fields_repeat(document):
-    parameters = {p["name"]: p for p in document["paths"]["/v1/contacts"]["get"]["parameters"]}
+    listing = document["paths"]["/v1/contacts"]["get"]
+    answer = listing["responses"]["200"]["content"]["application/json"]["schema"]
+    assert answer == {"$ref": "#/components/schemas/ListPage"}
+    parameters = {p["name"]: p for p in listing["parameters"]}
     assert {"cursor", "limit", "label", "country", "phone"} <= set(parameters)
     assert parameters["label"]["explode"] is True and parameters["label"]["in"] == "query"
 
