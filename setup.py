@@ -36,6 +36,7 @@ setup(
         "pydantic>=2.6",
         "email-validator>=2.1",
         "fpdf2>=2.7",  # quotation PDFs: pure Python, tables and embedded fonts, no system libraries
+        "prometheus-client>=0.20",  # /metrics on the separate metrics listener (kloyst.metrics)
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3.5", "WebTest>=3.0", "ruff>=0.5",

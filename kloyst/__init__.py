@@ -39,6 +39,7 @@ def make_configurator(global_config: dict | None, settings: dict, *,
     config = Configurator(settings=resolved)
     config.registry["kloyst.plugin_manager"] = pm
     config.include(_services)
+    config.include("kloyst.metrics")  # served on its own listener (kloyst.metrics.port), never by this app
     config.include("kloyst.crypto")
     config.include("kloyst.db")
     config.include("kloyst.http")

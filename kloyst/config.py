@@ -157,6 +157,11 @@ CORE_SETTINGS: tuple[Setting, ...] = (
             help="Largest request body accepted by ordinary JSON routes (uploads have their own limit)."),
     Setting("kloyst.http.public_url", "PUBLIC_URL", "",
             help="Base URL users reach Kloyst at; used in links inside emails. Empty: http://HOST:PORT."),
+    Setting("kloyst.metrics.port", "METRICS_PORT", 0, int,
+            help="Port of the metrics listener (GET /metrics for Prometheus, GET /healthz for this process's "
+            "loops), in every mode; 0 (the default) opens none. Never publish it beyond the internal network."),
+    Setting("kloyst.metrics.host", "METRICS_HOST", "127.0.0.1",
+            help="Address the metrics listener binds (0.0.0.0 inside a compose network)."),
     Setting("kloyst.api.prefix", "API_PREFIX", "/v1", help="Prefix of every REST route."),
     Setting("kloyst.cors.allowed_origins", "CORS_ALLOWED_ORIGINS", "", as_origins,
             help="Comma-separated origins allowed by CORS; any other origin gets no CORS headers."),

@@ -11,6 +11,10 @@ ALL            all of the above in one process (the embedded default)
 
 SIGTERM and SIGINT stop every mode cleanly: the HTTP server stops accepting, the
 consumer finishes the tasks in hand, the relay finishes its batch.
+
+With ``kloyst.metrics.port`` set, every mode also opens the metrics listener
+(:mod:`kloyst.metrics.server`): ``/metrics``, and ``/healthz`` answering for the loops
+started here.
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ from kloyst.config import SERVICE_TYPES, ConfigurationError, as_service_type  # 
 log = logging.getLogger(__name__)
 WEBHOOK_PREFIX = "/webhook/"
 WEBHOOK_PATHS = frozenset({"/healthz", "/readyz"})
+# The modes whose metrics listener also exports the shared, scrape-time gauges (outbox backlog, queue depth,
+# wallet holds…): one relay process rather than every worker replica runs their queries.
+SHARED_GAUGE_MODES = frozenset({"OUTBOX", "ALL"})
 
 
 def check_service_type(value: str) -> str:
@@ -228,19 +235,30 @@ def start_background_services(registry, mode: str) -> list:
 
 def run(mode: str, app, registry, *, on_listening=None) -> int:
     """Run ``mode`` until SIGTERM/SIGINT; return the exit status."""
+    from kloyst import metrics
     from kloyst.http.tweens import largest_body_limit
+    from kloyst.metrics import liveness, server as metrics_server
 
     mode = check_service_type(mode)
     settings = registry.settings
     stopper = Stopper()
     stopper.install_startup_handlers()
+    # The metrics listener first: a taken port stops start-up before anything runs, and it is stopped
+    # last. Its /healthz says "starting" until every loop below is up, "stopping" from the first signal.
+    loops = metrics.of(registry).liveness
+    loops.clear()
+    if mode in SHARED_GAUGE_MODES:
+        metrics.of(registry).export_shared()
+    metrics_server.start(registry, stopper)
     threads: list[threading.Thread] = []
     if mode in ("WORKER", "ALL"):
-        start_worker(registry, stopper)
+        loops.add("huey_consumer", liveness.consumer_check(start_worker(registry, stopper)))
     if mode in ("OUTBOX", "ALL"):
         threads.append(start_relay(registry, stopper))
+        loops.add("outbox_relay", liveness.thread_check(threads[-1]))
     if mode in ("WEBHOOK", "ALL"):
         threads.append(start_webhook_drainer(registry, stopper))
+        loops.add("webhook_drainer", liveness.thread_check(threads[-1]))
     servers = []
     # Twice the largest route limit: a body just over a limit gets the JSON 413 from the app, an absurd
     # one is cut by waitress before it fills the disk.
@@ -254,6 +272,13 @@ def run(mode: str, app, registry, *, on_listening=None) -> int:
         servers.append(start_http(webhook_only(app), settings["kloyst.http.host"],
                                   settings["kloyst.http.webhook_port"], stopper, **server_options))
     services = start_background_services(registry, mode)
+    for server in servers:
+        loops.add("http", liveness.server_check(server))
+    for service in services:
+        if callable(getattr(service, "is_alive", None)):  # a plugin service that can tell (the sender)
+            loops.add(type(service).__name__.lower(), service.is_alive)
+    loops.started = True
+    stopper.on_stop(lambda: setattr(loops, "stopping", True))  # registered last, so it runs first
     if on_listening is not None:
         on_listening(servers)
     # Last: huey's consumer.start() installs its own handlers, ours must win; and a signal now finds

@@ -16,6 +16,7 @@ import uuid
 
 from pyramid.tweens import INGRESS
 
+from kloyst import metrics as kmetrics
 from kloyst.http import request_path
 
 log = logging.getLogger("kloyst.network")
@@ -55,6 +56,9 @@ def write_line(*, request_id: str, method: str, path: str, route: str | None, st
 
 
 def access_log_factory(handler, registry):
+    # The same start and status feed the request-duration histogram (by route name, never the raw path).
+    metrics = kmetrics.of(registry)
+
     def access_log(request):
         request_id = request_id_for(request.headers.get("X-Request-ID"))
         request.request_id = request_id
@@ -66,10 +70,11 @@ def access_log_factory(handler, registry):
             response.headers["X-Request-ID"] = request_id
             return response
         finally:
+            route = request.matched_route.name if getattr(request, "matched_route", None) else None
+            metrics.observe_request(route, request.method, status, time.perf_counter() - started)
             write_line(request_id=request_id, method=request.method, path=request_path(request),
-                       route=request.matched_route.name if getattr(request, "matched_route", None) else None,
-                       status=status, started=started, client=request.remote_addr, user_agent=request.user_agent,
-                       bytes_in=request.content_length, vendor_id=_vendor_id(request))
+                       route=route, status=status, started=started, client=request.remote_addr,
+                       user_agent=request.user_agent, bytes_in=request.content_length, vendor_id=_vendor_id(request))
 
     return access_log
 

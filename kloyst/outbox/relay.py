@@ -58,6 +58,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import DateTime, Integer, bindparam, insert, select, text, update
 
+from kloyst import metrics
 from kloyst.db import utcnow
 from kloyst.outbox.models import OutboxBatch, OutboxEvent, OutboxStatus
 
@@ -313,6 +314,7 @@ class Relay:
             return 0
         with self._published_lock:
             self._published.append(batch)
+        metrics.of(self.registry).outbox_published.inc(len(rows))
         if mark_now:
             self.flush()
         return len(rows)
@@ -466,11 +468,13 @@ class _Transaction:
 
     Normally a fresh pooled connection. Under the test fixtures the session factory is
     bound to one connection inside an outer transaction; a savepoint on it is used then,
-    so the test sees the relay's work and rolls it back afterwards.
+    so the test sees the relay's work and rolls it back afterwards. A ``read_only`` one
+    always rolls back (the metrics' scrape-time reads: their ``SET LOCAL`` ends with it).
     """
 
-    def __init__(self, registry) -> None:
+    def __init__(self, registry, *, read_only: bool = False) -> None:
         self.registry = registry
+        self.read_only = read_only
 
     def __enter__(self):
         bind = self.registry["kloyst.session_factory"].kw.get("bind")
@@ -484,7 +488,7 @@ class _Transaction:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
-            if exc_type is None:
+            if exc_type is None and not self.read_only:
                 self._tx.commit()
             else:
                 self._tx.rollback()

@@ -218,6 +218,24 @@ def kloyst_messages_settled(conn, settled):
 
 
 @hookspec
+def kloyst_metrics(registry):
+    """Declare the plugin's scrape-time gauges: state read from the database when Prometheus scrapes.
+
+    Called: once per process, while the application is configured, on every installed plugin.
+    Args:
+        registry: the application registry (settings, engine, session factory, queue…).
+    Returns: a list of prometheus_client collectors, each with ``collect()`` and ``describe()``
+    (``describe()`` lists the metric families without reading anything); subclass
+    :class:`kloyst.metrics.collectors.DatabaseCollector` for a guarded, cached database read.
+    They are exported only by the processes that serve shared gauges (OUTBOX and ALL), so
+    replicas do not repeat the queries. Names start with ``kloyst_``; a query must be cheap on
+    a table of millions of rows (an index answers it). Counters the plugin increments as
+    things happen are not returned here: they live in :mod:`kloyst.metrics.definitions`.
+    Not firstresult: every plugin's list is collected.
+    """
+
+
+@hookspec
 def kloyst_demo_data(db, vendor_id):
     """Seed what the embedded default's demo vendor needs to try the plugin end to end.
 

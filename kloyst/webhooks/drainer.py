@@ -42,6 +42,7 @@ from collections import defaultdict
 
 import transaction
 
+from kloyst import metrics as kmetrics
 from kloyst.db import session_scope, tenancy, utcnow
 from kloyst.outbox.delivery import backoff_seconds
 from kloyst.webhooks import deliveries
@@ -158,6 +159,7 @@ class Drainer:
                 errors[delivery.id] = (str(exc), False)
         for vendor_id, vendor_changes in self._by_vendor(changes).items():
             self._apply_for_vendor(vendor_id, vendor_changes, errors)
+        outcomes = {"processed": len(by_id) - len(errors), "retry": 0, "gave_up": 0, "malformed": 0}
         with self._session() as db:
             deliveries.mark_processed(db, [delivery_id for delivery_id in by_id if delivery_id not in errors])
             for delivery_id, (error, retry) in errors.items():
@@ -168,7 +170,12 @@ class Drainer:
                 if retry and retry_in is None:
                     log.error("webhook delivery %s failed %s times; giving up: %s", delivery_id,
                               delivery.attempts + 1, error)
+                outcomes["retry" if retry_in is not None else "gave_up" if retry else "malformed"] += 1
                 deliveries.mark_failed(db, delivery, error, retry_in=retry_in)
+        drained = kmetrics.of(self.registry).webhook_deliveries_drained
+        for outcome, count in outcomes.items():
+            if count:
+                drained.labels(outcome).inc(count)
 
     def _by_vendor(self, changes: list[WebhookChange]) -> dict[uuid.UUID, list[WebhookChange]]:
         """Each vendor's changes, in Meta's order; changes no vendor holds are logged and dropped."""

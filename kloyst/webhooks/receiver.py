@@ -27,6 +27,7 @@ import time
 
 from pyramid.router import default_execution_policy
 
+from kloyst import metrics as kmetrics
 from kloyst.db import session_scope, tenancy, utcnow
 from kloyst.http import access_log
 from kloyst.http.errors import error_body
@@ -89,8 +90,12 @@ class Receiver:
         length = int(raw_length) if raw_length and raw_length.isdigit() else None
         body, too_large = self._read(environ, length)
         status, answer = too_large or self.accept(body, environ.get("HTTP_X_HUB_SIGNATURE_256"))
+        code = int(status[:3])
+        metrics = kmetrics.of(self.registry)
+        metrics.webhook_received(code)
+        metrics.observe_request(ROUTE_NAME, "POST", code, time.perf_counter() - started)
         access_log.write_line(request_id=request_id, method="POST", path=self.path, route=ROUTE_NAME,
-                              status=int(status[:3]), started=started, client=environ.get("REMOTE_ADDR"),
+                              status=code, started=started, client=environ.get("REMOTE_ADDR"),
                               user_agent=environ.get("HTTP_USER_AGENT"), bytes_in=length, vendor_id=None)
         return _Answer(status, answer, request_id)
 

@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import insert, select, text, update
 from sqlalchemy.exc import DBAPIError
 
+from kloyst import metrics as kmetrics
 from kloyst.db import session_scope, tenancy, utcnow
 from kloyst.plugins.enablement import TenantHooks, enabled_plugins
 from kloyst.queue import Reschedule, task
@@ -679,6 +680,7 @@ def _finish(ctx, job: ContactImportJob, chunk: ContactImportChunk, outcome: Outc
         "rejected": outcome.rejected, "started": started, "error": error, "now": utcnow(), "job": job.id,
         "vendor": job.vendor_id}).one()
     db.refresh(job)
+    _count_after_commit(ctx, outcome, failed=error is not None)
     if done < (total or 0) or ImportStatus(job.status).is_final:
         return
     failed_chunks = db.scalar(select(ContactImportChunk.id).where(
@@ -694,6 +696,19 @@ def _finish(ctx, job: ContactImportJob, chunk: ContactImportChunk, outcome: Outc
     services.transition(job, final)
     if job.file_type == "xlsx":
         reader.remove_rows_file(reader.stored_path(ctx.settings, job))
+
+
+def _count_after_commit(ctx, outcome: Outcome, *, failed: bool) -> None:
+    """``kloyst_import_rows_total`` and ``kloyst_import_chunks_total``, once the chunk's transaction commits."""
+    metrics = kmetrics.of(ctx.registry)
+
+    def count() -> None:
+        for name in ("created", "updated", "duplicate", "rejected"):
+            if rows := getattr(outcome, name):
+                metrics.import_rows.labels(name).inc(rows)
+        metrics.import_chunks.labels("failed" if failed else "done").inc()
+
+    kmetrics.after_commit(ctx.tm, count)
 
 
 def run_chunk_now(registry, vendor_id: uuid.UUID, job_id: uuid.UUID, chunk_index: int, *,

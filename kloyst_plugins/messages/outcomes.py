@@ -12,6 +12,7 @@ transaction (:mod:`.settlement`), so their money moves exactly when their state 
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import json
 import logging
@@ -20,6 +21,7 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from kloyst import metrics as kmetrics
 from kloyst.db import utcnow
 from kloyst.meta import ErrorKind, MetaError
 from kloyst_plugins.messages import settlement
@@ -57,7 +59,8 @@ def backoff_seconds(retry: int, base: float, cap: float) -> float:
 
 
 class OutcomeWriter:
-    def __init__(self, engine, settings, governor, numbers: dict, stats: dict, plugin_manager) -> None:
+    def __init__(self, engine, settings, governor, numbers: dict, stats: dict, plugin_manager,
+                 metrics: kmetrics.Metrics | None = None) -> None:
         self.engine = engine
         self.plugin_manager = plugin_manager
         self.postgres = engine.dialect.name == "postgresql"
@@ -65,6 +68,9 @@ class OutcomeWriter:
         self.governor = governor
         self.numbers = numbers  # the sender's, to apply a slowed pace at once
         self.stats = stats
+        self.metrics = metrics or kmetrics.of({})
+        # (vendor id, status) → messages this batch moved there; counted once its transaction commits.
+        self._reached: collections.Counter = collections.Counter()
 
     def write(self, batch: list[Outcome]) -> None:
         """Apply a batch of outcomes in one transaction."""
@@ -72,12 +78,14 @@ class OutcomeWriter:
         others = [o for o in batch if not o.wamid]
         slowed: set[uuid.UUID] = set()
         settled: list[settlement.SettledMessage] = []
+        self._reached = collections.Counter()
         with self.engine.begin() as conn:
             if sent:
                 self._record_sent(conn, sent, settled)
             for outcome in others:
                 self._record_failure(conn, outcome, slowed, settled)
             settlement.report(self.plugin_manager, conn, settled)
+        self.metrics.messages_reached(self._reached, kmetrics.SENDER)
         for number_id in slowed:
             pace = self.governor.slow_down(str(number_id))
             number = self.numbers.get(number_id)
@@ -100,7 +108,9 @@ class OutcomeWriter:
         settled.extend(settlement.settled_from_rows(rows, settlement.SENT))
         self.stats["sent"] += len(updated)
         for outcome in sent:
-            if outcome.job.id not in updated:
+            if outcome.job.id in updated:
+                self._reached[(outcome.job.vendor_id, "sent")] += 1
+            else:
                 self._record_late_answer(conn, outcome, settled)
 
     def _record_late_answer(self, conn, outcome: Outcome, settled: list) -> None:
@@ -113,6 +123,7 @@ class OutcomeWriter:
             # The lease ran out and the message waits to be sent again: this answer IS its send. Adopt it.
             adopted = conn.execute(sql.ADOPT, {"id": outcome.job.id, "wamid": outcome.wamid, "at": outcome.at}).all()
             settled.extend(settlement.settled_from_rows(adopted, settlement.SENT))
+            self._reached[(outcome.job.vendor_id, "sent")] += len(adopted)
             return
         if count_duplicate(conn, outcome.job.vendor_id, outcome.job.id, outcome.wamid, "sender"):
             self.stats["duplicates"] += 1
@@ -157,6 +168,7 @@ class OutcomeWriter:
             "next": outcome.at + dt.timedelta(seconds=delay), "code": error.code, "subcode": error.subcode,
             "message": _clip(str(error)), "maybe": bool(error.maybe_accepted), "now": outcome.at})
         self.stats["retried"] += 1
+        self._reached[(outcome.job.vendor_id, "retry")] += 1
 
     def _fail(self, conn, outcome: Outcome, code, subcode, kind: str, reason: str, settled: list) -> None:
         job, error = outcome.job, outcome.error
@@ -174,6 +186,7 @@ class OutcomeWriter:
                                     "details": json.dumps({k: v for k, v in details.items() if v is not None}),
                                     "now": outcome.at})
         self.stats["failed"] += 1
+        self._reached[(job.vendor_id, "failed")] += 1
 
 
 def count_duplicate(conn, vendor_id: uuid.UUID, message_id: uuid.UUID, wamid: str, detected_by: str) -> bool:

@@ -70,3 +70,10 @@ def kloyst_webhook_changes(changes, ctx):
     from kloyst_plugins.messages import webhooks
 
     webhooks.apply(changes, ctx)
+
+
+@hookimpl
+def kloyst_metrics(registry):
+    from kloyst_plugins.messages.metrics import DeadLetterGauges, QueuedMessages
+
+    return [DeadLetterGauges(registry), QueuedMessages(registry)]

@@ -41,6 +41,7 @@ import uuid
 from dataclasses import dataclass, field
 
 
+from kloyst import metrics as kmetrics
 from kloyst.db import session_scope, utcnow
 from kloyst.meta import MetaClient, MetaError
 from kloyst_plugins.messages import dispatch
@@ -121,7 +122,7 @@ class Sender:
         self._next_reconcile = 0.0
         self.stats = {"sent": 0, "retried": 0, "failed": 0, "throttled": 0, "duplicates": 0, "reclaimed": 0}
         self.writer = OutcomeWriter(self.engine, self.settings, self.governor, self.numbers, self.stats,
-                                    registry["kloyst.plugin_manager"])
+                                    registry["kloyst.plugin_manager"], kmetrics.of(registry))
 
     # ---- life cycle -------------------------------------------------------------------------------------
 
@@ -151,6 +152,10 @@ class Sender:
         self.outcomes.put(None)
         self._writer.join(max(0.0, deadline - time.monotonic()))
         self.meta.close()
+
+    def is_alive(self) -> bool:
+        """Every thread still runs (the metrics listener's /healthz asks): a dead dispatcher sends nothing."""
+        return not self.stopping.is_set() and all(thread.is_alive() for thread in [*self._threads, self._writer])
 
     @property
     def in_flight(self) -> int:

@@ -26,6 +26,7 @@ idempotent:
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import json
 import logging
@@ -35,10 +36,12 @@ from typing import Any
 
 from sqlalchemy import Uuid, bindparam, select, text
 
+from kloyst import metrics as kmetrics
 from kloyst.db import tenancy, utcnow
 from kloyst.db.base import UTCDateTime
 from kloyst.errors import Conflict
 from kloyst.meta.errors import classify
+from kloyst.metrics.definitions import META_STATUSES
 from kloyst.webhooks import RetryLater, WebhookChange, insert_skipping_conflicts
 from kloyst_plugins.contacts import phones
 from kloyst_plugins.contacts.models import Contact, ContactSource
@@ -141,6 +144,23 @@ def apply_statuses(ctx, updates: list[StatusUpdate]) -> None:
         if update.wamid in ours and update.status == FAILED:
             _fail(db, vendor_id, update, settled)
     settlement.report(ctx.plugin_manager, db.connection(), settled)
+    _count_after_commit(ctx, [u for u in new if u.wamid in ours])
+
+
+def _count_after_commit(ctx, reported: list[StatusUpdate]) -> None:
+    """``kloyst_message_status_total{source="webhook"}``: each of our messages and status once, once committed.
+
+    Only with a transaction to wait for: a context without one (a test applying statuses on its own
+    session) counts nothing rather than counting what may roll back.
+    """
+    transaction_manager = getattr(ctx, "tm", None)
+    if not reported or transaction_manager is None:
+        return
+    counts = collections.Counter(
+        (ctx.vendor_id, status if status in META_STATUSES else "other")
+        for status in (u.status.lower() for u in reported))
+    metrics = kmetrics.of(ctx.registry)
+    kmetrics.after_commit(transaction_manager, lambda: metrics.messages_reached(counts, kmetrics.WEBHOOK))
 
 
 def _match_unknown_wamids(db, updates: list[StatusUpdate], ours: dict[str, uuid.UUID],

@@ -56,3 +56,10 @@ def kloyst_demo_data(db, vendor_id):
     # Enough to quote and launch a demo campaign on the development rate card (make run).
     Ledger(db.connection(), vendor_id).topup(100_000_000, idempotency_key="demo:starting-balance",
                                              note="starting balance of the embedded demo vendor")
+
+
+@hookimpl
+def kloyst_metrics(registry):
+    from kloyst_plugins.wallet.metrics import WalletGauges
+
+    return [WalletGauges(registry)]

@@ -1,0 +1,230 @@
+"""Gauges read at scrape time: the outbox backlog, the queue, the webhook backlog; the base plugins build on.
+
+These describe state every process shares, so only processes that export shared
+collectors compute them (``Metrics.export_shared``: OUTBOX and ALL). Each read must stay
+cheap on tables of millions of rows, so every query here is answered from a partial index,
+and :class:`DatabaseCollector` adds the guards a scrape needs:
+
+* a read-only transaction that always rolls back, with ``statement_timeout`` and
+  ``lock_timeout`` set locally (PostgreSQL): a slow count or a migration holding a lock
+  costs a missing sample, never a hung scrape;
+* a failure is logged and exports nothing (the other metrics are still served);
+* the answer is cached for ``min_interval`` seconds, so extra scrapers (a second
+  Prometheus, someone with curl) do not multiply the queries.
+
+A plugin's collector (returned from ``kloyst_metrics``) subclasses :class:`DatabaseCollector`
+and implements ``families()`` (the empty metric families: names, help, labels) and
+``measure(conn)`` (the same families with samples).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+
+from prometheus_client.core import GaugeMetricFamily
+from sqlalchemy import func, select, text
+
+log = logging.getLogger(__name__)
+
+STATEMENT_TIMEOUT_MS = 2000
+
+
+class DatabaseCollector:
+    """A prometheus_client collector whose samples come from the database, guarded and cached."""
+
+    min_interval = 10.0  # seconds an answer is reused
+    name = "database"  # for the log line when a read fails
+
+    def __init__(self, registry) -> None:
+        self.registry = registry
+        self._lock = threading.Lock()
+        self._cached: list | None = None
+        self._read_at = float("-inf")
+
+    def families(self) -> list:
+        raise NotImplementedError
+
+    def measure(self, conn) -> list:
+        raise NotImplementedError
+
+    def describe(self) -> list:
+        return self.families()
+
+    def expire(self) -> None:
+        with self._lock:
+            self._read_at = float("-inf")
+
+    def collect(self) -> list:
+        with self._lock:  # concurrent scrapes wait for one read instead of each running it
+            if time.monotonic() - self._read_at >= self.min_interval:
+                self._cached = self._read()
+                self._read_at = time.monotonic()
+            return list(self._cached or ())
+
+    def _read(self) -> list | None:
+        from kloyst.outbox.relay import _Transaction
+
+        try:
+            with _Transaction(self.registry, read_only=True) as conn:
+                if conn.dialect.name == "postgresql":
+                    conn.execute(text("SELECT set_config('statement_timeout', :ms, true), "
+                                      "set_config('lock_timeout', :ms, true)"), {"ms": str(STATEMENT_TIMEOUT_MS)})
+                return self.measure(conn)
+        except Exception as exc:  # a scrape never fails because one read did
+            log.warning("metrics: reading %s failed, exporting none of its gauges: %s: %s", self.name,
+                        type(exc).__name__, exc)
+            return None
+
+
+def seconds_since(moment: dt.datetime | str | None, now: dt.datetime) -> float:
+    """Age of ``moment`` in seconds (0 for None or the future); naive datetimes and SQLite's text are UTC."""
+    if moment is None:
+        return 0.0
+    if isinstance(moment, str):  # a plain text() query on SQLite returns the stored text
+        moment = dt.datetime.fromisoformat(moment)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.timezone.utc)
+    return max(0.0, (now - moment).total_seconds())
+
+
+# Pending events: the relay's own partial index (vendor_id, id) WHERE status = 'pending' answers the count.
+_PENDING_COUNT = text("SELECT count(*) FROM outbox_event WHERE status = 'pending'")
+_DEAD_COUNT = text("SELECT count(*) FROM outbox_event WHERE status = 'dead'")
+
+# The head of every vendor's line: the vendors with pending events by a skip-scan of the same index (one
+# probe per vendor, like the relay's discovery), then each vendor's oldest due event, and the platform's
+# (vendor_id IS NULL). How long the longest-waiting head has been due is the relay's lag.
+_OLDEST_DUE_PG = text("""
+WITH RECURSIVE vendors(vendor_id) AS (
+    (SELECT e.vendor_id FROM outbox_event e
+      WHERE e.status = 'pending' AND e.vendor_id IS NOT NULL ORDER BY e.vendor_id LIMIT 1)
+  UNION ALL
+    SELECT (SELECT e.vendor_id FROM outbox_event e
+             WHERE e.status = 'pending' AND e.vendor_id > v.vendor_id ORDER BY e.vendor_id LIMIT 1)
+      FROM vendors v WHERE v.vendor_id IS NOT NULL
+)
+SELECT min(head) FROM (
+    SELECT (SELECT e.available_at FROM outbox_event e
+             WHERE e.vendor_id = v.vendor_id AND e.status = 'pending' AND e.available_at <= now()
+             ORDER BY e.id LIMIT 1) AS head
+      FROM vendors v WHERE v.vendor_id IS NOT NULL
+    UNION ALL
+    SELECT (SELECT e.available_at FROM outbox_event e
+             WHERE e.vendor_id IS NULL AND e.status = 'pending' AND e.available_at <= now()
+             ORDER BY e.id LIMIT 1)
+) heads
+""")
+
+
+class OutboxGauges(DatabaseCollector):
+    """The outbox backlog: pending events, how long the longest-waiting due one has waited, dead events."""
+
+    name = "outbox"
+    min_interval = 5.0
+
+    def families(self) -> list:
+        return [
+            GaugeMetricFamily("kloyst_outbox_pending_events", "Outbox events waiting for a relay (status pending, "
+                              "including those scheduled for later)."),
+            GaugeMetricFamily("kloyst_outbox_oldest_pending_age_seconds",
+                              "How long the longest-waiting due pending event has been due (the head of each "
+                              "vendor's line, by available_at); 0 when nothing is due. The relay's lag."),
+            GaugeMetricFamily("kloyst_outbox_dead_events", "Outbox events that failed kloyst.outbox.max_attempts "
+                              "times and wait for an admin (POST /v1/admin/outbox/dead/{id}/requeue)."),
+        ]
+
+    def measure(self, conn) -> list:
+        from kloyst.db import utcnow
+        from kloyst.outbox.models import OutboxEvent, OutboxStatus
+
+        now = utcnow()
+        pending = conn.execute(_PENDING_COUNT).scalar_one()
+        if conn.dialect.name == "postgresql":
+            oldest = conn.execute(_OLDEST_DUE_PG).scalar()
+        else:  # the embedded default: small tables, one process
+            oldest = conn.execute(select(func.min(OutboxEvent.available_at)).where(
+                OutboxEvent.status == OutboxStatus.PENDING, OutboxEvent.available_at <= now)).scalar()
+        dead = conn.execute(_DEAD_COUNT).scalar_one()
+        pending_family, age_family, dead_family = self.families()
+        pending_family.add_metric([], float(pending))
+        age_family.add_metric([], seconds_since(oldest, now))
+        dead_family.add_metric([], float(dead))
+        return [pending_family, age_family, dead_family]
+
+
+# Stored deliveries not yet applied: the drainer's partial index (next_attempt_at) WHERE processed_at IS NULL.
+_WEBHOOKS_UNPROCESSED = text("SELECT count(*) FROM webhook_delivery WHERE processed_at IS NULL")
+
+
+class WebhookBacklog(DatabaseCollector):
+    """Webhook deliveries accepted but not yet applied: in the Redis inbox, and stored but unprocessed."""
+
+    name = "webhook backlog"
+    min_interval = 5.0
+
+    def families(self) -> list:
+        return [GaugeMetricFamily("kloyst_webhook_backlog", "Webhook deliveries accepted but not applied yet: "
+                                  "stage=inbox (in Redis, not stored yet), stage=stored (stored, waiting for the "
+                                  "drainer or a retry).", labels=["stage"])]
+
+    def measure(self, conn) -> list:
+        family, = self.families()
+        inbox = self.registry.get("kloyst.webhook_inbox")
+        if inbox is not None:
+            family.add_metric(["inbox"], float(inbox.depth()))
+        family.add_metric(["stored"], float(conn.execute(_WEBHOOKS_UNPROCESSED).scalar_one()))
+        return [family]
+
+
+class QueueDepth:
+    """Tasks waiting in the queue (huey's pending count: one LLEN on Redis). Cheap: read at every scrape."""
+
+    def __init__(self, registry) -> None:
+        self.registry = registry
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily("kloyst_queue_depth", "Tasks published to the queue and not yet taken by a worker "
+                                 "(the relay pauses at kloyst.outbox.max_queue_depth).")
+
+    def describe(self) -> list:
+        return [self._family()]
+
+    def collect(self) -> list:
+        family = self._family()
+        try:
+            family.add_metric([], float(self.registry["kloyst.queue"].depth()))
+        except Exception as exc:
+            log.warning("metrics: reading the queue depth failed: %s: %s", type(exc).__name__, exc)
+            return []
+        return [family]
+
+
+class BuildInfo:
+    """``kloyst_build_info{version, service} 1``: which release and which mode a target runs."""
+
+    def __init__(self, registry) -> None:
+        self.registry = registry
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily("kloyst_build_info", "Always 1; the labels say the Kloyst version and the service "
+                                 "mode of this process.", labels=["version", "service"])
+
+    def describe(self) -> list:
+        return [self._family()]
+
+    def collect(self) -> list:
+        import kloyst
+
+        family = self._family()
+        family.add_metric([kloyst.__version__, str(self.registry.settings.get("kloyst.service_type", ""))], 1.0)
+        return [family]
+
+
+def core_collectors(registry) -> list:
+    """The core's shared collectors (plugins add theirs through ``kloyst_metrics``)."""
+    return [OutboxGauges(registry), QueueDepth(registry), WebhookBacklog(registry)]

@@ -1,0 +1,51 @@
+"""The messages plugin's scrape-time gauges: dead letters waiting for an operator, and the sender's backlog.
+
+Message *transitions* (sent, retry, failed, delivered, read) are counters incremented as
+they commit (``kloyst_message_status_total``, in the sender and the status webhook); a
+``GROUP BY vendor, status`` over ``message_log`` at every scrape would read millions of rows.
+What is read here is small or indexed:
+
+* dead letters not requeued, by error kind: ``dead_letter`` holds failed messages only (a
+  few percent of the traffic) and is read at most once a minute;
+* queued messages: a count over the sender's own partial index (``status = 'QUEUED'``).
+"""
+
+from __future__ import annotations
+
+from prometheus_client.core import GaugeMetricFamily
+from sqlalchemy import text
+
+from kloyst.metrics.collectors import DatabaseCollector
+
+_DEAD_LETTERS = text("SELECT error_kind, count(*) FROM dead_letter WHERE requeued_at IS NULL GROUP BY error_kind")
+_QUEUED = text("SELECT count(*) FROM message_log WHERE status = 'QUEUED'")  # ix_message_log_due
+
+
+class DeadLetterGauges(DatabaseCollector):
+    name = "message dead letters"
+    min_interval = 60.0
+
+    def families(self) -> list:
+        return [GaugeMetricFamily("kloyst_message_dead_letters", "Failed messages in the dead-letter list not "
+                                  "requeued yet, by error kind (permanent, auth, transient, rate_limited, refused).",
+                                  labels=["kind"])]
+
+    def measure(self, conn) -> list:
+        family, = self.families()
+        for kind, count in sorted(conn.execute(_DEAD_LETTERS).all()):
+            family.add_metric([kind], float(count))
+        return [family]
+
+
+class QueuedMessages(DatabaseCollector):
+    name = "queued messages"
+    min_interval = 15.0
+
+    def families(self) -> list:
+        return [GaugeMetricFamily("kloyst_messages_queued", "Messages waiting for the sender (QUEUED: due now or "
+                                  "later, after a retry's backoff).")]
+
+    def measure(self, conn) -> list:
+        family, = self.families()
+        family.add_metric([], float(conn.execute(_QUEUED).scalar_one()))
+        return [family]
