@@ -14,12 +14,12 @@ stopped by its own pid (terminate, then wait, so no zombie is left).
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 from kloyst.clamav import Clamd
+from kloyst.testing.processes import free_port, stop_process
 
 EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 EICAR_MD5 = "44d88612fea8a8f36de82e1278abb02f"
@@ -30,12 +30,6 @@ SIGNATURES = {
 }
 MISSING = ("clamd is not installed: the import tests scan with a real clamd. Install clamav-daemon "
            "(apt-get install clamav-daemon); `make test` does.")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class ClamdServer:
@@ -90,13 +84,7 @@ class ClamdServer:
         raise RuntimeError(f"clamd did not answer PING within {timeout}s; see {self.root / 'clamd.log'}")
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         if getattr(self, "_log", None) is not None:
             self._log.close()
             self._log = None

@@ -8,7 +8,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from e2e_support import KLOYST, REPO, Service, free_port
+from e2e_support import KLOYST, REPO, Service
+from kloyst.testing.processes import free_port
 
 
 @pytest.fixture

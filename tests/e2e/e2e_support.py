@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,12 +31,6 @@ def clean_env(**variables: str) -> dict[str, str]:
         env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     env.update(variables)
     return env
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def kloyst(*args: str, env: dict[str, str], cwd: Path | None = None,

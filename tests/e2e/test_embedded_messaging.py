@@ -13,7 +13,8 @@ import urllib.request
 from decimal import Decimal
 
 import pytest
-from e2e_support import clean_env, free_port
+from e2e_support import clean_env
+from kloyst.testing.processes import free_port
 from test_sqlite_smoke import DEMO
 
 pytestmark = pytest.mark.slow

@@ -11,7 +11,8 @@ import time
 import urllib.request
 
 import pytest
-from e2e_support import clean_env, free_port, http_json
+from e2e_support import clean_env, http_json
+from kloyst.testing.processes import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -100,7 +100,7 @@ def test_the_app_itself_serves_no_metrics(testapp):
 
 
 def test_the_listener_opens_on_the_configured_port_and_closes_with_the_stopper(registry, monkeypatch):
-    from e2e.e2e_support import free_port
+    from kloyst.testing.processes import free_port
 
     port = free_port()
     monkeypatch.setitem(registry.settings, "kloyst.metrics.port", port)
@@ -133,7 +133,9 @@ def _get(url: str) -> tuple[int, bytes]:
 @pytest.fixture
 def run_mode(tmp_path):
     """``run_mode(mode)``: `kloyst run` of the embedded default in ``mode`` with a metrics port; (service, port)."""
-    from e2e.e2e_support import KLOYST, REPO, Service, clean_env, free_port
+    from e2e.e2e_support import KLOYST, REPO, Service, clean_env
+
+    from kloyst.testing.processes import free_port
 
     ini = tmp_path / "development.ini"
     shutil.copy(REPO / "development.ini", ini)
