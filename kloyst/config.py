@@ -95,7 +95,8 @@ def as_keyring(value: Any, *, exact_bytes: int | None = None) -> dict[str, bytes
     """Parse ``kid1:base64key,kid2:base64key`` into ``{kid: key}``; each key must be 32 bytes or more.
 
     The first entry is the active one (used to sign or encrypt); the others only verify or
-    decrypt, which is how keys rotate without invalidating what was made with the old key.
+    decrypt, which is how keys rotate without invalidating what was made with the old key
+    (``kloyst keys rotate`` then moves the data keyring's ciphertexts to the new key).
     Messages name the key id and the entry's position, never any part of a key.
     """
     if isinstance(value, dict):

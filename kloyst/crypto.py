@@ -1,11 +1,13 @@
-"""Field encryption and keyed hashing for personal data (contact numbers and names).
+"""Field encryption and keyed hashing for personal data (contact numbers and names, message contents, tokens).
 
 Why it is shaped this way:
 
 * **AES-256-GCM with a key id in every value.** ``kloyst.crypto.data_keys`` is a keyring
   ``kid:key,…``; the first key encrypts, every key decrypts. Each ciphertext starts with
   its key id, so rotating is: put the new key first, run ``kloyst keys rotate`` (which
-  re-encrypts whatever :meth:`FieldCipher.needs_rotation` says), then drop the old key.
+  re-encrypts every column the plugins declare through ``kloyst_encrypted_fields``; see
+  :mod:`kloyst.key_rotation`), then drop the old key once ``kloyst keys status`` shows no row
+  uses it.
 * **Bound to its place.** The associated data is ``vendor id + field name``: a ciphertext
   copied into another vendor's row, or from ``name`` into ``mobile``, fails to decrypt
   instead of leaking.

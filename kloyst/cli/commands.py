@@ -1,4 +1,4 @@
-"""The core's own subcommands: run, db, create-admin, plugins."""
+"""The core's own subcommands: run, db, create-admin, plugins, keys."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from kloyst.config import ConfigurationError
+from kloyst.key_rotation import DEFAULT_BATCH, TableReport, encrypted_tables, key_usage, rotate_table
 
 # example.com is reserved for examples (RFC 2606) and, unlike .local, passes the sign-in email check.
 DEMO_EMAIL = "demo@example.com"
@@ -178,6 +179,77 @@ def cmd_plugins(args) -> int:
     return 0
 
 
+def _encrypted_tables(registry, names):
+    """The tables the installed plugins encrypt (``names`` only, when given), or None after saying which are not."""
+    try:
+        return encrypted_tables(registry["kloyst.plugin_manager"], names)
+    except KeyError as exc:
+        known = ", ".join(spec.name for spec in encrypted_tables(registry["kloyst.plugin_manager"]))
+        print(f"no installed plugin encrypts the table(s) {exc.args[0]}; encrypted tables: {known}",
+              file=sys.stderr)
+        return None
+
+
+def cmd_keys_rotate(args) -> int:
+    from kloyst.cli.bootstrap import load
+
+    if args.batch < 1:
+        print("--batch must be at least 1", file=sys.stderr)
+        return 2
+    _, registry = load(args.ini)
+    tables = _encrypted_tables(registry, args.table)
+    if tables is None:
+        return 2
+    cipher = registry["kloyst.cipher"]
+    print(f"re-encrypting {', '.join(spec.name for spec in tables)} with data key {cipher.active_kid!r}")
+
+    def progress(report: TableReport) -> None:
+        print(f"  {report.table}: {report.rotated} re-encrypted, {report.failed} failed so far", flush=True)
+
+    reports = [rotate_table(registry["kloyst.session_factory"], cipher, spec, batch=args.batch, progress=progress)
+               for spec in tables]
+    print(f"done with data key {cipher.active_kid!r}:")
+    for report in reports:
+        print(f"  {report.table}: {report.rotated} re-encrypted, {report.relabelled} key id corrected, "
+              f"{report.failed} failed")
+    failed = [report for report in reports if report.failed]
+    for report in failed:
+        print(f"{report.table}: {report.failed} row(s) could not be decrypted with any key in "
+              f"kloyst.crypto.data_keys and keep their old ciphertext (first ids: "
+              f"{', '.join(map(str, report.failed_ids))})", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_keys_status(args) -> int:
+    from kloyst.cli.bootstrap import load
+
+    _, registry = load(args.ini)
+    tables = _encrypted_tables(registry, args.table)
+    if tables is None:
+        return 2
+    ring = list(registry.settings["kloyst.crypto.data_keys"])
+    active = registry["kloyst.cipher"].active_kid
+    print(f"active data key: {active!r}; keyring: {', '.join(ring)}")
+    stale: dict[str, int] = {}
+    for table, counts in key_usage(registry["kloyst.session_factory"], tables).items():
+        if not counts:
+            print(f"  {table}: no rows")
+        for kid, rows in counts.items():
+            note = "" if kid in ring else "  (not in the keyring: these rows cannot be decrypted)"
+            print(f"  {table}: {kid} {rows}{note}")
+            if kid != active:
+                stale[kid] = stale.get(kid, 0) + rows
+    if stale:
+        print(f"{sum(stale.values())} row(s) still use keys other than {active!r} "
+              f"({', '.join(f'{kid}: {rows}' for kid, rows in stale.items())}): keep those keys and run "
+              f"kloyst keys rotate {args.ini}")
+        return 1
+    removable = [kid for kid in ring if kid != active]
+    print(f"every row uses the active key {active!r}: "
+          + (f"{', '.join(removable)} may be removed from the keyring" if removable else "no other key to remove"))
+    return 0
+
+
 def add_commands(subparsers) -> None:
     """Called by the core plugin's ``kloyst_cli_commands``."""
     run = subparsers.add_parser("run", help="run a service mode (SERVICE_TYPE) from an ini file")
@@ -201,3 +273,16 @@ def add_commands(subparsers) -> None:
     plugins = subparsers.add_parser("plugins", help="list installed plugins, versions and hooks")
     _ini(plugins)
     plugins.set_defaults(handler=cmd_plugins)
+
+    keys = subparsers.add_parser("keys", help="data encryption keys: rotate, status")
+    actions = keys.add_subparsers(dest="keys_action", metavar="ACTION")
+    actions.required = True
+    rotate = actions.add_parser("rotate", help="re-encrypt every encrypted table with the active data key")
+    _ini(rotate)
+    rotate.add_argument("--batch", type=int, default=DEFAULT_BATCH, help="rows per transaction")
+    rotate.add_argument("--table", action="append", help="only this table (repeatable; default: every table)")
+    rotate.set_defaults(handler=cmd_keys_rotate)
+    status = actions.add_parser("status", help="rows per table and data key id; exit 1 while any is not the active key")
+    _ini(status)
+    status.add_argument("--table", action="append", help="only this table (repeatable; default: every table)")
+    status.set_defaults(handler=cmd_keys_status)

@@ -108,6 +108,21 @@ def kloyst_cli_commands(subparsers):
 
 
 @hookspec
+def kloyst_encrypted_fields():
+    """Declare the columns the plugin encrypts with the data keyring, so key rotation reaches them.
+
+    Called: by ``kloyst keys rotate`` and ``kloyst keys status``, on every installed plugin.
+    Returns: a list of :class:`kloyst.key_rotation.EncryptedFields`, one per table: the model,
+    ``columns`` (``{column: field name of the associated data}``), ``vendor`` (the column
+    holding the vendor id of the associated data, ``"vendor_id"`` by default, or a constant
+    ``uuid.UUID`` for rows of no vendor), ``kid_column`` (``"enc_kid"``) and ``primary_key``
+    (``"id"``). Whatever writes those columns must seal them with ``registry["kloyst.cipher"]``
+    and set the key-id column to its ``active_kid``. A table declared twice stops the command.
+    Not firstresult: every plugin's list is collected.
+    """
+
+
+@hookspec
 def kloyst_merge_strategies():
     """Offer ways to merge an imported row into a contact that already exists (a tenant hook).
 

@@ -28,7 +28,8 @@ def kloyst_routes(config):
 
 
 @hookimpl
-def kloyst_cli_commands(subparsers):
-    from kloyst_plugins.contacts import cli
+def kloyst_encrypted_fields():
+    from kloyst.key_rotation import EncryptedFields
+    from kloyst_plugins.contacts.models import Contact
 
-    cli.add_commands(subparsers)
+    return [EncryptedFields(Contact, {"mobile_enc": "mobile", "name_enc": "name"})]

@@ -73,6 +73,17 @@ def kloyst_webhook_changes(changes, ctx):
 
 
 @hookimpl
+def kloyst_encrypted_fields():
+    from kloyst.key_rotation import EncryptedFields
+    from kloyst_plugins.messages.content import CONTENT_FIELD
+    from kloyst_plugins.messages.models import InboundMessage, MessageLog
+    from kloyst_plugins.messages.webhooks import INBOUND_FIELD
+
+    return [EncryptedFields(MessageLog, {"content_enc": CONTENT_FIELD}),
+            EncryptedFields(InboundMessage, {"content_enc": INBOUND_FIELD})]
+
+
+@hookimpl
 def kloyst_metrics(registry):
     from kloyst_plugins.messages.metrics import DeadLetterGauges, QueuedMessages
 

@@ -41,3 +41,13 @@ def kloyst_webhook_changes(changes, ctx):
     from kloyst_plugins.waba import webhooks
 
     webhooks.apply_changes(changes, ctx)
+
+
+@hookimpl
+def kloyst_encrypted_fields():
+    from kloyst.key_rotation import EncryptedFields
+    from kloyst_plugins.waba.access import PLATFORM, SHARED_TOKEN_FIELD, WABA_TOKEN_FIELD
+    from kloyst_plugins.waba.models import SharedWaba, Waba
+
+    return [EncryptedFields(Waba, {"access_token_enc": WABA_TOKEN_FIELD}),
+            EncryptedFields(SharedWaba, {"access_token_enc": SHARED_TOKEN_FIELD}, vendor=PLATFORM)]
