@@ -77,11 +77,17 @@ def download(media_type: str, *also: str) -> dict:
     return {"responses": {"200": {"description": "The file, as an attachment.", "content": content}}}
 
 
+MULTIPART_KINDS = {"file:": {"type": "string", "format": "binary"}, "boolean:": {"type": "boolean"}}
+
+
 def multipart(required: dict[str, str], optional: dict[str, str] | None = None, status: str = "201") -> dict:
-    """An ``openapi=`` fragment: a ``multipart/form-data`` body of files and text fields (name → description)."""
+    """An ``openapi=`` fragment: a ``multipart/form-data`` body of fields (name → description).
+
+    The description's first word says the field's kind: ``file:`` (an uploaded file), ``boolean:``
+    (the text ``true`` or ``false``), anything else a text field.
+    """
     fields = {**required, **(optional or {})}
-    properties = {name: {"type": "string", "description": text,
-                         **({"format": "binary"} if "file" in text.split(" ", 1)[0] else {})}
+    properties = {name: {**MULTIPART_KINDS.get(text.split(" ", 1)[0], {"type": "string"}), "description": text}
                   for name, text in fields.items()}
     return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
         "type": "object", "required": list(required), "properties": properties}}}},

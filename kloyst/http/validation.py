@@ -96,11 +96,18 @@ def _refuse(details: list[dict]):
     raise Unprocessable(f"the request is invalid: {summary}", details={"fields": details})
 
 
-def parse(schema: type[T], data) -> T:
-    """``data`` as ``schema``, or a 422 naming every field that is wrong and why."""
+def parse(schema: type[T], data, *, json_types: bool = False) -> T:
+    """``data`` as ``schema``, or a 422 naming every field that is wrong and why.
+
+    ``json_types`` (request bodies): the value must already have its JSON type, so ``true`` is not
+    an integer and ``"5"`` is not a number; text still becomes a UUID, a time or an enum member, as
+    JSON has no such types. Query strings are all text, so there ``"5"`` is a number.
+    """
     if details := nul_characters(data):
         _refuse(details)
     try:
+        if json_types:
+            return schema.model_validate_json(json.dumps(data), strict=True)
         return schema.model_validate(data)
     except ValidationError as exc:
         details = validation_details(exc)
@@ -119,9 +126,18 @@ def list_fields(schema: type[BaseModel]) -> frozenset[str]:
 
 
 def query_data(request, schema: type[BaseModel]) -> dict:
-    """The query string as ``schema`` reads it: repeatable keys (list fields) as lists, the rest as the last value."""
+    """The query string as ``schema`` reads it: repeatable keys (list fields) as lists, the others once.
+
+    A key that is not a list given twice (``?status=a&status=b``) is refused rather than one value
+    silently winning: the client meant something the answer would not show.
+    """
+    repeatable = list_fields(schema)
     data = dict(request.GET.items())
-    for key in list_fields(schema):
+    repeated = sorted({key for key, _ in request.GET.items() if key not in repeatable and len(request.GET.getall(key))
+                       > 1})
+    if repeated:
+        _refuse([{"field": key, "problem": "is given more than once; send it once"} for key in repeated])
+    for key in repeatable:
         if key in request.GET:
             data[key] = request.GET.getall(key)
     return data
@@ -152,7 +168,7 @@ def _declared(request, option: str) -> type[BaseModel]:
 
 def _validated(request) -> BaseModel:
     """The JSON body parsed by the view's ``body_schema``."""
-    return parse(_declared(request, "body_schema"), request.json_data)
+    return parse(_declared(request, "body_schema"), request.json_data, json_types=True)
 
 
 def _validated_query(request) -> BaseModel:

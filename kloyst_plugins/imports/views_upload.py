@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from pyramid.view import view_config
 from sqlalchemy import select
 
+from kloyst.config import as_bool
 from kloyst.errors import Conflict, UnsupportedMediaType, Unprocessable
 from kloyst.http.pagination import Page, paginate
 from kloyst.http import openapi
@@ -19,7 +20,6 @@ from kloyst_plugins.imports import services, sniff, storage, upload, zipguard
 from kloyst_plugins.imports.models import ContactImportJob
 from kloyst_plugins.imports.tasks import SCAN_UPLOAD
 
-TRUE = {"1", "true", "yes", "on"}
 
 
 def _lock_sha(db, vendor_id, sha256: str) -> None:
@@ -31,7 +31,7 @@ def _lock_sha(db, vendor_id, sha256: str) -> None:
 
 @view_config(route_name="imports.collection", request_method="POST", renderer="json", status=201,
              openapi=openapi.multipart({upload.FILE_FIELD: "file: the contact list (CSV, XLSX or a ZIP of one)"},
-                                       {"force": "text: true to import a file already imported (same SHA-256)"}))
+                                       {"force": "boolean: true to import a file already imported (same SHA-256)"}))
 def create_import(request):
     settings = request.registry.settings
     received = upload.receive(request, settings, request.vendor_id, int(settings["imports.max_upload_bytes"]))
@@ -46,6 +46,21 @@ def create_import(request):
     return {"import": services.job_json(job)}
 
 
+def _force(request, received: upload.Received) -> bool:
+    """The ``force`` field (or query parameter): true or false, and anything else is refused, not read as false.
+
+    A vendor who sends ``force=ture`` meant to import again; a silent false would answer with a
+    409 about the duplicate and hide the typo.
+    """
+    raw = received.fields.get("force", request.GET.get("force", ""))
+    try:
+        return as_bool(raw)
+    except ValueError:
+        problem = {"field": "force", "problem": f"must be true or false, not {raw[:40]!r}"}
+        raise Unprocessable(f"the request is invalid: force: {problem['problem']}",
+                            details={"fields": [problem]}) from None
+
+
 def _accept(request, received: upload.Received) -> ContactImportJob:
     """Sniff, deduplicate, store and record the received file (raises the API's refusal otherwise)."""
     settings = request.registry.settings
@@ -54,7 +69,7 @@ def _accept(request, received: upload.Received) -> ContactImportJob:
     except sniff.FileRefused as exc:
         error = UnsupportedMediaType if exc.status == 415 else Unprocessable
         raise error(exc.message, code=exc.code) from None
-    force = (received.fields.get("force") or request.GET.get("force") or "").strip().lower() in TRUE
+    force = _force(request, received)
     _lock_sha(request.db, request.vendor_id, received.sha256)
     earlier = services.find_duplicate(request.db, received.sha256)
     if earlier is not None and not force:

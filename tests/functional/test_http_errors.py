@@ -106,6 +106,15 @@ def test_a_nul_character_anywhere_in_the_body_or_query_is_a_422_naming_the_field
     assert error["details"]["fields"][0]["field"] == "label.1"
 
 
+def test_a_json_body_value_must_already_have_its_type_true_is_no_number_and_text_no_boolean(testapp, accounts):
+    admin = accounts.platform_admin()
+    body = {"ids": [1, True, "3"], "all": "true", "vendor_id": "00000000-0000-0000-0000-000000000001"}
+    response = testapp.post_json("/v1/admin/outbox/dead/requeue", body, headers=admin.headers, status=422)
+    error = assert_error_shape(response, 422, "validation_failed")
+    # The UUID arrived as text and was accepted (JSON has no UUID type); the rest were read as what they are.
+    assert sorted(item["field"] for item in error["details"]["fields"]) == ["all", "ids.1", "ids.2"]
+
+
 def test_missing_bearer_token_is_a_json_401_with_a_challenge(testapp):
     response = testapp.get("/v1/auth/me", status=401)
     assert_error_shape(response, 401, "unauthorized")

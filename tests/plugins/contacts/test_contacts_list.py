@@ -67,6 +67,20 @@ def test_bad_filters_are_422(testapp, vendor):
         testapp.get("/v1/contacts", query, headers=vendor.headers, status=422)
 
 
+def test_a_number_is_not_a_time_even_though_it_could_be_read_as_seconds_since_1970(testapp, vendor):
+    for value in ("0", "-5", "1700000000", "12.5"):
+        error = testapp.get("/v1/contacts", {"created_from": value}, headers=vendor.headers, status=422).json["error"]
+        assert "ISO 8601" in error["details"]["fields"][0]["problem"]
+
+
+def test_a_filter_that_is_not_a_list_given_twice_is_422_rather_than_one_value_winning(testapp, vendor):
+    error = testapp.get("/v1/contacts?country=GB&country=US&limit=5&limit=6", headers=vendor.headers,
+                        status=422).json["error"]
+    assert [f["field"] for f in error["details"]["fields"]] == ["country", "limit"]
+    assert "more than once" in error["message"]
+    testapp.get("/v1/contacts?label=a&label=b", headers=vendor.headers, status=200)  # a list may repeat
+
+
 def test_pages_walk_every_contact_once_newest_first(testapp, vendor, add_contact):
     made = [add_contact(vendor, f"+4474001002{i:02d}") for i in range(7)]
     seen, cursor = [], None

@@ -252,6 +252,15 @@ def test_the_same_file_twice_is_409_naming_the_first_job_and_force_imports_it_ag
     assert len(files_in(storage_dir)) == 2
 
 
+def test_force_that_is_neither_true_nor_false_is_422_naming_the_field_and_stores_nothing(testapp, vendor,
+                                                                                          storage_dir):
+    refused = testapp.post(URL, params=[("force", "ture")], upload_files=[("file", "contacts.csv", CSV)],
+                           headers=vendor.headers, status=422).json["error"]
+    assert refused["details"]["fields"] == [{"field": "force", "problem": "must be true or false, not 'ture'"}]
+    assert files_in(storage_dir) == []
+    assert upload(testapp, vendor, CSV).json["import"]["forced"] is False  # force=false is the default
+
+
 def test_a_file_whose_earlier_import_was_cancelled_can_be_uploaded_again(testapp, vendor):
     first = upload(testapp, vendor, CSV).json["import"]
     testapp.post(f"{URL}/{first['id']}/cancel", headers=vendor.headers, status=200)
