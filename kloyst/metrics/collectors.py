@@ -179,19 +179,27 @@ class WebhookBacklog(DatabaseCollector):
         return [family]
 
 
-class QueueDepth:
-    """Tasks waiting in the queue (huey's pending count: one LLEN on Redis). Cheap: read at every scrape."""
+class _CheapCollector:
+    """A collector of one family, read at every scrape without a cache (nothing it reads costs a query)."""
 
     def __init__(self, registry) -> None:
         self.registry = registry
 
     @staticmethod
     def _family() -> GaugeMetricFamily:
-        return GaugeMetricFamily("kloyst_queue_depth", "Tasks published to the queue and not yet taken by a worker "
-                                 "(the relay pauses at kloyst.outbox.max_queue_depth).")
+        raise NotImplementedError
 
     def describe(self) -> list:
         return [self._family()]
+
+
+class QueueDepth(_CheapCollector):
+    """Tasks waiting in the queue (huey's pending count: one LLEN on Redis)."""
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily("kloyst_queue_depth", "Tasks published to the queue and not yet taken by a worker "
+                                 "(the relay pauses at kloyst.outbox.max_queue_depth).")
 
     def collect(self) -> list:
         family = self._family()
@@ -203,19 +211,13 @@ class QueueDepth:
         return [family]
 
 
-class BuildInfo:
+class BuildInfo(_CheapCollector):
     """``kloyst_build_info{version, service} 1``: which release and which mode a target runs."""
-
-    def __init__(self, registry) -> None:
-        self.registry = registry
 
     @staticmethod
     def _family() -> GaugeMetricFamily:
         return GaugeMetricFamily("kloyst_build_info", "Always 1; the labels say the Kloyst version and the service "
                                  "mode of this process.", labels=["version", "service"])
-
-    def describe(self) -> list:
-        return [self._family()]
 
     def collect(self) -> list:
         import kloyst
