@@ -70,6 +70,10 @@ class CampaignLoop:
         if self._thread is not None:
             self._thread.join(timeout)
 
+    def is_alive(self) -> bool:
+        """The loop's thread still runs (the metrics listener's /healthz asks): without it no campaign advances."""
+        return not self._stopping.is_set() and self._thread is not None and self._thread.is_alive()
+
     def _run(self) -> None:
         while not self._stopping.is_set():
             try:

@@ -170,7 +170,7 @@ def _get_or_none(url: str) -> int | None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode, loops, shared", [
-    ("WORKER", {"huey_consumer", "sender"}, False),
+    ("WORKER", {"huey_consumer", "sender", "campaignloop"}, False),
     ("OUTBOX", {"outbox_relay"}, True),
     ("WEBHOOK", {"webhook_drainer", "http"}, False),
 ])

@@ -188,3 +188,15 @@ def test_a_fan_out_task_that_was_lost_is_sent_again_by_the_loop(testapp, db, reg
     tick(registry)
     assert campaign_status(testapp, vendor, campaign) == "RUNNING"
     assert len(recipients(db, campaign["id"])) == 3
+
+
+def test_the_loop_reports_itself_alive_only_between_start_and_stop(registry, monkeypatch):
+    monkeypatch.setitem(registry.settings, "campaigns.tick_seconds", 3600)  # one tick, then it waits
+    loop = CampaignLoop(registry)
+    assert loop.is_alive() is False  # not started: /healthz must not call it up
+    loop.start()
+    try:
+        assert loop.is_alive() is True
+    finally:
+        loop.stop(timeout=10)
+    assert loop.is_alive() is False
