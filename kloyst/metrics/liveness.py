@@ -2,7 +2,7 @@
 
 ``kloyst run`` registers each loop it starts — the HTTP server, the huey consumer, the
 outbox relay thread, the webhook drainer thread, and plugin services that can tell
-(an ``is_alive()`` method, like the message sender) — as a name and a check. A check is a
+(an ``is_alive()`` method: the message sender, the campaign loop) — as a name and a check. A check is a
 function returning True while its loop runs; it must be instant (no I/O): a health probe
 that hangs is a failed probe. The answer is 200 only once the process has started every
 loop and before it begins to stop, and while every check holds: a thread that died leaves
