@@ -16,6 +16,7 @@ hand-written checks cannot.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import typing
 from dataclasses import dataclass, field
@@ -77,6 +78,24 @@ def validation_details(exc: ValidationError) -> list[dict]:
         {"field": ".".join(str(p) for p in err["loc"]) or "(body)", "problem": err["msg"]}
         for err in exc.errors(include_url=False, include_input=False)
     ]
+
+
+def iso_timestamp(value) -> dt.datetime:
+    """An ISO 8601 timestamp (``2026-01-31T09:30:00Z``; UTC when it names no zone) as an aware datetime.
+
+    For query strings, where pydantic would read a bare number as seconds since 1970 and
+    ``created_from=0`` would silently mean 1970-01-01: only ISO 8601 text (or a datetime) is a time.
+    """
+    if isinstance(value, dt.datetime):
+        parsed = value
+    elif isinstance(value, str):
+        try:
+            parsed = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError("expected an ISO 8601 timestamp such as 2026-01-31T00:00:00Z") from None
+    else:
+        raise ValueError(f"expected an ISO 8601 timestamp such as 2026-01-31T00:00:00Z, not {type(value).__name__}")
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
 
 
 def nul_characters(data, path: str = "") -> list[dict]:

@@ -19,6 +19,7 @@ and implements ``families()`` (the empty metric families: names, help, labels) a
 
 from __future__ import annotations
 
+import abc
 import datetime as dt
 import logging
 import threading
@@ -32,8 +33,13 @@ log = logging.getLogger(__name__)
 STATEMENT_TIMEOUT_MS = 2000
 
 
-class DatabaseCollector:
-    """A prometheus_client collector whose samples come from the database, guarded and cached."""
+class DatabaseCollector(abc.ABC):
+    """A prometheus_client collector whose samples come from the database, guarded and cached.
+
+    A subclass says what it exports (:meth:`families`) and how to read it (:meth:`measure`);
+    this class runs the read in a rolled-back transaction with a statement timeout, caches the
+    answer for ``min_interval`` seconds and turns a failed read into a logged, empty answer.
+    """
 
     min_interval = 10.0  # seconds an answer is reused
     name = "database"  # for the log line when a read fails
@@ -44,11 +50,13 @@ class DatabaseCollector:
         self._cached: list | None = None
         self._read_at = float("-inf")
 
+    @abc.abstractmethod
     def families(self) -> list:
-        raise NotImplementedError
+        """The exported metric families, without samples and without reading anything (``describe()``)."""
 
+    @abc.abstractmethod
     def measure(self, conn) -> list:
-        raise NotImplementedError
+        """The families with their samples, read on ``conn`` (a transaction that is always rolled back)."""
 
     def describe(self) -> list:
         return self.families()
@@ -180,14 +188,20 @@ class WebhookBacklog(DatabaseCollector):
 
 
 class _CheapCollector:
-    """A collector of one family, read at every scrape without a cache (nothing it reads costs a query)."""
+    """A collector of one gauge family, read at every scrape without a cache (nothing it reads costs a query).
+
+    A subclass names the family (``metric``, ``documentation``, ``labels``) and fills it in ``collect()``.
+    """
+
+    metric: str
+    documentation: str
+    labels: tuple[str, ...] = ()
 
     def __init__(self, registry) -> None:
         self.registry = registry
 
-    @staticmethod
-    def _family() -> GaugeMetricFamily:
-        raise NotImplementedError
+    def _family(self) -> GaugeMetricFamily:
+        return GaugeMetricFamily(self.metric, self.documentation, labels=list(self.labels))
 
     def describe(self) -> list:
         return [self._family()]
@@ -196,10 +210,9 @@ class _CheapCollector:
 class QueueDepth(_CheapCollector):
     """Tasks waiting in the queue (huey's pending count: one LLEN on Redis)."""
 
-    @staticmethod
-    def _family() -> GaugeMetricFamily:
-        return GaugeMetricFamily("kloyst_queue_depth", "Tasks published to the queue and not yet taken by a worker "
-                                 "(the relay pauses at kloyst.outbox.max_queue_depth).")
+    metric = "kloyst_queue_depth"
+    documentation = ("Tasks published to the queue and not yet taken by a worker (the relay pauses at "
+                     "kloyst.outbox.max_queue_depth).")
 
     def collect(self) -> list:
         family = self._family()
@@ -214,10 +227,9 @@ class QueueDepth(_CheapCollector):
 class BuildInfo(_CheapCollector):
     """``kloyst_build_info{version, service} 1``: which release and which mode a target runs."""
 
-    @staticmethod
-    def _family() -> GaugeMetricFamily:
-        return GaugeMetricFamily("kloyst_build_info", "Always 1; the labels say the Kloyst version and the service "
-                                 "mode of this process.", labels=["version", "service"])
+    metric = "kloyst_build_info"
+    documentation = "Always 1; the labels say the Kloyst version and the service mode of this process."
+    labels = ("version", "service")
 
     def collect(self) -> list:
         import kloyst

@@ -67,7 +67,6 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.shared_collectors: list = []
-        self.own_collectors: list = []
         self._shared_exported = False
         r = self.registry
         self.http_request_duration = Histogram(
@@ -145,15 +144,9 @@ class Metrics:
         self.expire_shared()
         return self.registry.get_sample_value(name, labels) or 0.0
 
-    def families(self) -> list:
-        """Every metric family this application can export, shared ones included, without reading anything."""
-        found = []
-        for collector in [*self.own_collectors, *self.shared_collectors]:
-            found.extend(collector.describe())
-        return found
-
     def catalogue(self) -> list[MetricInfo]:
-        """Every family with its type, label names and help: what ``tests/deploy/test_dashboards.py`` checks the
+        """Every family this application can export (shared ones included, nothing read) with its type, label
+        names and help: what ``tests/deploy/test_dashboards.py`` checks the
         dashboards' queries (and docs/dashboards.md's reference table) against."""
         found = []
         for shared, collectors in ((False, self.own_collectors), (True, self.shared_collectors)):

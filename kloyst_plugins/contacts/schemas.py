@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import re
 from typing import Annotated, Literal
 
 import phonenumbers
 from pydantic import AfterValidator, BeforeValidator, Field, field_validator
 
 from kloyst.http.pagination import Page
-from kloyst.http.validation import Schema
+from kloyst.http.validation import Schema, iso_timestamp
 
 MAX_LABELS = 50
 MAX_LABEL_LENGTH = 64
@@ -74,16 +73,6 @@ def clean_country(value: str) -> str:
     return code
 
 
-_NUMBER = re.compile(r"[+-]?\d+(\.\d*)?")
-
-
-def _not_a_number(value):
-    # pydantic reads a bare number as seconds since 1970: "created_from=0" would silently mean 1970-01-01.
-    if isinstance(value, int | float) or (isinstance(value, str) and _NUMBER.fullmatch(value.strip())):
-        raise ValueError("an ISO 8601 date-time such as 2026-01-31T00:00:00Z, not a number")
-    return value
-
-
 def _as_utc(value: dt.datetime) -> dt.datetime:
     # A time without an offset is read as UTC, the zone every stored time is in.
     return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
@@ -92,7 +81,7 @@ def _as_utc(value: dt.datetime) -> dt.datetime:
 Country = Annotated[str, AfterValidator(clean_country)]
 Labels = Annotated[list[str], AfterValidator(clean_labels)]
 Attributes = Annotated[dict, AfterValidator(clean_attributes)]
-UTCTime = Annotated[dt.datetime, BeforeValidator(_not_a_number), AfterValidator(_as_utc)]
+UTCTime = Annotated[dt.datetime, BeforeValidator(iso_timestamp), AfterValidator(_as_utc)]
 Name = Annotated[str, Field(max_length=MAX_NAME_LENGTH), BeforeValidator(lambda v: v.strip() if isinstance(v, str)
                                                                          else v)]
 

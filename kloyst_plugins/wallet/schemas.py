@@ -14,7 +14,7 @@ from pydantic import AfterValidator, BeforeValidator, Field
 
 from kloyst.http.idempotency import idempotency_key
 from kloyst.http.pagination import MAX_LIMIT
-from kloyst.http.validation import Schema
+from kloyst.http.validation import Schema, iso_timestamp
 from kloyst.money import to_micros
 from kloyst_plugins.wallet.models import EntryKind
 
@@ -51,10 +51,9 @@ def _instant(value):
     if _DATE.fullmatch(text):
         return dt.date.fromisoformat(text)
     try:
-        parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return iso_timestamp(text)
     except ValueError:
         raise ValueError("expected a date (2026-03-01) or an ISO 8601 timestamp") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
 
 
 Micros = Annotated[int, BeforeValidator(_micros)]

@@ -35,7 +35,7 @@ def statuses_of(metrics, vendor_id, source: str) -> dict[str, float]:
 
 
 def test_the_plugins_scrape_time_gauges_come_through_the_kloyst_metrics_hook(registry):
-    names = {family.name for family in kmetrics.of(registry).families()}
+    names = {info.name for info in kmetrics.of(registry).catalogue()}
     assert {"kloyst_message_dead_letters", "kloyst_messages_queued", "kloyst_wallet_held",
             "kloyst_wallet_open_holds", "kloyst_wallet_oldest_open_hold_age_seconds"} <= names
     owners = {plugin for plugin, _ in registry["kloyst.plugin_manager"].collect("kloyst_metrics", registry=registry)}
