@@ -3,8 +3,8 @@
 It is a real HTTP server (``kloyst sandbox <ini>``, or :class:`SandboxServer` in a test) that
 speaks the Graph paths Kloyst uses, answers with Meta's response and error shapes, enforces
 each number's throughput and the pair rate limit the way Meta does, and calls a webhook back
-with signed status events. Everything lives in memory; the ``/_sandbox/`` control API
-configures it and reports what it received.
+with signed status events, retrying the failed ones as Meta does. Everything lives in memory;
+the ``/_sandbox/`` control API configures it and reports what it received and accepted.
 """
 
 from kloyst.sandbox.server import SandboxServer

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
+from kloyst.sandbox.embedded import DEMO_NUMBERS, seed
+from kloyst.sandbox.server import SandboxServer
+from kloyst.sandbox.state import Behaviour, SandboxState
 
 
 def _meta_settings(ini: str) -> dict:
@@ -23,18 +26,23 @@ def _meta_settings(ini: str) -> dict:
 
 def _number(text: str) -> tuple[str, int]:
     number_id, _, mps = text.partition(":")
-    if not number_id.isdigit() or mps not in ("", "80", "1000"):
-        raise argparse.ArgumentTypeError("expected PHONE_NUMBER_ID[:80|:1000]")
+    if not number_id.isdigit() or not (mps == "" or (mps.isdigit() and int(mps) > 0)):
+        raise argparse.ArgumentTypeError("expected PHONE_NUMBER_ID[:MPS], MPS a positive whole number")
     return number_id, int(mps or 1000)
 
 
-def build_sandbox(args):
-    from kloyst.sandbox.embedded import DEMO_NUMBERS, seed
-    from kloyst.sandbox.server import SandboxServer
-    from kloyst.sandbox.state import Behaviour, SandboxState
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError("expected a number of seconds, 0 or more")
+    return value
 
+
+def build_sandbox(args):
     settings = _meta_settings(args.ini)
-    behaviour = Behaviour(latency_ms=args.latency_ms, webhook_url=args.webhook_url, access_token=args.access_token)
+    behaviour = Behaviour(latency_ms=args.latency_ms, webhook_url=args.webhook_url, access_token=args.access_token,
+                          webhook_retry_horizon_seconds=args.webhook_retry_seconds,
+                          webhook_retry_max_interval_seconds=args.webhook_retry_max_interval)
     state = SandboxState(app_secret=settings["kloyst.meta.app_secret"], behaviour=behaviour)
     seed(state, args.waba, args.number or DEMO_NUMBERS)
     return SandboxServer(state, host=args.host, port=args.port)
@@ -74,6 +82,16 @@ def add_commands(subparsers) -> None:
     parser.add_argument("--waba", default="200000000000001",
                         help="the WABA id the sandbox's numbers and demo templates belong to")
     parser.add_argument("--number", type=_number, action="append",
-                        help="PHONE_NUMBER_ID[:80|:1000], repeatable (default: one 1000-mps and one 80-mps number)")
+                        help="PHONE_NUMBER_ID[:MPS], repeatable: a number sending at most MPS messages a second, "
+                             "any positive whole number (Meta's tiers are 80 and 1000; 1000 if left out); "
+                             "default: one 1000-mps and one 80-mps number")
+    parser.add_argument("--webhook-retry-seconds", type=_seconds, metavar="SECONDS",
+                        default=Behaviour.webhook_retry_horizon_seconds,
+                        help="how long after its first attempt a failed webhook POST is still retried "
+                             "(default: %(default)s)")
+    parser.add_argument("--webhook-retry-max-interval", type=_seconds, metavar="SECONDS",
+                        default=Behaviour.webhook_retry_max_interval_seconds,
+                        help="the longest pause between two attempts of a failed webhook POST, in seconds; "
+                             "pauses start at 0.5 s and double (default: %(default)s)")
     parser.add_argument("--access-token", help="the only Bearer token accepted (default: any non-empty token)")
     parser.set_defaults(handler=cmd_sandbox)

@@ -72,6 +72,7 @@ def _send(state: SandboxState, phone_number_id: str, body, on_accepted, arrived:
         if problem:
             return problem
     wa_id = to.lstrip("+")
+    opaque = body.get("biz_opaque_callback_data")
     with state.lock:
         if wa_id in state.undeliverable:
             code = 131026
@@ -81,11 +82,11 @@ def _send(state: SandboxState, phone_number_id: str, body, on_accepted, arrived:
             code = _injected_failure(state.behaviour.failure_rates)
         if code is None:
             wamid = new_wamid()
-            state.record(number, wa_id, wamid, kind, template.name if template else None)
+            state.record(number, wa_id, wamid, kind, template.name if template else None, opaque=opaque)
     if code is not None:
         return error_response(code, _DETAILS.get(code, ""))
     if on_accepted is not None:
-        on_accepted(number, wa_id, wamid, template, body.get("biz_opaque_callback_data"))
+        on_accepted(number, wa_id, wamid, template, opaque)
     message = {"id": wamid}
     if template is not None:
         message["message_status"] = "accepted"

@@ -97,7 +97,7 @@ class _Handler(BaseHTTPRequestHandler):
         query = dict(parse_qsl(url.query))
         try:
             if url.path.startswith("/_sandbox/"):
-                status, result = sandbox.control(method, url.path.removeprefix("/_sandbox/"), body)
+                status, result = sandbox.control(method, url.path.removeprefix("/_sandbox/"), body, query)
             else:
                 # Meta counts a request against the number's throughput when it arrives, then takes its time
                 # to answer: admit first, wait after. (Waiting first would measure this server's thread
@@ -173,7 +173,7 @@ class SandboxServer:
             return graph.list_phone_numbers(self.state, object_id, query, base_url)
         return error_response(100, f"Unsupported {method.lower()} request on {edge}.", subcode=33)
 
-    def control(self, method: str, action: str, body) -> tuple[int, dict]:
+    def control(self, method: str, action: str, body, query: dict) -> tuple[int, dict]:
         """The ``/_sandbox/`` API: configure the sandbox and read what it received (tests, benchmarks)."""
         state = self.state
         data = body if isinstance(body, dict) else {}
@@ -187,6 +187,11 @@ class SandboxServer:
             if method == "GET" and action == "sends":
                 with state.lock:
                     return 200, {"sends": list(state.sends)}
+            if method == "GET" and action == "accepted":  # ?phone_number_id=ID&duplicates=true
+                duplicates = query.get("duplicates", "false")
+                if duplicates not in ("true", "false"):
+                    raise ValueError(f"duplicates must be true or false, not {duplicates!r}")
+                return 200, state.accepted(query.get("phone_number_id"), duplicates_only=duplicates == "true")
             if method == "GET" and action == "config":
                 return 200, _behaviour_json(state.behaviour)
             if method != "POST":

@@ -2,6 +2,11 @@
 
 One lock guards it all: a send holds it for a few dictionary operations, far below the
 latency the sandbox injects, so it is never the bottleneck at Meta's 1,000 mps.
+
+What it received is what Meta would have accepted: each send's record says which number sent
+what to whom, with the ``biz_opaque_callback_data`` it carried and when Kloyst first
+acknowledged a status webhook for it. Grouped per number and recipient
+(:meth:`SandboxState.accepted`), that is how a test counts duplicate sends from Meta's side.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ class PhoneNumber:
     id: str
     waba_id: str
     display_phone_number: str
-    throughput: int = 80  # messages per second: 80 (STANDARD) or 1,000 (HIGH)
+    throughput: int = 80  # messages per second, any positive rate; Meta's tiers are 80 (STANDARD) and 1,000 (HIGH)
     verified_name: str = "Kloyst Sandbox"
     quality_rating: str = "GREEN"
     status: str = "CONNECTED"
@@ -72,6 +77,10 @@ class Behaviour:
     pair_burst: int = 45  # pair rate limit: a bucket of this many sends to one recipient ...
     pair_interval_seconds: float = 6.0  # ... refilled by one every this many seconds
     new_template_status: str = "APPROVED"
+    # A failed webhook POST is retried, with backoff up to this interval, until this long after its first
+    # attempt (Meta keeps trying for days): an hour outlasts any restart of Kloyst's webhook process.
+    webhook_retry_horizon_seconds: float = 3600.0
+    webhook_retry_max_interval_seconds: float = 5.0
 
     def update(self, data: dict) -> None:
         for key, value in data.items():
@@ -79,6 +88,10 @@ class Behaviour:
                 raise ValueError(f"unknown sandbox setting {key!r}")
             if key in ("failure_rates", "status_failure_rates"):
                 value = {int(code): float(rate) for code, rate in value.items()}
+            if key in ("webhook_retry_horizon_seconds", "webhook_retry_max_interval_seconds"):
+                value = float(value)
+                if not value >= 0:
+                    raise ValueError(f"{key} must be a number of seconds, not {value!r}")
             setattr(self, key, value)
 
 
@@ -96,6 +109,7 @@ class SandboxState:
 
     def reset_records(self) -> None:
         self.sends: deque = deque(maxlen=self._record_limit)  # accepted sends, oldest first
+        self._sends_by_wamid: dict[str, dict] = {}  # the records still in ``sends``, by wamid
         self.by_number: Counter = Counter()
         self.by_recipient: Counter = Counter()
         self.errors: Counter = Counter()  # synchronous error code → how many were returned
@@ -149,12 +163,59 @@ class SandboxState:
         window.append(now)
         return None
 
-    def record(self, number: PhoneNumber, recipient: str, wamid: str, kind: str, template: str | None) -> None:
-        """Note an admitted send (call under the lock, right after :meth:`admit`)."""
-        self.sends.append({"at": time.time(), "admitted": number.accepted[-1], "phone_number_id": number.id,
-                           "to": recipient, "id": wamid, "type": kind, "template": template})
+    def record(self, number: PhoneNumber, recipient: str, wamid: str, kind: str, template: str | None, *,
+               opaque: str | None) -> None:
+        """Note an admitted send (call under the lock, right after :meth:`admit`).
+
+        Every key a record will ever have is set here: a record is read outside the lock while
+        :meth:`statuses_acknowledged` may set ``status_acked_at``, which is safe only because
+        the dictionary never changes size.
+        """
+        if len(self.sends) == self.sends.maxlen:  # the oldest record falls out: so does its index entry
+            self._sends_by_wamid.pop(self.sends[0]["id"], None)
+        record = {"at": time.time(), "admitted": number.accepted[-1], "phone_number_id": number.id,
+                  "to": recipient, "id": wamid, "type": kind, "template": template, "opaque": opaque,
+                  "status_acked_at": None}
+        self.sends.append(record)
+        self._sends_by_wamid[wamid] = record
         self.by_number[number.id] += 1
         self.by_recipient[recipient] += 1
+
+    def statuses_acknowledged(self, wamids, at: float) -> None:
+        """Kloyst answered 2xx to a webhook carrying statuses of these messages: note the first such answer.
+
+        A wamid the sandbox has no record of (never sent through it, or fallen out of the
+        bounded record) is skipped.
+        """
+        with self.lock:
+            for wamid in wamids:
+                record = self._sends_by_wamid.get(wamid)
+                if record is not None and record["status_acked_at"] is None:
+                    record["status_acked_at"] = at
+
+    def accepted(self, phone_number_id: str | None = None, duplicates_only: bool = False) -> dict:
+        """The accepted sends grouped per number and recipient, in acceptance order, with duplicate counts.
+
+        ``phone_number_id`` keeps one number's sends. ``duplicates_only`` lists only the
+        recipients sent more than once; the counts still cover every send selected.
+        """
+        with self.lock:
+            records = list(self.sends)
+        numbers: dict[str, dict[str, list[dict]]] = {}
+        for record in records:
+            if phone_number_id is not None and record["phone_number_id"] != phone_number_id:
+                continue
+            numbers.setdefault(record["phone_number_id"], {}).setdefault(record["to"], []).append(
+                {"id": record["id"], "at": record["at"], "opaque": record["opaque"],
+                 "status_acked_at": record["status_acked_at"], "template": record["template"]})
+        per_pair = [len(sends) for recipients in numbers.values() for sends in recipients.values()]
+        counts = {"sends": sum(per_pair), "recipients": len(per_pair),
+                  "recipients_sent_twice": sum(1 for n in per_pair if n > 1),
+                  "duplicate_sends": sum(n - 1 for n in per_pair)}
+        if duplicates_only:
+            numbers = {number_id: twice for number_id, recipients in numbers.items()
+                       if (twice := {to: sends for to, sends in recipients.items() if len(sends) > 1})}
+        return {"numbers": numbers, **counts}
 
     def stats(self) -> dict:
         with self.lock:

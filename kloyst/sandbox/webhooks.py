@@ -2,12 +2,23 @@
 
 A few sender threads share one pooled urllib3 manager. Each thread takes a batch of
 accepted messages and posts their statuses stage by stage (every message's first status,
-then every second one...), so one message's statuses always leave in the planned order;
+then every second one...), so one message's statuses first leave in the planned order;
 duplicates and out-of-order delivery are planned per message from the configured shares.
+
+A POST that fails (no connection, a timeout, any answer but 2xx) is retried as Meta retries:
+the same bytes under the same signature (Kloyst dedupes deliveries by a hash of the raw body),
+with growing pauses, until the retry horizon since its first attempt has passed, and only then
+given up. Retries wait in a :class:`~kloyst.sandbox.retries.RetrySchedule` for retry threads of
+their own, so fresh webhooks keep flowing meanwhile, and a retried status can arrive after
+its message's later statuses, as it can from Meta. Killing and restarting Kloyst's webhook
+process within the horizon therefore loses nothing: what it refused arrives once it is back. A
+POST that reached the receiver but whose answer was lost is sent again, so the receiver sees it
+twice, as it would from Meta.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -20,6 +31,7 @@ import time
 import urllib3
 
 from kloyst.sandbox.errors import webhook_error
+from kloyst.sandbox.retries import RetrySchedule, backoff
 
 log = logging.getLogger(__name__)
 
@@ -47,61 +59,116 @@ def plan_statuses(behaviour, category: str) -> list[tuple[str, int | None]]:
     return plan
 
 
+@dataclasses.dataclass(eq=False)
+class Delivery:
+    """One webhook POST. Every attempt sends the same body under the same signature."""
+
+    body: bytes
+    headers: dict[str, str]
+    wamids: tuple[str, ...]  # the messages whose statuses it carries, acknowledged by a 2xx answer
+    first_attempt: float = 0.0  # time.monotonic() of the first attempt
+    attempts: int = 0
+
+
 class WebhookSender:
-    def __init__(self, state, threads: int = 4, retries: int = 3):
+    """Posts status and inbound webhooks to the configured URL and retries the failed ones like Meta.
+
+    ``threads`` sender threads make each POST's first attempt and as many retry threads the later
+    ones. :meth:`stats` counts POSTs and, for ``pending``, events (accepted sends and inbound
+    messages).
+    """
+
+    def __init__(self, state, threads: int = 4):
         self.state = state
-        self.retries = retries
-        self.pending: queue.Queue = queue.Queue()
-        self.http = urllib3.PoolManager(num_pools=4, maxsize=threads, timeout=urllib3.Timeout(connect=2, read=10),
-                                        retries=False)
-        self.posted = 0
-        self.failed = 0
-        self._counts = threading.Lock()
+        self.fresh: queue.Queue = queue.Queue()
+        self.schedule = RetrySchedule()
+        self.http = urllib3.PoolManager(num_pools=4, maxsize=2 * threads,
+                                        timeout=urllib3.Timeout(connect=2, read=10), retries=False)
+        self._counts = threading.Lock()  # guards the counters below
+        self.posted = 0  # POSTs answered 2xx
+        self.failed = 0  # POSTs given up: still failing past the retry horizon
+        self.retrying = 0  # POSTs that failed and are due again
+        self.retries = 0  # attempts after a POST's first
+        self.dropped = 0  # POSTs due again when the sandbox no longer had a webhook URL
+        self.pending = 0  # events whose POSTs have not all been attempted once
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, name=f"sandbox-webhook-{i}", daemon=True)
+        self._senders = [threading.Thread(target=self._send_fresh, name=f"sandbox-webhook-{i}", daemon=True)
                          for i in range(threads)]
-        for thread in self._threads:
+        self._retriers = [threading.Thread(target=self._retry_due, name=f"sandbox-webhook-retry-{i}", daemon=True)
+                          for i in range(threads)]
+        for thread in self._senders + self._retriers:
             thread.start()
 
     def message_accepted(self, number, recipient: str, wamid: str, template, opaque) -> None:
         if self.state.behaviour.webhook_url:
             category = PRICING_CATEGORY.get(template.category, "utility") if template else "service"
-            self.pending.put(("status", number, recipient, wamid, category, opaque))
+            self._enqueue(("status", number, recipient, wamid, category, opaque))
 
     def inbound_text(self, number, sender: str, text: str, name: str, wamid: str) -> None:
-        self.pending.put(("inbound", number, sender, wamid, text, name))
+        self._enqueue(("inbound", number, sender, wamid, text, name))
 
     def stats(self) -> dict:
-        return {"posted": self.posted, "failed": self.failed, "pending": self.pending.qsize()}
+        with self._counts:
+            return {"posted": self.posted, "failed": self.failed, "retrying": self.retrying,
+                    "pending": self.pending, "retries": self.retries, "dropped": self.dropped}
+
+    def drop_scheduled(self) -> int:
+        """Forget every POST waiting for a retry (counted as dropped): a sandbox reset between tests, so one test's
+        failed webhooks never reach the next test's receiver."""
+        dropped = self.schedule.clear()
+        with self._counts:
+            self.retrying -= dropped
+            self.dropped += dropped
+        return dropped
 
     def close(self) -> None:
+        """Stop now: attempts in flight may finish, scheduled retries and unsent events are dropped."""
         self._stop.set()
-        for _ in self._threads:
-            self.pending.put(None)
-        for thread in self._threads:
-            thread.join(timeout=5)
+        unsent = self.schedule.close()
+        for _ in self._senders:
+            self.fresh.put(None)
+        deadline = time.monotonic() + 5
+        for thread in self._senders + self._retriers:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
         self.http.clear()
+        if unsent:
+            log.info("sandbox closed with %d webhook POSTs still to retry", len(unsent))
 
-    def _run(self) -> None:
+    def _enqueue(self, item: tuple) -> None:
+        with self._counts:
+            self.pending += 1
+        self.fresh.put(item)
+
+    def _send_fresh(self) -> None:
         while not self._stop.is_set():
-            item = self.pending.get()
+            item = self.fresh.get()
             if item is None:
                 return
             batch = [item]
             limit = max(1, self.state.behaviour.webhook_batch)
             while len(batch) < limit:
                 try:
-                    more = self.pending.get_nowait()
+                    more = self.fresh.get_nowait()
                 except queue.Empty:
                     break
                 if more is None:
-                    self.pending.put(None)
+                    self.fresh.put(None)
                     break
                 batch.append(more)
             try:
                 self._deliver(batch, limit)
             except Exception:  # a broken receiver must not kill the sender
                 log.exception("sandbox webhook delivery failed")
+            finally:
+                with self._counts:
+                    self.pending -= len(batch)
+
+    def _retry_due(self) -> None:
+        while (delivery := self.schedule.take()) is not None:
+            try:
+                self._attempt(delivery)
+            except Exception:
+                log.exception("sandbox webhook retry failed")
 
     def _deliver(self, batch: list, limit: int) -> None:
         behaviour = self.state.behaviour
@@ -111,7 +178,7 @@ class WebhookSender:
                 _, number, sender, wamid, text, name = item
                 self._post(number, {"contacts": [{"profile": {"name": name}, "wa_id": sender}],
                                     "messages": [{"from": sender, "id": wamid, "timestamp": str(int(time.time())),
-                                                  "type": "text", "text": {"body": text}}]})
+                                                  "type": "text", "text": {"body": text}}]}, wamids=())
                 continue
             _, number, recipient, wamid, category, opaque = item
             for index, (status, code) in enumerate(plan_statuses(behaviour, category)):
@@ -124,11 +191,11 @@ class WebhookSender:
                 by_number.setdefault(number.id, (number, []))[1].append(status)
             for number, statuses in by_number.values():
                 for start in range(0, len(statuses), limit):
-                    self._post(number, {"statuses": statuses[start:start + limit]})
+                    chunk = statuses[start:start + limit]
+                    self._post(number, {"statuses": chunk}, tuple(status["id"] for status in chunk))
 
-    def _post(self, number, value: dict) -> None:
-        url = self.state.behaviour.webhook_url
-        if not url:
+    def _post(self, number, value: dict, wamids: tuple[str, ...]) -> None:
+        if not self.state.behaviour.webhook_url:
             return
         envelope = {"object": "whatsapp_business_account", "entry": [{
             "id": number.waba_id, "time": int(time.time()),
@@ -140,19 +207,60 @@ class WebhookSender:
                 **value}}]}]}
         body = json.dumps(envelope, separators=(",", ":")).encode()
         headers = {"Content-Type": "application/json", "X-Hub-Signature-256": sign(self.state.app_secret, body)}
-        for attempt in range(self.retries + 1):
-            try:
-                response = self.http.request("POST", url, body=body, headers=headers)
-                if 200 <= response.status < 300:
-                    with self._counts:
-                        self.posted += 1
-                    return
-            except urllib3.exceptions.HTTPError:
-                pass
-            if self._stop.wait(0.2 * 2 ** attempt):
-                break
-        with self._counts:
-            self.failed += 1
+        self._attempt(Delivery(body, headers, wamids))
+
+    def _attempt(self, delivery: Delivery) -> None:
+        """POST the delivery once; if that fails, schedule the next attempt or, past the horizon, give it up.
+
+        The URL and the retry settings are read at each attempt, so a reconfigured sandbox
+        retries to its new webhook URL; with none left the delivery is dropped.
+        """
+        if self._stop.is_set():
+            return
+        behaviour = self.state.behaviour
+        url = behaviour.webhook_url
+        retry = delivery.attempts > 0
+        if not url:
+            if retry:
+                with self._counts:
+                    self.retrying -= 1
+                    self.dropped += 1
+            return
+        if retry:
+            with self._counts:
+                self.retries += 1
+        else:
+            delivery.first_attempt = time.monotonic()
+        delivery.attempts += 1
+        try:
+            response = self.http.request("POST", url, body=delivery.body, headers=delivery.headers)
+            error = None if 200 <= response.status < 300 else f"HTTP {response.status}"
+        except urllib3.exceptions.HTTPError as exc:
+            error = repr(exc)
+        if error is None:
+            if delivery.wamids:  # before counting it posted: a test waiting on the count then sees the time
+                self.state.statuses_acknowledged(delivery.wamids, time.time())
+            with self._counts:
+                self.posted += 1
+                if retry:
+                    self.retrying -= 1
+            return
+        now = time.monotonic()
+        give_up_at = delivery.first_attempt + behaviour.webhook_retry_horizon_seconds
+        if now >= give_up_at:
+            with self._counts:
+                self.failed += 1
+                if retry:
+                    self.retrying -= 1
+            log.warning("sandbox gave up on a webhook POST to %s after %d attempts in %.1f s; the last: %s",
+                        url, delivery.attempts, now - delivery.first_attempt, error)
+            return
+        if not retry:
+            with self._counts:
+                self.retrying += 1
+        # The last attempt falls on the horizon itself, so a receiver back just in time still gets it.
+        due = min(now + backoff(delivery.attempts, behaviour.webhook_retry_max_interval_seconds), give_up_at)
+        self.schedule.put(due, delivery)
 
 
 def _status(wamid: str, recipient: str, status: str, code: int | None, category: str, opaque) -> dict:

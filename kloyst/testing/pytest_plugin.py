@@ -106,16 +106,23 @@ def meta_sandbox(kloyst_sandbox_server):
     Configure it directly (``meta_sandbox.state.add_number(...)``, ``.add_template(...)``,
     ``.behaviour.update({...})``) or over HTTP at ``meta_sandbox.url + "/_sandbox/..."``.
     """
+    return reset_sandbox(kloyst_sandbox_server)
+
+
+def reset_sandbox(server):
+    """Empty the shared sandbox between tests: no numbers, templates or records, default behaviour, and no
+    webhook of an earlier test still waiting for a retry (it would reach this test's receiver)."""
     from kloyst.sandbox.state import Behaviour
 
-    state = kloyst_sandbox_server.state
+    state = server.state
+    server.webhooks.drop_scheduled()
     with state.lock:
         state.behaviour = Behaviour(latency_ms=0)
         state.numbers.clear()
         state.templates.clear()
         state.undeliverable.clear()
         state.reset_records()
-    return kloyst_sandbox_server
+    return server
 
 
 @pytest.fixture(scope="session")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import hmac
 import json
+import socket
 import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -17,7 +20,10 @@ import pytest
 import urllib3
 
 from kloyst.sandbox import SandboxServer, SandboxState
+from kloyst.sandbox.cli import add_commands
+from kloyst.sandbox.retries import backoff
 from kloyst.sandbox.state import Behaviour, PhoneNumber
+from kloyst.testing.pytest_plugin import reset_sandbox
 
 APP_SECRET = "sandbox-test-app-secret"
 WABA = "200000000000001"
@@ -28,12 +34,12 @@ OPENAPI = Path(__file__).resolve().parents[2] / "docs" / "meta" / "business-mess
 AUTH = {"Authorization": "Bearer sandbox-token", "Content-Type": "application/json"}
 
 
-@pytest.fixture
-def sandbox():
+def start_sandbox(webhook_threads: int = 4) -> SandboxServer:
+    """A sandbox with a 1,000-mps and an 80-mps number and two templates, serving on a free port."""
     state = SandboxState(app_secret=APP_SECRET, behaviour=Behaviour(latency_ms=0))
     state.add_number(PhoneNumber(id=FAST, waba_id=WABA, display_phone_number="+1 555-000-0001", throughput=1000))
     state.add_number(PhoneNumber(id=SLOW, waba_id=WABA, display_phone_number="+1 555-000-0002", throughput=80))
-    server = SandboxServer(state).start()
+    server = SandboxServer(state, webhook_threads=webhook_threads).start()
     server.http = urllib3.PoolManager(maxsize=64, retries=False)
     control(server, "templates", {"waba_id": WABA, "name": "order_update", "language": "en_US",
                                   "category": "UTILITY", "components": [
@@ -42,6 +48,12 @@ def sandbox():
     control(server, "templates", {"waba_id": WABA, "name": "welcome", "language": "en_US", "category": "MARKETING",
                                   "parameter_format": "NAMED",
                                   "components": [{"type": "BODY", "text": "Hello {{first_name}}!"}]})
+    return server
+
+
+@pytest.fixture
+def sandbox():
+    server = start_sandbox()
     yield server
     server.close()
 
@@ -323,9 +335,13 @@ def test_sends_are_recorded_per_recipient_and_per_number(sandbox):
 
 
 class _Receiver:
-    def __init__(self):
+    """A webhook receiver on ``port`` (0: a free one) that keeps every body it took and every one it refused."""
+
+    def __init__(self, port: int = 0):
         self.deliveries: list[tuple[dict, bytes]] = []
+        self.refused: list[tuple[dict, bytes]] = []
         self.refuse = 0  # answer this many next deliveries with 500, as a receiver having a bad moment
+        self.refuse_while = lambda raw: False  # answer 503 to every delivery this says so of, as a receiver down
         self.arrived = threading.Condition()
         receiver = self
 
@@ -338,19 +354,25 @@ class _Receiver:
             def do_POST(self):
                 raw = self.rfile.read(int(self.headers["Content-Length"]))
                 with receiver.arrived:
-                    refused = receiver.refuse > 0
-                    if refused:
+                    status = 200
+                    if receiver.refuse > 0:
                         receiver.refuse -= 1
-                    else:
-                        receiver.deliveries.append((dict(self.headers), raw))
-                        receiver.arrived.notify_all()
-                self.send_response(500 if refused else 200)
+                        status = 500
+                    elif receiver.refuse_while(raw):
+                        status = 503
+                    (receiver.deliveries if status == 200 else receiver.refused).append((dict(self.headers), raw))
+                    receiver.arrived.notify_all()
+                self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/webhook"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
 
     def wait_for(self, count, timeout=10.0):
         with self.arrived:
@@ -367,8 +389,7 @@ def receiver(sandbox):
     receiver = _Receiver()
     control(sandbox, "config", {"webhook_url": receiver.url, "webhook_batch": 1})
     yield receiver
-    receiver.httpd.shutdown()
-    receiver.httpd.server_close()
+    receiver.close()
 
 
 def _valid_signature(headers, raw):
@@ -397,15 +418,23 @@ def test_status_webhooks_arrive_signed_in_order_sent_delivered_read(sandbox, rec
                                       "type": "regular"}
 
 
+def webhooks_once(sandbox, settled, timeout=5.0) -> dict:
+    """The sandbox's webhook counts once ``settled(counts)`` holds; it counts a POST after reading the answer."""
+    deadline = time.monotonic() + timeout
+    while not settled(counts := control(sandbox, "stats")["webhooks"]):
+        assert time.monotonic() < deadline, counts
+        time.sleep(0.02)
+    return counts
+
+
 def test_a_refused_webhook_is_retried_like_meta_does(sandbox, receiver):
     receiver.refuse = 2
     send(sandbox, text())
     receiver.wait_for(3)
-    assert [s["status"] for s in receiver.statuses()] == ["sent", "delivered", "read"]
-    deadline = time.monotonic() + 5  # the sandbox counts a delivery once it has read the receiver's answer
-    while control(sandbox, "stats")["webhooks"]["posted"] < 3 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert control(sandbox, "stats")["webhooks"] == {"posted": 3, "failed": 0, "pending": 0}
+    # The two refused statuses come again after the third: a retry does not hold back later statuses.
+    assert sorted(s["status"] for s in receiver.statuses()) == ["delivered", "read", "sent"]
+    assert webhooks_once(sandbox, lambda counts: counts["posted"] == 3) == {
+        "posted": 3, "failed": 0, "retrying": 0, "pending": 0, "retries": 2, "dropped": 0}
 
 
 def test_configured_share_of_messages_fail_in_the_webhook_with_a_real_code(sandbox, receiver):
@@ -451,6 +480,187 @@ def test_inbound_text_message_webhook_can_be_injected(sandbox, receiver):
     assert value["messages"][0]["id"] == wamid
     assert value["messages"][0]["from"] == "4917100000009"
     assert value["messages"][0]["type"] == "text" and value["messages"][0]["text"] == {"body": "STOP"}
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _delivered_once_each(receiver) -> Counter:
+    return Counter((status["id"], status["status"]) for status in receiver.statuses())
+
+
+def test_statuses_refused_while_the_receiver_is_down_all_arrive_once_it_is_back(sandbox):
+    port = _free_port()  # nothing listens there yet: every POST is refused a connection
+    control(sandbox, "config", {"webhook_url": f"http://127.0.0.1:{port}/webhook", "webhook_batch": 1,
+                                "webhook_retry_max_interval_seconds": 0.2})
+    wamids = [send(sandbox, text(to=f"49171000000{i:02d}"))[1]["messages"][0]["id"] for i in range(5)]
+    webhooks_once(sandbox, lambda counts: counts["retries"] >= 30)  # every POST refused at least three times
+    receiver = _Receiver(port)
+    try:
+        counts = webhooks_once(sandbox, lambda counts: counts["posted"] == 15)
+        assert counts["failed"] == 0 and counts["retrying"] == 0 and counts["dropped"] == 0
+        delivered = _delivered_once_each(receiver)
+        assert set(delivered) == {(wamid, status) for wamid in wamids for status in ("sent", "delivered", "read")}
+        assert set(delivered.values()) == {1}
+    finally:
+        receiver.close()
+
+
+def test_statuses_answered_503_for_a_while_arrive_once_as_the_same_signed_bytes(sandbox, receiver):
+    control(sandbox, "config", {"webhook_retry_max_interval_seconds": 0.2})
+    receiver.refuse_while = lambda raw: True
+    send(sandbox, text(), number=FAST)
+    send(sandbox, text(), number=SLOW)
+    webhooks_once(sandbox, lambda counts: counts["retrying"] == 6 and counts["retries"] >= 12)
+    receiver.refuse_while = lambda raw: False
+    assert webhooks_once(sandbox, lambda counts: counts["posted"] == 6)["failed"] == 0
+    assert set(_delivered_once_each(receiver).values()) == {1} and len(receiver.deliveries) == 6
+    delivered = {raw: headers["X-Hub-Signature-256"] for headers, raw in receiver.deliveries}
+    assert all(delivered[raw] == headers["X-Hub-Signature-256"] for headers, raw in receiver.refused)
+    assert set(delivered) == {raw for _, raw in receiver.refused}
+
+
+def test_a_webhook_still_failing_past_the_retry_horizon_is_given_up_and_counted(sandbox, receiver, caplog):
+    control(sandbox, "config", {"webhook_retry_horizon_seconds": 1.0, "webhook_retry_max_interval_seconds": 0.2})
+    receiver.refuse_while = lambda raw: True
+    started = time.monotonic()
+    send(sandbox, text())
+    counts = webhooks_once(sandbox, lambda counts: counts["failed"] == 3)
+    assert time.monotonic() - started >= 1.0
+    assert counts["posted"] == 0 and counts["retrying"] == 0 and counts["retries"] >= 6
+    attempts = Counter(raw for _, raw in receiver.refused)  # the same three bodies, each tried again and again
+    assert len(attempts) == 3 and min(attempts.values()) >= 3
+    assert sum("gave up on a webhook" in r.getMessage() for r in caplog.records) == 3
+
+
+def test_fresh_webhooks_keep_flowing_while_another_is_being_retried():
+    sandbox = start_sandbox(webhook_threads=1)
+    receiver = _Receiver()
+    try:
+        control(sandbox, "config", {"webhook_url": receiver.url, "webhook_batch": 1,
+                                    "webhook_retry_max_interval_seconds": 0.2})
+        receiver.refuse_while = lambda raw: b"4917100000666" in raw
+        send(sandbox, text(to="4917100000666"))
+        webhooks_once(sandbox, lambda counts: counts["retrying"] == 3 and counts["retries"] >= 3)
+        sent_at = time.monotonic()
+        wamid = send(sandbox, text(to="4917100000001"))[1]["messages"][0]["id"]
+        receiver.wait_for(3, timeout=2.0)
+        assert time.monotonic() - sent_at < 1.0
+        assert {(s["id"], s["status"]) for s in receiver.statuses()} == {
+            (wamid, "sent"), (wamid, "delivered"), (wamid, "read")}
+        counts = control(sandbox, "stats")["webhooks"]
+        assert counts["retrying"] == 3 and counts["failed"] == 0
+    finally:
+        sandbox.close()
+        receiver.close()
+
+
+def test_a_retry_due_after_the_webhook_url_was_removed_is_dropped(sandbox):
+    control(sandbox, "config", {"webhook_url": f"http://127.0.0.1:{_free_port()}/webhook", "webhook_batch": 1,
+                                "webhook_retry_max_interval_seconds": 0.2})
+    send(sandbox, text())
+    webhooks_once(sandbox, lambda counts: counts["retrying"] == 3)
+    control(sandbox, "config", {"webhook_url": None})
+    counts = webhooks_once(sandbox, lambda counts: counts["dropped"] == 3)
+    assert counts["retrying"] == 0 and counts["failed"] == 0 and counts["posted"] == 0
+
+
+def test_resetting_the_test_sandbox_drops_retries_so_they_never_reach_the_next_tests_receiver(sandbox):
+    receiver = _Receiver()
+    try:
+        control(sandbox, "config", {"webhook_url": f"http://127.0.0.1:{_free_port()}/webhook", "webhook_batch": 1,
+                                    "webhook_retry_max_interval_seconds": 0.3})
+        send(sandbox, text())
+        webhooks_once(sandbox, lambda counts: counts["retrying"] == 3)
+        reset_sandbox(sandbox)  # what the meta_sandbox fixture does before the next test
+        control(sandbox, "config", {"webhook_url": receiver.url})  # the next test's app, at once
+        time.sleep(1.0)
+        assert receiver.deliveries == []
+        assert control(sandbox, "stats")["webhooks"]["retrying"] == 0
+    finally:
+        receiver.close()
+
+
+def test_closing_the_sandbox_does_not_wait_out_the_retry_horizon():
+    threads_before = set(threading.enumerate())
+    sandbox = start_sandbox()
+    control(sandbox, "config", {"webhook_url": f"http://127.0.0.1:{_free_port()}/webhook"})
+    send(sandbox, text())
+    webhooks_once(sandbox, lambda counts: counts["retrying"] >= 1)
+    started = time.monotonic()
+    sandbox.close()
+    assert time.monotonic() - started < 2.0
+    assert not [thread for thread in set(threading.enumerate()) - threads_before
+                if thread.name.startswith("sandbox-webhook")]
+
+
+def test_retry_settings_are_read_and_set_through_the_config_api(sandbox):
+    config = control(sandbox, "config")
+    assert config["webhook_retry_horizon_seconds"] == 3600.0
+    assert config["webhook_retry_max_interval_seconds"] == 5.0
+    config = control(sandbox, "config", {"webhook_retry_horizon_seconds": "90",
+                                         "webhook_retry_max_interval_seconds": 1})
+    assert config["webhook_retry_horizon_seconds"] == 90.0 and config["webhook_retry_max_interval_seconds"] == 1.0
+    status, answer = call(sandbox, "POST", "/_sandbox/config", {"webhook_retry_horizon_seconds": -1}, headers={})
+    assert status == 400 and "webhook_retry_horizon_seconds" in answer["error"]
+
+
+@pytest.mark.parametrize("failed_attempts, shortest, longest", [(1, 0.375, 0.5), (2, 0.75, 1.0), (3, 1.5, 2.0),
+                                                                (5, 3.75, 5.0), (10_000, 3.75, 5.0)])
+def test_retry_pauses_start_at_half_a_second_and_double_up_to_the_maximum(failed_attempts, shortest, longest):
+    pauses = [backoff(failed_attempts, max_interval=5.0) for _ in range(200)]
+    assert shortest <= min(pauses) and max(pauses) <= longest
+    assert len(set(pauses)) > 1  # jittered
+
+
+def test_accepted_sends_are_grouped_per_number_and_recipient_with_duplicates_counted(sandbox):
+    first = send(sandbox, {**text(to="+4917100000001"), "biz_opaque_callback_data": "message-1"})[1]
+    again = send(sandbox, {**text(to="4917100000001"), "biz_opaque_callback_data": "message-1"})[1]
+    other = send(sandbox, order_update(to="4917100000002"))[1]
+    slow = send(sandbox, text(to="4917100000001"), number=SLOW)[1]
+    assert send(sandbox, order_update(name="missing"))[0] == 404  # refused: not accepted
+    accepted = control(sandbox, "accepted")
+    first_send, second_send = accepted["numbers"][FAST]["4917100000001"]
+    assert (first_send["id"], second_send["id"]) == (first["messages"][0]["id"], again["messages"][0]["id"])
+    assert first_send["at"] <= second_send["at"]
+    assert first_send["opaque"] == second_send["opaque"] == "message-1"
+    assert first_send["status_acked_at"] is None and first_send["template"] is None
+    assert accepted["numbers"][FAST]["4917100000002"] == [
+        {"id": other["messages"][0]["id"], "at": accepted["numbers"][FAST]["4917100000002"][0]["at"],
+         "opaque": None, "status_acked_at": None, "template": "order_update"}]
+    assert [s["id"] for s in accepted["numbers"][SLOW]["4917100000001"]] == [slow["messages"][0]["id"]]
+    counts = {"sends": 4, "recipients": 3, "recipients_sent_twice": 1, "duplicate_sends": 1}
+    assert {key: accepted[key] for key in counts} == counts
+
+    duplicates = control(sandbox, "accepted?duplicates=true")
+    assert duplicates == {"numbers": {FAST: {"4917100000001": [first_send, second_send]}}, **counts}
+    assert control(sandbox, f"accepted?phone_number_id={SLOW}") == {
+        "numbers": {SLOW: accepted["numbers"][SLOW]}, "sends": 1, "recipients": 1, "recipients_sent_twice": 0,
+        "duplicate_sends": 0}
+    assert control(sandbox, f"accepted?phone_number_id={SLOW}&duplicates=true")["numbers"] == {}
+    status, answer = call(sandbox, "GET", "/_sandbox/accepted?duplicates=yes", headers={})
+    assert status == 400 and "duplicates" in answer["error"]
+
+
+def test_status_acked_at_stays_none_while_the_receiver_refuses_and_keeps_its_first_2xx(sandbox, receiver):
+    control(sandbox, "config", {"webhook_retry_max_interval_seconds": 0.2})
+    receiver.refuse_while = lambda raw: True
+    wamid = send(sandbox, text())[1]["messages"][0]["id"]
+    webhooks_once(sandbox, lambda counts: counts["retries"] >= 6)
+    [record] = control(sandbox, "accepted")["numbers"][FAST]["4917100000001"]
+    assert record["id"] == wamid and record["status_acked_at"] is None
+    answering_from = time.time()
+    receiver.refuse_while = lambda raw: False
+    webhooks_once(sandbox, lambda counts: counts["posted"] == 3)
+    [record] = control(sandbox, "accepted")["numbers"][FAST]["4917100000001"]
+    assert answering_from <= record["status_acked_at"] <= time.time()
+    # The same statuses acknowledged again later leave the first acknowledgement's time in place.
+    sandbox.webhooks.message_accepted(sandbox.state.numbers[FAST], "4917100000001", wamid, None, None)
+    webhooks_once(sandbox, lambda counts: counts["posted"] == 6)
+    assert control(sandbox, "accepted")["numbers"][FAST]["4917100000001"] == [record]
 
 
 def test_templates_are_listed_with_cursor_paging(sandbox):
@@ -541,23 +751,36 @@ def test_100_ms_of_latency_does_not_serialize_concurrent_sends(sandbox):
     assert _most_in_any_second(sandbox, FAST) <= 1000
 
 
-def test_kloyst_sandbox_command_serves_the_cloud_api(tmp_path):
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+def test_kloyst_sandbox_command_serves_numbers_of_any_throughput_with_its_retry_settings():
+    port = _free_port()
     ini = Path(__file__).resolve().parents[2] / "development.ini"
     process = subprocess.Popen([str(Path(sys.executable).with_name("kloyst")), "sandbox", str(ini), "--port", str(port),
-                                "--latency-ms", "0", "--number", "100000000000007:80"],
+                                "--latency-ms", "0", "--number", "100000000000007:150", "--number", "100000000000008",
+                                "--webhook-retry-seconds", "60", "--webhook-retry-max-interval", "2"],
                                stdout=subprocess.PIPE, text=True)
     try:
         banner = json.loads(process.stdout.readline())
-        assert banner["phone_numbers"] == {"100000000000007": 80}
+        assert banner["phone_numbers"] == {"100000000000007": 150, "100000000000008": 1000}
         http = urllib3.PoolManager()
         response = http.request("POST", f"{banner['url']}/v23.0/100000000000007/messages",
                                 body=json.dumps(text()).encode(), headers=AUTH)
         assert response.status == 200 and json.loads(response.data)["messages"][0]["id"].startswith("wamid.")
+        numbers = json.loads(http.request("GET", f"{banner['url']}/v23.0/{WABA}/phone_numbers", headers=AUTH).data)
+        assert {n["id"]: n["throughput"]["level"] for n in numbers["data"]} == {
+            "100000000000007": "STANDARD", "100000000000008": "HIGH"}
+        config = json.loads(http.request("GET", f"{banner['url']}/_sandbox/config").data)
+        assert config["webhook_retry_horizon_seconds"] == 60.0
+        assert config["webhook_retry_max_interval_seconds"] == 2.0
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+@pytest.mark.parametrize("number", ["100000000000007:0", "100000000000007:-5", "100000000000007:1.5",
+                                    "100000000000007:fast", "abc:80"])
+def test_kloyst_sandbox_command_refuses_a_throughput_that_is_not_a_positive_whole_number(number, capsys):
+    parser = argparse.ArgumentParser()
+    add_commands(parser.add_subparsers())
+    with pytest.raises(SystemExit):
+        parser.parse_args(["sandbox", "development.ini", "--number", number])
+    assert "PHONE_NUMBER_ID[:MPS]" in capsys.readouterr().err
