@@ -3,7 +3,8 @@
 ``probe.record`` writes a ``probe.done`` row (an outbox row marked delivered, so nothing
 else picks it up) in the task's own transaction: counting those rows per ``n`` tells how
 many times a task *took effect*. ``probe.sleep`` does the same after sleeping, so a test
-can kill its worker mid-task. ``probe.limited`` takes a rate-limit slot first. The
+can kill its worker mid-task (with a ``marker``, only its first run sleeps, so a test can
+time the recovery itself). ``probe.limited`` takes a rate-limit slot first. The
 ``probe.topic`` outbox topic records the same way, through a plugin-owned handler.
 ``probe.fail`` always raises. Webhook changes of the made-up field ``probe_field`` are recorded
 the same way (``kloyst_webhook_changes``), as a plugin handling a field of its own would.
@@ -34,9 +35,13 @@ def record(ctx, *, n, vendor_id=None, **extra):
 
 @task("probe.sleep")
 def sleep_then_record(ctx, *, n, seconds, marker=None, vendor_id=None):
-    if marker:  # tells a test the task is running, so it can kill the worker mid-task
+    # The marker tells a test the task is running and in which process, so it can kill that
+    # worker mid-task; a run that finds the marker already there is a rerun and records at once.
+    rerun = marker is not None and Path(marker).exists()
+    if marker:
         Path(marker).write_text(str(os.getpid()))
-    time.sleep(seconds)
+    if not rerun:
+        time.sleep(seconds)
     _record(ctx, n, vendor_id)
 
 

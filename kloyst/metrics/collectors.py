@@ -27,6 +27,7 @@ import time
 
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select, text
+from kloyst.outbox.connections import Transaction
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +74,9 @@ class DatabaseCollector(abc.ABC):
             return list(self._cached or ())
 
     def _read(self) -> list | None:
-        from kloyst.outbox.relay import _Transaction
 
         try:
-            with _Transaction(self.registry, read_only=True) as conn:
+            with Transaction(self.registry, read_only=True) as conn:
                 if conn.dialect.name == "postgresql":
                     conn.execute(text("SELECT set_config('statement_timeout', :ms, true), "
                                       "set_config('lock_timeout', :ms, true)"), {"ms": str(STATEMENT_TIMEOUT_MS)})

@@ -58,10 +58,8 @@ def cmd_requeue(args) -> int:
 
 def cmd_reconcile(args) -> int:
     from kloyst.outbox.reconcile import reconcile
-    from kloyst.outbox.relay import RelaySettings
 
-    registry = _registry(args.ini)
-    print(json.dumps(reconcile(registry, RelaySettings.from_settings(registry.settings))))
+    print(json.dumps(reconcile(_registry(args.ini))))
     return 0
 
 

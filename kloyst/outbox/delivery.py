@@ -13,8 +13,11 @@ if the event is still leased **in that batch**. So:
   ``failure``; after ``max_attempts`` failures the event is ``dead`` (the dead-letter
   state) with its last error. Nothing else — a queue outage, a lost message, a relay crash,
   a reschedule — counts as a failure, so an outage can never dead-letter healthy work;
-* a worker killed mid-handler (SIGKILL, OOM) leaves the event leased in a published batch,
-  and unlocked; the reconciler returns it to pending and the relay publishes it again;
+* while the handler runs, the event's row is locked by that mark: this is how the
+  reconciler (:mod:`kloyst.outbox.reconcile`) tells a running event from a lost one. A
+  worker killed mid-handler (SIGKILL, OOM) leaves the event leased in a published batch,
+  unlocked and no longer in the queue; the reconciler returns it to pending within seconds
+  and the relay publishes it again. So the mark must stay the first statement;
 * the row, not the message, decides the tenant scope and the handler; a topic whose plugin
   the event's vendor has not enabled is marked delivered without running (the plugin is
   off for that vendor, as a route of it would be).

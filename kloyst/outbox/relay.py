@@ -6,9 +6,12 @@ Why each piece is the way it is:
   :class:`~kloyst.outbox.models.OutboxBatch` (its ``leased_until``) and moves the chosen
   events to ``leased`` in that batch (``attempts`` counts every claim). Publishing happens
   after it commits, and is recorded as the batch's ``published_at`` — one write for the
-  whole batch. A relay that dies before publishing leaves a batch whose lease expires; the
-  reconciler returns its events to pending. So delivery is at least once, and delivery
-  dedupes on the event id (:mod:`kloyst.outbox.delivery`).
+  whole batch. The lease is short (``lease_seconds``, 5 s) because a relay publishes
+  within milliseconds of claiming: a relay that dies before publishing leaves a batch whose
+  lease is soon over, and the reconciler (:mod:`kloyst.outbox.reconcile`, run by every
+  relay) returns its events to pending within seconds, as it does for events a worker or
+  Redis lost. So delivery is at least once, and delivery dedupes on the event id and batch
+  (:mod:`kloyst.outbox.delivery`).
 * **Fair per vendor.** On PostgreSQL a claim takes at most ``per_vendor`` (50) events from
   each vendor and ``batch_size`` (500) in all. ``FOR UPDATE`` cannot sit on a window query,
   and ``row_number()`` over a million pending rows costs ~90 ms a batch, so instead the
@@ -36,7 +39,8 @@ Why each piece is the way it is:
   connections: it is SQL through and through, and the ORM's unit of work would only add
   cost on Kloyst's hottest loop.
 * **Adaptive polling** (:meth:`Relay.run`): full batches → claim again at once; otherwise
-  back off, doubling up to ``idle_ceiling_seconds``.
+  back off, doubling up to ``idle_ceiling_seconds``, but never past the reconciler's next
+  pass, so lost work waits for no idle pause.
 * **Backpressure.** The queue is one line: whatever is in it is served first come, first
   served. So the relay stops claiming while the queue holds ``max_queue_depth`` tasks, and
   events wait in the database, where claims are fair. A small vendor's events join the line
@@ -60,7 +64,9 @@ from sqlalchemy import DateTime, Integer, bindparam, insert, select, text, updat
 
 from kloyst import metrics
 from kloyst.db import utcnow
+from kloyst.outbox.connections import Transaction
 from kloyst.outbox.models import OutboxBatch, OutboxEvent, OutboxStatus
+from kloyst.outbox.reconcile import Reconciler
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +80,10 @@ MAX_VENDORS = 100_000
 class RelaySettings:
     batch_size: int = 500
     per_vendor: int = 50
-    lease_seconds: int = 60
+    lease_seconds: int = 5
     max_attempts: int = 10
     idle_ceiling_seconds: float = 2.0
-    reconcile_interval_seconds: float = 5.0
-    redeliver_grace_seconds: int = 60
-    redeliver_after_seconds: int = 900
+    reconcile_interval_seconds: float = 2.0
     max_queue_depth: int = 2000
 
     @classmethod
@@ -91,8 +95,6 @@ class RelaySettings:
             max_attempts=settings["kloyst.outbox.max_attempts"],
             idle_ceiling_seconds=settings["kloyst.outbox.idle_ceiling_seconds"],
             reconcile_interval_seconds=settings["kloyst.outbox.reconcile_interval_seconds"],
-            redeliver_grace_seconds=settings["kloyst.outbox.redeliver_grace_seconds"],
-            redeliver_after_seconds=settings["kloyst.outbox.redeliver_after_seconds"],
             max_queue_depth=settings["kloyst.outbox.max_queue_depth"],
         )
 
@@ -180,13 +182,13 @@ class Relay:
         self._discovered_at = -1e9
         self._floors: dict[str, int] = {}
         self._floors_reset_at = time.monotonic()
-        self._last_reconcile = 0.0
+        self.reconciler = Reconciler(registry, interval_seconds=self.settings.reconcile_interval_seconds)
         self._published: list[int] = []  # batches in the queue whose published_at is not yet written
         self._published_lock = threading.Lock()
         self.claim_seconds: list[float] = []  # recent claim durations (benchmarks, metrics)
 
     def _transaction(self):
-        return _Transaction(self.registry)
+        return Transaction(self.registry)
 
     # -- claiming ---------------------------------------------------------------------------
 
@@ -328,15 +330,12 @@ class Relay:
                                     "available_at": utcnow() + dt.timedelta(seconds=backoff_seconds(1))})
 
     def reconcile_if_due(self) -> None:
-        now = time.monotonic()
-        if now - self._last_reconcile >= self.settings.reconcile_interval_seconds:
-            self._last_reconcile = now
-            from kloyst.outbox.reconcile import reconcile
-
-            try:
-                reconcile(self.registry, self.settings)
-            except Exception:  # the relay keeps relaying; the next interval tries again
-                log.exception("outbox reconciliation failed")
+        if self.reconciler.seconds_until_due() > 0:
+            return
+        try:
+            self.reconciler.run()
+        except Exception:  # the relay keeps relaying; the next pass tries again
+            log.exception("outbox reconciliation failed")
 
     def run_once(self) -> int:
         """Reconcile when due, claim one batch and publish it. Returns the number published.
@@ -393,7 +392,7 @@ class Relay:
                 if not rows and until_idle:
                     break
                 pause = 0.05 if rows else min(self.settings.idle_ceiling_seconds, pause * 2)
-                stop.wait(pause)
+                stop.wait(min(pause, self.reconciler.seconds_until_due()))
         finally:
             publisher.close()
             self.flush()
@@ -461,40 +460,6 @@ class _Publisher:
     def close(self) -> None:
         self._queue.put(None)
         self._thread.join(timeout=30)
-
-
-class _Transaction:
-    """A short transaction on a plain connection.
-
-    Normally a fresh pooled connection. Under the test fixtures the session factory is
-    bound to one connection inside an outer transaction; a savepoint on it is used then,
-    so the test sees the relay's work and rolls it back afterwards. A ``read_only`` one
-    always rolls back (the metrics' scrape-time reads: their ``SET LOCAL`` ends with it).
-    """
-
-    def __init__(self, registry, *, read_only: bool = False) -> None:
-        self.registry = registry
-        self.read_only = read_only
-
-    def __enter__(self):
-        bind = self.registry["kloyst.session_factory"].kw.get("bind")
-        if bind is not None and hasattr(bind, "begin_nested") and bind.in_transaction():
-            self._conn, self._own = bind, False
-            self._tx = bind.begin_nested()
-        else:
-            self._conn, self._own = self.registry["kloyst.engine"].connect(), True
-            self._tx = self._conn.begin()
-        return self._conn
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        try:
-            if exc_type is None and not self.read_only:
-                self._tx.commit()
-            else:
-                self._tx.rollback()
-        finally:
-            if self._own:
-                self._conn.close()
 
 
 def relay_once(registry) -> int:

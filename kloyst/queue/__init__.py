@@ -241,7 +241,7 @@ class Queue:
         """Put one delivery task per outbox event ``(id, vendor_id, topic)`` of relay batch ``batch_id`` on the queue.
 
         With Redis the whole batch is one LPUSH of messages built directly (huey's own
-        message format, task id ``outbox-<event id>``), which is ~20× faster than one
+        message format, task id ``outbox-<event id>-<batch id>``), which is ~20× faster than one
         ``enqueue`` per task; other storages enqueue one by one.
         """
         storage = self.huey.storage
@@ -259,6 +259,29 @@ class Queue:
     def depth(self) -> int:
         """Tasks waiting in the queue (0 in immediate mode)."""
         return 0 if self.huey.immediate else int(self.huey.pending_count())
+
+    def queued_deliveries(self) -> set[tuple[int, int]]:
+        """``(event id, batch id)`` of every delivery waiting in the queue, read without taking any.
+
+        The reconciler's evidence that an event is not lost (:mod:`kloyst.outbox.reconcile`).
+        One read of the whole queue (``LRANGE`` on Redis, one ``SELECT`` on SqliteHuey),
+        which backpressure keeps at about ``max_queue_depth`` messages. The messages are
+        unpickled but no huey task is built. Delivery messages never carry an ``eta``, so
+        huey's schedule never holds one and is not read. A message that cannot be read is
+        skipped: a worker could not run it either, so its event is rightly taken for lost. A
+        queue that cannot be read raises, and nothing may then be concluded.
+        """
+        deserialize = self.huey.serializer.deserialize
+        found = set()
+        for data in self.huey.storage.enqueued_items():
+            try:
+                message = deserialize(data)
+            except Exception:  # unreadable for the workers too
+                continue
+            args = message.args or ()
+            if message.name == self._deliver_name and len(args) >= 4 and args[3] is not None:
+                found.add((int(args[0]), int(args[3])))
+        return found
 
     # -- running ----------------------------------------------------------------------------
 

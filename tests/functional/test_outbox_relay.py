@@ -17,7 +17,7 @@ from sqlalchemy import func, select, text, update
 from kloyst.db import session_scope, tenancy
 from kloyst.outbox import OutboxEvent, OutboxStatus
 from kloyst.outbox.models import OutboxBatch
-from kloyst.outbox.reconcile import reconcile
+from kloyst.outbox.reconcile import CONFIRM_SECONDS, Reconciler
 from kloyst.outbox.relay import Relay, RelaySettings
 
 
@@ -53,11 +53,15 @@ def test_a_relay_that_crashes_after_claiming_is_replaced_when_the_lease_expires(
     assert statuses(db, [event_id])[event_id].status == OutboxStatus.LEASED
 
     assert drain(registry) == 0  # a leased event is invisible to other relays while the lease holds
+    now = [0.0]
+    reconciler = Reconciler(registry, clock=lambda: now[0])
+    assert reconciler.run() == {"expired_leases": 0, "lost_deliveries": 0, "suspected": 0}  # the lease holds
     with session_scope(registry["kloyst.session_factory"], vendor_id=tenancy.ALL_VENDORS) as s:
         s.execute(update(OutboxBatch).where(OutboxBatch.id == batch)
                   .values(leased_until=func.now() - text("interval '1 second'")))
-    reconciled = reconcile(registry, RelaySettings.from_settings(registry.settings))
-    assert reconciled["expired_leases"] == 1
+    assert reconciler.run()["suspected"] == 1  # first look: a suspect
+    now[0] += CONFIRM_SECONDS
+    assert reconciler.run()["expired_leases"] == 1  # second look: lost
 
     assert drain(registry) == 1
     event = statuses(db, [event_id])[event_id]
