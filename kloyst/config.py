@@ -152,6 +152,9 @@ CORE_SETTINGS: tuple[Setting, ...] = (
             help="Address of the reverse proxy whose X-Forwarded-For/-Proto/-Host/-Port waitress believes "
             "(* for any peer, only when nothing but the proxy can reach the port); empty trusts none."),
     Setting("kloyst.http.threads", "HTTP_THREADS", 8, int, help="Request threads of each HTTP server."),
+    Setting("kloyst.http.webhook_threads", "WEBHOOK_HTTP_THREADS", 16, int,
+            help="Request threads of the WEBHOOK mode's server: each waits for the commit that stores its "
+                 "delivery, and the more wait together, the more share one commit."),
     Setting("kloyst.http.reuse_port", "REUSE_PORT", False, as_bool,
             help="Bind with SO_REUSEPORT so several processes of one mode share its port (the kernel balances)."),
     Setting("kloyst.http.max_body_bytes", "MAX_BODY_BYTES", 1_048_576, int,

@@ -36,7 +36,10 @@ def kloyst_settings():
                 help="The relay stops publishing while the queue holds this many tasks (0: no limit); "
                      "events wait in the database, where claims are fair per vendor."),
         Setting("kloyst.webhooks.batch_size", "WEBHOOK_BATCH_SIZE", 500, int,
-                help="Webhook deliveries the drainer stores and applies per batch."),
+                help="Stored webhook deliveries the drainer applies per batch."),
+        Setting("kloyst.webhooks.commit_timeout_seconds", "WEBHOOK_COMMIT_TIMEOUT_SECONDS", 3.0, float,
+                help="Longest a webhook POST waits for the commit that stores it; then 503 (Meta retries). "
+                     "Keep it under waitress's 5 s shutdown grace, so SIGTERM answers every request in hand."),
         Setting("kloyst.webhooks.max_attempts", "WEBHOOK_MAX_ATTEMPTS", 8, int,
                 help="Failed applications of a webhook delivery before it is left processed with its error."),
         Setting("kloyst.webhooks.retention_days", "WEBHOOK_RETENTION_DAYS", 7, int,

@@ -270,8 +270,9 @@ def run(mode: str, app, registry, *, on_listening=None) -> int:
                                   **server_options))
     elif mode == "WEBHOOK":
         servers.append(start_http(webhook_only(app), settings["kloyst.http.host"],
-                                  settings["kloyst.http.webhook_port"], stopper, **server_options))
     services = start_background_services(registry, mode)
+                                  settings["kloyst.http.webhook_port"], stopper,
+                                  **{**server_options, "threads": settings["kloyst.http.webhook_threads"]}))
     for server in servers:
         loops.add("http", liveness.server_check(server))
     for service in services:

@@ -27,6 +27,7 @@ import time
 
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select, text
+
 from kloyst.outbox.connections import Transaction
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,6 @@ class DatabaseCollector(abc.ABC):
             return list(self._cached or ())
 
     def _read(self) -> list | None:
-
         try:
             with Transaction(self.registry, read_only=True) as conn:
                 if conn.dialect.name == "postgresql":
@@ -168,22 +168,18 @@ _WEBHOOKS_UNPROCESSED = text("SELECT count(*) FROM webhook_delivery WHERE proces
 
 
 class WebhookBacklog(DatabaseCollector):
-    """Webhook deliveries accepted but not yet applied: in the Redis inbox, and stored but unprocessed."""
+    """Webhook deliveries answered 200 (so committed to ``webhook_delivery``) and not applied yet."""
 
     name = "webhook backlog"
     min_interval = 5.0
 
     def families(self) -> list:
-        return [GaugeMetricFamily("kloyst_webhook_backlog", "Webhook deliveries accepted but not applied yet: "
-                                  "stage=inbox (in Redis, not stored yet), stage=stored (stored, waiting for the "
-                                  "drainer or a retry).", labels=["stage"])]
+        return [GaugeMetricFamily("kloyst_webhook_backlog", "Webhook deliveries stored (answered 200) and not "
+                                  "applied yet: waiting for a drainer, being applied, or waiting for a retry.")]
 
     def measure(self, conn) -> list:
         family, = self.families()
-        inbox = self.registry.get("kloyst.webhook_inbox")
-        if inbox is not None:
-            family.add_metric(["inbox"], float(inbox.depth()))
-        family.add_metric(["stored"], float(conn.execute(_WEBHOOKS_UNPROCESSED).scalar_one()))
+        family.add_metric([], float(conn.execute(_WEBHOOKS_UNPROCESSED).scalar_one()))
         return [family]
 
 

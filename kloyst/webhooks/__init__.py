@@ -3,16 +3,20 @@
 The path of one webhook (RELIABILITY.md A6):
 
 * ``POST /webhook/whatsapp`` (:mod:`.receiver`, ahead of Pyramid's router) checks
-  ``X-Hub-Signature-256`` over the raw body, makes the body durable — the Redis inbox
-  (:mod:`.inbox`), or the ``webhook_delivery`` table when there is no Redis — and answers
-  200. Nothing is parsed in the request, and with Redis the database is never touched
-  there. ``GET`` on the same path is Meta's verification handshake (:mod:`.views`).
-* The drainer (:mod:`.drainer`, a thread of the WEBHOOK and ALL modes) stores each body
-  once (unique by its SHA-256), splits it into :class:`WebhookChange` objects, asks the
-  ``kloyst_webhook_vendors`` hook whose they are, and calls the tenant hook
-  ``kloyst_webhook_changes(changes, ctx)`` on the plugins each vendor has enabled, in one
-  transaction per vendor and batch. Failures are retried with backoff, a bounded number
-  of times.
+  ``X-Hub-Signature-256`` over the raw body and answers 200 only once the body is
+  committed to ``webhook_delivery`` (once, unique by its SHA-256): concurrent requests
+  share one commit (:mod:`.committer`), and a commit that fails or takes too long is a 503
+  that Meta retries. Nothing about a delivery lives only in memory or in Redis once Meta
+  has its 200. Nothing is parsed in the request. ``GET`` on the same path is Meta's
+  verification handshake (:mod:`.views`).
+* The drainer (:mod:`.drainer`, a thread of the WEBHOOK and ALL modes) takes the stored
+  deliveries — its own process's as they are committed, any process's once due — splits
+  each into :class:`WebhookChange` objects, asks the ``kloyst_webhook_vendors`` hook whose
+  they are, and calls the tenant hook ``kloyst_webhook_changes(changes, ctx)`` on the
+  plugins each vendor has enabled, in one transaction per vendor and batch. Failures are
+  retried with backoff, a bounded number of times.
+* :func:`unprocessed_changes` lists what Meta reported and no drainer has finished applying
+  (for a decision that must not ignore a status already received, such as sending again).
 
 **Handling another webhook field is implementing that hook.** Every field Meta sends
 (``messages``, ``message_template_status_update``, ``phone_number_quality_update``, …)
@@ -38,10 +42,10 @@ from pyramid.security import NO_PERMISSION_REQUIRED
 
 from kloyst.runner import WEBHOOK_PREFIX
 from kloyst.webhooks.changes import MalformedDelivery, RetryLater, WebhookChange, parse_envelope
-from kloyst.webhooks.deliveries import insert_skipping_conflicts
+from kloyst.webhooks.deliveries import insert_skipping_conflicts, unprocessed_changes
 
 __all__ = ["WebhookChange", "RetryLater", "MalformedDelivery", "parse_envelope", "insert_skipping_conflicts",
-           "WEBHOOK_PATH", "MAX_BODY_BYTES", "includeme"]
+           "unprocessed_changes", "WEBHOOK_PATH", "MAX_BODY_BYTES", "includeme"]
 
 WEBHOOK_PATH = WEBHOOK_PREFIX + "whatsapp"
 # Meta: webhook payloads can be up to 3 MB (meta-cloud-api.md §5.6).
@@ -62,21 +66,20 @@ RECEIVE_DOC = {
     "parameters": [{"name": "X-Hub-Signature-256", "in": "header", "required": True, "schema": {"type": "string"},
                     "description": "sha256= and the hex HMAC-SHA256 of the raw body with the app secret."}],
     "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
-    "responses": {"200": {"description": "Stored.", "content": {"application/json": {"schema": {"type": "object"}}}},
+    "responses": {"200": {"description": "Committed to the database.",
+                          "content": {"application/json": {"schema": {"type": "object"}}}},
                   "401": {"description": "Missing or wrong signature; nothing stored."},
-                  "413": {"description": "Larger than Meta's 3 MB."}},
+                  "413": {"description": "Larger than Meta's 3 MB."},
+                  "503": {"description": "Not committed in time; Meta retries it."}},
 }
 
 
 def includeme(config) -> None:
-    """The public webhook route (outside the API prefix), its body limit, its receiver, and the inbox."""
+    """The public webhook route (outside the API prefix), its body limit, and its receiver (with its committer)."""
     from kloyst.webhooks import views
-    from kloyst.webhooks.inbox import RedisInbox
     from kloyst.webhooks.receiver import ROUTE_NAME, Receiver
 
     registry = config.registry
-    client = registry["kloyst.redis"]
-    registry["kloyst.webhook_inbox"] = RedisInbox(client) if client is not None else None
     config.add_body_limit(WEBHOOK_PATH, MAX_BODY_BYTES, exact=True)
     config.add_route(ROUTE_NAME, WEBHOOK_PATH)
     registry["kloyst.webhook_receiver"] = receiver = Receiver(registry, WEBHOOK_PATH)

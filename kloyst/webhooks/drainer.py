@@ -1,40 +1,40 @@
 """The webhook drainer: stored deliveries in, each vendor's changes applied by that vendor's plugins.
 
-Runs as a thread in the WEBHOOK and ALL modes (:func:`start`). One pass
-(:meth:`Drainer.drain_once`):
+Runs as a thread in the WEBHOOK and ALL modes (:func:`start`). Every delivery it applies
+is already committed to ``webhook_delivery`` by the receiver (:mod:`kloyst.webhooks.committer`);
+the drainer only moves rows from unprocessed to processed. One pass (:meth:`Drainer.drain_once`):
 
-1. **Store.** With Redis, a batch leaves the inbox for this drainer's processing list
-   (:mod:`kloyst.webhooks.inbox`), is inserted into ``webhook_delivery`` with
-   ``ON CONFLICT DO NOTHING`` on the body's hash — a replayed body adds no row, so it has
-   no second effect — and is acknowledged once committed. Without Redis the request stored
-   the rows itself.
-2. **Claim** the deliveries whose retry time came (and rows a dead drainer had claimed:
-   every claim is a lease, ``next_attempt_at`` pushed ``LEASE_SECONDS`` ahead).
-3. **Apply.** Each body is split into :class:`~kloyst.webhooks.WebhookChange`; the
+1. **Take.** The deliveries this process just stored and handed over, already claimed by
+   this drainer (stored with ``next_attempt_at`` a lease ahead), and the due ones:
+   retries whose time came, rows stored while no drainer took them in hand, and rows
+   whose lease ran out because their drainer died. Every claim is a lease of
+   ``LEASE_SECONDS``; several WEBHOOK processes claim side by side with ``FOR UPDATE SKIP
+   LOCKED``, so a process killed with deliveries in hand has them applied by another
+   drainer (or by its own restart) within seconds.
+2. **Apply.** Each body is split into :class:`~kloyst.webhooks.WebhookChange`; the
    ``kloyst_webhook_vendors`` hook says whose each change is (asked once per WABA and
    number per batch). A change nobody holds is logged and dropped — Meta already had its
    200. Each vendor's changes go to the tenant hook ``kloyst_webhook_changes`` of the
    plugins *that vendor* enabled, in one transaction per vendor and batch.
-4. **Finish.** Deliveries whose every vendor committed are processed. When a vendor's
+3. **Finish.** Deliveries whose every vendor committed are processed. When a vendor's
    transaction fails, its deliveries are applied again one by one, so one bad change
    cannot hold back the others; a delivery that still fails keeps its error and is retried
    with exponential backoff, up to ``kloyst.webhooks.max_attempts`` times, then left
    processed with its error for an operator. Applying twice is safe: handlers are
    idempotent (statuses only move forward; events are keyed by ``wamid``).
 
-Polling is adaptive: full batches are followed at once, a partial one by a short linger so
+Waiting is adaptive: full batches are followed at once, a partial one by a short linger so
 that the next batch gathers (the per-delivery cost of a pass falls fourfold from 20 to 500
-deliveries: measured 0.37 → 0.08 ms of CPU); with Redis an idle drainer blocks on the inbox
-and wakes with the next webhook; without, it backs off to a second. Processed
-deliveries older than ``kloyst.webhooks.retention_days`` are deleted every few minutes.
+deliveries: measured 0.37 → 0.08 ms of CPU); an idle drainer wakes the moment its process
+stores a delivery, and otherwise polls for due rows, backing off to a second. Stopping, it
+gives back what it holds in hand (due at once, for another drainer). Processed deliveries
+older than ``kloyst.webhooks.retention_days`` are deleted every few minutes.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
-import socket
 import threading
 import time
 import uuid
@@ -48,68 +48,130 @@ from kloyst.outbox.delivery import backoff_seconds
 from kloyst.webhooks import deliveries
 from kloyst.webhooks.changes import MalformedDelivery, RetryLater, WebhookChange, parse_envelope
 from kloyst.webhooks.deliveries import Delivery
-from kloyst.webhooks.inbox import unpack
 
 log = logging.getLogger(__name__)
 
-LEASE_SECONDS = 60  # a claimed delivery not finished by then is due again (its drainer died)
-HEARTBEAT_TTL_SECONDS = 60  # a drainer silent this long is dead: its processing list goes back to the inbox
-HEARTBEAT_EVERY_SECONDS = 10
-RECOVER_EVERY_SECONDS = 60
+# A claimed delivery not finished by then is due again: its drainer died. Short, so that a killed process's
+# deliveries are applied within seconds; a pass takes well under a second, and applying twice is harmless.
+LEASE_SECONDS = 10
 PURGE_EVERY_SECONDS = 600
 MIN_PAUSE_SECONDS = 0.05
 MAX_PAUSE_SECONDS = 1.0
 LINGER_SECONDS = 0.2  # after a partial batch: what the next one may wait for more webhooks to join it
 
 
+class _InHand:
+    """Deliveries the committer stored claimed for this drainer and handed over, until a pass takes them.
+
+    A delivery whose lease is half gone by the time a pass would take it is left to the
+    claim instead: it is about to be due for every drainer, and applying it here as well
+    would only apply it twice.
+    """
+
+    def __init__(self, lease_seconds: float) -> None:
+        self.lease_seconds = lease_seconds
+        self._changed = threading.Condition(threading.Lock())
+        self._items: list[tuple[float, Delivery]] = []  # (time.monotonic() at hand-over, delivery)
+        self._woken = False
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, fresh: list[Delivery]) -> None:
+        handed_at = time.monotonic()
+        with self._changed:
+            self._items.extend((handed_at, delivery) for delivery in fresh)
+            self._changed.notify()
+
+    def wake(self) -> None:
+        """Due rows were stored: end an idle wait."""
+        with self._changed:
+            self._woken = True
+            self._changed.notify()
+
+    def take(self, limit: int) -> list[Delivery]:
+        fresh_after = time.monotonic() - self.lease_seconds / 2
+        with self._changed:
+            taken, self._items = self._items[:limit], self._items[limit:]
+        return [delivery for handed_at, delivery in taken if handed_at >= fresh_after]
+
+    def take_all(self) -> list[Delivery]:
+        with self._changed:
+            taken, self._items = self._items, []
+        return [delivery for _, delivery in taken]
+
+    def wait(self, count: int, seconds: float, *, until_woken: bool) -> None:
+        """Until ``count`` deliveries are in hand (or a wake, with ``until_woken``), at most ``seconds``."""
+        deadline = time.monotonic() + seconds
+        with self._changed:
+            while len(self._items) < count and not (until_woken and self._woken):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._changed.wait(remaining)
+            self._woken = False
+
+
 class Drainer:
-    def __init__(self, registry, owner: str | None = None) -> None:
+    """One drainer: its passes over what is in its hand and what is due, and what it hands back when it stops."""
+
+    def __init__(self, registry) -> None:
         self.registry = registry
         self.settings = registry.settings
-        self.inbox = registry["kloyst.webhook_inbox"]
-        self.owner = owner or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.batch_size = self.settings["kloyst.webhooks.batch_size"]
-        self._next_heartbeat = self._next_recover = self._next_purge = 0.0
+        self.lease_seconds = LEASE_SECONDS
+        self._in_hand = _InHand(LEASE_SECONDS)
+        self._next_purge = 0.0
 
     def _session(self, vendor_id=tenancy.ALL_VENDORS, manager=None):
         # Looked up on every use: tests swap the session factory for one inside their transaction.
         return session_scope(self.registry["kloyst.session_factory"], vendor_id=vendor_id, manager=manager)
 
+    # -- what the committer calls --------------------------------------------------------
+
+    def accepts(self, count: int) -> bool:
+        """Whether ``count`` more deliveries may be stored claimed for this drainer (two batches in hand at most:
+        beyond that they would wait out their lease here, so they are stored due for any drainer instead)."""
+        return len(self._in_hand) + count <= 2 * self.batch_size
+
+    def hand_over(self, fresh: list[Delivery]) -> None:
+        """Deliveries just committed with this drainer's lease: applied by its next pass."""
+        if fresh:
+            self._in_hand.put(fresh)
+
+    def wake(self) -> None:
+        """Due deliveries were just committed: an idle drainer claims them now rather than at its next poll."""
+        self._in_hand.wake()
+
     # -- the loop ------------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
-        """Drain until ``stop`` is set."""
+        """Drain until ``stop`` is set, taking this process's new deliveries in hand meanwhile."""
+        committer = self.registry["kloyst.webhook_receiver"].committer
+        committer.attach(self)
         pause = MIN_PAUSE_SECONDS
         try:
             while not stop.is_set():
-                handled = self.drain_once(block_seconds=MAX_PAUSE_SECONDS if self.inbox is not None else 0)
+                handled = self.drain_once()
                 if handled >= self.batch_size:
                     continue
                 if handled:
                     # Let the next batch gather: a pass costs ~4x more per delivery at 20 than at 500.
                     pause = MIN_PAUSE_SECONDS
-                    stop.wait(LINGER_SECONDS)
-                elif self.inbox is None:  # with Redis, take() already waited on the inbox
+                    self._in_hand.wait(self.batch_size, LINGER_SECONDS, until_woken=False)
+                else:
                     pause = min(MAX_PAUSE_SECONDS, pause * 2)
-                    stop.wait(pause)
+                    self._in_hand.wait(1, pause, until_woken=True)
         finally:
-            if self.inbox is not None:
-                self.inbox.retire(self.owner)
+            committer.detach(self)
+            self._give_back()
 
-    def drain_once(self, block_seconds: float = 0) -> int:
-        """One pass (store, claim, apply, finish); returns how many deliveries it handled."""
+    def drain_once(self) -> int:
+        """One pass (take what is in hand and what is due, apply, finish); how many deliveries it handled."""
         handled = 0
-        if self.inbox is not None:
-            self._keep_alive()
-            items = self.inbox.held(self.owner) or self.inbox.take(self.owner, self.batch_size, block_seconds)
-            if items:
-                now = utcnow()
-                with self._session() as db:
-                    fresh = deliveries.store(db, [unpack(item) for item in items],
-                                             next_attempt_at=now + dt.timedelta(seconds=LEASE_SECONDS))
-                self.inbox.acknowledge(self.owner)
-                handled += len(items)
-                self.apply(fresh)
+        if in_hand := self._in_hand.take(self.batch_size):
+            handled += len(in_hand)
+            self.apply(in_hand)
         with self._session() as db:
             due = deliveries.claim_due(db, self.batch_size, LEASE_SECONDS)
         if due:
@@ -118,15 +180,18 @@ class Drainer:
         self._purge_when_due()
         return handled
 
-    def _keep_alive(self) -> None:
-        now = time.monotonic()
-        if now >= self._next_heartbeat:
-            self.inbox.heartbeat(self.owner, HEARTBEAT_TTL_SECONDS)
-            self._next_heartbeat = now + HEARTBEAT_EVERY_SECONDS
-        if now >= self._next_recover:
-            if recovered := self.inbox.recover():
-                log.warning("recovered %s webhook deliveries a stopped drainer had taken", recovered)
-            self._next_recover = now + RECOVER_EVERY_SECONDS
+    def _give_back(self) -> None:
+        """Stopping: what is still in hand becomes due at once, for another drainer or this one's restart."""
+        if not (held := self._in_hand.take_all()):
+            return
+        try:
+            with self._session() as db:
+                deliveries.release(db, [delivery.id for delivery in held])
+        except Exception as exc:  # their leases run out instead, LEASE_SECONDS later
+            log.warning("could not give back %s webhook deliveries held in hand: %s: %s", len(held),
+                        type(exc).__name__, exc)
+            return
+        log.info("gave back %s webhook deliveries this drainer held", len(held))
 
     def _purge_when_due(self) -> None:
         now = time.monotonic()
@@ -238,23 +303,20 @@ class Drainer:
 
 
 def drain_once(registry) -> int:
-    """Store and apply everything waiting now (the inbox, then due retries); how many deliveries were handled.
+    """Apply every delivery due now (passes until one finds nothing); how many deliveries were handled.
 
-    What tests call instead of running the thread; it returns when a pass finds nothing.
+    What tests call instead of running the thread. Without a drainer thread in the process,
+    the committer stores deliveries due, so these are all of them.
     """
-    drainer = Drainer(registry, owner=f"drain-once-{uuid.uuid4().hex[:8]}")
+    drainer = Drainer(registry)
     total = 0
-    try:
-        while handled := drainer.drain_once():
-            total += handled
-    finally:
-        if drainer.inbox is not None:
-            drainer.inbox.retire(drainer.owner)
+    while handled := drainer.drain_once():
+        total += handled
     return total
 
 
 def drain_loop(registry, stop: threading.Event) -> None:
-    """Run one drainer until ``stop``; a failure (database or Redis down) is logged and the loop starts again."""
+    """Run one drainer until ``stop``; a failure (the database down) is logged and the loop starts again."""
     drainer = Drainer(registry)
     pause = 0.5
     while not stop.is_set():

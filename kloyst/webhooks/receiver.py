@@ -1,12 +1,15 @@
-"""``POST /webhook/whatsapp``: a signed delivery made durable and answered 200, ahead of Pyramid's router.
+"""``POST /webhook/whatsapp``: a signed delivery committed, then answered 200, ahead of Pyramid's router.
 
 What authenticates a POST is its ``X-Hub-Signature-256``: HMAC-SHA256 of the **raw** body
 with the app secret. The body is hashed exactly as received — re-serialised JSON differs
 from what Meta signed as soon as it holds an emoji or an accent — and compared in constant
 time. A missing, wrong or ``sha1=`` signature is a 401 and nothing is stored. Nothing is
-parsed here: with Redis the raw body goes to the inbox (:mod:`kloyst.webhooks.inbox`) and
-the database is never touched, so a slow or locked database cannot make Meta time out and
-retry; without Redis (the embedded default) the delivery row is written at once.
+parsed here: the raw body goes to this process's group committer
+(:mod:`kloyst.webhooks.committer`), and the answer is 200 only once the commit that holds
+the delivery returned — a 200 means the delivery is in ``webhook_delivery`` (PostgreSQL, or
+the embedded default's SQLite) and survives anything short of losing the database. A
+commit that fails or does not finish within ``kloyst.webhooks.commit_timeout_seconds`` is
+a 503, which Meta retries.
 
 Why ahead of the router: this is Kloyst's hottest request (Meta sends about three status
 callbacks per message sent), and routing, tweens and the transaction manager cost about
@@ -22,19 +25,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import logging
 import time
 
 from pyramid.router import default_execution_policy
 
 from kloyst import metrics as kmetrics
-from kloyst.db import session_scope, tenancy, utcnow
+from kloyst.db import utcnow
 from kloyst.http import access_log
 from kloyst.http.errors import error_body
 from kloyst.http.tweens import SECURITY_HEADERS, body_limit_for
-from kloyst.webhooks import deliveries
-
-log = logging.getLogger(__name__)
+from kloyst.webhooks.committer import GroupCommitter
 
 SIGNATURE_HEADER = "X-Hub-Signature-256"
 SIGNATURE_PREFIX = "sha256="
@@ -80,6 +80,7 @@ class Receiver:
         self.registry = registry
         self.path = path
         self.secret = registry.settings["kloyst.meta.app_secret"].encode()
+        self.committer = GroupCommitter(registry, registry.settings["kloyst.webhooks.commit_timeout_seconds"])
 
     def __call__(self, environ, router):
         if environ.get("PATH_INFO") != self.path or environ.get("REQUEST_METHOD") != "POST":
@@ -118,23 +119,11 @@ class Receiver:
         return body, None
 
     def accept(self, body: bytes, signature: str | None) -> tuple[str, bytes]:
-        """Check the signature and make the body durable; the status line and JSON body to answer."""
+        """Check the signature and commit the body; the status line and JSON body to answer."""
         problem = signature_problem(self.secret, body, signature)
         if problem is not None:
             return _error("401 Unauthorized", "invalid_signature", problem)
-        try:
-            self.store(body)
-        except Exception:  # Meta retries anything but a 2xx: the delivery is not lost
-            log.exception("a webhook delivery could not be stored; answering 503 so that Meta retries it")
+        if not self.committer.submit(body, utcnow()):  # Meta retries anything but a 2xx: nothing is lost
             return _error("503 Service Unavailable", "service_unavailable",
                           "the webhook could not be stored right now; it will be retried")
         return "200 OK", _OK
-
-    def store(self, body: bytes) -> None:
-        inbox = self.registry["kloyst.webhook_inbox"]
-        if inbox is not None:
-            inbox.push(body, utcnow())
-            return
-        now = utcnow()
-        with session_scope(self.registry["kloyst.session_factory"], vendor_id=tenancy.ALL_VENDORS) as db:
-            deliveries.store(db, [(body, now)], next_attempt_at=now)

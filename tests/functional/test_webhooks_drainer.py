@@ -2,6 +2,7 @@
 
 import datetime as dt
 import logging
+import threading
 import uuid
 
 import pytest
@@ -11,7 +12,7 @@ from webhooks_support import PLUGINS, Line, deliveries, envelope, meta_id, post,
 from kloyst.db import tenancy, utcnow
 from kloyst.outbox import OutboxEvent
 from kloyst.webhooks import deliveries as delivery_rows
-from kloyst.webhooks.drainer import drain_once
+from kloyst.webhooks.drainer import LEASE_SECONDS, Drainer, drain_once
 from kloyst.webhooks.models import WebhookDelivery
 from kloyst_plugins.messages import webhooks as messages_webhooks
 from kloyst_plugins.messages.models import MessageStatus, MessageStatusEvent
@@ -121,28 +122,49 @@ def test_another_products_webhook_is_processed_without_effect(testapp, registry,
     assert delivery.processed_at is not None and delivery.error is None
 
 
-def test_what_a_dead_drainer_took_from_redis_is_given_back_and_applied(registry, db, build):
+def test_deliveries_its_process_stores_are_handed_to_the_drainer_already_claimed(testapp, registry, db, build):
     line = build.line()
     message = build.message(line)
-    inbox = registry["kloyst.webhook_inbox"]
-    inbox.push(statuses(line, status(message.wamid, "read")), utcnow())
-    inbox.heartbeat("dead-drainer", 60)
-    assert len(inbox.take("dead-drainer", 10)) == 1  # taken, never stored: the process died here
-    assert inbox.depth() == 0
-    inbox.client.delete(inbox._alive("dead-drainer"))  # its heartbeat expires
-    drain_once(registry)
+    drainer = Drainer(registry)
+    committer = registry["kloyst.webhook_receiver"].committer
+    committer.attach(drainer)
+    try:
+        post(testapp, statuses(line, status(message.wamid, "read")))
+    finally:
+        committer.detach(drainer)
+    [stored] = deliveries(db)
+    assert stored.next_attempt_at > utcnow()  # under this drainer's lease: no other drainer's claim takes it
+    assert drain_once(registry) == 0
+    assert drainer.drain_once() == 1  # from its hand, without a claim
     assert build.reload(message).status == MessageStatus.READ.value
-    assert inbox.held("dead-drainer") == []
+    assert deliveries(db)[0].processed_at is not None
 
 
-def test_a_live_drainers_work_in_hand_is_left_alone(registry, build):
+def test_a_stopping_drainer_gives_back_what_it_holds_for_the_others_at_once(testapp, registry, db, build):
     line = build.line()
-    inbox = registry["kloyst.webhook_inbox"]
-    inbox.push(statuses(line, status("wamid.busy", "sent")), utcnow())
-    inbox.heartbeat("busy-drainer", 60)
-    inbox.take("busy-drainer", 10)
-    assert inbox.recover() == 0
-    assert len(inbox.held("busy-drainer")) == 1
+    message = build.message(line)
+    drainer = Drainer(registry)
+    committer = registry["kloyst.webhook_receiver"].committer
+    committer.attach(drainer)
+    post(testapp, statuses(line, status(message.wamid, "delivered")))
+    stop = threading.Event()
+    stop.set()
+    drainer.run(stop)  # stopped before a pass: what it holds goes back
+    assert deliveries(db)[0].next_attempt_at <= utcnow()
+    assert drain_once(registry) == 1
+    assert build.reload(message).status == MessageStatus.DELIVERED.value
+    post(testapp, statuses(line, status(message.wamid, "read")))  # the stopped drainer no longer takes any
+    assert drain_once(registry) == 1
+
+
+def test_a_drainer_leaves_alone_what_another_drainer_holds_under_its_lease(registry, db, build):
+    line = build.line()
+    message = build.message(line)
+    delivery_rows.store(db, [(statuses(line, status(message.wamid, "delivered")), utcnow())],
+                        next_attempt_at=utcnow() + dt.timedelta(seconds=LEASE_SECONDS))
+    db.commit()
+    assert drain_once(registry) == 0
+    assert build.reload(message).status == MessageStatus.SENT.value
 
 
 def test_a_delivery_whose_claim_ran_out_is_applied_by_the_next_drainer(registry, db, build):

@@ -1,5 +1,5 @@
 """The whole path with real parts: the sandbox signs and posts to a live waitress server, the drainer thread applies;
-and the embedded default (SQLite, no Redis) through the same drainer."""
+and the embedded default (SQLite, no Redis) through the same receiver, committer and drainer."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ import time
 import pytest
 from pyramid.registry import Registry
 from sqlalchemy import select
-from webhooks_support import RECIPIENT, Builder, Line, inbound, status, statuses
+from webhooks_support import RECIPIENT, Builder, Line, inbound, sign, status, statuses
 
 from kloyst import runner
-from kloyst.db import make_engine, make_session_factory, migrate, tenancy, utcnow
+from kloyst.db import make_engine, make_session_factory, migrate, tenancy
 from kloyst.sandbox.state import PhoneNumber as SandboxNumber
-from kloyst.webhooks import WEBHOOK_PATH, deliveries, drainer
+from kloyst.webhooks import WEBHOOK_PATH, drainer
+from kloyst.webhooks.models import WebhookDelivery
+from kloyst.webhooks.receiver import Receiver
 from kloyst_plugins.contacts.models import Contact
 from kloyst_plugins.messages.models import DeadLetter, InboundMessage, MessageStatus
 
@@ -63,7 +65,7 @@ def test_the_sandboxs_signed_webhooks_reach_a_live_server_and_the_drainer_thread
 
 @pytest.fixture
 def embedded(tmp_path, registry):
-    """A drainer's view of the embedded default: SQLite built by the migrations, no Redis."""
+    """The embedded default's webhook path: SQLite built by the migrations, no Redis, its own receiver."""
     engine = make_engine(f"sqlite:///{tmp_path / 'embedded.sqlite'}")
     migrate.upgrade(registry["kloyst.plugin_manager"], engine)
     embedded = Registry("embedded")
@@ -72,7 +74,7 @@ def embedded(tmp_path, registry):
                 "kloyst.queue"):
         embedded[key] = registry[key]
     embedded["kloyst.session_factory"] = make_session_factory(engine)
-    embedded["kloyst.webhook_inbox"] = None
+    embedded["kloyst.webhook_receiver"] = Receiver(embedded, WEBHOOK_PATH)
     session = embedded["kloyst.session_factory"]()
     tenancy.set_scope(session, tenancy.ALL_VENDORS)
     yield embedded, session
@@ -93,12 +95,13 @@ def test_the_embedded_default_applies_statuses_failures_adoptions_and_opt_outs_o
               statuses(line, status(read_first.wamid, "delivered"), status(early.wamid, "sent"),
                        status(failing.wamid, "failed", errors=[error])),
               inbound(line, "stop", sender="+12025550166")]
-    for body in bodies:  # what the request does without Redis, one drain each: the order is Meta's
-        deliveries.store(db, [(body, utcnow())], next_attempt_at=utcnow())
-        db.commit()
+    receiver = registry["kloyst.webhook_receiver"]
+    for body in bodies:  # each answered 200 once in the SQLite file, applied one drain each: the order is Meta's
+        assert receiver.accept(body, sign(body)) == ("200 OK", b'{"ok":true}')
+        db.expire_all()
+        assert db.scalars(select(WebhookDelivery.body).where(WebhookDelivery.processed_at.is_(None))).all() == [body]
         assert drainer.drain_once(registry) == 1
-    deliveries.store(db, [(bodies[0], utcnow())], next_attempt_at=utcnow())  # a replay adds no row
-    db.commit()
+    assert receiver.accept(bodies[0], sign(bodies[0]))[0] == "200 OK"  # a replay adds no row
     assert drainer.drain_once(registry) == 0
     assert [build.reload(m).status for m in (read_first, early, failing, requeued)] == [
         MessageStatus.READ.value, MessageStatus.DELIVERED.value, MessageStatus.FAILED.value, MessageStatus.SENT.value]

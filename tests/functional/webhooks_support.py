@@ -1,20 +1,28 @@
-"""Builders for the webhook tests: vendors with numbers and messages (rows made with the models), and
-Meta-shaped envelopes signed the way Meta signs them (HMAC-SHA256 of the exact bytes posted)."""
+"""Builders for the webhook tests: vendors with numbers and messages (rows made with the models), Meta-shaped
+envelopes signed the way Meta signs them (HMAC-SHA256 of the exact bytes posted), and real HTTP posts to a
+receiver: a waitress server in this process, or a ``kloyst run`` process of its own."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import http.client
 import itertools
 import json
+import os
+import subprocess
+import sys
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
+import sqlalchemy as sa
 from sqlalchemy import select
 
 from kloyst import testing
 from kloyst.db import tenancy
+from kloyst.testing.processes import free_port, stop_process
 from kloyst.webhooks import WEBHOOK_PATH
 from kloyst.webhooks.models import WebhookDelivery
 from kloyst_plugins.messages.content import seal_content
@@ -141,3 +149,89 @@ class Builder:
         self.db.expire_all()
         with tenancy.unscoped(self.db):
             return self.db.get(type(row), row.id)
+
+
+def post_over_http(port: int, body: bytes, *, timeout: float = 30) -> int:
+    """POST ``body``, signed, to a receiver listening on ``port``; the status of the answer."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        connection.request("POST", WEBHOOK_PATH, body, {"Content-Type": "application/json",
+                                                        "X-Hub-Signature-256": sign(body)})
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()
+
+
+def stored_bodies(engine) -> set[bytes]:
+    """The bodies in ``webhook_delivery`` as a connection of its own sees them (what is committed)."""
+    with engine.connect() as connection:
+        return {bytes(body) for body in connection.scalars(sa.text("SELECT body FROM webhook_delivery"))}
+
+
+def wait_until(condition, what: str, timeout: float = 30, step: float = 0.05) -> float:
+    """Poll ``condition`` until it holds; the seconds it took (fails the test after ``timeout``)."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"gave up after {timeout:g} s waiting for {what}")
+        time.sleep(step)
+    return time.monotonic() - started
+
+
+def table_lock(engine, table: str, mode: str):
+    """A transaction holding ``LOCK TABLE table IN mode MODE`` on a connection of its own; ``.rollback()``
+    and ``.connection.close()`` end it (the caller's ``finally``)."""
+    connection = engine.connect()
+    held = connection.begin()
+    connection.execute(sa.text(f"LOCK TABLE {table} IN {mode} MODE"))
+    return held
+
+
+class WebhookProcess:
+    """``kloyst run`` in WEBHOOK mode, as a process of its own, on the test database and Redis.
+
+    Its ini is written from the test settings, so it shares the database the fixtures built; it
+    runs the code this test imports (``PYTHONPATH`` is passed on).
+    """
+
+    KLOYST = str(Path(sys.executable).with_name("kloyst"))
+
+    def __init__(self, settings: dict, directory: Path) -> None:
+        self.port = free_port()
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self.log = directory / "kloyst.log"
+        ini = directory / "webhook.ini"
+        lines = [f"{key} = {value}" for key, value in settings.items() if key.startswith(("kloyst.", "messages."))]
+        ini.write_text("[app:main]\nuse = egg:kloyst\n" + "\n".join(lines) + "\n")
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "HOME": os.environ.get("HOME", "/"),
+               "SERVICE_TYPE": "WEBHOOK", "WEBHOOK_PORT": str(self.port), "LOG_CONSOLE": "true"}
+        if "PYTHONPATH" in os.environ:
+            env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+        with self.log.open("w") as output:
+            self.process = subprocess.Popen([self.KLOYST, "run", str(ini)], env=env, cwd=directory, stdout=output,
+                                            stderr=subprocess.STDOUT)
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def wait_until_serving(self, timeout: float = 60) -> None:
+        def answers() -> bool:
+            if self.process.poll() is not None:
+                raise AssertionError(f"kloyst exited with {self.process.returncode}:\n{self.output()}")
+            try:
+                connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1)
+                connection.request("GET", "/healthz")
+                return connection.getresponse().status == 200
+            except OSError:
+                return False
+
+        wait_until(answers, f"the WEBHOOK process on port {self.port} to answer /healthz", timeout, step=0.2)
+
+    def post(self, body: bytes) -> int:
+        return post_over_http(self.port, body)
+
+    def stop(self) -> None:
+        stop_process(self.process)
