@@ -44,6 +44,11 @@ def kloyst_settings():
                 help="Failed applications of a webhook delivery before it is left processed with its error."),
         Setting("kloyst.webhooks.retention_days", "WEBHOOK_RETENTION_DAYS", 7, int,
                 help="Processed webhook deliveries are deleted after this many days."),
+        Setting("kloyst.heartbeat.interval_seconds", "HEARTBEAT_INTERVAL_SECONDS", 1.0, float,
+                help="How often every kloyst process records that it is alive (process_heartbeat)."),
+        Setting("kloyst.heartbeat.dead_after_seconds", "HEARTBEAT_DEAD_AFTER_SECONDS", 6.0, float,
+                help="A process silent this long is taken for dead: the work it had claimed (messages in "
+                     "flight) is taken back by the others. At least three intervals."),
     ]
 
 

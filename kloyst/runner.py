@@ -25,6 +25,7 @@ import socket
 import threading
 
 from kloyst.config import SERVICE_TYPES, ConfigurationError, as_service_type  # noqa: F401 - SERVICE_TYPES re-exported
+from kloyst.heartbeat import Heartbeat, HeartbeatSettings
 
 log = logging.getLogger(__name__)
 WEBHOOK_PREFIX = "/webhook/"
@@ -224,10 +225,11 @@ def start_webhook_drainer(registry, stopper: Stopper) -> threading.Thread:
     return drainer.start(registry, stopper.event)
 
 
-def start_background_services(registry, mode: str) -> list:
+def start_background_services(registry, mode: str, heartbeat) -> list:
     """What plugins run beside ``mode`` (``kloyst_background_services``), already started."""
     pm = registry["kloyst.plugin_manager"]
-    services = [service for _, service in pm.collect("kloyst_background_services", registry=registry, mode=mode)]
+    services = [service for _, service in pm.collect("kloyst_background_services", registry=registry, mode=mode,
+                                                     heartbeat=heartbeat)]
     for service in services:
         log.info("started %s", type(service).__name__)
     return services
@@ -250,6 +252,9 @@ def run(mode: str, app, registry, *, on_listening=None) -> int:
     if mode in SHARED_GAUGE_MODES:
         metrics.of(registry).export_shared()
     metrics_server.start(registry, stopper)
+    # Before anything claims work: claims name this process, and its beats tell the others it is alive.
+    heartbeat = Heartbeat(registry["kloyst.engine"], mode, HeartbeatSettings.from_settings(settings)).start()
+    loops.add("heartbeat", heartbeat.is_alive)
     threads: list[threading.Thread] = []
     if mode in ("WORKER", "ALL"):
         loops.add("huey_consumer", liveness.consumer_check(start_worker(registry, stopper)))
@@ -270,9 +275,9 @@ def run(mode: str, app, registry, *, on_listening=None) -> int:
                                   **server_options))
     elif mode == "WEBHOOK":
         servers.append(start_http(webhook_only(app), settings["kloyst.http.host"],
-    services = start_background_services(registry, mode)
                                   settings["kloyst.http.webhook_port"], stopper,
                                   **{**server_options, "threads": settings["kloyst.http.webhook_threads"]}))
+    services = start_background_services(registry, mode, heartbeat)
     for server in servers:
         loops.add("http", liveness.server_check(server))
     for service in services:
@@ -299,5 +304,6 @@ def run(mode: str, app, registry, *, on_listening=None) -> int:
             service.stop(timeout=30)
         for thread in threads:
             thread.join(timeout=30)
+        heartbeat.stop()  # last: what this process still held is free for the others at once
         log.info("%s stopped", mode)
     return 0

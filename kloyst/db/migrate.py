@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection, Engine
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 CORE_VERSIONS = MIGRATIONS / "versions"
 CORE_MODEL_MODULES = ("kloyst.accounts.models", "kloyst.auth.models", "kloyst.plugins.models",
-                      "kloyst.outbox.models", "kloyst.webhooks.models")
+                      "kloyst.outbox.models", "kloyst.webhooks.models", "kloyst.heartbeat.models")
 
 
 def import_models(pm) -> None:

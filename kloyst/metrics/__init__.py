@@ -25,9 +25,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from kloyst.metrics.definitions import SENDER, WEBHOOK, Metrics
+from kloyst.metrics.definitions import RECOVERY, SENDER, WEBHOOK, Metrics
 
-__all__ = ["Metrics", "of", "after_commit", "SENDER", "WEBHOOK", "includeme"]
+__all__ = ["Metrics", "of", "after_commit", "SENDER", "WEBHOOK", "RECOVERY", "includeme"]
 
 log = logging.getLogger(__name__)
 

@@ -30,6 +30,7 @@ UNMATCHED_ROUTE = "unmatched"
 # kloyst_message_status_total{source}: who saw the message reach the status.
 SENDER = "sender"  # the sender's outcome writer: sent, retry, failed
 WEBHOOK = "webhook"  # Meta's status webhooks: sent, delivered, read, failed (each message and status once)
+RECOVERY = "recovery"  # the sender's recovery of messages whose sender died (kloyst_message_wamids_adopted_total)
 META_STATUSES = frozenset({"sent", "delivered", "read", "failed", "deleted", "warning", "played"})
 
 # kloyst_webhook_deliveries_received_total{outcome}, by the receiver's answer.
@@ -101,9 +102,21 @@ class Metrics:
             "kloyst_outbox_published_events",
             "Outbox events handed to the queue (by the relay's claims and the after-commit fast path).",
             registry=r)
+        self.message_wamids_adopted = Counter(
+            "kloyst_message_wamids_adopted",
+            "Messages that took Meta's wamid after the call, instead of being sent (again): by=webhook (a status "
+            "named the message before its answer was recorded), sender (an answer arrived after the message's "
+            "owner was taken for dead), recovery (a stored status found when its sender died).",
+            ["by"], registry=r)
+        self.message_duplicate_sends = Counter(
+            "kloyst_message_duplicate_sends",
+            "Second wamids Meta gave for one message (it was sent twice: a call whose answer and status both "
+            "never reached Kloyst before it was sent again), counted once each, by who found it.",
+            ["detected_by"], registry=r)
         self.own_collectors = [self.http_request_duration, self.webhook_deliveries_received,
                                self.webhook_deliveries_drained, self.message_status, self.import_rows,
-                               self.import_chunks, self.outbox_published]
+                               self.import_chunks, self.outbox_published, self.message_wamids_adopted,
+                               self.message_duplicate_sends]
         # The loops this process runs (kloyst run adds them); /healthz and kloyst_process_loop_up read it.
         self.liveness = Liveness()
         self.add(self.liveness)
@@ -166,6 +179,14 @@ class Metrics:
 
     def webhook_received(self, status: int) -> None:
         self.webhook_deliveries_received.labels(RECEIVED_OUTCOMES.get(status, "error")).inc()
+
+    def wamids_adopted(self, by: str, count: int) -> None:
+        if count:
+            self.message_wamids_adopted.labels(by).inc(count)
+
+    def duplicate_sends(self, detected_by: str, count: int) -> None:
+        if count:
+            self.message_duplicate_sends.labels(detected_by).inc(count)
 
     def messages_reached(self, counts: dict[tuple[str, str], int], source: str) -> None:
         """Add ``{(vendor id, status): n}`` to ``kloyst_message_status_total`` (status in lower case)."""

@@ -153,7 +153,7 @@ def kloyst_vendor_event(event, ctx):
 
 
 @hookspec
-def kloyst_background_services(registry, mode):
+def kloyst_background_services(registry, mode, heartbeat):
     """Start the plugin's long-running loops beside a service mode (the message sender, for one).
 
     Called: once per process by ``kloyst run``, after the mode's own parts started, on every
@@ -161,8 +161,14 @@ def kloyst_background_services(registry, mode):
     Args:
         registry: the application registry (settings, session factory, queue…).
         mode: the ``SERVICE_TYPE`` being run (``"WORKER"``, ``"ALL"``…); start only what belongs there.
+        heartbeat: this process's :class:`kloyst.heartbeat.Heartbeat`. Work the service claims should
+            name ``heartbeat.id`` as its owner, so that other processes take it back within seconds
+            when this one dies; ``heartbeat.healthy`` is False while the process cannot prove it is
+            alive, and then nothing new should be claimed.
     Returns: a list of objects with ``stop(timeout)``; each is already running, and is stopped
-    (and waited for, up to ``timeout`` seconds) when the process receives SIGTERM.
+    (and waited for, up to ``timeout`` seconds) when the process receives SIGTERM, before the
+    heartbeat's row is deleted. A service with an ``is_alive()`` method is also watched by the
+    metrics listener's ``/healthz``.
     Not firstresult.
     """
 

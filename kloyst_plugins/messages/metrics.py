@@ -7,7 +7,10 @@ What is read here is small or indexed:
 
 * dead letters not requeued, by error kind: ``dead_letter`` holds failed messages only (a
   few percent of the traffic) and is read at most once a minute;
-* queued messages: a count over the sender's own partial index (``status = 'QUEUED'``).
+* queued messages: a count over the sender's own partial index (``status = 'QUEUED'``);
+* statuses kept without a message (a wamid no message of the vendor carries): a count over
+  the partial index ``ix_message_status_event_unlinked``. Meta's statuses for messages sent
+  from outside Kloyst end up here; a sudden rise means statuses are not being matched.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from kloyst.metrics.collectors import DatabaseCollector
 
 _DEAD_LETTERS = text("SELECT error_kind, count(*) FROM dead_letter WHERE requeued_at IS NULL GROUP BY error_kind")
 _QUEUED = text("SELECT count(*) FROM message_log WHERE status = 'QUEUED'")  # ix_message_log_due
+_UNMATCHED = text("SELECT count(*) FROM message_status_event WHERE message_id IS NULL")  # ix_..._unlinked
 
 
 class DeadLetterGauges(DatabaseCollector):
@@ -48,4 +52,19 @@ class QueuedMessages(DatabaseCollector):
     def measure(self, conn) -> list:
         family, = self.families()
         family.add_metric([], float(conn.execute(_QUEUED).scalar_one()))
+        return [family]
+
+
+class UnmatchedStatuses(DatabaseCollector):
+    name = "unmatched message statuses"
+    min_interval = 60.0
+
+    def families(self) -> list:
+        return [GaugeMetricFamily("kloyst_message_statuses_unmatched", "Status reports from Meta kept without a "
+                                  "message: their wamid is no message's and they name none of the vendor's "
+                                  "messages (sent from outside Kloyst, or not matched: see kloyst messages check).")]
+
+    def measure(self, conn) -> list:
+        family, = self.families()
+        family.add_metric([], float(conn.execute(_UNMATCHED).scalar_one()))
         return [family]

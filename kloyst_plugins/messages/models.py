@@ -87,6 +87,9 @@ class MessageLog(TenantScoped, Timestamped, Base):
     status_rank: Mapped[int] = mapped_column(default=0)
     next_attempt_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     lease_until: Mapped[dt.datetime | None]
+    # The process whose sender holds the message while SENDING (kloyst.heartbeat): when that process stops
+    # beating, the others take the message back in seconds instead of waiting out lease_until.
+    claimed_by: Mapped[uuid.UUID | None]
     attempts: Mapped[int] = mapped_column(default=0)  # calls to Meta made (or maybe made) for this message
     retry_count: Mapped[int] = mapped_column(default=0)  # transient failures retried
     # A lease ran out while a call may have reached Meta: the next send may duplicate it. Counted,
@@ -132,7 +135,12 @@ class MessageStatusEvent(TenantScoped, Base):
     """Every status Meta reported, once: ``(wamid, status)`` is the webhook's dedupe key (RELIABILITY A6)."""
 
     __tablename__ = "message_status_event"
-    __table_args__ = (UniqueConstraint("wamid", "status"),)
+    __table_args__ = (
+        UniqueConstraint("wamid", "status"),
+        # Statuses kept without a message (a wamid no message carried yet): the repair pass looks at recent ones.
+        Index("ix_message_status_event_unlinked", "received_at", postgresql_where=text("message_id IS NULL"),
+              sqlite_where=text("message_id IS NULL")),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     message_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("message_log.id", ondelete="CASCADE"),

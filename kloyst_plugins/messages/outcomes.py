@@ -22,9 +22,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from kloyst import metrics as kmetrics
-from kloyst.db import utcnow
 from kloyst.meta import ErrorKind, MetaError
-from kloyst_plugins.messages import settlement
+from kloyst_plugins.messages import settlement, statuses
 from kloyst_plugins.messages import statements as sql
 
 if TYPE_CHECKING:
@@ -69,8 +68,10 @@ class OutcomeWriter:
         self.numbers = numbers  # the sender's, to apply a slowed pace at once
         self.stats = stats
         self.metrics = metrics or kmetrics.of({})
-        # (vendor id, status) → messages this batch moved there; counted once its transaction commits.
+        # (vendor id, status) → messages this batch moved there; counted once its transaction commits, with the
+        # wamids it adopted and the second sends it found.
         self._reached: collections.Counter = collections.Counter()
+        self._adopted = self._duplicates = 0
 
     def write(self, batch: list[Outcome]) -> None:
         """Apply a batch of outcomes in one transaction."""
@@ -79,6 +80,7 @@ class OutcomeWriter:
         slowed: set[uuid.UUID] = set()
         settled: list[settlement.SettledMessage] = []
         self._reached = collections.Counter()
+        self._adopted = self._duplicates = 0
         with self.engine.begin() as conn:
             if sent:
                 self._record_sent(conn, sent, settled)
@@ -86,6 +88,8 @@ class OutcomeWriter:
                 self._record_failure(conn, outcome, slowed, settled)
             settlement.report(self.plugin_manager, conn, settled)
         self.metrics.messages_reached(self._reached, kmetrics.SENDER)
+        self.metrics.wamids_adopted(kmetrics.SENDER, self._adopted)
+        self.metrics.duplicate_sends(kmetrics.SENDER, self._duplicates)
         for number_id in slowed:
             pace = self.governor.slow_down(str(number_id))
             number = self.numbers.get(number_id)
@@ -114,19 +118,26 @@ class OutcomeWriter:
                 self._record_late_answer(conn, outcome, settled)
 
     def _record_late_answer(self, conn, outcome: Outcome, settled: list) -> None:
-        """Meta accepted a call whose message moved on meanwhile (its lease ran out, or a webhook adopted the
-        first call's wamid): if the message now carries another wamid, this one is a second send. Count it."""
-        row = conn.execute(sql.MESSAGE_WAMID, {"id": outcome.job.id}).first()
+        """Meta accepted a call whose message moved on meanwhile (its owner was taken for dead, or a status webhook
+        adopted a wamid): if the message carries none yet, this answer is its send (adopted: it is not sent
+        again); if it carries another, this one is a second send, counted."""
+        job = outcome.job
+        row = conn.execute(sql.MESSAGE_WAMID, {"id": job.id}).first()
         if row is None or row[0] == outcome.wamid:
             return
-        if row[0] is None and row[1] in ("QUEUED", "SENDING"):
-            # The lease ran out and the message waits to be sent again: this answer IS its send. Adopt it.
-            adopted = conn.execute(sql.ADOPT, {"id": outcome.job.id, "wamid": outcome.wamid, "at": outcome.at}).all()
-            settled.extend(settlement.settled_from_rows(adopted, settlement.SENT))
-            self._reached[(outcome.job.vendor_id, "sent")] += len(adopted)
+        if row[0] is None:
+            adopted = statuses.adopt(conn, job.vendor_id, job.id, outcome.wamid, outcome.at)
+            if adopted:
+                settled.extend(settlement.settled_from_rows(adopted, settlement.SENT))
+                self._reached[(job.vendor_id, "sent")] += 1
+                self._adopted += 1
+            else:
+                log.warning("message %s ended %s, but Meta accepted a call of it (wamid %s)", job.id, row[1],
+                            outcome.wamid)
             return
-        if count_duplicate(conn, outcome.job.vendor_id, outcome.job.id, outcome.wamid, "sender"):
+        if statuses.count_duplicate(conn, job.vendor_id, job.id, outcome.wamid, "sender"):
             self.stats["duplicates"] += 1
+            self._duplicates += 1
 
     def _record_failure(self, conn, outcome: Outcome, slowed: set[uuid.UUID], settled: list) -> None:
         job, error = outcome.job, outcome.error
@@ -187,17 +198,6 @@ class OutcomeWriter:
                                     "now": outcome.at})
         self.stats["failed"] += 1
         self._reached[(job.vendor_id, "failed")] += 1
-
-
-def count_duplicate(conn, vendor_id: uuid.UUID, message_id: uuid.UUID, wamid: str, detected_by: str) -> bool:
-    """Record ``wamid`` as a second send of ``message_id`` once; True the first time (then counted)."""
-    inserted = conn.execute(sql.DUPLICATE, {"wamid": wamid, "vendor": vendor_id, "message": message_id,
-                                         "by": detected_by, "now": utcnow()}).rowcount
-    if inserted:
-        conn.execute(sql.COUNT_DUPLICATE, {"id": message_id})
-        log.warning("message %s was sent twice (second wamid found by the %s): the crash window", message_id,
-                    detected_by)
-    return bool(inserted)
 
 
 def as_uuid(value) -> uuid.UUID:

@@ -22,8 +22,8 @@ def kloyst_settings():
                 help="Meta calls one worker process keeps in flight (threads). Needed: rate × latency, e.g. "
                      "1,000/s × 0.1 s = 100 per busy 1,000-mps number."),
         Setting("messages.lease_seconds", "SENDER_LEASE_SECONDS", 60.0, float,
-                help="How long a claimed message is reserved for its sender; a message whose sender died is "
-                     "sent again after this (and counted if Meta had accepted it)."),
+                help="How long a claimed message is reserved for a sender that is alive but stuck; one whose "
+                     "process died is taken back as soon as its heartbeat stops (kloyst.heartbeat)."),
         Setting("messages.max_retries", "SENDER_MAX_RETRIES", 8, int,
                 help="Transient failures retried (exponential backoff with jitter) before a message fails."),
         Setting("messages.retry_base_seconds", "SENDER_RETRY_BASE_SECONDS", 2.0, float,
@@ -40,12 +40,19 @@ def kloyst_settings():
 
 
 @hookimpl
-def kloyst_background_services(registry, mode):
+def kloyst_background_services(registry, mode, heartbeat):
     if mode not in ("WORKER", "ALL") or not registry.settings["messages.sender_enabled"]:
         return []
     from kloyst_plugins.messages.sender import Sender
 
-    return [Sender(registry).start()]
+    return [Sender(registry, heartbeat=heartbeat).start()]
+
+
+@hookimpl
+def kloyst_cli_commands(subparsers):
+    from kloyst_plugins.messages import cli
+
+    cli.add_commands(subparsers)
 
 
 @hookimpl
@@ -85,6 +92,6 @@ def kloyst_encrypted_fields():
 
 @hookimpl
 def kloyst_metrics(registry):
-    from kloyst_plugins.messages.metrics import DeadLetterGauges, QueuedMessages
+    from kloyst_plugins.messages.metrics import DeadLetterGauges, QueuedMessages, UnmatchedStatuses
 
-    return [DeadLetterGauges(registry), QueuedMessages(registry)]
+    return [DeadLetterGauges(registry), QueuedMessages(registry), UnmatchedStatuses(registry)]

@@ -17,16 +17,21 @@ cores. One sender per worker process runs three kinds of threads:
   1,000 SENT messages, so the database sees a few statements per second per number instead
   of one transaction per message.
 
-Guarantees. A message is claimed by one sender at a time (the lease); an outcome is applied
-only if the row is still the attempt that was sent (``status = 'SENDING' AND attempts = n``).
-Transient errors go back to QUEUED with exponential backoff and jitter (``retry_count``,
-``next_attempt_at``) until ``messages.max_retries``, then FAILED; rate-limit answers
-(130429, 131056, …) go back without counting a retry and, for 130429, slow the number down;
-permanent and auth errors fail at once with a ``dead_letter`` row. A worker killed mid-send
-leaves SENDING rows whose lease runs out: the reconciler returns them to QUEUED marked
-``maybe_sent_before`` (Meta may have accepted the first call), and the message id in
-``biz_opaque_callback_data`` lets the sender and the status webhooks spot the second wamid
-and count it (``duplicate_send``). That crash window is the only way a message goes twice.
+Guarantees. A message is claimed by one sender at a time, in the name of its process
+(``claimed_by``, :mod:`kloyst.heartbeat`); an outcome is applied only if the row is still the
+attempt that was sent (``status = 'SENDING' AND attempts = n``). Transient errors go back to
+QUEUED with exponential backoff and jitter (``retry_count``, ``next_attempt_at``) until
+``messages.max_retries``, then FAILED; rate-limit answers (130429, 131056, …) go back without
+counting a retry and, for 130429, slow the number down; permanent and auth errors fail at once
+with a ``dead_letter`` row. The message id travels in ``biz_opaque_callback_data``, so a status
+webhook that arrives before the answer is recorded makes the message adopt its wamid rather
+than be sent again. A worker killed mid-send leaves SENDING rows that the other senders take
+back within seconds of its last heartbeat (:mod:`.recovery`): adopted if Meta already reported
+them, else queued again marked ``maybe_sent_before``. Sending such a message again is the only
+way a message goes twice (a call whose answer and status both never reached Kloyst), and the
+second wamid is counted (``duplicate_send``) when the first call's status comes in. A process
+stopped with SIGTERM gives back what it claimed but did not call, finishes the calls in hand
+and records their answers: it leaves nothing to take back.
 """
 
 from __future__ import annotations
@@ -43,8 +48,9 @@ from dataclasses import dataclass, field
 
 from kloyst import metrics as kmetrics
 from kloyst.db import session_scope, utcnow
+from kloyst.heartbeat import Heartbeat, HeartbeatSettings
 from kloyst.meta import MetaClient, MetaError
-from kloyst_plugins.messages import dispatch
+from kloyst_plugins.messages import dispatch, recovery, statuses
 from kloyst_plugins.messages import statements as sql
 from kloyst_plugins.messages.content import open_content_json
 from kloyst_plugins.messages.governor import make_governor
@@ -69,6 +75,8 @@ class SenderSettings:
     retry_cap_seconds: float = 600.0
     poll_seconds: float = 0.5  # idle poll when no doorbell rings
     safety: float = 0.96  # starting pace as a share of each number's tier
+    recovery_seconds: float = 2.0  # how often messages of dead senders are looked for
+    link_statuses_seconds: float = 30.0  # how often statuses kept without a message are matched again
 
     @classmethod
     def from_settings(cls, settings) -> SenderSettings:
@@ -98,9 +106,13 @@ class Number:
 
 class Sender:
     def __init__(self, registry, settings: SenderSettings | None = None, *, meta: MetaClient | None = None,
-                 doorbell: dispatch.Doorbell = dispatch.DOORBELL) -> None:
+                 doorbell: dispatch.Doorbell = dispatch.DOORBELL, heartbeat: Heartbeat | None = None) -> None:
         self.registry = registry
         self.settings = settings or SenderSettings.from_settings(registry.settings)
+        # Claims name this process; without a heartbeat (a test's sender) they fall back to the lease alone.
+        self.heartbeat = heartbeat
+        self.heartbeat_settings = heartbeat.settings if heartbeat else HeartbeatSettings.from_settings(
+            registry.settings)
         self.engine = registry["kloyst.engine"]
         self.postgres = self.engine.dialect.name == "postgresql"
         self.cipher = registry["kloyst.cipher"]
@@ -119,8 +131,9 @@ class Sender:
         self._in_flight_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._writer_done = threading.Event()
-        self._next_reconcile = 0.0
-        self.stats = {"sent": 0, "retried": 0, "failed": 0, "throttled": 0, "duplicates": 0, "reclaimed": 0}
+        self._next_recovery = self._next_link = 0.0
+        self.stats = {"sent": 0, "retried": 0, "failed": 0, "throttled": 0, "duplicates": 0, "reclaimed": 0,
+                      "adopted": 0}
         self.writer = OutcomeWriter(self.engine, self.settings, self.governor, self.numbers, self.stats,
                                     registry["kloyst.plugin_manager"], kmetrics.of(registry))
 
@@ -168,12 +181,17 @@ class Sender:
         while not self.stopping.is_set():
             try:
                 now = time.monotonic()
+                if now >= self._next_recovery:
+                    # Before polling: messages taken back now are claimed (or adopted) in this very round.
+                    if self._recover():
+                        next_poll = 0.0
+                    self._next_recovery = now + self.settings.recovery_seconds
                 if now >= next_poll:
                     self._poll_due_numbers()
                     next_poll = now + 0.25
-                if now >= self._next_reconcile:
-                    self._reconcile()
-                    self._next_reconcile = now + min(5.0, self.settings.lease_seconds / 4)
+                if now >= self._next_link:
+                    self._link_statuses()
+                    self._next_link = now + self.settings.link_statuses_seconds
                 dispatched, next_token = self._dispatch_round()
             except Exception:
                 log.exception("sender dispatch failed; retrying")
@@ -205,7 +223,7 @@ class Sender:
             next_token = wait if next_token is None else min(next_token, wait)
             if not granted:
                 continue
-            if len(number.buffer) < granted and number.due:
+            if len(number.buffer) < granted and number.due and self._may_claim():
                 want = min(WRITE_BATCH, max(granted - len(number.buffer), int(number.rate * PREFETCH_SECONDS)))
                 claimed = self._claim(number, want)
                 number.buffer.extend(claimed)
@@ -286,10 +304,14 @@ class Sender:
         self.numbers[number_id] = number
         return number
 
+    def _may_claim(self) -> bool:
+        """False while this process cannot prove it is alive: others may be taking its claims back (fencing)."""
+        return self.heartbeat is None or self.heartbeat.healthy
+
     def _claim(self, number: Number, limit: int) -> list[Job]:
         now = utcnow()
         params = {"pn": number.id, "now": now, "lease": now + dt.timedelta(seconds=self.settings.lease_seconds),
-                  "n": limit}
+                  "owner": self.heartbeat.id if self.heartbeat else None, "n": limit}
         with self.engine.begin() as conn:
             rows = conn.execute(sql.CLAIM_PG if self.postgres else sql.CLAIM_SQLITE, params).all()
         jobs, refused = [], []
@@ -389,14 +411,15 @@ class Sender:
         """Apply a batch of outcomes in one transaction (see :mod:`.outcomes`)."""
         self.writer.write(batch)
 
-    # ---- leases that ran out ----------------------------------------------------------------------------
+    # ---- messages of senders that stopped ------------------------------------------------------------
 
-    def _reconcile(self) -> int:
-        """Return SENDING messages whose lease ran out (their sender died) to QUEUED, marked maybe-sent."""
-        with self.engine.begin() as conn:
-            rows = conn.execute(sql.RECLAIM_PG if self.postgres else sql.RECLAIM_SQLITE, {"now": utcnow()}).all()
-        if rows:
-            self.stats["reclaimed"] += len(rows)
-            log.warning("sender: %d messages' leases ran out (a sender stopped mid-send); queued again, "
-                        "marked maybe-sent", len(rows))
-        return len(rows)
+    def _recover(self) -> int:
+        """Take back the messages of dead (or stuck) senders (:mod:`.recovery`); how many came back."""
+        recovered = recovery.take_back_abandoned(self.engine, self.registry["kloyst.plugin_manager"],
+                                                 self.heartbeat_settings, kmetrics.of(self.registry))
+        self.stats["reclaimed"] += recovered.requeued
+        self.stats["adopted"] += recovered.adopted
+        return recovered.requeued + recovered.adopted
+
+    def _link_statuses(self) -> None:
+        statuses.link_unlinked(self.registry, utcnow() - dt.timedelta(hours=1))

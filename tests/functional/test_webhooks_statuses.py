@@ -2,12 +2,10 @@
 
 import datetime as dt
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from webhooks_support import deliveries, status, statuses
 
-from kloyst.db import tenancy, utcnow
-from kloyst.webhooks.drainer import drain_once
-from kloyst.webhooks.models import WebhookDelivery
+from kloyst.db import tenancy
 from kloyst_plugins.messages.models import DeadLetter, DuplicateSend, MessageStatus, MessageStatusEvent
 
 T0 = 1_700_000_000
@@ -106,24 +104,6 @@ def test_a_second_wamid_for_one_message_counts_one_duplicate_send(build, line, d
     [duplicate] = db.scalars(select(DuplicateSend).where(DuplicateSend.message_id == message.id))
     assert (duplicate.wamid, duplicate.detected_by) == ("wamid.second", "webhook")
     assert _count(db, MessageStatusEvent, MessageStatusEvent.message_id == message.id) == 4
-
-
-def test_a_status_for_a_message_still_being_sent_waits_for_the_sender_then_applies(build, line, deliver, db,
-                                                                                  registry):
-    message = build.message(line, status=MessageStatus.SENDING, wamid=None, attempts=1)
-    deliver(statuses(line, status("wamid.in-flight", "delivered", at=T0 + 5, opaque=str(message.id))))
-    [waiting] = deliveries(db)
-    assert waiting.processed_at is None and waiting.attempts == 1
-    assert waiting.error.startswith("retry later")
-    # The sender records Meta's answer; the retry then finds the wamid.
-    with tenancy.unscoped(db):
-        db.execute(update(type(message)).where(type(message).id == message.id)
-                   .values(wamid="wamid.in-flight", status="SENT", status_rank=2))
-        db.execute(update(WebhookDelivery).values(next_attempt_at=utcnow()))
-        db.commit()
-    drain_once(registry)
-    assert build.reload(message).status == MessageStatus.DELIVERED.value
-    assert deliveries(db)[0].processed_at is not None
 
 
 def test_a_status_posted_for_another_vendors_number_cannot_touch_its_messages(build, line, deliver, db):

@@ -10,7 +10,7 @@ from sqlalchemy import update
 
 from kloyst.db import tenancy, utcnow
 from kloyst.plugins import hookimpl
-from kloyst_plugins.messages import webhooks
+from kloyst_plugins.messages import statuses
 from kloyst_plugins.messages.models import MessageLog
 from kloyst_plugins.messages.sender import Sender, SenderSettings
 from sending_support import queue_messages, sending_setup
@@ -97,6 +97,6 @@ def test_a_failed_status_after_sending_reports_the_message_undelivered_once(
         ctx = types.SimpleNamespace(db=committed_db, vendor_id=setup.vendor_id,
                                     plugin_manager=registry["kloyst.plugin_manager"])
         with tenancy.unscoped(committed_db):
-            webhooks.apply_statuses(ctx, [webhooks.StatusUpdate.parse(raw, utcnow())])
+            statuses.apply_statuses(ctx, [statuses.StatusUpdate.parse(raw, utcnow())])
         committed_db.commit()
     assert [(s.message_id, s.outcome, s.price_micros) for s in recorder.settled] == [(message_id, "undelivered", 700)]
