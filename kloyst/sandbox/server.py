@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,6 +30,13 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 1024  # the listen backlog: hundreds of clients connect at once
     sandbox: SandboxServer
+
+    def handle_error(self, request, client_address) -> None:
+        """A client that went away mid-request (a Kloyst process killed with calls in flight) is no error of
+        Meta's: say nothing. Anything else is printed, as the standard library does."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
 
 class _Headers(dict):

@@ -73,16 +73,18 @@ class Delivery:
 class WebhookSender:
     """Posts status and inbound webhooks to the configured URL and retries the failed ones like Meta.
 
-    ``threads`` sender threads make each POST's first attempt and as many retry threads the later
-    ones. :meth:`stats` counts POSTs and, for ``pending``, events (accepted sends and inbound
-    messages).
+    ``threads`` sender threads make each POST's first attempt and ``retry_threads`` the later ones.
+    More retry threads than senders: a receiver down for a minute leaves thousands of small POSTs
+    scheduled (each sender's batch of the moment), and when it is back they must reach it within
+    seconds, as Meta's many retrying servers would, not queue behind a handful of threads.
+    :meth:`stats` counts POSTs and, for ``pending``, events (accepted sends and inbound messages).
     """
 
-    def __init__(self, state, threads: int = 4):
+    def __init__(self, state, threads: int = 4, retry_threads: int = 16):
         self.state = state
         self.fresh: queue.Queue = queue.Queue()
         self.schedule = RetrySchedule()
-        self.http = urllib3.PoolManager(num_pools=4, maxsize=2 * threads,
+        self.http = urllib3.PoolManager(num_pools=4, maxsize=threads + retry_threads,
                                         timeout=urllib3.Timeout(connect=2, read=10), retries=False)
         self._counts = threading.Lock()  # guards the counters below
         self.posted = 0  # POSTs answered 2xx
@@ -95,7 +97,7 @@ class WebhookSender:
         self._senders = [threading.Thread(target=self._send_fresh, name=f"sandbox-webhook-{i}", daemon=True)
                          for i in range(threads)]
         self._retriers = [threading.Thread(target=self._retry_due, name=f"sandbox-webhook-retry-{i}", daemon=True)
-                          for i in range(threads)]
+                          for i in range(retry_threads)]
         for thread in self._senders + self._retriers:
             thread.start()
 

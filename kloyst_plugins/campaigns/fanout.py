@@ -4,11 +4,12 @@ Why chunks with their own rows (``campaign_chunk``), not one long task with a cu
 is written in one transaction that also marks it done, so
 
 * a task delivered twice, or run by two workers at once, writes its messages once (the
-  chunk row is taken ``FOR UPDATE SKIP LOCKED`` and a done chunk is a no-op; the messages'
-  unique ``(vendor_id, idempotency_key)`` = ``campaign:<id>:<contact>`` would refuse a second
-  copy anyway);
-* a worker killed midway loses only its uncommitted chunk, which the periodic loop sends
-  again when its task looks lost (:mod:`.ticker`);
+  chunk row is taken ``FOR UPDATE SKIP LOCKED``, a done chunk is a no-op and a held one is
+  tried again shortly; the messages' unique ``(vendor_id, idempotency_key)`` =
+  ``campaign:<id>:<contact>`` would refuse a second copy anyway);
+* a worker killed midway loses only its uncommitted chunk, whose task the outbox's
+  reconciler publishes again within seconds (and the periodic loop, :mod:`.ticker`, as a
+  last resort when a task looks lost for long);
 * chunks run in parallel on every worker, which is what makes a million recipients a matter
   of seconds: each worker decrypts, renders and seals its chunk (CPU, in Python) while
   PostgreSQL takes another chunk's ``COPY``.
@@ -65,14 +66,24 @@ class ChunkResult:
     skipped: int = 0
     skipped_micros: int = 0
     already_done: bool = False
+    busy: bool = False  # another transaction holds the chunk now: the caller tries again shortly
 
 
 def write_chunk(db, registry, *, vendor_id: uuid.UUID, campaign_id: uuid.UUID, seq_from: int) -> ChunkResult:
-    """Write one chunk's messages in ``db``'s transaction (vendor-scoped); a done or busy chunk is a no-op."""
-    chunk = db.scalars(select(CampaignChunk).where(CampaignChunk.campaign_id == campaign_id,
-                                                   CampaignChunk.seq_from == seq_from)
-                       .with_for_update(skip_locked=True)).one_or_none()
-    if chunk is None or chunk.done_at is not None:
+    """Write one chunk's messages in ``db``'s transaction (vendor-scoped); a done chunk is a no-op.
+
+    A chunk another transaction holds is reported ``busy`` rather than taken for done: the
+    holder may be another copy of this task, which will finish it, but it may just as well be
+    the campaign loop looking at the chunks' progress, which writes nothing — a task that gave
+    up then would leave the chunk to the loop's staleness check, minutes later.
+    """
+    where = (CampaignChunk.campaign_id == campaign_id, CampaignChunk.seq_from == seq_from)
+    chunk = db.scalars(select(CampaignChunk).where(*where).with_for_update(skip_locked=True)).one_or_none()
+    if chunk is None:
+        state = db.execute(select(CampaignChunk.done_at).where(*where)).one_or_none()
+        return ChunkResult(busy=True) if state is not None and state.done_at is None else ChunkResult(
+            already_done=True)
+    if chunk.done_at is not None:
         return ChunkResult(already_done=True)
     campaign = db.scalars(select(Campaign).where(Campaign.id == campaign_id).with_for_update(read=True)
                           .execution_options(populate_existing=True)).one()

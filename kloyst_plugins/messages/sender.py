@@ -181,17 +181,17 @@ class Sender:
         while not self.stopping.is_set():
             try:
                 now = time.monotonic()
+                # The next time is set first: a failing pass (logged below) must not hold back the sending.
                 if now >= self._next_recovery:
-                    # Before polling: messages taken back now are claimed (or adopted) in this very round.
-                    if self._recover():
-                        next_poll = 0.0
                     self._next_recovery = now + self.settings.recovery_seconds
+                    if self._recover():  # before polling: what came back is claimed in this very round
+                        next_poll = 0.0
                 if now >= next_poll:
                     self._poll_due_numbers()
                     next_poll = now + 0.25
                 if now >= self._next_link:
-                    self._link_statuses()
                     self._next_link = now + self.settings.link_statuses_seconds
+                    self._link_statuses()
                 dispatched, next_token = self._dispatch_round()
             except Exception:
                 log.exception("sender dispatch failed; retrying")
@@ -322,6 +322,15 @@ class Sender:
                 refused.append((job, OPTED_OUT if opted_out else number.refusal))
             else:
                 jobs.append(job)
+        if any(job.maybe_sent_before for job in jobs):
+            # It may have gone already: a status Meta sent since it was queued again, even one not applied yet,
+            # adopts it instead of a second call (recovery.py).
+            adopted = recovery.adopt_reported(
+                self.engine, self.registry["kloyst.plugin_manager"],
+                {job.id: recovery.Candidate(job.vendor_id, number.meta_id) for job in jobs if job.maybe_sent_before},
+                kmetrics.of(self.registry))
+            self.stats["adopted"] += len(adopted)
+            jobs = [job for job in jobs if job.id not in adopted]
         # Never call Meta for these: the contact opted out after queueing, or the number cannot send.
         for job, reason in refused:
             self.outcomes.put(Outcome(job, utcnow(), refused=reason))

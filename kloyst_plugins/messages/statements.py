@@ -134,21 +134,22 @@ AND (m.lease_until < :now OR (m.claimed_by IS NOT NULL AND NOT {OWNER_ALIVE.form
 """
 
 ABANDONED_PG = _typed(f"""
-SELECT m.id, m.vendor_id, p.meta_phone_number_id, m.updated_at FROM message_log m
+SELECT m.id, m.vendor_id, p.meta_phone_number_id, m.updated_at, m.next_attempt_at FROM message_log m
 JOIN phone_number p ON p.id = m.phone_number_id
 WHERE {_ABANDONED} ORDER BY m.id LIMIT 5000 FOR UPDATE OF m SKIP LOCKED
 """, alive_since=UTCDateTime(), **_T)
 
 ABANDONED_SQLITE = _typed(f"""
-SELECT m.id, m.vendor_id, p.meta_phone_number_id, m.updated_at FROM message_log m
+SELECT m.id, m.vendor_id, p.meta_phone_number_id, m.updated_at, m.next_attempt_at FROM message_log m
 JOIN phone_number p ON p.id = m.phone_number_id
 WHERE {_ABANDONED} ORDER BY m.id LIMIT 5000
 """, alive_since=UTCDateTime(), **_T)
 
-# Back to QUEUED, marked maybe-sent (Meta may have accepted the call its sender made), in its place in the line: it
-# was due when it was claimed, and keeps that time, so it goes next rather than behind everything queued since.
+# Back to QUEUED, marked maybe-sent (Meta may have accepted the call its sender made), at the head of the line: it
+# was claimed because it was due first, so it is due a moment before it was (:due), ahead of the messages that
+# share its time (a fan-out chunk writes ten thousand with one), rather than after everything queued since.
 RECLAIM = _typed("""
 UPDATE message_log SET status = 'QUEUED', status_rank = 0, lease_until = NULL, claimed_by = NULL,
-    maybe_sent_before = true, updated_at = :now
+    next_attempt_at = :due, maybe_sent_before = true, updated_at = :now
 WHERE id = :id AND status = 'SENDING'
-""", **_T, **_ID)
+""", due=UTCDateTime(), **_T, **_ID)

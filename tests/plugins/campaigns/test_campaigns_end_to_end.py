@@ -218,3 +218,38 @@ def test_two_workers_on_one_chunk_write_its_messages_once(registry, committed_db
         thread.join(30)
     assert sorted(r.written for r in results) == [0, 50]
     assert len(messages(committed_db, campaign_id)) == 50
+
+
+def test_a_chunk_held_by_the_campaign_loop_when_its_task_runs_is_written_moments_later(registry, committed_db, world):
+    """The loop locks undone chunks to watch the fan-out; a task that met that lock used to take the chunk for
+    another worker's and drop it, leaving it to the loop's staleness check minutes later."""
+    import transaction
+
+    from kloyst.queue import Reschedule, TaskContext
+    from kloyst_plugins.campaigns.tasks import fan_out_chunk
+
+    vendor = world.vendor("Busy Co")
+    world.fund(vendor.vendor_id, 100 * USD)
+    world.contacts(vendor.vendor_id, 30)
+    campaign_id = launch_now(registry, vendor)
+    with tenancy.unscoped(committed_db):
+        committed_db.execute(text("DELETE FROM message_log WHERE campaign_id = :c"), {"c": campaign_id})
+        committed_db.execute(text("UPDATE campaign_chunk SET done_at = NULL"))
+    committed_db.commit()
+
+    def run_task() -> None:
+        manager = transaction.TransactionManager(explicit=True)
+        with session_scope(registry["kloyst.session_factory"], vendor_id=vendor.vendor_id, manager=manager) as db:
+            fan_out_chunk(TaskContext(registry, db, manager, vendor.vendor_id), vendor_id=vendor.vendor_id,
+                          campaign_id=campaign_id, seq_from=0)
+
+    loop = registry["kloyst.engine"].connect()
+    watching = loop.begin()  # what the campaign loop's progress check holds for a moment
+    loop.execute(text("SELECT seq_from FROM campaign_chunk WHERE campaign_id = :c AND done_at IS NULL FOR UPDATE"),
+                 {"c": campaign_id})
+    with pytest.raises(Reschedule):
+        run_task()
+    watching.rollback()
+    loop.close()
+    run_task()  # the rescheduled delivery
+    assert len(messages(committed_db, campaign_id)) == 30

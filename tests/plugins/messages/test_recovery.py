@@ -68,6 +68,18 @@ def test_messages_of_a_process_that_stopped_beating_come_back_though_their_lease
         ("QUEUED", True, None, None)}
 
 
+def test_messages_taken_back_go_ahead_of_those_queued_at_the_same_time(registry, committed_db, meta_sandbox):
+    setup = sending_setup(committed_db, registry, meta_sandbox)
+    ids = queue_messages(committed_db, registry, setup, 10)
+    with tenancy.unscoped(committed_db):  # one time for all, as a fan-out chunk writes them
+        committed_db.execute(update(MessageLog).where(MessageLog.id.in_(ids)).values(next_attempt_at=utcnow()))
+    committed_db.commit()
+    _claimed(committed_db, ids[7:], _process(committed_db, beat_seconds_ago=60))
+    _take_back(registry)
+    found = messages(committed_db, ids)
+    assert max(found[i].next_attempt_at for i in ids[7:]) < min(found[i].next_attempt_at for i in ids[:7])
+
+
 def test_messages_of_a_live_process_are_left_alone(registry, committed_db, meta_sandbox):
     setup = sending_setup(committed_db, registry, meta_sandbox)
     ids = queue_messages(committed_db, registry, setup, 3)
@@ -100,6 +112,24 @@ def test_a_message_meta_reported_in_a_webhook_not_applied_yet_adopts_its_wamid_i
         "SENT", "wamid.reported", False)
     assert (found[silent].status, found[silent].maybe_sent_before) == ("QUEUED", True)
     assert (found[stranger].status, found[stranger].wamid) == ("QUEUED", None)
+
+
+def test_a_message_queued_again_whose_status_arrived_meanwhile_is_adopted_when_claimed_not_sent_again(
+        registry, committed_db, meta_sandbox):
+    setup = sending_setup(committed_db, registry, meta_sandbox)
+    waiting, other = queue_messages(committed_db, registry, setup, 2)
+    with tenancy.unscoped(committed_db):  # taken back from a dead sender; its status came while it waited
+        committed_db.execute(update(MessageLog).where(MessageLog.id.in_([waiting, other]))
+                             .values(maybe_sent_before=True, attempts=1))
+    committed_db.commit()
+    _store_status(committed_db, setup.meta_phone_number_id, waiting, "wamid.came-meanwhile", "delivered")
+    sender = Sender(registry, SenderSettings(concurrency=4)).start()
+    try:
+        found = wait_for(committed_db, [waiting, other], lambda m: m.status == "SENT", timeout=10)
+    finally:
+        sender.stop(timeout=10)
+    assert (found[waiting].wamid, found[other].wamid.startswith("wamid.")) == ("wamid.came-meanwhile", True)
+    assert [send["opaque"] for send in meta_sandbox.state.sends] == [str(other)]  # one call: the other message's
 
 
 def test_a_sender_claims_in_its_processs_name_and_claims_nothing_while_it_cannot_beat(
