@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from e2e_support import KLOYST, REPO, Service
+
 from kloyst.testing.processes import free_port
 
 

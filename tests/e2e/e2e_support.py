@@ -8,10 +8,8 @@ live in this directory's conftest.py.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -20,17 +18,9 @@ from pathlib import Path
 
 import pytest
 
-KLOYST = str(Path(sys.executable).with_name("kloyst"))
+from kloyst.testing.deployment import KLOYST  # the e2e tests import it from here
+
 REPO = Path(__file__).resolve().parents[2]
-
-
-def clean_env(**variables: str) -> dict[str, str]:
-    """A minimal environment: no Kloyst settings leak in from the developer's shell."""
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "HOME": os.environ.get("HOME", "/")}
-    if "PYTHONPATH" in os.environ:  # keeps a checkout that is not the installed one working
-        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
-    env.update(variables)
-    return env
 
 
 def kloyst(*args: str, env: dict[str, str], cwd: Path | None = None,

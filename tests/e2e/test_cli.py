@@ -5,9 +5,10 @@ import uuid
 
 import pytest
 import webtest
-from e2e_support import REPO, clean_env, kloyst
+from e2e_support import REPO, kloyst
 
 from kloyst import make_configurator, testing
+from kloyst.testing.deployment import process_env
 
 STAGING_VARIABLES = ("DATABASE_URL", "REDIS_URL", "JWT_SIGNING_KEYS", "DATA_ENCRYPTION_KEYS", "DATA_HASH_KEY",
                      "META_APP_SECRET", "META_VERIFY_TOKEN", "SMTP_URL", "SERVICE_TYPE")
@@ -30,7 +31,7 @@ def admin_cli(tmp_path_factory):
     url = testing.create_database(name)
     ini = tmp_path_factory.mktemp("cli") / "development.ini"
     shutil.copy(REPO / "development.ini", ini)
-    env = clean_env(DATABASE_URL=url)
+    env = process_env(DATABASE_URL=url)
     upgraded = kloyst("db", "upgrade", str(ini), env=env)
     assert upgraded.returncode == 0, upgraded.stderr
     yield str(ini), env
@@ -45,7 +46,7 @@ def staging_ini(tmp_path):
 
 
 def test_db_check_fails_before_upgrade_and_passes_after(embedded_ini, fresh_database):
-    env = clean_env(DATABASE_URL=fresh_database)
+    env = process_env(DATABASE_URL=fresh_database)
     ini = str(embedded_ini)
 
     before = kloyst("db", "check", ini, env=env)
@@ -106,7 +107,7 @@ def test_create_admin_refuses_a_weak_password_and_a_taken_email_with_a_message(a
 
 
 def test_plugins_lists_core_with_its_hooks(embedded_ini):
-    listed = kloyst("plugins", str(embedded_ini), env=clean_env())
+    listed = kloyst("plugins", str(embedded_ini), env=process_env())
     assert listed.returncode == 0, listed.stderr
     lines = listed.stdout.splitlines()
     core = next(i for i, line in enumerate(lines) if line.startswith("core "))
@@ -118,7 +119,7 @@ def test_plugins_lists_core_with_its_hooks(embedded_ini):
 
 
 def test_staging_without_its_environment_names_every_missing_variable(staging_ini):
-    result = kloyst("db", "current", str(staging_ini), env=clean_env())
+    result = kloyst("db", "current", str(staging_ini), env=process_env())
     assert result.returncode == 2
     for name in STAGING_VARIABLES:
         assert name in result.stderr, name
@@ -127,30 +128,30 @@ def test_staging_without_its_environment_names_every_missing_variable(staging_in
 
 
 def test_staging_with_its_environment_set_starts(staging_ini, fresh_database, tmp_path):
-    env = clean_env(DATABASE_URL=fresh_database, REDIS_URL=testing.redis_url(), JWT_SIGNING_KEYS=f"stg-1:{KEY}",
-                    DATA_ENCRYPTION_KEYS=f"stg-data-1:{KEY}", DATA_HASH_KEY="staging-hash-key",
-                    META_APP_SECRET="staging-app-secret", META_VERIFY_TOKEN="staging-verify",
-                    SMTP_URL="smtp://user:pass@127.0.0.1:2525", SERVICE_TYPE="API_GATEWAY",
-                    LOG_DIR=str(tmp_path / "log"))
+    env = process_env(DATABASE_URL=fresh_database, REDIS_URL=testing.redis_url(), JWT_SIGNING_KEYS=f"stg-1:{KEY}",
+                      DATA_ENCRYPTION_KEYS=f"stg-data-1:{KEY}", DATA_HASH_KEY="staging-hash-key",
+                      META_APP_SECRET="staging-app-secret", META_VERIFY_TOKEN="staging-verify",
+                      SMTP_URL="smtp://user:pass@127.0.0.1:2525", SERVICE_TYPE="API_GATEWAY",
+                      LOG_DIR=str(tmp_path / "log"))
     result = kloyst("db", "current", str(staging_ini), env=env)
     assert result.returncode == 0, result.stderr
     assert "current: (empty database)" in result.stdout
 
 
 def test_run_refuses_a_database_that_is_behind_the_migrations(embedded_ini, fresh_database):
-    result = kloyst("run", str(embedded_ini), env=clean_env(DATABASE_URL=fresh_database, SERVICE_TYPE="API_GATEWAY"))
+    result = kloyst("run", str(embedded_ini), env=process_env(DATABASE_URL=fresh_database, SERVICE_TYPE="API_GATEWAY"))
     assert result.returncode == 2
     assert f"kloyst db upgrade {embedded_ini}" in result.stderr
 
 
 def test_an_invalid_service_type_flag_is_refused_with_the_valid_ones(embedded_ini):
-    result = kloyst("run", str(embedded_ini), "--service-type", "BOGUS", env=clean_env())
+    result = kloyst("run", str(embedded_ini), "--service-type", "BOGUS", env=process_env())
     assert result.returncode == 2
     for mode in ("API_GATEWAY", "WEBHOOK", "WORKER", "OUTBOX", "ALL"):
         assert mode in result.stderr
 
 
 def test_a_missing_ini_file_is_a_clear_error(tmp_path):
-    result = kloyst("db", "current", str(tmp_path / "nope.ini"), env=clean_env())
+    result = kloyst("db", "current", str(tmp_path / "nope.ini"), env=process_env())
     assert result.returncode == 2
     assert "nope.ini" in result.stderr and "not found" in result.stderr

@@ -7,15 +7,15 @@ quoted, launched, sent and completed, and the wallet pays exactly what the messa
 from __future__ import annotations
 
 import json
-import time
 import urllib.error
 import urllib.request
 from decimal import Decimal
 
 import pytest
-from e2e_support import clean_env
-from kloyst.testing.processes import free_port
 from test_sqlite_smoke import DEMO
+
+from kloyst.testing.deployment import process_env
+from kloyst.testing.processes import eventually, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -34,21 +34,10 @@ def call(method: str, url: str, token: str, body: dict | None = None, headers: d
         return error.code, json.loads(error.read() or b"{}")
 
 
-def eventually(fetch, done, what: str, timeout: float = 60):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fetch()
-        if done(value):
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}; last: {value}")
-        time.sleep(0.3)
-
-
 def test_a_message_goes_out_and_comes_back_read_on_the_embedded_default(embedded_ini, start_kloyst):
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    service = start_kloyst("run", str(embedded_ini), env=clean_env(PORT=str(port)))
+    service = start_kloyst("run", str(embedded_ini), env=process_env(PORT=str(port)))
     service.wait_for_http(f"{base}/healthz")
     output = service.stdout.read_text()
     assert "Meta sandbox at http://127.0.0.1:" in output, output

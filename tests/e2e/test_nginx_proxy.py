@@ -31,12 +31,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from e2e_support import KLOYST, REPO, Service, clean_env
-from kloyst.testing.processes import free_port
+from e2e_support import KLOYST, REPO, Service
 
 from kloyst.config import CORE_SETTINGS
 from kloyst.http.tweens import SECURITY_HEADERS
+from kloyst.testing.deployment import process_env
 from kloyst.testing.nginx import SITE, NginxPrefix, parse, render, server, size_bytes
+from kloyst.testing.processes import free_port
 from kloyst.webhooks import MAX_BODY_BYTES as WEBHOOK_BODY_LIMIT
 
 pytestmark = pytest.mark.slow
@@ -105,8 +106,8 @@ def stack(tmp_path_factory):
     ini.read(directory / "development.ini")
     api_port, webhook_port = free_port(), free_port()
     # THROTTLE_LOGIN_PER_IP low, so the throttling test needs three requests rather than twenty-one.
-    env = clean_env(PORT=str(api_port), WEBHOOK_PORT=str(webhook_port), TRUSTED_PROXY="127.0.0.1",
-                    THROTTLE_LOGIN_PER_IP="2/60")
+    env = process_env(PORT=str(api_port), WEBHOOK_PORT=str(webhook_port), TRUSTED_PROXY="127.0.0.1",
+                      THROTTLE_LOGIN_PER_IP="2/60")
     upstream = RecordingUpstream()
     services: list[Service] = []
     prefix = None

@@ -13,16 +13,16 @@ import uuid
 from pathlib import Path
 
 import pytest
+from e2e_support import KLOYST, http_json
 from sqlalchemy import func, select
 
-from e2e_support import KLOYST, clean_env, http_json
 from kloyst.db import tenancy
 from kloyst.testing import TEST_SETTINGS
+from kloyst.testing.deployment import process_env
 from kloyst_plugins.messages.models import MessageLog
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins" / "messages"))
-from sending_support import (LANGUAGE, TEMPLATE, TEMPLATE_COMPONENTS, queue_messages, recipient,  # noqa: E402
-                             sending_setup)
+from sending_support import LANGUAGE, TEMPLATE, TEMPLATE_COMPONENTS, queue_messages, recipient, sending_setup  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +39,7 @@ def remote_sandbox(tmp_path):
                    "kloyst.meta.verify_token = unused\n")
     process = subprocess.Popen([KLOYST, "sandbox", str(ini), "--port", "0", "--latency-ms", "20",
                                 "--number", "100000000000009:1000"], stdout=subprocess.PIPE, text=True,
-                               env=clean_env())
+                               env=process_env())
     url = json.loads(process.stdout.readline())["url"]
     yield url
     process.terminate()
@@ -64,7 +64,7 @@ def start_sender(kloyst_settings, tmp_path):
         log = (tmp_path / f"sender-{len(started)}.log").open("w")
         own = {**settings, "kloyst.meta.graph_url": graph_url} if graph_url else settings
         process = subprocess.Popen([sys.executable, WORKER], stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path,
-                                   env=clean_env(KLOYST_TEST_SETTINGS=json.dumps(own), SERVICE_TYPE="WORKER"))
+                                   env=process_env(KLOYST_TEST_SETTINGS=json.dumps(own), SERVICE_TYPE="WORKER"))
         started.append(process)
         return process
 

@@ -4,7 +4,9 @@ import urllib.error
 import urllib.request
 
 import pytest
-from e2e_support import clean_env, http_json
+from e2e_support import http_json
+
+from kloyst.testing.deployment import process_env
 from kloyst.testing.processes import free_port
 
 pytestmark = pytest.mark.slow
@@ -13,7 +15,7 @@ pytestmark = pytest.mark.slow
 @pytest.mark.parametrize("mode", ["ALL", "API_GATEWAY"])
 def test_http_modes_serve_health_and_exit_0_on_sigterm(embedded_ini, start_kloyst, mode):
     port = free_port()
-    service = start_kloyst("run", str(embedded_ini), env=clean_env(SERVICE_TYPE=mode, PORT=str(port)))
+    service = start_kloyst("run", str(embedded_ini), env=process_env(SERVICE_TYPE=mode, PORT=str(port)))
     service.wait_for_http(f"http://127.0.0.1:{port}/healthz")
     assert http_json(f"http://127.0.0.1:{port}/readyz")[0] == 200
     assert service.terminate() == 0
@@ -23,7 +25,7 @@ def test_http_modes_serve_health_and_exit_0_on_sigterm(embedded_ini, start_kloys
 @pytest.mark.parametrize("mode, started", [("WORKER", "worker started"), ("OUTBOX", "outbox relay started")])
 def test_background_modes_start_and_exit_0_on_sigterm(embedded_ini, start_kloyst, mode, started):
     port = free_port()
-    service = start_kloyst("run", str(embedded_ini), env=clean_env(SERVICE_TYPE=mode, PORT=str(port)))
+    service = start_kloyst("run", str(embedded_ini), env=process_env(SERVICE_TYPE=mode, PORT=str(port)))
     service.wait_for_output(started)
     with pytest.raises(OSError):  # no HTTP in background modes
         http_json(f"http://127.0.0.1:{port}/healthz", timeout=1)
@@ -33,8 +35,8 @@ def test_background_modes_start_and_exit_0_on_sigterm(embedded_ini, start_kloyst
 
 def test_webhook_mode_serves_health_on_the_webhook_port_and_nothing_of_the_api(embedded_ini, start_kloyst):
     api_port, webhook_port = free_port(), free_port()
-    service = start_kloyst("run", str(embedded_ini), env=clean_env(SERVICE_TYPE="WEBHOOK", PORT=str(api_port),
-                                                                    WEBHOOK_PORT=str(webhook_port)))
+    service = start_kloyst("run", str(embedded_ini), env=process_env(SERVICE_TYPE="WEBHOOK", PORT=str(api_port),
+                                                                      WEBHOOK_PORT=str(webhook_port)))
     service.wait_for_http(f"http://127.0.0.1:{webhook_port}/healthz")
     for path in ("/v1/auth/me", "/healthzz"):
         status, body = http_json(f"http://127.0.0.1:{webhook_port}{path}")
@@ -52,7 +54,7 @@ def test_sigterm_stops_an_http_mode_holding_an_idle_keep_alive_connection(embedd
     import http.client
 
     port = free_port()
-    service = start_kloyst("run", str(embedded_ini), env=clean_env(SERVICE_TYPE="API_GATEWAY", PORT=str(port)))
+    service = start_kloyst("run", str(embedded_ini), env=process_env(SERVICE_TYPE="API_GATEWAY", PORT=str(port)))
     service.wait_for_http(f"http://127.0.0.1:{port}/healthz")
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     connection.request("GET", "/healthz")
@@ -64,7 +66,7 @@ def test_sigterm_stops_an_http_mode_holding_an_idle_keep_alive_connection(embedd
 
 
 def test_an_unknown_service_type_refuses_to_start_listing_the_valid_ones(embedded_ini, start_kloyst):
-    service = start_kloyst("run", str(embedded_ini), env=clean_env(SERVICE_TYPE="BOGUS"))
+    service = start_kloyst("run", str(embedded_ini), env=process_env(SERVICE_TYPE="BOGUS"))
     assert service.process.wait(timeout=60) == 2
     output = service.output()
     assert "BOGUS" in output
@@ -74,7 +76,7 @@ def test_an_unknown_service_type_refuses_to_start_listing_the_valid_ones(embedde
 
 def test_two_webhook_processes_share_one_port_with_reuse_port(embedded_ini, start_kloyst):
     port = free_port()
-    env = clean_env(SERVICE_TYPE="WEBHOOK", WEBHOOK_PORT=str(port), PORT=str(free_port()), REUSE_PORT="true")
+    env = process_env(SERVICE_TYPE="WEBHOOK", WEBHOOK_PORT=str(port), PORT=str(free_port()), REUSE_PORT="true")
     first = start_kloyst("run", str(embedded_ini), env=env)
     first.wait_for_http(f"http://127.0.0.1:{port}/healthz")
     second = start_kloyst("run", str(embedded_ini), env=env)  # would fail with "address in use" without it

@@ -11,7 +11,9 @@ import time
 import urllib.request
 
 import pytest
-from e2e_support import clean_env, http_json
+from e2e_support import http_json
+
+from kloyst.testing.deployment import process_env
 from kloyst.testing.processes import free_port
 
 pytestmark = pytest.mark.slow
@@ -39,7 +41,7 @@ def wait_for_mail(mail_dir, to: str, timeout: float = 30):
 def start_embedded(embedded_ini, start_kloyst) -> tuple[str, object]:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    service = start_kloyst("run", str(embedded_ini), env=clean_env(PORT=str(port)))
+    service = start_kloyst("run", str(embedded_ini), env=process_env(PORT=str(port)))
     service.wait_for_http(f"{base}/healthz")
     return base, service
 

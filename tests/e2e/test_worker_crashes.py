@@ -25,12 +25,12 @@ import pytest
 import transaction
 from sqlalchemy import func, select
 
-from e2e_support import clean_env
 from kloyst import make_configurator
 from kloyst.db import migrate, session_scope, tenancy
 from kloyst.outbox import OutboxEvent, OutboxStatus
 from kloyst.outbox.models import OutboxBatch
 from kloyst.outbox.relay import Relay
+from kloyst.testing.deployment import process_env
 from kloyst.testing.processes import free_port
 
 pytestmark = pytest.mark.slow
@@ -90,8 +90,8 @@ class Processes:
         process_settings = {**self.settings, **(settings or {}), "kloyst.metrics.port": str(port)}
         log = (self.directory / f"{mode.lower()}-{len(self.started)}.log").open("w")
         process = subprocess.Popen([sys.executable, PROBE], stdout=log, stderr=subprocess.STDOUT, cwd=self.directory,
-                                   env=clean_env(KLOYST_TEST_SETTINGS=json.dumps(process_settings),
-                                                 SERVICE_TYPE=mode))
+                                   env=process_env(KLOYST_TEST_SETTINGS=json.dumps(process_settings),
+                                                   SERVICE_TYPE=mode))
         self.started.append(process)
         if wait:
             wait_until(lambda: healthy(port) or process.poll() is not None, 60, f"{mode} to start")
@@ -101,7 +101,7 @@ class Processes:
     def claim_and_die(self) -> dict:
         """A relay process that claims one batch and is SIGKILLed before publishing it; returns what it claimed."""
         done = subprocess.run([sys.executable, "-c", CLAIM_AND_DIE], capture_output=True, text=True, timeout=60,
-                              cwd=self.directory, env=clean_env(KLOYST_TEST_SETTINGS=json.dumps(self.settings)))
+                              cwd=self.directory, env=process_env(KLOYST_TEST_SETTINGS=json.dumps(self.settings)))
         assert done.returncode == -signal.SIGKILL, done.stderr
         return json.loads(done.stdout)
 

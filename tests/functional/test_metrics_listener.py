@@ -133,8 +133,9 @@ def _get(url: str) -> tuple[int, bytes]:
 @pytest.fixture
 def run_mode(tmp_path):
     """``run_mode(mode)``: `kloyst run` of the embedded default in ``mode`` with a metrics port; (service, port)."""
-    from e2e.e2e_support import KLOYST, REPO, Service, clean_env
+    from e2e.e2e_support import KLOYST, REPO, Service
 
+    from kloyst.testing.deployment import process_env
     from kloyst.testing.processes import free_port
 
     ini = tmp_path / "development.ini"
@@ -144,8 +145,8 @@ def run_mode(tmp_path):
     def run(mode: str) -> tuple[Service, int]:
         port = free_port()
         out, err = tmp_path / f"{mode}.out", tmp_path / f"{mode}.err"
-        env = clean_env(SERVICE_TYPE=mode, PORT=str(free_port()), WEBHOOK_PORT=str(free_port()),
-                        METRICS_PORT=str(port))
+        env = process_env(SERVICE_TYPE=mode, PORT=str(free_port()), WEBHOOK_PORT=str(free_port()),
+                          METRICS_PORT=str(port))
         with out.open("w") as stdout, err.open("w") as stderr:
             process = subprocess.Popen([KLOYST, "run", str(ini)], env=env, cwd=tmp_path, stdout=stdout, stderr=stderr)
         service = Service(process, out, err)
