@@ -3,6 +3,7 @@
 #
 #   run (the default)  kloyst run $KLOYST_INI      the mode named by SERVICE_TYPE
 #   migrate            kloyst db upgrade $KLOYST_INI  every migration of the core and the plugins
+#                      (it runs no service, so SERVICE_TYPE need not be set)
 #   anything else      run as given, e.g. `kloyst outbox status /app/staging.ini`
 #
 # Every branch execs, so kloyst replaces this shell: `docker stop` sends SIGTERM to Kloyst itself, which

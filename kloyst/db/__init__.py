@@ -16,36 +16,58 @@ from collections.abc import Iterator
 import transaction
 import zope.sqlalchemy
 from zope.sqlalchemy.datamanager import STATUS_CHANGED
-from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Engine
+from sqlalchemy import create_engine
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.orm import Session, sessionmaker
 
+from kloyst.config import ConfigurationError
 from kloyst.db.base import Base, TenantScoped, Timestamped, utcnow, new_id
-from kloyst.db import tenancy
+from kloyst.db import sqlite, tenancy
+from kloyst.db.sqlite import DatabaseBusy, NestedWriteError
 
 __all__ = ["Base", "TenantScoped", "Timestamped", "utcnow", "new_id", "make_engine", "session_scope",
-           "tenancy", "includeme"]
+           "read_only_connection", "tenancy", "includeme", "DatabaseBusy", "NestedWriteError"]
 
 log = logging.getLogger(__name__)
 
 
 def make_engine(url: str, echo: bool = False) -> Engine:
-    """Create the engine; SQLite gets foreign keys, WAL and a busy timeout so the embedded default behaves."""
-    kwargs: dict = {"echo": echo, "future": True}
-    if url.startswith("sqlite"):
-        kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+    """Create the engine for ``kloyst.database.url``.
+
+    SQLite follows :mod:`kloyst.db.sqlite` (WAL, one writer at a time, never a thread waiting
+    for itself). A plain ``postgresql://`` or ``postgres://`` URL means psycopg2, the driver
+    Kloyst installs (SQLAlchemy would pick psycopg 3, which it does not). A driver that is
+    not installed stops start-up with one line naming it.
+    """
+    parsed = _database_url(url)
+    kwargs: dict = {"echo": echo}
+    if parsed.get_backend_name() == "sqlite":
+        kwargs["connect_args"] = sqlite.connect_args()
+        if parsed.database not in (None, "", ":memory:"):
+            # Every thread of the embedded default may hold a connection (HTTP threads, workers, the loops).
+            kwargs.update(pool_size=16, max_overflow=48)
     else:
         kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=20)
-    engine = create_engine(url, **kwargs)
+    try:
+        engine = create_engine(parsed, **kwargs)
+    except (ImportError, NoSuchModuleError) as exc:
+        raise ConfigurationError(f"kloyst.database.url (DATABASE_URL): the driver of {parsed.drivername}:// cannot "
+                                 f"be loaded ({exc}); use sqlite:///… or postgresql://…") from None
     if engine.dialect.name == "sqlite":
-        @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_connection, _record):  # pragma: no branch - runs per connection
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA busy_timeout=30000")
-            cursor.close()
+        sqlite.install(engine)
     return engine
+
+
+def _database_url(url: str) -> URL:
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigurationError("kloyst.database.url (DATABASE_URL) is not a database URL: use sqlite:///… or "
+                                 "postgresql://user:password@host/database") from None
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg2")
+    return parsed
 
 
 def make_session_factory(engine: Engine) -> sessionmaker:
@@ -56,12 +78,15 @@ def make_session_factory(engine: Engine) -> sessionmaker:
 
 @contextlib.contextmanager
 def session_scope(session_factory: sessionmaker, *, vendor_id=tenancy.UNSET,
-                  manager: transaction.TransactionManager | None = None) -> Iterator[Session]:
+                  manager: transaction.TransactionManager | None = None, read_only: bool = False) -> Iterator[Session]:
     """A session in its own transaction for work outside a request: commit on success, abort on error.
 
     ``vendor_id`` sets the tenant scope exactly as a request does; pass
     :data:`kloyst.db.tenancy.ALL_VENDORS` for platform-wide work such as the outbox relay.
-    Pass ``manager`` to register after-commit hooks on the same transaction.
+    Pass ``manager`` to register after-commit hooks on the same transaction. A ``read_only``
+    scope only reads: on SQLite it takes no write lock and a write in it fails (see
+    :mod:`kloyst.db.sqlite`), so slow reads — an export, the data a PDF is rendered from —
+    never hold up a writer.
     """
     manager = manager or transaction.TransactionManager(explicit=True)
     session = session_factory()
@@ -69,6 +94,8 @@ def session_scope(session_factory: sessionmaker, *, vendor_id=tenancy.UNSET,
     tenancy.set_scope(session, vendor_id)
     manager.begin()
     try:
+        if read_only:
+            _read_only(session)
         yield session
         manager.commit()
     except BaseException:
@@ -76,6 +103,22 @@ def session_scope(session_factory: sessionmaker, *, vendor_id=tenancy.UNSET,
         raise
     finally:
         session.close()
+
+
+def read_only_connection(engine: Engine) -> Connection:
+    """A connection whose transactions only read: on SQLite they take no write lock and cannot write.
+
+    For checks and reports that read a lot (``kloyst wallet check``): beside a running
+    ``kloyst run`` on the embedded default they never hold up its writers (:mod:`kloyst.db.sqlite`).
+    """
+    return engine.connect().execution_options(**{sqlite.READ_ONLY: True})
+
+
+def _read_only(session: Session) -> None:
+    """Begin ``session``'s transaction read-only (SQLite; PostgreSQL needs no such care)."""
+    bind = session.get_bind()
+    if isinstance(bind, Engine) and bind.dialect.name == "sqlite":
+        session.connection(execution_options={sqlite.READ_ONLY: True})
 
 
 def _request_db(request) -> Session:

@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from kloyst.outbox.delivery import Running
 from kloyst.outbox.models import OutboxEvent, OutboxStatus
 
 __all__ = ["Outbox", "OutboxEvent", "OutboxStatus"]
@@ -39,4 +40,5 @@ def _request_outbox(request) -> Outbox:
 
 
 def includeme(config) -> None:
+    config.registry["kloyst.outbox.running"] = Running()
     config.add_request_method(_request_outbox, "outbox", reify=True)

@@ -7,6 +7,8 @@ commit. Kept apart from both so that each can use it without importing the other
 
 from __future__ import annotations
 
+from kloyst.db.sqlite import READ_ONLY
+
 
 class Transaction:
     """A short transaction on a plain connection.
@@ -14,7 +16,8 @@ class Transaction:
     Normally a fresh pooled connection. Under the test fixtures the session factory is
     bound to one connection inside an outer transaction; a savepoint on it is used then,
     so the test sees the relay's work and rolls it back afterwards. A ``read_only`` one
-    always rolls back (the metrics' scrape-time reads: their ``SET LOCAL`` ends with it).
+    always rolls back (the metrics' scrape-time reads: their ``SET LOCAL`` ends with it), and
+    on SQLite it takes no write lock (:mod:`kloyst.db.sqlite`).
     """
 
     def __init__(self, registry, *, read_only: bool = False) -> None:
@@ -28,6 +31,8 @@ class Transaction:
             self._tx = bind.begin_nested()
         else:
             self._conn, self._own = self.registry["kloyst.engine"].connect(), True
+            if self.read_only:
+                self._conn = self._conn.execution_options(**{READ_ONLY: True})
             self._tx = self._conn.begin()
         return self._conn
 

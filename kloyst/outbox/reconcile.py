@@ -1,15 +1,17 @@
 """The reconciler: finds the work the queue lost, by evidence rather than by waiting, and puts it back.
 
-huey does not acknowledge tasks (RELIABILITY.md A2): a WORKER killed mid-task takes its task
+huey does not acknowledge tasks (README, "How work gets done"): a WORKER killed mid-task takes its task
 with it, and a flushed Redis forgets everything queued. The outbox row still says what is
 left to do: an event ``leased`` in a relay batch (:mod:`kloyst.outbox.relay`). Such an event
 is **lost** when nothing holds it any more:
 
 * its batch is published, or its lease (``lease_seconds``) is over — a relay that died
   before publishing it, or before recording that it had;
-* no worker is running it: delivery marks the event delivered as the first statement of
-  the handler's transaction (:mod:`kloyst.outbox.delivery`), so a running event's row is
-  locked, and the return to pending takes rows ``FOR UPDATE SKIP LOCKED``;
+* no worker is running it: not in this process (its :class:`~kloyst.outbox.delivery.Running`
+  events are left alone) and, on PostgreSQL, not in any other: delivery marks the event
+  delivered as the first statement of the handler's transaction (:mod:`kloyst.outbox.delivery`),
+  so a running event's row is locked, and the return to pending takes rows
+  ``FOR UPDATE SKIP LOCKED``;
 * no copy of it waits in the queue: the queue's messages are read
   (:meth:`kloyst.queue.Queue.queued_deliveries`) and matched on (event, batch);
 
@@ -60,9 +62,13 @@ idle system costs one small query per pass (0.3 ms). The queue holds about
 A pass is never repeated sooner than ten times the CPU time it took, so even an unbounded
 queue (``max_queue_depth = 0``) costs a relay at most a tenth of its core.
 
-On SQLite (the embedded default) there is no ``SKIP LOCKED``, and none is needed: SQLite
-has one writer at a time, so the return waits until a running handler's transaction ends
-and then finds its event delivered.
+On SQLite (the embedded default: one process) there is no ``SKIP LOCKED``, and no lock
+held while a handler runs (its mark is the last statement, see :mod:`kloyst.outbox.delivery`):
+the process's own running events are the evidence, and the return to pending is the same
+statement without the lock clause. A ``kloyst outbox reconcile`` run from another process
+cannot see that process's running events; if it returns one, the handler's mark then
+matches nothing and its writes roll back, and the event runs again — one extra run, never
+a second effect in the database.
 
 Lost work is not the work's fault, so a return to pending is never counted as a failure:
 counting it would dead-letter healthy events during an outage. The reconciler also prunes
@@ -144,7 +150,7 @@ class Reconciler:
 
         Returns counts for logs and the CLI: events returned from expired unpublished
         batches (``expired_leases``) and from published ones (``lost_deliveries``), and the
-        events still under suspicion (``suspected``: seen lost once, or locked by a handler).
+        events still under suspicion (``suspected``: seen lost once, or running in a handler).
         """
         cpu = time.thread_time()
         try:
@@ -171,7 +177,9 @@ class Reconciler:
             lost = {(event_id, batch): bool(published) for event_id, batch, published in candidates
                     if (event_id, batch) not in queued}
         self.suspects = {key: self.suspects.get(key, now) for key in lost}
-        due = [key for key, seen in self.suspects.items() if now - seen >= self.confirm_seconds]
+        running = self.registry["kloyst.outbox.running"]  # this process's handlers: suspects, never returned
+        due = [key for key, seen in self.suspects.items()
+               if now - seen >= self.confirm_seconds and key[0] not in running]
         counts = {"expired_leases": 0, "lost_deliveries": 0}
         if due:
             for key in self._return_to_pending(due, wall):

@@ -1,6 +1,6 @@
 """The queue runner: huey rings the doorbell, the outbox table holds the work.
 
-huey does not acknowledge tasks (RELIABILITY.md A2): a task whose worker dies mid-run is
+huey does not acknowledge tasks (README, "How work gets done"): a task whose worker dies mid-run is
 gone, and a flushed Redis forgets everything queued. So no Kloyst task lives only in huey.
 ``request.enqueue(name, **kwargs)`` (or ``ctx.enqueue`` in a task) writes an outbox event
 in the caller's transaction; after commit it is published at once (the fast path) and,
@@ -38,6 +38,7 @@ from huey.storage import RedisStorage
 from kloyst.config import ConfigurationError
 from kloyst.db import tenancy
 from kloyst.outbox.delivery import DELIVER_TASK, Reschedule, deliver
+from kloyst.plugins.enablement import enabled_plugins
 
 __all__ = ["task", "TaskSpec", "TaskContext", "Queue", "Reschedule", "TASK_TOPIC"]
 
@@ -67,18 +68,34 @@ def task(name: str):
 
 
 class TaskContext:
-    """What a running task or outbox handler gets: a scoped session in its own transaction, and follow-ups."""
+    """What a running task or outbox handler gets: a scoped session in its own transaction, and follow-ups.
 
-    def __init__(self, registry, db, transaction_manager, vendor_id: uuid.UUID | None) -> None:
+    On the embedded default (SQLite) ``ctx.db``'s transaction takes the database's one write
+    lock at its first statement and keeps it until the task returns (:mod:`kloyst.db.sqlite`).
+    A task that works long — rendering, a network call — does that first, reading what it
+    needs through ``session_scope(..., read_only=True)``, and touches ``ctx.db`` only to write
+    the result; the pricing plugin's PDF task is the worked example.
+    """
+
+    def __init__(self, registry, db, transaction_manager, vendor_id: uuid.UUID | None, *,
+                 plugins: frozenset[str] | None = None) -> None:
         self.registry = registry
         self.settings = registry.settings
         self.db = db
         self.tm = transaction_manager
         self.vendor_id = vendor_id
+        self._plugins = plugins
 
     @property
     def plugin_manager(self):
         return self.registry["kloyst.plugin_manager"]
+
+    @property
+    def plugins(self) -> frozenset[str]:
+        """The plugins the task's vendor has on: as the outbox's delivery read them, else read now from ``ctx.db``."""
+        if self._plugins is None:
+            self._plugins = enabled_plugins(self.db, self.plugin_manager, self.vendor_id)
+        return self._plugins
 
     @property
     def outbox(self):
@@ -286,13 +303,11 @@ class Queue:
     # -- running ----------------------------------------------------------------------------
 
     def run_task(self, ctx: TaskContext, name: str, kwargs: dict[str, Any]) -> Any:
-        from kloyst.plugins.enablement import enabled_plugins
-
         try:
             plugin, spec = self.tasks[name]
         except KeyError:
             raise LookupError(f"no installed plugin declares task {name!r}") from None
-        if ctx.vendor_id is not None and plugin not in enabled_plugins(ctx.db, ctx.plugin_manager, ctx.vendor_id):
+        if ctx.vendor_id is not None and plugin not in ctx.plugins:
             log.info("task %s skipped: plugin %s is not enabled for vendor %s", name, plugin, ctx.vendor_id)
             return None
         return spec.func(ctx, **kwargs)

@@ -1,6 +1,6 @@
 """Meta's webhooks: verified, stored and acknowledged fast, then applied per vendor by plugins.
 
-The path of one webhook (RELIABILITY.md A6):
+The path of one webhook (docs/messaging.md has the rules it serves):
 
 * ``POST /webhook/whatsapp`` (:mod:`.receiver`, ahead of Pyramid's router) checks
   ``X-Hub-Signature-256`` over the raw body and answers 200 only once the body is
@@ -48,7 +48,7 @@ __all__ = ["WebhookChange", "RetryLater", "MalformedDelivery", "parse_envelope",
            "unprocessed_changes", "WEBHOOK_PATH", "MAX_BODY_BYTES", "includeme"]
 
 WEBHOOK_PATH = WEBHOOK_PREFIX + "whatsapp"
-# Meta: webhook payloads can be up to 3 MB (meta-cloud-api.md §5.6).
+# Meta documents webhook payloads of up to 3 MB.
 MAX_BODY_BYTES = 3 * 1024 * 1024
 
 # What the OpenAPI document says of the two methods (kloyst.http.openapi): Meta, not a vendor, calls them.
@@ -67,7 +67,9 @@ RECEIVE_DOC = {
                     "description": "sha256= and the hex HMAC-SHA256 of the raw body with the app secret."}],
     "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
     "responses": {"200": {"description": "Committed to the database.",
-                          "content": {"application/json": {"schema": {"type": "object"}}}},
+                          "content": {"application/json": {"schema": {
+                              "type": "object", "required": ["ok"], "additionalProperties": False,
+                              "properties": {"ok": {"const": True}}}}}},
                   "401": {"description": "Missing or wrong signature; nothing stored."},
                   "413": {"description": "Larger than Meta's 3 MB."},
                   "503": {"description": "Not committed in time; Meta retries it."}},

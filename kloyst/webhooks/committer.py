@@ -188,6 +188,11 @@ class _OwnConnection:
         if isinstance(bind, Connection):
             with bind.begin_nested():
                 yield bind
+        elif bind.dialect.name == "sqlite":
+            # One writer at a time, in line (kloyst.db.sqlite): a statement in autocommit would bypass the
+            # line and poll for SQLite's lock; BEGIN, INSERT and COMMIT cost no round trips here.
+            with bind.begin() as connection:
+                yield connection
         else:
             yield self._connection or self._open(bind)
 

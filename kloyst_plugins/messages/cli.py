@@ -13,12 +13,13 @@ from __future__ import annotations
 import sys
 
 from kloyst.cli.bootstrap import load
+from kloyst.db import read_only_connection
 from kloyst_plugins.messages.audit import LIMIT, disagreements, summary
 
 
 def cmd_check(args) -> int:
     _, registry = load(args.ini)
-    with registry["kloyst.engine"].connect() as conn:
+    with read_only_connection(registry["kloyst.engine"]) as conn:
         found = disagreements(conn)
         totals = summary(conn)
     facts = (f"{totals['status_events']} status events; {totals['duplicate_sends']} duplicate sends recorded "

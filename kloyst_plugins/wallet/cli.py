@@ -1,4 +1,4 @@
-"""``kloyst wallet check <ini>``: the ledger invariant over every wallet, for a nightly job (RELIABILITY A7).
+"""``kloyst wallet check <ini>``: the ledger invariant over every wallet, for a nightly job (docs/wallet.md).
 
     kloyst wallet check staging.ini
 
@@ -16,11 +16,12 @@ def cmd_check(args) -> int:
     from sqlalchemy import func, select
 
     from kloyst.cli.bootstrap import load
+    from kloyst.db import read_only_connection
     from kloyst_plugins.wallet.audit import invariant_violations
     from kloyst_plugins.wallet.records import HOLD, WALLET
 
     _, registry = load(args.ini)
-    with registry["kloyst.engine"].connect() as conn:
+    with read_only_connection(registry["kloyst.engine"]) as conn:
         problems = invariant_violations(conn)
         wallets = conn.execute(select(func.count()).select_from(WALLET)).scalar()
         holds = conn.execute(select(func.count()).select_from(HOLD)).scalar()

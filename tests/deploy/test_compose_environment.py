@@ -15,8 +15,9 @@ import urllib.parse
 from pathlib import Path
 
 import pytest
-from deploy_support import (ENV_EXAMPLE, ROOT, STAGING_INI, compose, env_example, environment,
-                            image_settings, kloyst_services, staging_ini_references, variables_kloyst_reads)
+from deploy_support import (ENV_EXAMPLE, ROOT, STAGING_INI, app_services, compose, env_example, environment,
+                            image_settings, kloyst_services, migrate_service_name, staging_ini_references,
+                            variables_kloyst_reads)
 
 from kloyst.config import ConfigurationError, resolve
 from kloyst.crypto import MobileHasher
@@ -52,13 +53,17 @@ def test_every_variable_staging_ini_requires_reaches_every_kloyst_container():
     for name, service in kloyst_services().items():
         assert service.get("env_file") == "staging.env", name
         missing = required - provided_by_file - set(environment(service))
+        if name == migrate_service_name():
+            missing -= {"SERVICE_TYPE"}  # `kloyst db upgrade` runs no service and does not read it
         assert not missing, f"{name} would stop at start-up: {sorted(missing)} set neither in staging.env nor below"
 
 
 def test_service_type_is_set_per_service_and_never_in_the_shared_env_file():
     assert "SERVICE_TYPE" not in env_example().values  # one file for every service: it cannot pick a mode
-    for name, service in kloyst_services().items():
+    for name, service in app_services().items():
         assert environment(service).get("SERVICE_TYPE"), name
+    # The migration runs no service: it needs no mode, and giving it one would only mislabel its log lines.
+    assert "SERVICE_TYPE" not in environment(compose()["services"][migrate_service_name()])
 
 
 def test_the_env_example_commits_no_value():

@@ -6,26 +6,19 @@ import time
 import pytest
 from sqlalchemy import select
 
-from kloyst import make_configurator, testing
 from kloyst.accounts.models import Role, User, Vendor
 from kloyst.auth import services
 from kloyst.auth.models import RefreshToken
 from kloyst.auth.passwords import hash_password
-from kloyst.db import migrate, session_scope, tenancy, utcnow
+from kloyst.db import session_scope, tenancy, utcnow
 
 
 @pytest.fixture
-def sqlite_registry(tmp_path):
-    settings = {**testing.TEST_SETTINGS, "kloyst.database.url": f"sqlite:///{tmp_path}/k.sqlite",
-                "kloyst.redis.url": "", "kloyst.mail.file_dir": f"{tmp_path}/mail",
-                "kloyst.log.dir": f"{tmp_path}/log", "kloyst.queue.sqlite_path": f"{tmp_path}/q.sqlite"}
-    registry = make_configurator({"here": str(tmp_path)}, settings, environ={}).registry
-    migrate.upgrade(registry["kloyst.plugin_manager"], registry["kloyst.engine"])
-    yield registry
-    registry["kloyst.engine"].dispose()
+def sqlite_registry(embedded_config):
+    return embedded_config.registry
 
 
-def test_two_overlapping_refreshes_of_one_token_are_one_use_and_one_reuse(sqlite_registry, monkeypatch):
+def test_two_overlapping_refreshes_of_one_token_are_one_use_and_one_reuse(sqlite_registry):
     factory, codec = sqlite_registry["kloyst.session_factory"], sqlite_registry["kloyst.access_tokens"]
     with session_scope(factory, vendor_id=tenancy.ALL_VENDORS) as db:
         vendor = Vendor(name="V")
@@ -38,16 +31,10 @@ def test_two_overlapping_refreshes_of_one_token_are_one_use_and_one_reuse(sqlite
         token = services.issue_tokens(db, sqlite_registry.settings, codec, user).refresh_token
 
     results = []
-    both_read = threading.Barrier(2)
-    original = services._claim_use
-
-    def claim_after_both_read(*args):  # both requests have read "unused" before either writes
-        both_read.wait(timeout=10)
-        return original(*args)
-
-    monkeypatch.setattr(services, "_claim_use", claim_after_both_read)
+    together = threading.Barrier(2)
 
     def refresh():
+        together.wait(timeout=10)  # both start at once; each is a writer from its first read (kloyst.db.sqlite)
         with session_scope(factory) as db:
             results.append(services.refresh(db, sqlite_registry.settings, codec, token))
             time.sleep(0.05)
@@ -57,7 +44,8 @@ def test_two_overlapping_refreshes_of_one_token_are_one_use_and_one_reuse(sqlite
         t.start()
     for t in threads:
         t.join(30)
-    assert sum(r is not None for r in results) <= 1, "a refresh token was used twice"
+    assert len(results) == 2
+    assert sum(r is not None for r in results) == 1, "a refresh token is used once, the second is a reuse"
     with session_scope(factory, vendor_id=tenancy.ALL_VENDORS) as db:
         rows = db.scalars(select(RefreshToken)).all()
         assert all(r.revoked_at is not None for r in rows), "a reuse must revoke the whole family"
