@@ -2,7 +2,7 @@
 
 Why not a library: the maintained ``clamav-client`` surfaces a raw ``BrokenPipeError`` when
 clamd closes the socket on an over-long stream, and ``clamd`` sends with ``socket.send``
-without checking the byte count (RELIABILITY.md Part B). Speaking the protocol ourselves is
+without checking the byte count, so a short write goes unnoticed. Speaking the protocol ourselves is
 ~50 lines, with our own timeouts and one rule: only ``stream: OK`` is clean.
 
 * :meth:`Clamd.scan` returns a :class:`Verdict`: ``clean`` is True only for ``stream: OK``;
@@ -48,27 +48,34 @@ def parse_reply(reply: str) -> Verdict:
 
 
 class Clamd:
-    """``tcp://host:port`` or ``unix:///path/to/clamd.sock``."""
+    """``tcp://host:port`` or ``unix:///path/to/clamd.sock``.
 
-    def __init__(self, address: str, *, timeout: float = 60.0) -> None:
+    Two timeouts: ``connect_timeout`` is short because a scanner that does not accept a
+    connection is down, and an upload waiting for it must not hold a worker thread for long;
+    ``timeout`` bounds each read and write once connected, where a large file takes a while.
+    """
+
+    def __init__(self, address: str, *, timeout: float = 60.0, connect_timeout: float = 5.0) -> None:
         self.address = address
         self.timeout = timeout
+        self.connect_timeout = min(connect_timeout, timeout)
 
     def _connect(self) -> socket.socket:
         if not self.address:
-            raise ScannerUnavailable("no clamd address is configured (imports.clamd_address)")
+            raise ScannerUnavailable("no clamd address is configured (imports.clamd_address / CLAMD_ADDRESS)")
         parts = urlsplit(self.address)
         try:
             if parts.scheme == "unix":
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                sock.settimeout(self.timeout)
+                sock.settimeout(self.connect_timeout)
                 sock.connect(parts.path)
             elif parts.scheme == "tcp" and parts.hostname and parts.port:
-                sock = socket.create_connection((parts.hostname, parts.port), timeout=self.timeout)
+                sock = socket.create_connection((parts.hostname, parts.port), timeout=self.connect_timeout)
             else:
                 raise ScannerUnavailable(f"clamd address {self.address!r} is not tcp://host:port or unix:///path")
         except OSError as exc:
             raise ScannerUnavailable(f"clamd at {self.address} is unreachable: {exc}") from exc
+        sock.settimeout(self.timeout)
         return sock
 
     def _send(self, sock: socket.socket, data: bytes) -> bool:

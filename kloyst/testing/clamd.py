@@ -1,7 +1,7 @@
 """A private clamd for tests: offline, private EICAR signatures, ready in well under a second.
 
 The official signature databases take tens of seconds and ~1 GB to load and need the
-network; clamd starts in ~50 ms with one tiny signature set (RELIABILITY.md Part B). Three
+network; clamd starts in ~50 ms with one tiny signature set. Three
 files cover what the import tests need: ``.hdb`` (the EICAR file's MD5, also matched on
 files inside archives), ``.ndb`` (the EICAR bytes anywhere in a file, e.g. a CSV row or a
 decompressed sheet XML) and ``.ldb`` with ``::wa`` (the same bytes in UTF-16). Signature
@@ -33,12 +33,16 @@ MISSING = ("clamd is not installed: the import tests scan with a real clamd. Ins
 
 
 class ClamdServer:
-    """``start()`` a clamd in ``root``; ``address`` is its ``tcp://`` address; ``stop()`` ends it."""
+    """``start()`` a clamd in ``root``; ``address`` is its ``tcp://`` address; ``stop()`` ends it.
 
-    def __init__(self, root: Path, *, stream_max_bytes: int = 50 * 1024 * 1024) -> None:
+    ``port`` 0 picks a free port at ``start()``; a port given up front lets a test hand the
+    address to Kloyst before clamd runs, as with a scanner that comes up after the upload.
+    """
+
+    def __init__(self, root: Path, *, stream_max_bytes: int = 50 * 1024 * 1024, port: int = 0) -> None:
         self.root = Path(root)
         self.stream_max_bytes = stream_max_bytes
-        self.port = 0
+        self.port = port
         self.process: subprocess.Popen | None = None
 
     @property
@@ -54,7 +58,7 @@ class ClamdServer:
         (self.root / "tmp").mkdir(exist_ok=True)
         for name, line in SIGNATURES.items():
             (self.root / "db" / name).write_text(line)
-        self.port = free_port()
+        self.port = self.port or free_port()
         conf = self.root / "clamd.conf"
         conf.write_text("\n".join([
             f"DatabaseDirectory {self.root / 'db'}",

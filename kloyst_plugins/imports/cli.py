@@ -9,7 +9,8 @@ progress line; ``--workers`` queues them for the running workers instead and fol
 job until it ends. The file is scanned by clamd (``imports.clamd_address``) exactly as an
 upload is: anything but a clean answer quarantines it, and an unreachable scanner stops the
 command. Only ``--no-scan`` — an operator's explicit word that the file is trusted — skips
-the scan (recorded on the job).
+the scan (recorded on the job); with ``imports.scan = off`` (development on this machine,
+:mod:`.scanning`) nothing is scanned, as for uploads, and the command says so.
 """
 
 from __future__ import annotations
@@ -22,7 +23,18 @@ import time
 import uuid
 from pathlib import Path
 
+import transaction
 from sqlalchemy import select
+
+from kloyst.cli.bootstrap import load
+from kloyst.clamav import Clamd, ScannerUnavailable
+from kloyst.db import session_scope
+from kloyst.plugins.enablement import TenantHooks, enabled_plugins
+from kloyst_plugins.contacts.merge import strategies_for
+from kloyst_plugins.imports import mapping, processing, scanning, services, sniff, storage, tasks, zipguard
+from kloyst_plugins.imports.models import ContactImportJob, ImportStatus
+
+NOT_SCANNED_BY_OPERATOR = "not scanned: --no-scan (operator CLI)"
 
 
 def _mapping_from_args(args) -> dict:
@@ -58,9 +70,6 @@ def _progress(done: int, total: int, rows: int, started: float, stream=sys.stder
 
 def _scan(settings, path: Path, file_type: str) -> str | None:
     """clamd's verdict as the upload gets it: None when clean, else what was found (quarantine)."""
-    from kloyst.clamav import Clamd, ScannerUnavailable
-    from kloyst_plugins.imports import tasks, zipguard
-
     address = settings["imports.clamd_address"]
     if not address:
         raise SystemExit("kloyst import: no virus scanner is configured (imports.clamd_address / CLAMD_ADDRESS); "
@@ -73,11 +82,10 @@ def _scan(settings, path: Path, file_type: str) -> str | None:
 
 
 def create_job(registry, vendor_id: uuid.UUID, source: Path, *, actor: uuid.UUID | None = None, scan: bool = True):
-    """Store ``source`` for the vendor, scan and extract it: the job's id, AWAITING_MAPPING (or FAILED/QUARANTINED)."""
-    from kloyst.db import session_scope
-    from kloyst_plugins.imports import services, sniff, storage, tasks, zipguard
-    from kloyst_plugins.imports.models import ContactImportJob
+    """Store ``source`` for the vendor, scan and extract it: the job's id, AWAITING_MAPPING (or FAILED/QUARANTINED).
 
+    ``scan=False`` is ``--no-scan``; with ``imports.scan = off`` nothing is scanned either way.
+    """
     settings = registry.settings
     size = source.stat().st_size
     if size > settings["imports.max_upload_bytes"]:
@@ -93,12 +101,18 @@ def create_job(registry, vendor_id: uuid.UUID, source: Path, *, actor: uuid.UUID
             digest.update(block)
             dst.write(block)
     path = storage.commit_part(part, stored_name)
-    found = _scan(settings, path, sniffed.file_type) if scan else None
+    found = None
+    if not scan:
+        scan_result = NOT_SCANNED_BY_OPERATOR
+    elif scanning.is_off(settings):
+        scan_result = scanning.NOT_SCANNED
+    else:
+        found = _scan(settings, path, sniffed.file_type)
+        scan_result = "clean (operator CLI)"
     with session_scope(registry["kloyst.session_factory"], vendor_id=vendor_id) as db:
         job = ContactImportJob(vendor_id=vendor_id, created_by=actor, original_filename=storage.display_name(
             source.name), stored_name=stored_name, file_type=sniffed.file_type, size_bytes=size,
-            sha256=digest.hexdigest(), forced=True,
-            scan_result="clean (operator CLI)" if scan else "not scanned: --no-scan (operator CLI)")
+            sha256=digest.hexdigest(), forced=True, scan_result=scan_result)
         db.add(job)
         db.flush()
         if found:
@@ -110,14 +124,6 @@ def create_job(registry, vendor_id: uuid.UUID, source: Path, *, actor: uuid.UUID
 
 def confirm(registry, vendor_id: uuid.UUID, job_id: uuid.UUID, body: dict, *, queue: bool) -> list[int]:
     """Confirm the mapping; with ``queue`` the chunk tasks go to the workers, else their indexes are returned."""
-    import transaction
-
-    from kloyst.db import session_scope
-    from kloyst.plugins.enablement import TenantHooks, enabled_plugins
-    from kloyst_plugins.contacts.merge import strategies_for
-    from kloyst_plugins.imports import mapping
-    from kloyst_plugins.imports.models import ContactImportJob
-
     pm = registry["kloyst.plugin_manager"]
     manager = transaction.TransactionManager(explicit=True)
     indexes: list[int] = []
@@ -137,9 +143,6 @@ def confirm(registry, vendor_id: uuid.UUID, job_id: uuid.UUID, body: dict, *, qu
 
 
 def _job(registry, vendor_id, job_id):
-    from kloyst.db import session_scope
-    from kloyst_plugins.imports.models import ContactImportJob
-
     with session_scope(registry["kloyst.session_factory"], vendor_id=vendor_id) as db:
         job = db.scalars(select(ContactImportJob).where(ContactImportJob.id == job_id)).one()
         db.expunge(job)
@@ -147,10 +150,6 @@ def _job(registry, vendor_id, job_id):
 
 
 def cmd_import(args) -> int:
-    from kloyst.cli.bootstrap import load
-    from kloyst_plugins.imports import processing
-    from kloyst_plugins.imports.models import ImportStatus
-
     try:
         vendor_id = uuid.UUID(args.vendor)
     except ValueError:
@@ -165,8 +164,8 @@ def cmd_import(args) -> int:
     if job.status != ImportStatus.AWAITING_MAPPING.value:
         print(f"kloyst import: job {job_id} {job.status}: {job.error}", file=sys.stderr)
         return 1
-    print(f"job {job_id}: {job.row_count:,} rows in {job.chunk_count} chunks; columns {job.headers}",
-          file=sys.stderr)
+    print(f"job {job_id}: {job.row_count:,} rows in {job.chunk_count} chunks; columns {job.headers}; "
+          f"scan: {job.scan_result}", file=sys.stderr)
     indexes = confirm(registry, vendor_id, job_id, body, queue=args.workers)
     started = time.monotonic()
     if args.workers:
@@ -184,7 +183,8 @@ def cmd_import(args) -> int:
     sys.stderr.write("\n")
     print(json.dumps({"job_id": str(job_id), "status": job.status, "rows": job.rows_processed,
                       "created": job.created_count, "updated": job.updated_count,
-                      "duplicates": job.duplicate_count, "rejected": job.rejected_count, "error": job.error}))
+                      "duplicates": job.duplicate_count, "rejected": job.rejected_count, "scan": job.scan_result,
+                      "error": job.error}))
     return 0 if job.status in (ImportStatus.COMPLETED.value, ImportStatus.PARTIAL_SUCCESS.value) else 1
 
 
@@ -206,7 +206,8 @@ def add_commands(subparsers) -> None:
     parser.add_argument("--label", action="append", help="a label added to every row (repeat)")
     parser.add_argument("--merge-strategy", default="MERGE_LABELS")
     parser.add_argument("--no-scan", action="store_true",
-                        help="skip the virus scan: only for a file you trust (recorded on the job)")
+                        help="skip the virus scan: only for a file you trust (recorded on the job; with "
+                             "imports.scan = off nothing is scanned anyway)")
     parser.add_argument("--default-country", help="ISO country for numbers written without +country code")
     parser.add_argument("--workers", action="store_true", help="queue the chunks for the running workers and "
                                                                "follow the job, instead of running them here")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from kloyst.config import Setting
 from kloyst.plugins import PluginMeta, hookimpl
+from kloyst_plugins.imports import scanning
 
 plugin_meta = PluginMeta(description="Contact imports from CSV and XLSX: hardened upload, virus scan, column "
                                      "mapping, merge strategies, parallel chunks.", requires=("contacts",))
@@ -22,6 +23,10 @@ def kloyst_settings():
         Setting("imports.clamd_address", "CLAMD_ADDRESS", "",
                 help="clamd to scan uploads with: tcp://127.0.0.1:3310 or unix:///run/clamav/clamd.ctl. "
                      "Empty: uploads wait in UPLOADED, never treated as clean, until a scanner is configured."),
+        Setting("imports.scan", "IMPORTS_SCAN", scanning.REQUIRED, scanning.as_scan_mode,
+                help="required: every upload is scanned by clamd before it is parsed. off: development on this "
+                     "machine only (development.ini): nothing is scanned and every import says so; refused when "
+                     "the API can be reached from beyond this machine or a scanner is configured."),
         Setting("imports.chunk_rows", "IMPORTS_CHUNK_ROWS", 5000, int, help="Rows per import chunk."),
         Setting("imports.xlsx_max_member_bytes", "IMPORTS_XLSX_MAX_MEMBER_BYTES", 96 * 1024 * 1024, int,
                 help="Zip guard: the most one XLSX part may inflate to (~330,000 rows by default; a worker needs "
@@ -36,7 +41,17 @@ def kloyst_settings():
 
 @hookimpl
 def kloyst_routes(config):
+    # The one hook every process (server or CLI) calls while it is configured: the place to refuse
+    # an unscanned mode that could be reached from beyond this machine, before anything runs.
+    scanning.check_settings(config.get_settings())
     config.include(".views")
+
+
+@hookimpl
+def kloyst_background_services(registry):
+    """Nothing runs in the background; a process that will import unscanned files says so when it starts."""
+    scanning.announce(registry.settings)
+    return []
 
 
 @hookimpl

@@ -35,8 +35,9 @@ PostgreSQL writes in bulk: COPY into a temporary staging table, then one
 ``INSERT … SELECT … ORDER BY mobile_hash ON CONFLICT DO NOTHING RETURNING`` that also writes
 the "create" audit rows, and ``UPDATE … FROM`` staging; merge audit rows and rejections go
 in with COPY too. New contacts and their audit rows get time-ordered (UUIDv7) ids. SQLite (the
-embedded default, one writer at a time) takes a portable, slower path of plain
-executemany statements.
+embedded default, one writer at a time) takes the plain path: executemany of rows converted
+once (:class:`SqliteWriter`). There the chunk is read and its numbers checked before the task
+takes the database's write lock (:func:`process_chunk`), so the lock is held only for writing.
 """
 
 from __future__ import annotations
@@ -49,13 +50,15 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from sqlalchemy import insert, select, text, update
+import transaction
+from sqlalchemy import Uuid, bindparam, insert, select, text, update
 from sqlalchemy.exc import DBAPIError
 
 from kloyst import metrics as kmetrics
 from kloyst.db import session_scope, tenancy, utcnow
+from kloyst.db.base import UTCDateTime
 from kloyst.plugins.enablement import TenantHooks, enabled_plugins
-from kloyst.queue import Reschedule, task
+from kloyst.queue import Reschedule, TaskContext, task
 from kloyst_plugins.contacts.merge import ContactFields, MergeStrategy, strategies_for, union_labels
 from kloyst_plugins.contacts.models import Contact, ContactAuditLog
 from kloyst_plugins.contacts.phones import InvalidPhone, mask
@@ -102,9 +105,31 @@ class Outcome:
     rejected: int = 0
 
 
+@dataclass
+class Prepared:
+    """A chunk read and checked before its write transaction: grouped rows and rejections, or why it failed."""
+
+    strategy: MergeStrategy | None = None
+    rows_read: int = 0
+    groups: dict[bytes, Group] = field(default_factory=dict)
+    rejections: list[dict] = field(default_factory=list)
+    error: str | None = None
+
+
 @task(PROCESS_CHUNK)
 def process_chunk(ctx, *, vendor_id: uuid.UUID, job_id: uuid.UUID, chunk_index: int) -> str:
-    """Import chunk ``chunk_index`` of job ``job_id``; returns what happened (for logs and tests)."""
+    """Import chunk ``chunk_index`` of job ``job_id``; returns what happened (for logs and tests).
+
+    The chunk's rows are read, normalized and grouped first (:func:`_prepare`, through a
+    read-only session), and ``ctx.db`` is touched only then. On the embedded default that is
+    the moment the task takes SQLite's one write lock (:mod:`kloyst.db.sqlite`), so reading the
+    file and checking the chunk's numbers never holds up the API's writes; only the writing does. The
+    write transaction locks the chunk row and checks again that the chunk is pending and its
+    job not cancelled: what was read cannot have changed meanwhile (a queued job's mapping and
+    chunks are fixed), only whether the work is still wanted.
+    """
+    started = utcnow()
+    prepared = _prepare(ctx, vendor_id, job_id, chunk_index)
     db = ctx.db
     chunk = db.scalars(select(ContactImportChunk)
                        .where(ContactImportChunk.job_id == job_id, ContactImportChunk.index == chunk_index)
@@ -115,34 +140,52 @@ def process_chunk(ctx, *, vendor_id: uuid.UUID, job_id: uuid.UUID, chunk_index: 
     if job.status == ImportStatus.CANCELLED.value or ImportStatus(job.status).is_final:
         chunk.status = ChunkStatus.CANCELLED.value
         return "cancelled"
-    started = utcnow()
-    pm = ctx.plugin_manager
-    strategy = strategies_for(TenantHooks(pm, enabled_plugins(db, pm, vendor_id))).get(job.merge_strategy)
-    outcome = Outcome()
-    try:
-        if strategy is None:
-            raise reader.UnreadableFile(f"merge strategy {job.merge_strategy!r} is no longer available to this "
-                                        "vendor (was its plugin disabled?)")
-        rows = reader.read_chunk(ctx.settings, job, chunk)
-    except reader.Busy as exc:
-        raise Reschedule(1.0, str(exc)) from None
-    except reader.UnreadableFile as exc:
+    if prepared is None:  # not pending when read, pending now: a chunk never goes back, so read it again
+        raise Reschedule(0.1, f"chunk {chunk_index} of import {job_id} changed while it was read")
+    outcome = Outcome(rejected=len(prepared.rejections))
+    if prepared.error is not None:
         chunk.status = ChunkStatus.FAILED.value
-        chunk.error = str(exc)[:2000]
-        _finish(ctx, job, chunk, outcome, rows_read=0, started=started, error=str(exc))
+        chunk.error = prepared.error[:2000]
+        _finish(ctx, job, chunk, Outcome(), rows_read=0, started=started, error=prepared.error)
         return "failed"
     try:
-        groups, rejections = prepare_rows(ctx, job, rows, strategy)
-        outcome.rejected = len(rejections)
-        writer = PostgresWriter if db.get_bind().dialect.name == "postgresql" else PortableWriter
-        writer(ctx, job, strategy).write(groups, rejections, outcome)
+        writer = PostgresWriter if db.get_bind().dialect.name == "postgresql" else SqliteWriter
+        writer(ctx, job, prepared.strategy).write(prepared.groups, prepared.rejections, outcome)
     except Exception as exc:
         if _is_deadlock(exc):
             raise Reschedule(0.2, f"deadlock importing chunk {chunk_index}; retrying") from None
         raise
     chunk.status = ChunkStatus.DONE.value
-    _finish(ctx, job, chunk, outcome, rows_read=len(rows), started=started)
+    _finish(ctx, job, chunk, outcome, rows_read=prepared.rows_read, started=started)
     return "done"
+
+
+def _prepare(ctx, vendor_id: uuid.UUID, job_id: uuid.UUID, chunk_index: int) -> Prepared | None:
+    """The chunk's rows validated and grouped, read without a write lock; None when the chunk is not wanted.
+
+    Raises :class:`Reschedule` while another worker converts the XLSX file this chunk reads.
+    """
+    pm = ctx.plugin_manager
+    with session_scope(ctx.registry["kloyst.session_factory"], vendor_id=vendor_id, read_only=True) as look:
+        chunk = look.scalars(select(ContactImportChunk).where(ContactImportChunk.job_id == job_id,
+                                                              ContactImportChunk.index == chunk_index)).one_or_none()
+        job = look.scalars(select(ContactImportJob).where(ContactImportJob.id == job_id)).one_or_none()
+        if chunk is None or job is None or chunk.status != ChunkStatus.PENDING.value or \
+                ImportStatus(job.status).is_final:
+            return None
+        strategy = strategies_for(TenantHooks(pm, enabled_plugins(look, pm, vendor_id))).get(job.merge_strategy)
+    # The scope is closed (no snapshot held open while the file is read); job and chunk stay loaded.
+    if strategy is None:
+        return Prepared(error=f"merge strategy {job.merge_strategy!r} is no longer available to this vendor (was "
+                              "its plugin disabled?)")
+    try:
+        rows = reader.read_chunk(ctx.settings, job, chunk)
+    except reader.Busy as exc:
+        raise Reschedule(1.0, str(exc)) from None
+    except reader.UnreadableFile as exc:
+        return Prepared(error=str(exc))
+    groups, rejections = prepare_rows(ctx, job, rows, strategy)
+    return Prepared(strategy, len(rows), groups, rejections)
 
 
 def _is_deadlock(exc: Exception) -> bool:
@@ -371,7 +414,7 @@ class Writer:
 
 
 class PortableWriter(Writer):
-    """Plain statements; right for SQLite, where one writer holds the database at a time.
+    """Plain Core statements, on any database (:class:`SqliteWriter` is this, made faster for SQLite).
 
     Inserts and updates are Core statements on the tables, run ``unscoped`` on purpose: each
     names its vendor itself (the rows' ``vendor_id``, ``WHERE vendor_id = …``).
@@ -423,6 +466,86 @@ class PortableWriter(Writer):
         with tenancy.unscoped(self.db):
             self.db.execute(insert(ContactImportRejection.__table__), [
                 r | {"job_id": self.job.id, "vendor_id": self.vendor_id, "created_at": self.now} for r in rejections])
+
+
+class SqliteWriter(PortableWriter):
+    """The portable path with its two big inserts (new contacts, audit rows) handed to the driver as they are.
+
+    Measured on a 5,000-row chunk of new numbers: the write transaction took ~0.5 s, most of it
+    SQLAlchemy converting ~60,000 parameter values one by one (each row's labels, attributes
+    and audit changes serialized to JSON, its UUIDs and times formatted). On SQLite that
+    transaction holds the database's one write lock, so every API request that writes waited
+    for it. Here each column's conversion is looked up once, a value seen before in the chunk
+    (the same labels, the chunk's one timestamp) is converted once, and the rows go to
+    ``executemany`` ready-made: the same stored values, a fraction of the time.
+    """
+
+    def insert_new(self, hashes, groups) -> list[bytes]:
+        rows = self._new_rows(hashes, groups)
+        self._insert_many(Contact.__table__, [{k: v for k, v in r.items() if k != "fields"} for r in rows],
+                          {"vendor_id": self.vendor_id, "source": "import", "opted_out": False,
+                           "created_at": self.now, "updated_at": self.now})
+        for r in rows:
+            self.audit.append((r["id"], "create", _changes(None, r["fields"], name_known=True)))
+        return []
+
+    def insert_audit(self) -> None:
+        if not self.audit:
+            return
+        self._insert_many(ContactAuditLog.__table__,
+                          [{"id": uuid.uuid4(), "contact_id": contact_id, "action": action, "changes": changes}
+                           for contact_id, action, changes in self.audit],
+                          {"source": "import", "actor_user_id": self.job.created_by, "import_job_id": self.job.id,
+                           "created_at": self.now, "vendor_id": self.vendor_id})
+
+    def _insert_many(self, table, rows: list[dict], constant: dict) -> None:
+        """``INSERT`` ``rows`` (dicts with the same keys), each with the ``constant`` values, in one ``executemany``."""
+        if not rows:
+            return
+        connection = self.db.connection()
+        dialect = connection.dialect
+
+        def processor(name):
+            return table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+
+        names = list(rows[0])
+        columns = [_converted(processor(name), [row[name] for row in rows]) for name in names]
+        fixed = tuple(process(value) if (process := processor(name)) and value is not None else value
+                      for name, value in constant.items())
+        sql = (f"INSERT INTO {table.name} ({', '.join([*names, *constant])}) "
+               f"VALUES ({', '.join('?' for _ in range(len(names) + len(constant)))})")
+        connection.exec_driver_sql(sql, [values + fixed for values in zip(*columns)])
+
+
+def _converted(process, values: list) -> list:
+    """One column's values as the driver takes them, each distinct value converted once.
+
+    Bytes go as they are (SQLite stores them as the BLOB the conversion would make); ids,
+    unique per row, are converted without being remembered; a value seen before in the
+    column (the same labels, the same attributes) is looked up instead of serialized again.
+    """
+    if process is None:
+        return values
+    seen: dict = {}
+    out = []
+    for value in values:
+        if value is None or isinstance(value, bytes):
+            out.append(value)
+            continue
+        if isinstance(value, uuid.UUID):
+            out.append(process(value))
+            continue
+        key = ("list", tuple(value)) if isinstance(value, list) else \
+            ("dict", tuple(value.items())) if isinstance(value, dict) else value
+        try:
+            converted = seen.get(key)
+        except TypeError:  # unhashable inside (a nested list in audit changes): convert every time
+            out.append(process(value))
+            continue
+        if converted is None:
+            converted = seen[key] = process(value)
+        out.append(converted)
+    return out
 
 
 class PostgresWriter(Writer):
@@ -652,6 +775,8 @@ def _copy_value(value) -> str:
     return str(value).translate(_COPY_ESCAPES)
 
 
+# The parameters are typed: a textual statement hands its values to the driver as they are, and
+# SQLite's driver has no UUID (the Uuid columns hold 32 hex digits there) and its own datetime format.
 _ADD_COUNTS = text("""
 UPDATE contact_import_job
    SET chunks_done = chunks_done + 1, rows_processed = rows_processed + :rows,
@@ -661,7 +786,8 @@ UPDATE contact_import_job
        started_at = COALESCE(started_at, :started), error = COALESCE(error, :error), updated_at = :now
  WHERE id = :job AND vendor_id = :vendor
 RETURNING chunks_done, chunk_count
-""")
+""").bindparams(bindparam("job", type_=Uuid()), bindparam("vendor", type_=Uuid()),
+                bindparam("started", type_=UTCDateTime()), bindparam("now", type_=UTCDateTime()))
 
 
 def _finish(ctx, job: ContactImportJob, chunk: ContactImportChunk, outcome: Outcome, *, rows_read: int,
@@ -718,10 +844,6 @@ def run_chunk_now(registry, vendor_id: uuid.UUID, job_id: uuid.UUID, chunk_index
     Production runs chunks through the outbox and the workers; this is the same task function
     with the same transaction rules, for an operator who wants the import done in the foreground.
     """
-    from kloyst.queue import TaskContext
-
-    import transaction
-
     for attempt in range(max_attempts):
         manager = transaction.TransactionManager(explicit=True)
         try:

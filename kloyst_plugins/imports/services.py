@@ -39,7 +39,8 @@ ALLOWED: dict[ImportStatus, frozenset[ImportStatus]] = {
 }
 
 NEXT_STEP = {
-    S.UPLOADED: "The file is stored and waits for the virus scan; headers are extracted once it is clean.",
+    S.UPLOADED: "The file is stored and waits for the virus scan; headers are extracted once it is clean (at once "
+                "when scan.result says it is not scanned).",
     S.HEADERS_EXTRACTED: "Headers and sample rows are ready; the job moves to AWAITING_MAPPING.",
     S.AWAITING_MAPPING: "Map the columns (PUT /imports/{id}/mapping) to start the import.",
     S.MAPPING_CONFIRMED: "The mapping is saved; the chunks are being queued.",

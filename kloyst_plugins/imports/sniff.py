@@ -49,7 +49,7 @@ def bom_encoding(head: bytes) -> tuple[str | None, int]:
 def sniff_text(head: bytes, *, complete: bool) -> str:
     """The encoding ``head`` (the file's first bytes; ``complete`` when it is the whole file) decodes with.
 
-    Order (RELIABILITY.md A5): BOM → UTF-8 with BOM / UTF-16; strict UTF-8; cp1252.
+    Order: BOM → UTF-8 with BOM / UTF-16; strict UTF-8; cp1252.
     """
     encoding, skip = bom_encoding(head)
     candidates = [encoding] if encoding else ["utf-8", "cp1252"]

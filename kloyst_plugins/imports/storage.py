@@ -16,8 +16,16 @@ from pathlib import Path
 MAX_DISPLAY_NAME = 255
 
 
+def storage_root(settings) -> Path:
+    """``imports.storage_dir``; a relative one is under the ini file's directory, like var/ for the database.
+
+    So the server and ``kloyst import <ini>`` find the same files wherever each was started from.
+    """
+    return (Path(settings.get("kloyst.here") or ".") / settings["imports.storage_dir"]).resolve()
+
+
 def vendor_dir(settings, vendor_id: uuid.UUID) -> Path:
-    return Path(settings["imports.storage_dir"]).resolve() / str(uuid.UUID(str(vendor_id)))
+    return storage_root(settings) / str(uuid.UUID(str(vendor_id)))
 
 
 def path_for(settings, vendor_id: uuid.UUID, stored_name: str) -> Path:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from email.message import Message
 from pathlib import Path
 
-from kloyst.errors import BadRequest, PayloadTooLarge
+from kloyst.errors import BadRequest, PayloadTooLarge, Unprocessable
 from kloyst_plugins.imports import storage
 
 BLOCK = 64 * 1024
@@ -139,7 +139,7 @@ def receive(request, settings, vendor_id, max_bytes: int) -> Received:
             name = _params("content-disposition", disposition, "name") if disposition else None
             if name == FILE_FIELD:
                 if sink is not None:
-                    raise BadRequest('send exactly one "file" field', code="malformed_multipart")
+                    raise Unprocessable('send exactly one "file" field', code="file_repeated", field=FILE_FIELD)
                 filename = _params("content-disposition", disposition, "filename")
                 stored_name, part = storage.new_part_file(settings, vendor_id)
                 sink = _FileSink(part, max_bytes)
@@ -151,7 +151,10 @@ def receive(request, settings, vendor_id, max_bytes: int) -> Received:
                 if name and len(value) <= MAX_FIELD_BYTES:
                     fields[name] = bytes(value).decode("utf-8", "replace")
         if sink is None:
-            raise BadRequest('the upload has no "file" field', code="file_required")
+            # Well-formed multipart that lacks the one field the route needs: a field problem (422), like a
+            # missing JSON field, not a malformed request (400).
+            raise Unprocessable('the upload has no "file" field: send the contact list as the multipart field "file"',
+                                code="file_required", field=FILE_FIELD)
     except BaseException:
         if sink is not None:
             sink.handle.close()

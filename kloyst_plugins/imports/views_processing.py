@@ -14,9 +14,11 @@ from kloyst.http import openapi
 from kloyst_plugins.contacts.merge import strategies_for
 from kloyst_plugins.imports import mapping, report, services
 from kloyst_plugins.imports.mapping import MappingBody
+from kloyst_plugins.imports.schemas import ImportAnswer
 
 
-@view_config(route_name="imports.item.mapping", request_method="PUT", renderer="json", body_schema=MappingBody)
+@view_config(route_name="imports.item.mapping", request_method="PUT", renderer="json", body_schema=MappingBody,
+             response_schema=ImportAnswer)
 def put_mapping(request):
     job = request.context
     mapping.confirm_mapping(request.db, request.enqueue, job, request.validated(),

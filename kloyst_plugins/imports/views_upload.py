@@ -16,8 +16,9 @@ from kloyst.config import as_bool
 from kloyst.errors import Conflict, UnsupportedMediaType, Unprocessable
 from kloyst.http.pagination import Page, paginate
 from kloyst.http import openapi
-from kloyst_plugins.imports import services, sniff, storage, upload, zipguard
+from kloyst_plugins.imports import scanning, services, sniff, storage, upload, zipguard
 from kloyst_plugins.imports.models import ContactImportJob
+from kloyst_plugins.imports.schemas import ImportAnswer, ImportPage
 from kloyst_plugins.imports.tasks import SCAN_UPLOAD
 
 
@@ -30,6 +31,7 @@ def _lock_sha(db, vendor_id, sha256: str) -> None:
 
 
 @view_config(route_name="imports.collection", request_method="POST", renderer="json", status=201,
+             response_schema=ImportAnswer,
              openapi=openapi.multipart({upload.FILE_FIELD: "file: the contact list (CSV, XLSX or a ZIP of one)"},
                                        {"force": "boolean: true to import a file already imported (same SHA-256)"}))
 def create_import(request):
@@ -79,7 +81,9 @@ def _accept(request, received: upload.Received) -> ContactImportJob:
     job = ContactImportJob(created_by=request.identity.user_id, original_filename=received.filename,
                            stored_name=received.stored_name, file_type=sniffed.file_type, size_bytes=received.size,
                            sha256=received.sha256, forced=force and earlier is not None,
-                           chunk_size=int(settings["imports.chunk_rows"]))
+                           chunk_size=int(settings["imports.chunk_rows"]),
+                           # The upload's own answer already says that no scanner will look at the file.
+                           scan_result=scanning.NOT_SCANNED if scanning.is_off(settings) else None)
     request.db.add(job)
     request.db.flush()
     stored = storage.commit_part(received.path, received.stored_name)
@@ -90,18 +94,19 @@ def _accept(request, received: upload.Received) -> ContactImportJob:
     return job
 
 
-@view_config(route_name="imports.collection", request_method="GET", renderer="json", query_schema=Page)
+@view_config(route_name="imports.collection", request_method="GET", renderer="json", query_schema=Page,
+             response_schema=ImportPage)
 def list_imports(request):
     page = paginate(request.db, select(ContactImportJob), ContactImportJob, request.validated_query())
     return {"items": [services.job_json(job) for job in page.items], "next_cursor": page.next_cursor}
 
 
-@view_config(route_name="imports.item", request_method="GET", renderer="json")
+@view_config(route_name="imports.item", request_method="GET", renderer="json", response_schema=ImportAnswer)
 def get_import(request):
     return {"import": services.job_json(request.context)}
 
 
-@view_config(route_name="imports.item.cancel", request_method="POST", renderer="json")
+@view_config(route_name="imports.item.cancel", request_method="POST", renderer="json", response_schema=ImportAnswer)
 def cancel_import(request):
     job = request.context
     services.cancel(request.db, job)

@@ -1,7 +1,7 @@
 """The zip guard: what an XLSX must satisfy before any spreadsheet parser opens it.
 
 No XLSX parser protects itself against a zip bomb: a 310 KB file whose sheet inflates to
-300 MB took openpyxl 634 MB of memory (RELIABILITY.md A5). So the central directory is
+300 MB took openpyxl 634 MB of memory (measured). So the central directory is
 checked first — member count, declared sizes, compression ratio, encryption, methods and
 names — and every member's *local* header is read too, because ClamAV does not unpack
 members whose local header defers its sizes to a ZIP64 record (Cisco-Talos/clamav#1527),
@@ -33,7 +33,7 @@ class ZipRefused(ValueError):
     """The archive breaks a guard rule; the message says which, for the person who uploaded it."""
 
 
-# Why these defaults (RELIABILITY.md A5 sets the rules; the sizes are ours to choose):
+# Why these defaults:
 #
 # * What stops a zip *bomb* is the **ratio** (100:1) together with the upload size limit
 #   (``imports.max_upload_bytes``): a bomb is a small file that inflates enormously, and

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from kloyst.errors import BadRequest, PayloadTooLarge
+from kloyst.errors import BadRequest, PayloadTooLarge, Unprocessable
 from kloyst_plugins.imports import upload
 
 BOUNDARY = "----kloystBoundary7MA4YWxkTrZu0gW"
@@ -74,8 +74,9 @@ def test_a_body_cut_short_is_400_and_leaves_no_file(settings, tmp_path):
 
 def test_two_file_parts_are_refused(settings, tmp_path):
     request = FakeRequest(body(("file", "a.csv", b"a"), ("file", "b.csv", b"b")))
-    with pytest.raises(BadRequest, match="exactly one"):
+    with pytest.raises(Unprocessable, match="exactly one") as refused:
         upload.receive(request, settings, VENDOR, max_bytes=10_000)
+    assert refused.value.details == {"fields": [{"field": "file", "problem": 'send exactly one "file" field'}]}
     assert stored_files(tmp_path) == []
 
 
