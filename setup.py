@@ -35,7 +35,9 @@ setup(
         "argon2-cffi>=23.1",
         "pydantic>=2.6",
         "email-validator>=2.1",
-        "fpdf2>=2.7",  # quotation PDFs: pure Python, tables and embedded fonts, no system libraries
+        "fpdf2>=2.8",  # quotation PDFs: tables, embedded Noto fonts with fallbacks and color emoji (TTC, CBDT)
+        "uharfbuzz>=0.39",  # HarfBuzz text shaping for fpdf2: Devanagari conjuncts, joined Arabic
+        "babel>=2.12",  # CLDR currency symbols, minor units and country names on quotation PDFs
         "prometheus-client>=0.20",  # /metrics on the separate metrics listener (kloyst.metrics)
     ],
     extras_require={

@@ -155,14 +155,15 @@ def fund_and_launch(registry, vendor: Vendor, *, enqueue, mapping=None) -> tuple
                                                     variables=mapping or MAPPING), user_id=None)
         campaign_id = campaign.id
     started = time.perf_counter()
-    with session_scope(factory, vendor_id=vendor.vendor_id) as db:
+    manager = transaction.TransactionManager(explicit=True)
+    queue = registry["kloyst.queue"]
+    with session_scope(factory, vendor_id=vendor.vendor_id, manager=manager) as db:
         from kloyst_plugins.campaigns.models import Campaign
 
-        launch.quote(db, registry, db.get(Campaign, campaign_id))
+        launch.quote(db, registry, db.get(Campaign, campaign_id),
+                     enqueue=lambda name, **kw: queue.enqueue(db, manager, name, **kw))
     quoted = time.perf_counter()
-    manager = transaction.TransactionManager(explicit=True)
     with session_scope(factory, vendor_id=vendor.vendor_id, manager=manager) as db:
-        queue = registry["kloyst.queue"]
         launch.launch(db, registry, campaign_id,
                       enqueue=enqueue or (lambda name, **kw: queue.enqueue(db, manager, name, **kw)))
     return campaign_id, quoted - started, time.perf_counter() - quoted

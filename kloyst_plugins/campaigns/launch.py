@@ -31,7 +31,7 @@ from kloyst_plugins.campaigns.models import Campaign, CampaignStatus
 from kloyst_plugins.campaigns.tasks import enqueue_chunks
 from kloyst_plugins.contacts.audience import count_by_country
 from kloyst_plugins.pricing.models import Quotation
-from kloyst_plugins.pricing.services import QuotationService, expire_if_due, quotation_unit_prices
+from kloyst_plugins.pricing.services import QuotationService, expire_if_due, mark_accepted, quotation_unit_prices
 from kloyst_plugins.wallet.ledger import Ledger
 
 
@@ -44,12 +44,13 @@ def locked(db, campaign_id: uuid.UUID) -> Campaign:
                       .execution_options(populate_existing=True)).one()
 
 
-def quote(db, registry, campaign: Campaign, *, user_id: uuid.UUID | None = None) -> Quotation:
-    """Price the draft's audience now, and remember the quotation as the campaign's."""
+def quote(db, registry, campaign: Campaign, *, enqueue, user_id: uuid.UUID | None = None) -> Quotation:
+    """Price the draft's audience now, and remember the quotation as the campaign's (its PDF is asked for with
+    it, through ``enqueue``, like every quotation's)."""
     drafts.require_draft(campaign, "quoted")
     checked = drafts.check(db, campaign)
     counts = count_by_country(db, checked.audience, vendor_id=campaign.vendor_id)
-    quotation = QuotationService(db, vendor_id=campaign.vendor_id, registry=registry).quote(
+    quotation = QuotationService(db, vendor_id=campaign.vendor_id, registry=registry, enqueue=enqueue).quote(
         counts, checked.template.category, source={"campaign_id": str(campaign.id)}, created_by=user_id)
     campaign.quotation_id = quotation.id
     db.flush()
@@ -85,7 +86,7 @@ def launch(db, registry, campaign_id: uuid.UUID, *, enqueue, idempotency_key: st
                        code="quote_currency_mismatch")
     hold = ledger.hold(quotation.total_micros, idempotency_key=f"campaign:{campaign.id}:launch",
                        reference=hold_reference(campaign.id))
-    QuotationService(db, vendor_id=campaign.vendor_id, registry=registry).mark_accepted(quotation)
+    mark_accepted(quotation)
     recipients = sum(counts.values())
     now = utcnow()
     campaign.status = (CampaignStatus.SCHEDULED if campaign.start_at is not None else CampaignStatus.LAUNCHING).value

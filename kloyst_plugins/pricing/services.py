@@ -14,6 +14,10 @@ The arithmetic, in order (docs/pricing.md has a worked example):
 5. total = Σ lines + charges, in the currency of the vendor's wallet, priced from the
    snapshot in force in that currency, whose id the quotation keeps.
 
+Every quotation gets its PDF: :meth:`QuotationService.quote` is the one place a quotation is
+created, and it asks for the PDF (``pricing.generate_quotation_pdf``) in the same transaction,
+so the quotes of ``POST /v1/quotations`` and of a campaign alike become READY.
+
 The work is per country and band, never per contact: counting is the audience's one
 ``GROUP BY``, so a million recipients cost the same as a hundred.
 """
@@ -23,6 +27,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -38,6 +43,7 @@ from kloyst_plugins.pricing import markets, snapshots
 from kloyst_plugins.pricing.models import (QUOTABLE, PricingMarket, PricingRate, PricingSnapshot, PricingTier,
                                            Quotation, QuotationItem, QuotationStatus)
 from kloyst_plugins.pricing.rules import Charge, Line, RuleContext, SnapshotRef, ordered
+from kloyst_plugins.pricing.tasks import GENERATE_PDF
 
 DEFAULT_TTL_SECONDS = 24 * 3600
 
@@ -116,14 +122,22 @@ class Priced:
 
 
 class QuotationService:
-    def __init__(self, db, *, vendor_id: uuid.UUID, registry) -> None:
+    """Prices and saves one vendor's quotations, in the caller's transaction.
+
+    ``enqueue`` is that transaction's ``enqueue(name, **kwargs)`` (``request.enqueue``,
+    ``ctx.enqueue`` in a task): it is required because a quotation cannot be created without
+    asking for its PDF, whoever creates it.
+    """
+
+    def __init__(self, db, *, vendor_id: uuid.UUID, registry, enqueue: Callable[..., object]) -> None:
         self.db = db
         self.vendor_id = vendor_id
         self.registry = registry
+        self.enqueue = enqueue
 
     @classmethod
     def for_request(cls, request) -> QuotationService:
-        return cls(request.db, vendor_id=request.vendor_id, registry=request.registry)
+        return cls(request.db, vendor_id=request.vendor_id, registry=request.registry, enqueue=request.enqueue)
 
     def _ttl(self) -> int:
         return int(self.registry.settings.get("pricing.quote_ttl_seconds", DEFAULT_TTL_SECONDS))
@@ -208,7 +222,8 @@ class QuotationService:
 
     def quote(self, counts_by_country: dict[str | None, int], category: str, *, source: dict | None = None,
               created_by: uuid.UUID | None = None) -> Quotation:
-        """Price ``counts_by_country`` (recipients per ISO country, None = unknown) and save the quotation."""
+        """Price ``counts_by_country`` (recipients per ISO country, None = unknown), save the quotation and ask
+        for its PDF (sent once the caller's transaction commits)."""
         priced = self.price(counts_by_country, category)
         total = priced.total_micros
         available = priced.wallet.available_micros
@@ -230,6 +245,7 @@ class QuotationService:
             for position, (line, unit) in enumerate(priced.lines)]
         self.db.add(quotation)
         self.db.flush()
+        self.enqueue(GENERATE_PDF, vendor_id=self.vendor_id, quotation_id=quotation.id)
         return quotation
 
     def _markets(self, snapshot_id, countries: list[str]) -> dict[str, str]:

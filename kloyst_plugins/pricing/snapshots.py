@@ -23,7 +23,7 @@ from kloyst_plugins.pricing.models import PricingMarket, PricingRate, PricingSna
 
 SEED = Path(__file__).with_name("seed")
 DEVELOPMENT_EFFECTIVE_FROM = dt.datetime(2025, 7, 1, tzinfo=dt.timezone.utc)
-DEVELOPMENT_NOTE = ("Development card: figures from meta-cloud-api.md §8.3, other markets estimated; "
+DEVELOPMENT_NOTE = ("Development card: figures from Meta's July 2025 rate card, other markets estimated; "
                     "plausible volume bands. Not for billing.")
 
 

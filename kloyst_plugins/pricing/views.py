@@ -2,8 +2,8 @@
 
 Enablement, tenancy and authentication are the core's: ``model=Quotation`` loads ``{id}``
 through tenant scoping (another vendor's quotation is a 404) and members may quote. The
-PDF is made by a task enqueued after the quotation commits; until it is READY its route
-answers 409 with the current state.
+PDF is made by a task the service asks for with the quotation, run after it commits; until
+it is READY its route answers 409 with the current state.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from kloyst.errors import Conflict, Unprocessable
 from kloyst.http.pagination import paginate
 from kloyst.money import format_micros
 from kloyst.http import openapi
-from kloyst_plugins.pricing import markets, snapshots
+from kloyst_plugins.pricing import markets, pdf, snapshots
 from kloyst_plugins.pricing.models import QUOTABLE, PdfStatus, PricingMarket, PricingRate, PricingTier, Quotation
-from kloyst_plugins.pricing.schemas import QuotationCreate, QuotationListQuery, RatesQuery
+from kloyst_plugins.pricing.schemas import (QuotationAnswer, QuotationCreate, QuotationListQuery, QuotationPage, Rates,
+                                            RatesQuery)
 from kloyst_plugins.pricing.services import QuotationService, expire_if_due, wallet_of
-from kloyst_plugins.pricing.tasks import GENERATE_PDF
 
 
 def percent(micropercent: int) -> str:
@@ -73,14 +73,13 @@ def create_quotation(request):
         template_category = _template_category(request, body.template_id)
         if category is not None and category != template_category:
             raise Unprocessable(f"template {body.template_id} is a {template_category} template, not {category}",
-                                code="category_mismatch")
+                                code="category_mismatch", field="category")
         category = template_category
     counts = count_by_country(request.db, body.audience, vendor_id=request.vendor_id)
     source = {"audience": body.audience.model_dump(mode="json"),
               "template_id": str(body.template_id) if body.template_id else None}
     quotation = QuotationService.for_request(request).quote(counts, category, source=source,
                                                             created_by=request.identity.user_id)
-    request.enqueue(GENERATE_PDF, vendor_id=request.vendor_id, quotation_id=quotation.id)
     request.response.status_int = 201
     request.response.headers["Location"] = request.route_path("pricing.quotation", id=quotation.id)
     return {"quotation": quotation_json(quotation)}
@@ -106,7 +105,7 @@ def get_quotation_pdf(request):
         raise Conflict(f"the PDF is {quotation.pdf_status}, not ready yet", code="pdf_not_ready",
                        details={"pdf_status": quotation.pdf_status, "pdf_error": quotation.pdf_error})
     return Response(body=quotation.pdf_bytes, content_type="application/pdf",
-                    content_disposition=f'attachment; filename="quotation-{quotation.id}.pdf"')
+                    content_disposition=f'attachment; filename="quotation-{pdf.reference(quotation)}.pdf"')
 
 
 def _whole_card(db, snapshot, currency: str) -> dict:
@@ -158,14 +157,15 @@ def get_rates(request):
 def includeme(config) -> None:
     config.add_route("pricing.rates", "/pricing/rates")
     config.add_view(get_rates, route_name="pricing.rates", request_method="GET", renderer="json",
-                    query_schema=RatesQuery)
+                    query_schema=RatesQuery, response_schema=Rates)
     config.add_route("pricing.quotations", "/quotations")
     config.add_view(list_quotations, route_name="pricing.quotations", request_method="GET", renderer="json",
-                    query_schema=QuotationListQuery)
+                    query_schema=QuotationListQuery, response_schema=QuotationPage)
     config.add_view(create_quotation, route_name="pricing.quotations", request_method="POST", renderer="json",
-                    body_schema=QuotationCreate, status=201)
+                    body_schema=QuotationCreate, response_schema=QuotationAnswer, status=201)
     config.add_route("pricing.quotation", "/quotations/{id}", model=Quotation)
-    config.add_view(get_quotation, route_name="pricing.quotation", request_method="GET", renderer="json")
+    config.add_view(get_quotation, route_name="pricing.quotation", request_method="GET", renderer="json",
+                    response_schema=QuotationAnswer)
     config.add_route("pricing.quotation.pdf", "/quotations/{id}/pdf", model=Quotation)
     config.add_view(get_quotation_pdf, route_name="pricing.quotation.pdf", request_method="GET",
                     openapi=openapi.download("application/pdf"))

@@ -22,7 +22,8 @@ from kloyst.http import openapi
 from kloyst_plugins.pricing import cards, snapshots
 from kloyst_plugins.pricing.models import (PlatformFeeRule, PricingMarket, PricingRate, PricingSnapshot, PricingTier,
                                            snapshot_in_use)
-from kloyst_plugins.pricing.schemas import FeeRuleCreate, FeeRulePatch, FeeRuleQuery
+from kloyst_plugins.pricing.schemas import (FeeRuleAnswer, FeeRuleCreate, FeeRulePage, FeeRulePatch, FeeRuleQuery,
+                                            SnapshotAnswer, SnapshotPage)
 from kloyst_plugins.pricing.views import percent
 
 
@@ -89,8 +90,10 @@ def upload_snapshot(request):
         snapshot = snapshots.create(request.db, pricing=pricing, tiers=tiers, effective_from=effective_from,
                                     note=note, created_by=request.identity.user_id)
     except cards.CardError as exc:
+        # Each problem names its file field (pricing or tiers) and the line of that file.
         raise Unprocessable(f"the rate card has {len(exc.problems)} problem(s): {exc}", code="invalid_rate_card",
-                            details={"problems": exc.problems}) from None
+                            fields=[{"field": p["file"], "line": p["line"], "problem": p["problem"]}
+                                    for p in exc.problems]) from None
     request.response.status_int = 201
     return {"snapshot": snapshot_json(snapshot, request.db, detail=True)}
 
@@ -179,22 +182,24 @@ def patch_fee_rule(request):
 def includeme(config) -> None:
     config.add_admin_route("admin.pricing.snapshots", "/admin/pricing/snapshots")
     config.add_view(upload_snapshot, route_name="admin.pricing.snapshots", request_method="POST", renderer="json",
-                    status=201, openapi=openapi.multipart(
+                    response_schema=SnapshotAnswer, status=201, openapi=openapi.multipart(
                         {"pricing": "file: Meta's Pricing.csv"},
                         {"tiers": "file: Meta's Tier Pricing.csv",
                          "effective_from": "text: ISO date the card applies from",
                          "note": "text: a note for other admins (500 characters)"}))
     config.add_view(list_snapshots, route_name="admin.pricing.snapshots", request_method="GET", renderer="json",
-                    query_schema=Page)
+                    query_schema=Page, response_schema=SnapshotPage)
     config.add_admin_route("admin.pricing.snapshot", "/admin/pricing/snapshots/{id}")
-    config.add_view(get_snapshot, route_name="admin.pricing.snapshot", request_method="GET", renderer="json")
+    config.add_view(get_snapshot, route_name="admin.pricing.snapshot", request_method="GET", renderer="json",
+                    response_schema=SnapshotAnswer)
     config.add_view(delete_snapshot, route_name="admin.pricing.snapshot", request_method="DELETE", status=204)
     config.add_admin_route("admin.pricing.fee_rules", "/admin/pricing/fee-rules")
     config.add_view(create_fee_rule, route_name="admin.pricing.fee_rules", request_method="POST", renderer="json",
-                    body_schema=FeeRuleCreate, status=201)
+                    body_schema=FeeRuleCreate, response_schema=FeeRuleAnswer, status=201)
     config.add_view(list_fee_rules, route_name="admin.pricing.fee_rules", request_method="GET", renderer="json",
-                    query_schema=FeeRuleQuery)
+                    query_schema=FeeRuleQuery, response_schema=FeeRulePage)
     config.add_admin_route("admin.pricing.fee_rule", "/admin/pricing/fee-rules/{id}")
-    config.add_view(get_fee_rule, route_name="admin.pricing.fee_rule", request_method="GET", renderer="json")
+    config.add_view(get_fee_rule, route_name="admin.pricing.fee_rule", request_method="GET", renderer="json",
+                    response_schema=FeeRuleAnswer)
     config.add_view(patch_fee_rule, route_name="admin.pricing.fee_rule", request_method="PATCH", renderer="json",
-                    body_schema=FeeRulePatch)
+                    body_schema=FeeRulePatch, response_schema=FeeRuleAnswer)

@@ -213,13 +213,13 @@ def launch_now(registry, vendor: Vendor, **fields) -> uuid.UUID:
     from kloyst_plugins.campaigns.schemas import CampaignCreate
 
     factory = registry["kloyst.session_factory"]
+    queue = registry["kloyst.queue"]
     body = CampaignCreate.model_validate({k: v for k, v in vendor.draft(**fields).items()})
-    with session_scope(factory, vendor_id=vendor.vendor_id) as db:
-        campaign = drafts.create(db, body, user_id=None)
-        launching.quote(db, registry, campaign)
-        campaign_id = campaign.id
     manager = transaction.TransactionManager(explicit=True)
     with session_scope(factory, vendor_id=vendor.vendor_id, manager=manager) as db:
-        queue = registry["kloyst.queue"]
+        campaign = drafts.create(db, body, user_id=None)
+        launching.quote(db, registry, campaign, enqueue=lambda name, **kw: queue.enqueue(db, manager, name, **kw))
+        campaign_id = campaign.id
+    with session_scope(factory, vendor_id=vendor.vendor_id, manager=manager) as db:
         launching.launch(db, registry, campaign_id, enqueue=lambda name, **kw: queue.enqueue(db, manager, name, **kw))
     return campaign_id

@@ -163,7 +163,7 @@ def test_two_launches_at_once_hold_once_and_freeze_once(registry, committed_db, 
     factory = registry["kloyst.session_factory"]
     with session_scope(factory, vendor_id=vendor.vendor_id) as db:
         campaign = drafts.create(db, CampaignCreate.model_validate(vendor.draft()), user_id=None)
-        launching.quote(db, registry, campaign)
+        launching.quote(db, registry, campaign, enqueue=lambda name, **kw: None)
         campaign_id = campaign.id
     barrier, outcomes = threading.Barrier(2), []
 

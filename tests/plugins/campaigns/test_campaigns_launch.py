@@ -12,6 +12,7 @@ from kloyst.db import tenancy
 from kloyst_plugins.campaigns.models import CampaignChunk
 from kloyst_plugins.contacts.models import Contact
 from kloyst_plugins.pricing.models import Quotation
+from kloyst_plugins.pricing.tasks import GENERATE_PDF
 
 
 def test_the_quote_prices_the_audience_by_country_and_shows_whether_the_wallet_covers_it(testapp, world, vendor):
@@ -26,6 +27,18 @@ def test_the_quote_prices_the_audience_by_country_and_shows_whether_the_wallet_c
     assert {i["country"]: i["quantity"] for i in quotation["items"]} == {"US": 6, "GB": 4}
     assert quotation["wallet"]["available"] == "100.000000" and quotation["wallet"]["sufficient"] is True
     assert quotation["wallet"]["shortfall"] == "0.000000"
+
+
+def test_the_campaigns_quotation_gets_its_pdf_like_every_quotation(testapp, world, vendor):
+    world.contacts(vendor.vendor_id, 3)
+    campaign = draft(testapp, vendor)
+
+    quotation = quote(testapp, vendor, campaign)["quotation"]
+
+    answer = testapp.get(f"/v1/quotations/{quotation['id']}", headers=vendor.headers).json["quotation"]
+    assert (answer["pdf_status"], answer["pdf_error"]) == ("READY", None)
+    document = testapp.get(f"/v1/quotations/{quotation['id']}/pdf", headers=vendor.headers)
+    assert document.content_type == "application/pdf" and document.body.startswith(b"%PDF")
 
 
 def test_launch_holds_exactly_the_quote_and_freezes_the_audience_with_its_prices(testapp, db, world, vendor,
@@ -49,7 +62,7 @@ def test_launch_holds_exactly_the_quote_and_freezes_the_audience_with_its_prices
     items = {i["country"]: i["unit_price"] for i in quotation["items"]}
     assert all(f"{r.price_micros / 10**6:.6f}" == items[r.country] for r in frozen)
     assert db.get(Quotation, uuid.UUID(quotation["id"])).status == "ACCEPTED"
-    assert [name for name, _ in task_recorder] == ["campaigns.fan_out_chunk"]
+    assert [name for name, _ in task_recorder] == [GENERATE_PDF, "campaigns.fan_out_chunk"]  # the quote's, the launch's
     assert_ledger_consistent(db, vendor.vendor_id)
 
 
@@ -64,7 +77,8 @@ def test_launch_without_enough_funds_is_402_and_holds_freezes_and_sends_nothing(
     assert error["code"] == "insufficient_funds"
     assert error["details"]["needed"] == quotation["total"] and error["details"]["available"] == "0.001000"
     assert holds(db, campaign["id"]) == [] and recipients(db, campaign["id"]) == []
-    assert task_recorder == []  # the fan-out tasks went with the rolled-back transaction
+    # The quote's PDF only: the fan-out tasks went with the rolled-back transaction.
+    assert [name for name, _ in task_recorder] == [GENERATE_PDF]
     assert testapp.get(f"/v1/campaigns/{campaign['id']}", headers=poor.headers).json["campaign"]["status"] == "DRAFT"
     assert db.get(Quotation, uuid.UUID(quotation["id"])).status == "ACTIVE"
     state = wallet(db, poor.vendor_id)
@@ -108,7 +122,7 @@ def test_a_retried_launch_with_its_key_answers_with_the_campaign_and_holds_once(
     error = launch(testapp, vendor, campaign, status=409).json["error"]
     assert error["code"] == "campaign_not_draft" and error["details"]["status"] == "LAUNCHING"
     assert len(holds(db, campaign["id"])) == 1 and len(recipients(db, campaign["id"])) == 3
-    assert len(task_recorder) == 1
+    assert [name for name, _ in task_recorder] == [GENERATE_PDF, "campaigns.fan_out_chunk"]
 
 
 def test_the_audience_is_cut_into_chunks_of_the_configured_size(testapp, db, world, vendor, registry, monkeypatch,
@@ -122,7 +136,7 @@ def test_the_audience_is_cut_into_chunks_of_the_configured_size(testapp, db, wor
         chunks = db.execute(select(CampaignChunk.seq_from, CampaignChunk.seq_to).where(
             CampaignChunk.campaign_id == uuid.UUID(campaign["id"])).order_by(CampaignChunk.seq_from)).all()
     assert chunks == [(0, 4), (4, 8), (8, 10)]
-    assert sorted(kw["seq_from"] for _, kw in task_recorder) == [0, 4, 8]
+    assert sorted(kw["seq_from"] for name, kw in task_recorder if name == "campaigns.fan_out_chunk") == [0, 4, 8]
 
 
 def test_a_launched_campaign_writes_one_message_per_recipient(testapp, db, world, vendor, task_recorder, run_outbox):

@@ -45,11 +45,18 @@ def vendor(pricing_vendor):
 
 
 @pytest.fixture
-def service(db, registry):
+def requested_tasks():
+    """The tasks the ``service`` fixture's services asked for, ``[(name, kwargs)]``, recorded instead of sent."""
+    return []
+
+
+@pytest.fixture
+def service(db, registry, requested_tasks):
     """``service(account)``: a QuotationService for that vendor (on the test's platform session)."""
 
     def make(account) -> QuotationService:
-        return QuotationService(db, vendor_id=account.vendor_id, registry=registry)
+        return QuotationService(db, vendor_id=account.vendor_id, registry=registry,
+                                enqueue=lambda name, **kwargs: requested_tasks.append((name, kwargs)))
 
     return make
 

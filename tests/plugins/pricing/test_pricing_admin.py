@@ -59,7 +59,7 @@ def test_a_file_that_is_not_a_rate_card_at_all_is_a_422_not_a_crash(testapp, adm
     error = upload(testapp, admin, content, None, status=422)["error"]
 
     assert error["code"] == "invalid_rate_card"
-    assert problem in error["details"]["problems"][0]["problem"]
+    assert problem in error["details"]["fields"][0]["problem"]
     assert count(db, PricingSnapshot) == before
 
 
@@ -72,9 +72,9 @@ def test_a_card_with_bad_rows_is_refused_whole_listing_every_problem(testapp, ad
     error = upload(testapp, admin, pricing, tiers, status=422)["error"]
 
     assert error["code"] == "invalid_rate_card"
-    problems = error["details"]["problems"]
-    assert {(p["file"], p["line"]) for p in problems} >= {("pricing", 9), ("pricing", 10)}
-    assert any(p["file"] == "tiers" and "Narnia" in p["problem"] for p in problems)
+    problems = error["details"]["fields"]
+    assert {(p["field"], p["line"]) for p in problems} >= {("pricing", 9), ("pricing", 10)}
+    assert any(p["field"] == "tiers" and "Narnia" in p["problem"] for p in problems)
     assert [count(db, m) for m in (PricingSnapshot, PricingRate, PricingTier, PricingMarket)] == before
 
 

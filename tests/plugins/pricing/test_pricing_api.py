@@ -94,9 +94,11 @@ def test_the_pdf_task_is_enqueued_after_commit_and_the_pdf_is_409_until_ready(te
     response = testapp.get(f"/v1/quotations/{made['id']}/pdf", headers=vendor.headers, status=200)
     assert response.content_type == "application/pdf"
     text = pdf_text(response.body)
-    for expected in ("Pricing Co", made["id"], "Brazil", "Rest of Africa", "0.062500", "0.125000", "0.022500",
-                     "Total", "0.147500 USD", made["snapshot_id"], "2025-07-01", "Valid until"):
+    for expected in ("Pricing Co", "Kloyst Test Issuer Ltd", "Brazil", "Kenya", "Rest of Africa", "$0.0625", "$0.13",
+                     "$0.0225", "Total (USD)", "$0.15", "1 July 2025", "Valid until"):
         assert expected in text, expected
+    assert made["id"] not in text and made["snapshot_id"] not in text
+    assert response.headers["Content-Disposition"].startswith('attachment; filename="quotation-Q-')
 
 
 def test_a_pdf_that_cannot_be_rendered_ends_failed_with_its_reason(testapp, vendor, add_contacts, task_recorder,
@@ -114,6 +116,20 @@ def test_a_pdf_that_cannot_be_rendered_ends_failed_with_its_reason(testapp, vend
     assert (answer["pdf_status"], answer["pdf_error"]) == ("FAILED", "RuntimeError: font missing")
     error = testapp.get(f"/v1/quotations/{made['id']}/pdf", headers=vendor.headers, status=409).json["error"]
     assert error["details"]["pdf_status"] == "FAILED"
+
+
+def test_a_deployment_without_an_issuer_gets_failed_pdfs_saying_what_to_set_in_one_line(
+        testapp, registry, vendor, add_contacts, task_recorder, run_outbox, monkeypatch, caplog):
+    monkeypatch.setitem(registry.settings, "pricing.issuer_name", "")
+    add_contacts(vendor, {"BR": 1})
+    made = quote(testapp, vendor, {"category": "MARKETING", "audience": {"all": True}})["quotation"]
+
+    run_outbox()
+
+    answer = testapp.get(f"/v1/quotations/{made['id']}", headers=vendor.headers).json["quotation"]
+    assert answer["pdf_status"] == "FAILED" and "PRICING_ISSUER_NAME" in answer["pdf_error"]
+    said = [record for record in caplog.records if "no PDF" in record.getMessage()]
+    assert len(said) == 1 and said[0].exc_info is None  # one line, no traceback
 
 
 def test_the_pdf_task_marks_generating_before_it_renders(testapp, db, vendor, add_contacts, task_recorder,
