@@ -61,7 +61,25 @@ class UnsupportedMediaType(ApiError):
 
 
 class Unprocessable(ApiError):
+    """A 422: the request is well formed but something in it cannot be accepted.
+
+    Every 422 carries ``details.fields``, a list of ``{"field", "problem"}``, so a client
+    has one place to look for what to fix. Give ``fields`` when several things are wrong,
+    ``field`` when one named field is, and neither when the problem belongs to no single
+    field (the list is then empty and ``message`` says it all).
+    """
+
     status, code = 422, "validation_failed"
+
+    def __init__(self, message: str, *, field: str | None = None, fields: list[dict] | None = None,
+                 **kw) -> None:
+        details = dict(kw.pop("details", None) or {})
+        if fields is None:
+            fields = details.get("fields")
+        if fields is None:
+            fields = [{"field": field, "problem": message}] if field else []
+        details["fields"] = list(fields)
+        super().__init__(message, details=details, **kw)
 
 
 class TooManyRequests(ApiError):

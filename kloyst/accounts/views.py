@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from kloyst import events
 from kloyst.accounts.models import Role, User
+from kloyst.accounts.schemas import UserAnswer, UserPage, VendorAnswer
 from kloyst.auth import services as auth_services
 from kloyst.auth.views import no_content, user_json, vendor_json
 from kloyst.db import utcnow
@@ -134,15 +135,17 @@ def includeme(config) -> None:
     from kloyst.http.resources import model_factory
 
     config.add_route("accounts.vendor", "/vendor")
-    config.add_view(get_vendor, route_name="accounts.vendor", request_method="GET", renderer="json")
+    config.add_view(get_vendor, route_name="accounts.vendor", request_method="GET", renderer="json",
+                    response_schema=VendorAnswer)
     config.add_view(patch_vendor, route_name="accounts.vendor", request_method="PATCH", renderer="json",
-                    permission="vendor.admin", body_schema=VendorPatch)
+                    permission="vendor.admin", body_schema=VendorPatch, response_schema=VendorAnswer)
     config.add_route("accounts.users", "/vendor/users")
-    config.add_view(list_users, route_name="accounts.users", request_method="GET", renderer="json", query_schema=Page)
+    config.add_view(list_users, route_name="accounts.users", request_method="GET", renderer="json", query_schema=Page,
+                    response_schema=UserPage)
     config.add_view(invite_user, route_name="accounts.users", request_method="POST", renderer="json",
-                    permission="vendor.admin", body_schema=InviteBody, status=201)
+                    permission="vendor.admin", body_schema=InviteBody, response_schema=UserAnswer, status=201)
     config.add_route("accounts.user", "/vendor/users/{id}", factory=model_factory(User))
     config.add_view(patch_user, route_name="accounts.user", request_method="PATCH", renderer="json",
-                    permission="vendor.admin", body_schema=UserPatch)
+                    permission="vendor.admin", body_schema=UserPatch, response_schema=UserAnswer)
     config.add_view(delete_user, route_name="accounts.user", request_method="DELETE", renderer="json", status=204,
                     permission="vendor.admin")

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pyramid.security import NO_PERMISSION_REQUIRED, Allowed, Denied
 
 from kloyst.accounts.models import Role, User, VendorStatus
-from kloyst.auth.tokens import AccessClaims, InvalidToken
+from kloyst.auth.tokens import AccessClaims, ExpiredToken, InvalidToken
 from kloyst.db import tenancy
 
 PERMISSIONS = ("authenticated", "vendor.member", "vendor.admin", "vendor.owner", "platform.admin")
@@ -61,6 +61,21 @@ def bearer_token(request) -> str | None:
 
 
 _IDENTITY_CACHE = "kloyst.identity"
+_REFUSAL = "kloyst.token_refusal"
+
+# Why a bearer token was refused, for the 401 (kloyst.http.errors): a client refreshes an expired token and
+# sends its user to sign in again for any other refusal.
+TOKEN_MISSING = "missing"
+TOKEN_EXPIRED = "expired"
+TOKEN_INVALID = "invalid"  # malformed, not ours, or no longer valid (password reset, user disabled…)
+
+
+def token_refusal(request) -> str | None:
+    """Why this request has no identity (:data:`TOKEN_MISSING`, :data:`TOKEN_EXPIRED`, :data:`TOKEN_INVALID`);
+    None when it has one."""
+    if request.identity is not None:
+        return None
+    return request.environ.get(_REFUSAL, TOKEN_MISSING)
 
 
 class KloystSecurityPolicy:
@@ -74,8 +89,12 @@ class KloystSecurityPolicy:
         token = bearer_token(request)
         if token is None:
             return None
+        request.environ[_REFUSAL] = TOKEN_INVALID
         try:
             claims = request.registry["kloyst.access_tokens"].decode(token)
+        except ExpiredToken:
+            request.environ[_REFUSAL] = TOKEN_EXPIRED
+            return None
         except InvalidToken:
             return None
         with tenancy.unscoped(request.db):
@@ -86,6 +105,7 @@ class KloystSecurityPolicy:
                 return None
             if user.vendor is not None and user.vendor.status != VendorStatus.ACTIVE:
                 return None
+        del request.environ[_REFUSAL]
         return Identity(user=user, claims=claims)
 
     def authenticated_userid(self, request):

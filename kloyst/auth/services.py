@@ -26,6 +26,9 @@ from kloyst.outbox import Outbox
 VERIFY_EMAIL_TTL = dt.timedelta(days=2)
 RESET_PASSWORD_TTL = dt.timedelta(hours=1)
 INVITATION_TTL = dt.timedelta(days=7)
+# The pages mailed links open: Kloyst's own (kloyst.auth.pages), or the vendor portal's at the same paths.
+VERIFY_PATH = "/verify-email"
+RESET_PATH = "/reset-password"
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,17 @@ def _claim_use(db: Session, model, row_id) -> bool:
     return db.execute(query.values(used_at=utcnow()), execution_options={"synchronize_session": False}).rowcount == 1
 
 
+def one_time_token_usable(db: Session, secret: str, purpose: OneTimePurpose) -> bool:
+    """Whether ``secret`` would be accepted now, without using it (the page a mailed link opens asks first)."""
+    row = db.scalars(select(OneTimeToken).where(OneTimeToken.token_hash == secret_hash(secret),
+                                                OneTimeToken.purpose == purpose)).one_or_none()
+    if row is None or row.used_at is not None or row.expires_at <= utcnow():
+        return False
+    with tenancy.unscoped(db):
+        user = db.get(User, row.user_id)
+    return user is not None and user.disabled_at is None
+
+
 def consume_one_time_token(db: Session, secret: str, purpose: OneTimePurpose) -> User:
     """Mark the token used and return its user; a wrong, used or expired token is the same 422."""
     query = select(OneTimeToken).where(OneTimeToken.token_hash == secret_hash(secret),
@@ -87,24 +101,28 @@ def consume_one_time_token(db: Session, secret: str, purpose: OneTimePurpose) ->
     row = db.scalars(_locked(query)).one_or_none()
     if row is None or row.used_at is not None or row.expires_at <= utcnow() or not _claim_use(
             db, OneTimeToken, row.id):
-        raise Unprocessable("this link is invalid or has expired; request a new one", code="invalid_token")
+        raise Unprocessable("this link is invalid or has expired; request a new one", code="invalid_token",
+                            field="token")
     db.refresh(row)
     with tenancy.unscoped(db):
         user = db.get(User, row.user_id)
     if user is None or user.disabled_at is not None:
-        raise Unprocessable("this link is invalid or has expired; request a new one", code="invalid_token")
+        raise Unprocessable("this link is invalid or has expired; request a new one", code="invalid_token",
+                            field="token")
     return user
 
 
 def _link(settings, path: str, secret: str) -> str:
-    return f"{settings['kloyst.http.public_url'].rstrip('/')}{path}?token={secret}"
+    """A mailed link: to the vendor portal's page when there is a portal, else to Kloyst's own (kloyst.auth.pages)."""
+    base = settings["kloyst.mail.portal_url"] or settings["kloyst.http.public_url"]
+    return f"{base.rstrip('/')}{path}?token={secret}"
 
 
 def send_verification(db: Session, settings, user: User) -> None:
     secret = issue_one_time_token(db, user, OneTimePurpose.VERIFY_EMAIL, VERIFY_EMAIL_TTL)
     mail.send(Outbox(db), to=user.email, vendor_id=user.vendor_id, subject="Confirm your email for Kloyst",
               body=(f"Hello {user.name or user.email},\n\nConfirm your email address to start using Kloyst:\n"
-                    f"{_link(settings, '/verify-email', secret)}\n\nOr send this token to "
+                    f"{_link(settings, VERIFY_PATH, secret)}\n\nOr send this token to "
                     f"POST {settings['kloyst.api.prefix']}/auth/verify-email:\n{secret}\n\n"
                     f"The link expires in {VERIFY_EMAIL_TTL.days} days.\n"))
 
@@ -180,7 +198,7 @@ def refresh(db: Session, settings, codec: AccessTokenCodec, secret: str) -> Toke
     that revocation before answering 401, so the view renders the 401 without raising.
     Two refreshes racing with one token are one use and one reuse: the row lock lets the
     first through, the second then finds the token used and revokes the family (no grace
-    period, RELIABILITY A3), so the client must sign in again.
+    period: the reuse detection of RFC 9700 §4.14.2), so the client must sign in again.
     """
     # The row lock serialises concurrent refreshes of one token: the second waits, then sees used_at.
     row = db.scalars(_locked(select(RefreshToken).where(RefreshToken.token_hash == secret_hash(secret)))
@@ -226,7 +244,7 @@ def request_password_reset(db: Session, settings, email: str) -> None:
     secret = issue_one_time_token(db, user, OneTimePurpose.RESET_PASSWORD, RESET_PASSWORD_TTL)
     mail.send(Outbox(db), to=user.email, vendor_id=user.vendor_id, subject="Reset your Kloyst password",
               body=(f"Someone asked to reset the password of {user.email}.\n\nChoose a new password here:\n"
-                    f"{_link(settings, '/reset-password', secret)}\n\nOr send this token with your new password to "
+                    f"{_link(settings, RESET_PATH, secret)}\n\nOr send this token with your new password to "
                     f"POST {settings['kloyst.api.prefix']}/auth/password/reset:\n{secret}\n\n"
                     "The link expires in one hour. If it was not you, ignore this message.\n"))
 
@@ -261,7 +279,7 @@ def invite_user(db: Session, settings, *, inviter: User, email: str, name: str, 
     mail.send(Outbox(db), to=email, vendor_id=user.vendor_id,
               subject=f"{inviter.name or inviter.email} invited you to {inviter.vendor.name} on Kloyst",
               body=(f"You have been invited to {inviter.vendor.name} on Kloyst as {role.value}.\n\n"
-                    f"Choose your password here:\n{_link(settings, '/reset-password', secret)}\n\nOr send this "
+                    f"Choose your password here:\n{_link(settings, RESET_PATH, secret)}\n\nOr send this "
                     f"token with your password to POST {settings['kloyst.api.prefix']}/auth/password/reset:\n"
                     f"{secret}\n\nThe invitation expires in {INVITATION_TTL.days} days.\n"))
     events.record(Outbox(db), user.vendor_id, "UserInvited", user_id=str(user.id), role=role.value)

@@ -1,6 +1,6 @@
 """Access tokens (JWT, HS256 pinned, key rotation by ``kid``) and opaque random secrets.
 
-Rules from RFC 8725 and RELIABILITY.md A3, all enforced here:
+Rules from RFC 8725 (JSON Web Token best current practices), all enforced here:
 
 - the algorithm is fixed per key (HS256); the token's own ``alg`` is never trusted;
 - the ``kid`` header picks a key from our keyring; an unknown kid is rejected, and keys are
@@ -29,6 +29,14 @@ MIN_KEY_BYTES = 32  # RFC 7518 §3.2: an HS256 key at least as long as the hash
 
 class InvalidToken(Exception):
     """The token is not acceptable; the message is for logs, never for the client."""
+
+
+class ExpiredToken(InvalidToken):
+    """A token we signed whose ``exp`` has passed (beyond the leeway).
+
+    Raised only once the signature has been verified, so telling the client "expired" (refresh
+    it) rather than "invalid" (sign in again) reveals nothing about a token we did not issue.
+    """
 
 
 @dataclass(frozen=True)
@@ -89,6 +97,8 @@ class AccessTokenCodec:
                 token, self.keys[kid], algorithms=[ALGORITHM], audience=self.audience, issuer=self.issuer,
                 leeway=self.leeway, options={"require": REQUIRED_CLAIMS, "strict_aud": True},
             )
+        except jwt.ExpiredSignatureError as exc:
+            raise ExpiredToken(str(exc)) from exc
         except jwt.PyJWTError as exc:
             raise InvalidToken(str(exc)) from exc
         try:

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pydantic import EmailStr, Field
 from pyramid.security import NO_PERMISSION_REQUIRED
 
+from kloyst.accounts.schemas import UserAnswer
 from kloyst.auth import services, throttle
+from kloyst.auth.schemas import Acknowledged, Me, PasswordReset, SignupAnswer, TokenPair
 from kloyst.db import utcnow
 from kloyst.errors import Unauthorized
 from kloyst.http.errors import error_response
@@ -158,17 +160,21 @@ def me(request):
 
 
 ROUTES = [
-    ("auth.signup", "/auth/signup", signup, {**PUBLIC, "body_schema": SignupBody, "status": 201}),
-    ("auth.verify_email", "/auth/verify-email", verify_email, {**PUBLIC, "body_schema": TokenBody}),
+    ("auth.signup", "/auth/signup", signup,
+     {**PUBLIC, "body_schema": SignupBody, "response_schema": SignupAnswer, "status": 201}),
+    ("auth.verify_email", "/auth/verify-email", verify_email,
+     {**PUBLIC, "body_schema": TokenBody, "response_schema": UserAnswer}),
     ("auth.verify_email.resend", "/auth/verify-email/resend", resend_verification,
-     {**PUBLIC, "body_schema": EmailBody, "status": 202}),
-    ("auth.login", "/auth/login", login, {**PUBLIC, "body_schema": LoginBody}),
-    ("auth.refresh", "/auth/refresh", refresh, {**PUBLIC, "body_schema": RefreshBody}),
+     {**PUBLIC, "body_schema": EmailBody, "response_schema": Acknowledged, "status": 202}),
+    ("auth.login", "/auth/login", login, {**PUBLIC, "body_schema": LoginBody, "response_schema": TokenPair}),
+    ("auth.refresh", "/auth/refresh", refresh, {**PUBLIC, "body_schema": RefreshBody, "response_schema": TokenPair}),
     ("auth.logout", "/auth/logout", logout, {**PUBLIC, "body_schema": RefreshBody, "status": 204}),
     ("auth.password.forgot", "/auth/password/forgot", forgot_password,
-     {**PUBLIC, "body_schema": EmailBody, "status": 202}),
-    ("auth.password.reset", "/auth/password/reset", reset_password, {**PUBLIC, "body_schema": ResetBody}),
-    ("auth.me", "/auth/me", me, {"permission": "authenticated", "renderer": "json", "request_method": "GET"}),
+     {**PUBLIC, "body_schema": EmailBody, "response_schema": Acknowledged, "status": 202}),
+    ("auth.password.reset", "/auth/password/reset", reset_password,
+     {**PUBLIC, "body_schema": ResetBody, "response_schema": PasswordReset}),
+    ("auth.me", "/auth/me", me, {"permission": "authenticated", "renderer": "json", "request_method": "GET",
+                                 "response_schema": Me}),
 ]
 
 

@@ -20,16 +20,13 @@ def _ini(parser) -> None:
 
 
 def cmd_run(args) -> int:
-    from kloyst import logs, runner
+    from kloyst import runner
     from kloyst.cli.bootstrap import ensure_var_dirs, load
     from kloyst.db import migrate
 
     flag = runner.check_service_type(args.service_type) if args.service_type is not None else None
-    app, registry = load(args.ini)
-    mode = flag or registry.settings["kloyst.service_type"]
-    if mode != registry.settings["kloyst.service_type"]:  # the flag beats SERVICE_TYPE; logs say which runs
-        registry.settings["kloyst.service_type"] = mode
-        logs.configure(registry.settings, service=mode)
+    app, registry = load(args.ini, runs_service=True, service_type=flag)  # the flag beats SERVICE_TYPE
+    mode = registry.settings["kloyst.service_type"]
     ensure_var_dirs(registry)
     engine = registry["kloyst.engine"]
     pm = registry["kloyst.plugin_manager"]
@@ -42,11 +39,11 @@ def cmd_run(args) -> int:
     first_run_note = _first_run_account(registry) if engine.dialect.name == "sqlite" else None
     sandbox = None
     if registry.settings["kloyst.meta.embedded_sandbox"] and mode == "ALL":
-        from kloyst.sandbox.embedded import DEMO_WABA_ID, start_embedded
+        from kloyst.sandbox.embedded import SANDBOX_WABA_HINT, start_embedded
 
         sandbox = start_embedded(registry.settings)
-        print(f"Meta sandbox at {sandbox.url} (WABA {DEMO_WABA_ID}: register it with POST "
-              f"{registry.settings['kloyst.api.prefix']}/wabas and any access token)", flush=True)
+        print(f"Meta sandbox at {sandbox.url}: register a WABA with POST {registry.settings['kloyst.api.prefix']}"
+              f"/wabas; {SANDBOX_WABA_HINT}", flush=True)
 
     def announce(servers) -> None:
         for server in servers:
@@ -66,7 +63,12 @@ def cmd_run(args) -> int:
 
 
 def _first_run_account(registry) -> str | None:
-    """On an empty embedded database, create a demo vendor owner and say how to sign in with it."""
+    """On an empty embedded database, create a demo vendor owner and say how to sign in with it.
+
+    The password is printed on the first run only: later runs say where the note that keeps it
+    is (``var/first-run.txt``, readable by its owner only), so it does not reach every log of
+    every restart.
+    """
     from sqlalchemy import func, select
 
     from kloyst.accounts.models import Role, User, Vendor
@@ -78,7 +80,8 @@ def _first_run_account(registry) -> str | None:
     note_file = Path(settings["kloyst.here"]) / "var" / "first-run.txt"
     with session_scope(registry["kloyst.session_factory"], vendor_id=tenancy.ALL_VENDORS) as db:
         if db.scalar(select(func.count()).select_from(User)):
-            return note_file.read_text() if note_file.exists() else None
+            return (f"Demo vendor owner {DEMO_EMAIL}: its password and sign-in line are in {note_file}"
+                    if note_file.exists() else None)
         password = secrets.token_urlsafe(12)
         vendor = Vendor(name="Demo vendor")
         db.add(vendor)

@@ -12,7 +12,8 @@ import uuid
 from pyramid.exceptions import PredicateMismatch, URLDecodeError
 from pyramid.httpexceptions import HTTPException
 
-from kloyst.errors import ApiError
+from kloyst.auth.policy import TOKEN_EXPIRED, TOKEN_INVALID, token_refusal
+from kloyst.errors import ApiError, Unauthorized
 from kloyst.http import request_path
 
 log = logging.getLogger("kloyst.exception")
@@ -85,10 +86,28 @@ def url_decode_error_view(exc, request):
     return _respond(request, 400, "bad_request", "the URL is not valid UTF-8 once percent-decoded")
 
 
+def unauthenticated(request) -> Unauthorized:
+    """The 401 for a request without a usable token, saying what to do next: refresh an expired token, sign in
+    again after any other refusal, or send a token at all (the challenge's ``error`` says the same, RFC 6750 §3)."""
+    prefix = request.registry.settings["kloyst.api.prefix"]
+    refusal = token_refusal(request)
+    if refusal == TOKEN_EXPIRED:
+        return Unauthorized(f"the access token has expired: get a new one with POST {prefix}/auth/refresh and your "
+                            f"refresh token, or sign in again with POST {prefix}/auth/login", code="token_expired",
+                            headers={"WWW-Authenticate": 'Bearer realm="kloyst", error="invalid_token", '
+                                                         'error_description="the access token expired"'})
+    if refusal == TOKEN_INVALID:
+        return Unauthorized("the access token is not valid (malformed, not issued here, or ended by a password "
+                            "change, a sign-out everywhere or a disabled account): sign in again with POST "
+                            f"{prefix}/auth/login", code="invalid_token",
+                            headers={"WWW-Authenticate": 'Bearer realm="kloyst", error="invalid_token"'})
+    return Unauthorized(f"authentication required: send Authorization: Bearer <access token> (from POST "
+                        f"{prefix}/auth/login)")
+
+
 def forbidden_view(exc, request):
     if request.identity is None:
-        return _respond(request, 401, "unauthorized", "authentication required: send a valid bearer access token",
-                        headers={"WWW-Authenticate": 'Bearer realm="kloyst"'})
+        return api_error_view(unauthenticated(request), request)
     reason = getattr(exc.result, "msg", None) or str(getattr(exc, "result", "") or "")
     return _respond(request, 403, "forbidden", f"not allowed: {reason}" if reason else "not allowed")
 

@@ -1,6 +1,6 @@
 """The ``Idempotency-Key`` request header, read the same way by every route that accepts one.
 
-Stripe's rules (RELIABILITY A7): a client names a request with a key so that retrying it never
+Stripe's rules: a client names a request with a key so that retrying it never
 does the work twice; a key is 1 to 255 printable ASCII characters (a UUID is a good choice).
 A malformed key is a 422, never silently ignored: ignoring it would turn a safe retry into a
 second send or a second payment.

@@ -12,7 +12,8 @@ import uuid
 
 from sqlalchemy import select
 
-from kloyst.errors import NotFound, Unauthorized
+from kloyst.errors import NotFound
+from kloyst.http.errors import unauthenticated
 
 
 def model_factory(model, key: str = "id"):
@@ -20,7 +21,7 @@ def model_factory(model, key: str = "id"):
 
     def factory(request):
         if request.identity is None:
-            raise Unauthorized()
+            raise unauthenticated(request)
         try:
             ident = uuid.UUID(request.matchdict[key])
         except (KeyError, ValueError):

@@ -79,6 +79,15 @@ def make_mailer(settings):
     raise ConfigurationError(f"kloyst.mail.backend must be file or smtp, not {backend!r}")
 
 
+def _transfer_encoding(body: str) -> str | None:
+    """``7bit`` for plain ASCII text, so each link stays one line a person can copy from the ``.eml`` file
+    (quoted-printable, the library's pick for lines over 78 characters, turns ``token=`` into ``token=3D``
+    and folds the link); None (the library's choice) for anything else."""
+    if body.isascii() and all(len(line) <= 998 for line in body.splitlines()):  # RFC 5322's line limit
+        return "7bit"
+    return None
+
+
 def deliver(ctx, outbox_event) -> None:
     """Outbox handler for ``mail.send``.
 
@@ -91,6 +100,7 @@ def deliver(ctx, outbox_event) -> None:
     message["To"] = outbox_event.payload["to"]
     message["Subject"] = outbox_event.payload["subject"]
     message["Message-ID"] = f"<outbox-{outbox_event.id}@kloyst>"
-    message.set_content(outbox_event.payload["body"])
+    body = outbox_event.payload["body"]
+    message.set_content(body, cte=_transfer_encoding(body))
     ctx.registry["kloyst.mailer"].send(message, key=f"{outbox_event.created_at:%Y%m%dT%H%M%S}-{outbox_event.id}")
     outbox_event.payload = {**outbox_event.payload, "body": None, "body_removed_after_delivery": True}

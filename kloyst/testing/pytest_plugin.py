@@ -8,7 +8,8 @@ commits seen by other connections (concurrency) use ``committed_db``, which trun
 afterwards.
 
 Plugin authors get the same fixtures: ``app``, ``testapp``, ``db``, ``accounts``,
-``enable_plugin``, ``task_recorder``, ``mailbox``, ``run_outbox``.
+``enable_plugin``, ``task_recorder``, ``mailbox``, ``run_outbox``, and ``embedded_config`` for the
+embedded default's SQLite.
 """
 
 from __future__ import annotations
@@ -148,6 +149,22 @@ def app_config(kloyst_settings, kloyst_extra_plugins, tmp_path_factory):
     here = tmp_path_factory.mktemp("here")
     return make_configurator({"here": str(here)}, dict(kloyst_settings), extra_plugins=kloyst_extra_plugins,
                              environ={})
+
+
+@pytest.fixture
+def embedded_config(tmp_path, kloyst_extra_plugins):
+    """The application as the embedded default runs it, beside the PostgreSQL one: SQLite and the SQLite queue
+    under ``tmp_path``, migrated, no Redis — for what only SQLite shows (its one writer, its types)."""
+    from kloyst import make_configurator
+    from kloyst.db import migrate
+
+    settings = {**testing.TEST_SETTINGS, "kloyst.database.url": f"sqlite:///{tmp_path}/k.sqlite",
+                "kloyst.redis.url": "", "kloyst.mail.file_dir": f"{tmp_path}/mail",
+                "kloyst.log.dir": f"{tmp_path}/log", "kloyst.queue.sqlite_path": f"{tmp_path}/q.sqlite"}
+    config = make_configurator({"here": str(tmp_path)}, settings, extra_plugins=kloyst_extra_plugins, environ={})
+    migrate.upgrade(config.registry["kloyst.plugin_manager"], config.registry["kloyst.engine"])
+    yield config
+    config.registry["kloyst.engine"].dispose()
 
 
 @pytest.fixture(scope="session")

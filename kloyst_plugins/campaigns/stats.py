@@ -21,6 +21,7 @@ from sqlalchemy import Uuid, bindparam, text
 
 from kloyst.crypto import FieldCipher
 from kloyst.db import session_scope
+from kloyst.db.base import UTCDateTime
 from kloyst.money import format_micros
 from kloyst_plugins.campaigns.launch import hold_reference
 from kloyst_plugins.campaigns.models import Campaign
@@ -72,14 +73,15 @@ _CONTACT_TEXT = {"postgresql": "CAST(r.contact_id AS VARCHAR)",
                  "sqlite": "lower(substr(r.contact_id, 1, 8) || '-' || substr(r.contact_id, 9, 4) || '-' || "
                            "substr(r.contact_id, 13, 4) || '-' || substr(r.contact_id, 17, 4) || '-' || "
                            "substr(r.contact_id, 21))"}
+# The result columns typed, so every dialect gives back the same values: SQLite stores a uuid as 32 hex digits and
+# a time as text without a zone, and a plain text() query would hand those through as they are stored.
+_EXPORT_TYPES = {"contact_id": Uuid(), **{name: UTCDateTime() for name in ("sent_at", "delivered_at", "read_at",
+                                                                            "failed_at")}}
 
 
-def _when(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    return value.astimezone(dt.timezone.utc).isoformat() if value.tzinfo else value.isoformat() + "+00:00"
+def _when(value: dt.datetime | None) -> str:
+    """A time as the API writes it: ISO 8601 in UTC with its zone (``2026-12-05T09:30:00.123456+00:00``)."""
+    return "" if value is None else value.astimezone(dt.timezone.utc).isoformat()
 
 
 def export_rows(session_factory, *, vendor_id: uuid.UUID, campaign_id: uuid.UUID, cipher: FieldCipher,
@@ -89,7 +91,8 @@ def export_rows(session_factory, *, vendor_id: uuid.UUID, campaign_id: uuid.UUID
     prefix = f"campaign:{campaign_id}:"
     while True:
         with session_scope(session_factory, vendor_id=vendor_id) as db:
-            query = text(_EXPORT.format(contact_text=_CONTACT_TEXT[db.get_bind().dialect.name])).bindparams(*_C)
+            query = (text(_EXPORT.format(contact_text=_CONTACT_TEXT[db.get_bind().dialect.name])).bindparams(*_C)
+                     .columns(**_EXPORT_TYPES))
             rows = db.execute(query, {"campaign": campaign_id, "vendor": vendor_id, "prefix": prefix,
                                         "after": after, "limit": batch}).all()
         for (seq, contact_id, country, price, skipped, mobile_enc, name_enc, status, wamid, sent_at, delivered_at,

@@ -246,15 +246,32 @@ def _count_after_commit(ctx, reported: list[StatusUpdate], adopted: int, duplica
     kmetrics.after_commit(transaction_manager, count)
 
 
+def _not_before(value: str, floor: str) -> str:
+    """SQL for ``value``, raised to ``floor`` when ``floor`` is later; NULL stays NULL (the status was not seen).
+
+    A comparison with a NULL is not true, so either side unknown keeps ``value``. Written with CASE
+    because SQLite's two-argument MAX is NULL when either side is, while PostgreSQL's GREATEST
+    ignores NULLs: the same text must mean the same on both.
+    """
+    return f"CASE WHEN {floor} > {value} THEN {floor} ELSE {value} END"
+
+
 # The monotonic move, shared by both dialects: {v} is "v." (a row of unnest) on PostgreSQL, ":" (bound) on SQLite.
-_ADVANCE_SET = """
-    status = CASE WHEN {v}rank > m.status_rank THEN {v}status ELSE m.status END,
-    status_rank = CASE WHEN {v}rank > m.status_rank THEN {v}rank ELSE m.status_rank END,
-    sent_at = COALESCE(m.sent_at, {v}sent_at),
-    delivered_at = COALESCE(m.delivered_at, {v}delivered_at),
-    read_at = COALESCE(m.read_at, {v}read_at),
-    pricing_category = COALESCE({v}pricing_category, m.pricing_category),
-    billable = COALESCE({v}billable, m.billable),
+# Times move forward too. Meta's webhook times have one-second precision while ``sent_at`` is the sender's own
+# clock to the microsecond, so a message sent at 12:00:00.734 and delivered in the same second is reported
+# delivered at 12:00:00. A status is never stored earlier than the one before it: ``delivered_at`` is at least
+# ``sent_at``, and ``read_at`` at least ``delivered_at`` (or ``sent_at`` while no delivery is known), each the
+# stored time or the one this statement sets.
+_SENT = "COALESCE(m.sent_at, {v}sent_at)"
+_DELIVERED = f"COALESCE(m.delivered_at, {_not_before('{v}delivered_at', _SENT)})"
+_ADVANCE_SET = f"""
+    status = CASE WHEN {{v}}rank > m.status_rank THEN {{v}}status ELSE m.status END,
+    status_rank = CASE WHEN {{v}}rank > m.status_rank THEN {{v}}rank ELSE m.status_rank END,
+    sent_at = {_SENT},
+    delivered_at = {_DELIVERED},
+    read_at = COALESCE(m.read_at, {_not_before('{v}read_at', f'COALESCE({_DELIVERED}, {_SENT})')}),
+    pricing_category = COALESCE({{v}}pricing_category, m.pricing_category),
+    billable = COALESCE({{v}}billable, m.billable),
     updated_at = :now"""
 
 _ADVANCE_PG = text(f"""

@@ -48,9 +48,11 @@ class TemplateParameterError(ValueError):
         super().__init__("; ".join(problems))
         self.problems = problems
 
-    def as_api_error(self) -> Unprocessable:
+    def as_api_error(self, field: str = "parameters") -> Unprocessable:
+        """The 422 of a send whose ``field`` (``parameters``, or ``variables`` when filled from a contact) is wrong."""
         return Unprocessable(f"the template parameters do not fit: {'; '.join(self.problems[:5])}",
-                             code="invalid_template_parameters", details={"problems": self.problems})
+                             code="invalid_template_parameters",
+                             fields=[{"field": field, "problem": problem} for problem in self.problems])
 
 
 def placeholders(text: str | None) -> list[str]:

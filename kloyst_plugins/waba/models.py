@@ -25,6 +25,19 @@ THROUGHPUT_STANDARD = 80
 THROUGHPUT_HIGH = 1000
 
 
+class SyncStatus(str, enum.Enum):
+    """Where a WABA's phone-number sync stands; syncs run in the background, so a client polls this.
+
+    ``queued`` from the request that asks for one (registration, a new token, ``/sync``) until it has
+    run, including while a transient Meta failure is retried; ``synced`` once Meta's list is applied;
+    ``failed`` when Meta refused for good (``last_sync_error`` says why; a new token queues another).
+    """
+
+    QUEUED = "queued"
+    SYNCED = "synced"
+    FAILED = "failed"
+
+
 class QualityRating(str, enum.Enum):
     GREEN = "GREEN"
     YELLOW = "YELLOW"
@@ -46,6 +59,8 @@ class Waba(TenantScoped, Timestamped, Base):
     enc_kid: Mapped[str] = mapped_column(String(64))
     last_synced_at: Mapped[dt.datetime | None]
     last_sync_error: Mapped[str | None] = mapped_column(String(500))
+    sync_status: Mapped[str] = mapped_column(String(16), default=SyncStatus.QUEUED.value,
+                                             server_default=SyncStatus.QUEUED.value)
 
 
 class SharedWaba(Timestamped, Base):
@@ -60,6 +75,8 @@ class SharedWaba(Timestamped, Base):
     enc_kid: Mapped[str] = mapped_column(String(64))
     last_synced_at: Mapped[dt.datetime | None]
     last_sync_error: Mapped[str | None] = mapped_column(String(500))
+    sync_status: Mapped[str] = mapped_column(String(16), default=SyncStatus.QUEUED.value,
+                                             server_default=SyncStatus.QUEUED.value)
 
 
 class SharedPhoneNumber(Timestamped, Base):

@@ -32,7 +32,7 @@ from kloyst.meta.client import MetaClient
 from kloyst.meta.errors import MetaError
 from kloyst_plugins.waba import access
 from kloyst_plugins.waba.models import (THROUGHPUT_HIGH, THROUGHPUT_STANDARD, PhoneNumber, QualityRating,
-                                        SharedPhoneNumber, SharedWaba, Waba)
+                                        SharedPhoneNumber, SharedWaba, SyncStatus, Waba)
 from kloyst_plugins.waba.services import CONNECTED, DELETED, copy_shared_fields
 
 log = logging.getLogger(__name__)
@@ -217,6 +217,7 @@ def _finish(db: Session, waba: Waba | SharedWaba, result: SyncResult, now, label
         log.warning("%s %s: Meta lists numbers held elsewhere on the platform; skipped %s", label, waba.id,
                     ", ".join(result.skipped))
     waba.last_synced_at, waba.last_sync_error = now, result.skip_note()
+    waba.sync_status = SyncStatus.SYNCED.value
     db.flush()
     return result
 

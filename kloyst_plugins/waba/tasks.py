@@ -15,7 +15,7 @@ import uuid
 from kloyst.meta.errors import MetaError
 from kloyst.queue import task
 from kloyst_plugins.waba import access, sync
-from kloyst_plugins.waba.models import SharedWaba, Waba
+from kloyst_plugins.waba.models import SharedWaba, SyncStatus, Waba
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,7 @@ def _sync(ctx, row, run, token, label: str) -> dict | None:
         if exc.retryable:
             raise  # the outbox runs the sync again, with backoff
         row.last_sync_error = sync.describe_error(exc, token(cipher, row))
+        row.sync_status = SyncStatus.FAILED.value
         log.warning("%s %s: phone-number sync failed for good (%s); not retrying", label, row.id, exc.kind.value)
         return None
     log.info("%s %s synced: %d new, %d updated, %d deleted, %d skipped", label, row.id, len(result.created),

@@ -6,8 +6,10 @@ and views default to ``vendor.member``. Registering, changing and deleting a WAB
 its access token, so those need ``vendor.admin``; members read and ask for a sync.
 
 No response carries a token, encrypted or not: :func:`waba_json` says ``has_access_token``.
-Syncs run after commit (``request.enqueue``), so a 202 means "queued", and the WABA's
-``last_synced_at`` / ``last_sync_error`` tell how it went.
+Syncs run after commit (``request.enqueue``), so a WABA's numbers are not listed the moment it
+is registered: the answer says so (``sync``, a ``Location`` to poll and a ``next`` hint), and the
+WABA's ``sync_status`` (queued → synced or failed), ``last_synced_at`` and ``last_sync_error``
+tell how it went.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from sqlalchemy import select
 from kloyst.auth.views import no_content
 from kloyst.http.pagination import Page, paginate
 from kloyst_plugins.waba import services
-from kloyst_plugins.waba.models import PhoneNumber, SharedPhoneNumber, SharedWaba, Waba
-from kloyst_plugins.waba.schemas import PhoneNumberQuery, WabaCreate, WabaPatch
+from kloyst_plugins.waba.models import PhoneNumber, SharedPhoneNumber, SharedWaba, SyncStatus, Waba
+from kloyst_plugins.waba.schemas import (PhoneNumberAnswer, PhoneNumberPage, PhoneNumberQuery, WabaAnswer, WabaCreate,
+                                         WabaPage, WabaPatch, WabaSyncQueued)
 from kloyst_plugins.waba.tasks import SYNC_PHONE_NUMBERS
 
 ADMIN = {"permission": "vendor.admin", "renderer": "json"}
@@ -27,7 +30,8 @@ ADMIN = {"permission": "vendor.admin", "renderer": "json"}
 def waba_json(waba: Waba | SharedWaba) -> dict:
     data = {"id": waba.id, "meta_waba_id": waba.meta_waba_id, "name": waba.name,
             "has_access_token": waba.access_token_enc is not None, "last_synced_at": waba.last_synced_at,
-            "last_sync_error": waba.last_sync_error, "created_at": waba.created_at, "updated_at": waba.updated_at}
+            "last_sync_error": waba.last_sync_error, "sync_status": waba.sync_status, "created_at": waba.created_at,
+            "updated_at": waba.updated_at}
     if isinstance(waba, Waba):
         data["business_id"] = waba.business_id
     return data
@@ -53,8 +57,16 @@ def shared_phone_number_json(number: SharedPhoneNumber) -> dict:
             "updated_at": number.updated_at}
 
 
-def queued(request, **ids) -> dict:
+def queue_sync(request, row: Waba | SharedWaba, task: str, **ids) -> None:
+    """Ask for a phone-number sync of ``row`` (run after commit) and show it as queued until it has run."""
+    row.sync_status = SyncStatus.QUEUED.value
+    request.enqueue(task, **ids)
+
+
+def queued(request, location: str, **ids) -> dict:
+    """The 202 of a requested sync: ``Location`` is the WABA, whose ``sync_status`` says when it has run."""
     request.response.status_int = 202
+    request.response.headers["Location"] = location
     return {**ids, "sync": "queued"}
 
 
@@ -68,9 +80,15 @@ def create_waba(request):
     waba = services.create_waba(request.db, request.registry["kloyst.cipher"], vendor_id=request.vendor_id,
                                 meta_waba_id=body.meta_waba_id, name=body.name, access_token=body.access_token,
                                 business_id=body.business_id)
-    request.enqueue(SYNC_PHONE_NUMBERS, waba_id=waba.id)
+    queue_sync(request, waba, SYNC_PHONE_NUMBERS, waba_id=waba.id)
+    location = request.route_path("waba.item", id=waba.id)
     request.response.status_int = 201
-    return {"waba": waba_json(waba), "sync": "queued"}
+    request.response.headers["Location"] = location
+    prefix = request.registry.settings["kloyst.api.prefix"]
+    return {"waba": waba_json(waba), "sync": "queued",
+            "next": f"its phone numbers are being synced from Meta in the background (usually within seconds): "
+                    f"poll GET {location} until waba.sync_status is synced (failed: last_sync_error says why), "
+                    f"then list them with GET {prefix}/phone-numbers?waba_id={waba.id}"}
 
 
 def get_waba(request):
@@ -81,10 +99,11 @@ def patch_waba(request):
     body = request.validated()
     replaced = services.update_waba(request.registry["kloyst.cipher"], request.context, name=body.name,
                                     access_token=body.access_token)
+    if replaced:  # the new token may fix what the old one could not
+        queue_sync(request, request.context, SYNC_PHONE_NUMBERS, waba_id=request.context.id)
     request.db.flush()
     answer = {"waba": waba_json(request.context)}
-    if replaced:  # the new token may fix what the old one could not
-        request.enqueue(SYNC_PHONE_NUMBERS, waba_id=request.context.id)
+    if replaced:
         answer["sync"] = "queued"
     return answer
 
@@ -95,8 +114,8 @@ def delete_waba(request):
 
 
 def sync_waba(request):
-    request.enqueue(SYNC_PHONE_NUMBERS, waba_id=request.context.id)
-    return queued(request, waba_id=request.context.id)
+    queue_sync(request, request.context, SYNC_PHONE_NUMBERS, waba_id=request.context.id)
+    return queued(request, request.route_path("waba.item", id=request.context.id), waba_id=request.context.id)
 
 
 def list_phone_numbers(request):
@@ -116,17 +135,21 @@ def get_phone_number(request):
 
 def includeme(config) -> None:
     config.add_route("waba.collection", "/wabas")
-    config.add_view(list_wabas, route_name="waba.collection", request_method="GET", renderer="json", query_schema=Page)
+    config.add_view(list_wabas, route_name="waba.collection", request_method="GET", renderer="json", query_schema=Page,
+                    response_schema=WabaPage)
     config.add_view(create_waba, route_name="waba.collection", request_method="POST", **ADMIN, body_schema=WabaCreate,
-                    status=201)
+                    response_schema=WabaAnswer, status=201)
     config.add_route("waba.item", "/wabas/{id}", model=Waba)
-    config.add_view(get_waba, route_name="waba.item", request_method="GET", renderer="json")
-    config.add_view(patch_waba, route_name="waba.item", request_method="PATCH", **ADMIN, body_schema=WabaPatch)
+    config.add_view(get_waba, route_name="waba.item", request_method="GET", renderer="json", response_schema=WabaAnswer)
+    config.add_view(patch_waba, route_name="waba.item", request_method="PATCH", **ADMIN, body_schema=WabaPatch,
+                    response_schema=WabaAnswer)
     config.add_view(delete_waba, route_name="waba.item", request_method="DELETE", status=204, **ADMIN)
     config.add_route("waba.item.sync", "/wabas/{id}/sync", model=Waba)
-    config.add_view(sync_waba, route_name="waba.item.sync", request_method="POST", renderer="json", status=202)
+    config.add_view(sync_waba, route_name="waba.item.sync", request_method="POST", renderer="json", status=202,
+                    response_schema=WabaSyncQueued)
     config.add_route("waba.phone_numbers", "/phone-numbers")
     config.add_view(list_phone_numbers, route_name="waba.phone_numbers", request_method="GET", renderer="json",
-                    query_schema=PhoneNumberQuery)
+                    query_schema=PhoneNumberQuery, response_schema=PhoneNumberPage)
     config.add_route("waba.phone_number", "/phone-numbers/{id}", model=PhoneNumber)
-    config.add_view(get_phone_number, route_name="waba.phone_number", request_method="GET", renderer="json")
+    config.add_view(get_phone_number, route_name="waba.phone_number", request_method="GET", renderer="json",
+                    response_schema=PhoneNumberAnswer)

@@ -17,9 +17,11 @@ from kloyst.http.pagination import Page, paginate
 from kloyst.http.resources import load_platform_row
 from kloyst_plugins.waba import services
 from kloyst_plugins.waba.models import SharedPhoneNumber, SharedWaba
-from kloyst_plugins.waba.schemas import AssignBody, SharedPhoneNumberQuery, SharedWabaCreate, WabaPatch
+from kloyst_plugins.waba.schemas import (AssignBody, Assignment, SharedPhoneNumberPage, SharedPhoneNumberQuery,
+                                         SharedWabaAnswer, SharedWabaCreate, SharedWabaPage, SharedWabaSyncQueued,
+                                         WabaPatch)
 from kloyst_plugins.waba.tasks import SYNC_SHARED_PHONE_NUMBERS
-from kloyst_plugins.waba.views import phone_number_json, queued, shared_phone_number_json, waba_json
+from kloyst_plugins.waba.views import phone_number_json, queue_sync, queued, shared_phone_number_json, waba_json
 
 
 def list_shared_wabas(request):
@@ -32,8 +34,9 @@ def create_shared_waba(request):
     shared = services.create_shared_waba(request.db, request.registry["kloyst.cipher"],
                                          meta_waba_id=body.meta_waba_id, name=body.name,
                                          access_token=body.access_token)
-    request.enqueue(SYNC_SHARED_PHONE_NUMBERS, shared_waba_id=shared.id)
+    queue_sync(request, shared, SYNC_SHARED_PHONE_NUMBERS, shared_waba_id=shared.id)
     request.response.status_int = 201
+    request.response.headers["Location"] = request.route_path("admin.waba.shared_waba", id=shared.id)
     return {"shared_waba": waba_json(shared), "sync": "queued"}
 
 
@@ -46,18 +49,19 @@ def patch_shared_waba(request):
     body = request.validated()
     replaced = services.update_waba(request.registry["kloyst.cipher"], shared, name=body.name,
                                     access_token=body.access_token)
+    if replaced:
+        queue_sync(request, shared, SYNC_SHARED_PHONE_NUMBERS, shared_waba_id=shared.id)
     request.db.flush()
     answer = {"shared_waba": waba_json(shared)}
     if replaced:
-        request.enqueue(SYNC_SHARED_PHONE_NUMBERS, shared_waba_id=shared.id)
         answer["sync"] = "queued"
     return answer
 
 
 def sync_shared_waba(request):
     shared = load_platform_row(request, SharedWaba, "shared waba")
-    request.enqueue(SYNC_SHARED_PHONE_NUMBERS, shared_waba_id=shared.id)
-    return queued(request, shared_waba_id=shared.id)
+    queue_sync(request, shared, SYNC_SHARED_PHONE_NUMBERS, shared_waba_id=shared.id)
+    return queued(request, request.route_path("admin.waba.shared_waba", id=shared.id), shared_waba_id=shared.id)
 
 
 def list_shared_phone_numbers(request):
@@ -91,22 +95,23 @@ def unassign_number(request):
 def includeme(config) -> None:
     config.add_admin_route("admin.waba.shared_wabas", "/admin/shared-wabas")
     config.add_view(list_shared_wabas, route_name="admin.waba.shared_wabas", request_method="GET", renderer="json",
-                    query_schema=Page)
+                    query_schema=Page, response_schema=SharedWabaPage)
     config.add_view(create_shared_waba, route_name="admin.waba.shared_wabas", request_method="POST",
-                    renderer="json", body_schema=SharedWabaCreate, status=201)
+                    renderer="json", body_schema=SharedWabaCreate, response_schema=SharedWabaAnswer, status=201)
     config.add_admin_route("admin.waba.shared_waba", "/admin/shared-wabas/{id}")
-    config.add_view(get_shared_waba, route_name="admin.waba.shared_waba", request_method="GET", renderer="json")
+    config.add_view(get_shared_waba, route_name="admin.waba.shared_waba", request_method="GET", renderer="json",
+                    response_schema=SharedWabaAnswer)
     config.add_view(patch_shared_waba, route_name="admin.waba.shared_waba", request_method="PATCH",
-                    renderer="json", body_schema=WabaPatch)
+                    renderer="json", body_schema=WabaPatch, response_schema=SharedWabaAnswer)
     config.add_admin_route("admin.waba.shared_waba.sync", "/admin/shared-wabas/{id}/sync")
     config.add_view(sync_shared_waba, route_name="admin.waba.shared_waba.sync", request_method="POST", status=202,
-                    renderer="json")
+                    renderer="json", response_schema=SharedWabaSyncQueued)
     config.add_admin_route("admin.waba.shared_phone_numbers", "/admin/shared-phone-numbers")
     config.add_view(list_shared_phone_numbers, route_name="admin.waba.shared_phone_numbers", request_method="GET",
-                    renderer="json", query_schema=SharedPhoneNumberQuery)
+                    renderer="json", query_schema=SharedPhoneNumberQuery, response_schema=SharedPhoneNumberPage)
     config.add_admin_route("admin.waba.shared_phone_number.assign", "/admin/shared-phone-numbers/{id}/assign")
     config.add_view(assign_number, route_name="admin.waba.shared_phone_number.assign", request_method="POST",
-                    renderer="json", body_schema=AssignBody)
+                    renderer="json", body_schema=AssignBody, response_schema=Assignment)
     config.add_admin_route("admin.waba.shared_phone_number.unassign", "/admin/shared-phone-numbers/{id}/unassign")
     config.add_view(unassign_number, route_name="admin.waba.shared_phone_number.unassign", request_method="POST",
-                    renderer="json")
+                    renderer="json", response_schema=Assignment)

@@ -1,7 +1,9 @@
 """Bearer access tokens over HTTP: every way a token can be wrong is the same 401 (RFC 8725, RELIABILITY A3).
 
 Each bad token is built from a good one with exactly one thing changed, and the good one is
-shown to work first, so every 401 here is caused by that one change.
+shown to work first, so every 401 here is caused by that one change. The one distinction the
+401 makes is expiry, and only for a token whose signature is ours: the client then refreshes
+(``token_expired``) instead of sending its user to sign in again (``invalid_token``).
 """
 
 from __future__ import annotations
@@ -55,8 +57,10 @@ def get_me(testapp, token: str, status: int):
 
 
 def assert_refused(testapp, token: str) -> None:
-    body = get_me(testapp, token, 401).json
-    assert body["error"]["code"] == "unauthorized"
+    response = get_me(testapp, token, 401)
+    assert response.json["error"]["code"] == "invalid_token"
+    assert "sign in again" in response.json["error"]["message"]
+    assert response.headers["WWW-Authenticate"] == 'Bearer realm="kloyst", error="invalid_token"'
 
 
 def test_a_well_formed_forged_token_is_accepted_so_each_refusal_below_is_meaningful(testapp, owner, signing):
@@ -105,10 +109,30 @@ def test_wrong_issuer_is_refused(testapp, owner, signing):
     assert_refused(testapp, forge(claims_for(owner, signing, iss="https://evil.example"), signing))
 
 
-def test_token_expired_beyond_the_leeway_is_refused(testapp, owner, signing):
+def _expired(owner, signing) -> dict:
     now = int(time.time())
-    expired = claims_for(owner, signing, iat=now - 900, nbf=now - 900, exp=now - signing["leeway"] - 5)
-    assert_refused(testapp, forge(expired, signing))
+    return claims_for(owner, signing, iat=now - 900, nbf=now - 900, exp=now - signing["leeway"] - 5)
+
+
+def test_token_expired_beyond_the_leeway_is_refused_telling_the_client_to_refresh_it(testapp, owner, signing):
+    response = get_me(testapp, forge(_expired(owner, signing), signing), 401)
+    error = response.json["error"]
+    assert error["code"] == "token_expired"
+    assert "POST /v1/auth/refresh" in error["message"] and "sign in again" in error["message"]
+    assert 'error="invalid_token"' in response.headers["WWW-Authenticate"]
+    assert "expired" in response.headers["WWW-Authenticate"]
+
+
+def test_an_expired_token_on_a_route_that_loads_a_row_is_the_same_token_expired(testapp, owner, signing):
+    url = f"/v1/vendor/users/{owner.user.id}"
+    testapp.patch_json(url, {"name": "Olga"}, headers=owner.headers, status=200)
+    expired = forge(_expired(owner, signing), signing)
+    response = testapp.patch_json(url, {"name": "Olga"}, headers={"Authorization": f"Bearer {expired}"}, status=401)
+    assert response.json["error"]["code"] == "token_expired"
+
+
+def test_an_expired_token_not_signed_by_us_is_invalid_not_expired(testapp, owner, signing):
+    assert_refused(testapp, forge(_expired(owner, signing), signing, key=b"k" * 32))
 
 
 def test_token_expired_within_the_leeway_is_accepted(testapp, owner, signing):

@@ -30,6 +30,9 @@ def all_log_text(directory) -> str:
 
 @pytest.fixture
 def log_dir(registry):
+    """The test application's log directory, with logging pointed at it: any test that built an application of
+    its own (a SQLite one, another ini) configured logging for that one, and logging is process-wide."""
+    logs.configure(registry.settings, service=registry.settings["kloyst.service_type"])
     return registry.settings["kloyst.log.dir"]
 
 

@@ -9,6 +9,7 @@ PUBLIC_ROUTES = {
     "ops.healthz", "ops.readyz", "ops.openapi", "ops.docs",
     "auth.signup", "auth.verify_email", "auth.verify_email.resend", "auth.login", "auth.refresh", "auth.logout",
     "auth.password.forgot", "auth.password.reset",
+    "auth.verify_email.page", "auth.password.reset.page",  # the pages mailed links open; the token is the authority
     "webhooks.whatsapp",  # Meta's callbacks: authenticated by X-Hub-Signature-256, not a bearer token
 }
 

@@ -2,10 +2,14 @@
 
 import datetime as dt
 
+import pytest
+import transaction
 from sqlalchemy import func, select
-from webhooks_support import deliveries, status, statuses
+from webhooks_support import Builder, deliveries, status, statuses
 
-from kloyst.db import tenancy
+from kloyst.db import session_scope, tenancy, utcnow
+from kloyst.queue import TaskContext
+from kloyst_plugins.messages import statuses as message_statuses
 from kloyst_plugins.messages.models import DeadLetter, DuplicateSend, MessageStatus, MessageStatusEvent
 
 T0 = 1_700_000_000
@@ -26,6 +30,56 @@ def test_sent_delivered_read_set_each_time_the_pricing_and_end_read(build, line,
     assert message.delivered_at == dt.datetime.fromtimestamp(T0 + 5, dt.timezone.utc)
     assert message.read_at == dt.datetime.fromtimestamp(T0 + 9, dt.timezone.utc)
     assert (message.pricing_category, message.billable) == ("marketing", True)
+
+
+# The sender's own clock, to the microsecond, within the second Meta's webhooks will name.
+SENT_AT = dt.datetime.fromtimestamp(T0, dt.timezone.utc) + dt.timedelta(milliseconds=734)
+
+
+def test_a_status_reported_in_the_second_of_the_send_is_never_stored_before_the_send(build, line, deliver):
+    message = build.message(line, sent_at=SENT_AT)
+    deliver(statuses(line, status(message.wamid, "delivered", at=T0)))
+    deliver(statuses(line, status(message.wamid, "read", at=T0)))
+    message = build.reload(message)
+    assert message.sent_at == SENT_AT
+    assert message.delivered_at == message.read_at == SENT_AT
+
+
+def test_read_reported_before_delivered_in_the_same_second_is_still_not_before_either(build, line, deliver):
+    message = build.message(line, sent_at=SENT_AT)
+    deliver(statuses(line, status(message.wamid, "read", at=T0), status(message.wamid, "delivered", at=T0)))
+    message = build.reload(message)
+    assert message.sent_at <= message.delivered_at <= message.read_at
+
+
+def test_status_times_after_the_send_are_kept_as_meta_reported_them(build, line, deliver):
+    message = build.message(line, sent_at=SENT_AT)
+    deliver(statuses(line, status(message.wamid, "delivered", at=T0 + 1), status(message.wamid, "read", at=T0 + 7)))
+    message = build.reload(message)
+    assert message.delivered_at == dt.datetime.fromtimestamp(T0 + 1, dt.timezone.utc)
+    assert message.read_at == dt.datetime.fromtimestamp(T0 + 7, dt.timezone.utc)
+
+
+@pytest.fixture
+def sqlite_registry(embedded_config):
+    return embedded_config.registry
+
+
+def test_on_the_embedded_default_a_status_is_never_stored_before_the_send_either(sqlite_registry):
+    with sqlite_registry["kloyst.session_factory"]() as db:
+        tenancy.set_scope(db, tenancy.ALL_VENDORS)
+        build = Builder(db, sqlite_registry)
+        line = build.line()
+        message = build.message(line, sent_at=SENT_AT)
+        manager = transaction.TransactionManager(explicit=True)
+        with session_scope(sqlite_registry["kloyst.session_factory"], vendor_id=line.vendor_id,
+                           manager=manager) as scoped:
+            message_statuses.apply_statuses(TaskContext(sqlite_registry, scoped, manager, line.vendor_id), [
+                message_statuses.StatusUpdate.parse(raw, utcnow())
+                for raw in (status(message.wamid, "delivered", at=T0), status(message.wamid, "read", at=T0 + 2))])
+        message = build.reload(message)
+    assert message.delivered_at == SENT_AT
+    assert message.read_at == dt.datetime.fromtimestamp(T0 + 2, dt.timezone.utc)
 
 
 def test_read_then_delivered_stays_read(build, line, deliver):

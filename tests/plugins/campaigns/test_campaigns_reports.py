@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import uuid
 
@@ -15,6 +16,9 @@ from kloyst_plugins.contacts.models import Contact
 from kloyst_plugins.messages import settlement
 from kloyst_plugins.messages.content import open_content
 from kloyst_plugins.messages.models import MessageLog
+
+
+SENT_AT = dt.datetime(2026, 12, 5, 9, 30, 0, 734000, tzinfo=dt.timezone.utc)
 
 
 @pytest.fixture
@@ -53,7 +57,7 @@ def test_the_recipients_export_has_one_row_per_recipient_and_cannot_run_formulas
         db.execute(update(Contact).where(Contact.id == frozen[0].contact_id).values(
             name_enc=world.cipher.encrypt("=HYPERLINK(\"http://evil\")", vendor_id=vendor.vendor_id, field="name")))
         db.execute(update(MessageLog).where(MessageLog.contact_id == frozen[1].contact_id).values(
-            status="FAILED", error_code=131026, error_message="Message undeliverable"))
+            status="FAILED", error_code=131026, error_message="Message undeliverable", sent_at=SENT_AT))
     db.commit()
     response = testapp.get(f"/v1/campaigns/{running['id']}/recipients.csv", headers=vendor.headers)
     assert response.content_type == "text/csv" and "attachment" in response.headers["Content-Disposition"]
@@ -62,6 +66,8 @@ def test_the_recipients_export_has_one_row_per_recipient_and_cannot_run_formulas
     assert rows[0]["name"] == "'=HYPERLINK(\"http://evil\")"
     assert all(r["phone"].startswith("'+1202555") for r in rows)  # an E.164 number starts with +
     assert rows[1]["status"] == "FAILED" and rows[1]["error_code"] == "131026"
+    assert rows[1]["sent_at"] == "2026-12-05T09:30:00.734000+00:00"  # ISO 8601 with its zone
+    assert [r["contact_id"] for r in rows] == [str(r.contact_id) for r in frozen]  # canonical, with dashes
     assert {r["status"] for r in rows[2:]} == {"QUEUED"}
     assert rows[2]["price"] == f"{frozen[2].price_micros / 10**6:.6f}"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import uuid
 
@@ -11,7 +12,7 @@ from sqlalchemy import func, select
 from kloyst.accounts.models import Vendor
 from kloyst.crypto import FieldCipher, MobileHasher
 from kloyst.db import Base, make_engine, make_session_factory, session_scope, tenancy
-from kloyst_plugins.campaigns import control, fanout, freeze
+from kloyst_plugins.campaigns import control, fanout, freeze, stats
 from kloyst_plugins.campaigns.models import Campaign
 from kloyst_plugins.contacts.audience import Audience
 from kloyst_plugins.contacts.models import Contact
@@ -86,3 +87,29 @@ def test_freeze_fan_out_pause_resume_and_cancel_on_sqlite(embedded):
         assert control.cancel(db, campaign_id).status == "CANCELLING"
     with session_scope(factory, vendor_id=vendor_id) as db:
         assert {m.status for m in db.scalars(select(MessageLog))} == {"CANCELLED"}
+
+
+def test_the_recipients_export_writes_canonical_ids_and_times_with_their_zone_on_sqlite(embedded):
+    factory, registry, (vendor_id, campaign_id) = embedded
+    with session_scope(factory, vendor_id=vendor_id) as db:
+        freeze.freeze(db, vendor_id=vendor_id, campaign_id=campaign_id, audience=Audience(all=True),
+                      unit_prices={"US": [(2, 100), (1, 50)]})
+        starts = freeze.add_chunks(db, vendor_id=vendor_id, campaign_id=campaign_id, recipients=3, size=3)
+    with session_scope(factory, vendor_id=vendor_id) as db:
+        fanout.write_chunk(db, registry, vendor_id=vendor_id, campaign_id=campaign_id, seq_from=starts[0])
+    sent = dt.datetime(2026, 12, 5, 9, 30, 0, 734000, tzinfo=dt.timezone.utc)
+    with session_scope(factory, vendor_id=vendor_id) as db:
+        message = db.scalars(select(MessageLog).order_by(MessageLog.contact_id)).first()
+        message.status, message.wamid, message.sent_at = "SENT", "wamid.export", sent
+        contact_of_sent = message.contact_id
+
+    rows = [dict(zip(stats.EXPORT_COLUMNS, row)) for row in stats.export_rows(
+        factory, vendor_id=vendor_id, campaign_id=campaign_id, cipher=registry["kloyst.cipher"])]
+
+    assert len(rows) == 3
+    assert all(row["contact_id"] == str(uuid.UUID(row["contact_id"])) for row in rows)  # with its dashes
+    [row] = [r for r in rows if r["status"] == "SENT"]
+    assert row["contact_id"] == str(contact_of_sent)
+    assert row["sent_at"] == "2026-12-05T09:30:00.734000+00:00"
+    assert dt.datetime.fromisoformat(row["sent_at"]) == sent
+    assert {r["delivered_at"] for r in rows} == {""}

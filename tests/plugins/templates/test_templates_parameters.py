@@ -161,4 +161,5 @@ def test_a_parameter_error_is_a_value_error_that_becomes_a_422():
     error = TemplateParameterError(["body: expected 3 parameters, got 1"])
     assert isinstance(error, ValueError)
     api_error = error.as_api_error()
-    assert api_error.status == 422 and api_error.details == {"problems": ["body: expected 3 parameters, got 1"]}
+    assert api_error.status == 422
+    assert api_error.details == {"fields": [{"field": "parameters", "problem": "body: expected 3 parameters, got 1"}]}

@@ -55,6 +55,7 @@ def test_a_shared_waba_is_synced_into_the_platform_list(testapp, admin, shared):
     listed = testapp.get("/v1/admin/shared-wabas", headers=admin.headers).json["items"]
     assert [w["id"] for w in listed] == [shared["shared_waba"]["id"]]
     assert listed[0]["last_synced_at"] is not None and SHARED_TOKEN not in str(listed)
+    assert shared["shared_waba"]["sync_status"] == "queued" and listed[0]["sync_status"] == "synced"
 
 
 def test_the_shared_token_is_encrypted_at_rest(db, shared):

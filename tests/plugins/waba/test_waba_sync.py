@@ -36,6 +36,35 @@ def test_sync_maps_metas_numbers_onto_the_vendors_numbers(testapp, vendor, add_w
     assert synced["last_synced_at"] is not None and synced["last_sync_error"] is None
 
 
+def test_registering_says_the_numbers_sync_in_the_background_and_where_to_poll(testapp, vendor, sandbox_numbers,
+                                                                               task_recorder, run_outbox):
+    sandbox_numbers("3020", 2)
+    created = testapp.post_json("/v1/wabas", {"meta_waba_id": "3020", "name": "Main", "access_token": TOKEN},
+                                headers=vendor.headers, status=201)
+    waba = created.json["waba"]
+    assert created.json["sync"] == "queued" and waba["sync_status"] == "queued"
+    assert created.headers["Location"].endswith(f"/v1/wabas/{waba['id']}")
+    assert f"GET /v1/wabas/{waba['id']}" in created.json["next"] and "sync_status" in created.json["next"]
+    assert _numbers(testapp, vendor) == []  # nothing yet: the sync has not run
+
+    run_outbox()
+    polled = testapp.get(created.headers["Location"], headers=vendor.headers).json["waba"]
+    assert polled["sync_status"] == "synced"
+    assert len(_numbers(testapp, vendor, waba_id=waba["id"])) == 2
+
+
+def test_a_sync_asked_for_again_shows_queued_until_it_has_run(testapp, vendor, add_waba, sandbox_numbers, task_recorder,
+                                                              run_outbox):
+    sandbox_numbers("3021", 1)
+    waba = add_waba(vendor, "3021")
+    run_outbox()
+    answer = testapp.post(f"/v1/wabas/{waba['id']}/sync", headers=vendor.headers, status=202)
+    assert answer.headers["Location"].endswith(f"/v1/wabas/{waba['id']}")
+    assert testapp.get(f"/v1/wabas/{waba['id']}", headers=vendor.headers).json["waba"]["sync_status"] == "queued"
+    run_outbox()
+    assert testapp.get(f"/v1/wabas/{waba['id']}", headers=vendor.headers).json["waba"]["sync_status"] == "synced"
+
+
 def test_meta_fields_map_explicitly():
     assert number_fields({"id": "1", "display_phone_number": "+1 555", "verified_name": "V", "quality_rating": "NA",
                           "status": "connected", "throughput": {"level": "HIGH"},
@@ -139,8 +168,9 @@ def test_a_rejected_token_is_recorded_once_without_retrying_or_leaking(testapp, 
 def test_a_waba_meta_does_not_know_is_a_permanent_error(db, vendor, add_waba, meta_sandbox, run_outbox):
     waba = add_waba(vendor, "3010")
     run_outbox()
-    error = _waba(db, waba["id"]).last_sync_error
-    assert error.startswith("permanent:") and "3010" in error
+    row = _waba(db, waba["id"])
+    assert row.last_sync_error.startswith("permanent:") and "3010" in row.last_sync_error
+    assert row.sync_status == "failed"
 
 
 def test_fixing_the_token_clears_the_error(testapp, db, vendor, add_waba, sandbox_numbers, meta_sandbox,
@@ -150,9 +180,12 @@ def test_fixing_the_token_clears_the_error(testapp, db, vendor, add_waba, sandbo
     waba = add_waba(vendor, "3011", token="bad-token")
     run_outbox()
     assert _waba(db, waba["id"]).last_sync_error
-    testapp.patch_json(f"/v1/wabas/{waba['id']}", {"access_token": "good-token"}, headers=vendor.headers)
+    assert _waba(db, waba["id"]).sync_status == "failed"
+    patched = testapp.patch_json(f"/v1/wabas/{waba['id']}", {"access_token": "good-token"}, headers=vendor.headers)
+    assert patched.json["waba"]["sync_status"] == "queued"
     run_outbox()
     assert _waba(db, waba["id"]).last_sync_error is None
+    assert _waba(db, waba["id"]).sync_status == "synced"
     assert len(_numbers(testapp, vendor)) == 1
 
 
@@ -167,7 +200,9 @@ def test_an_unreachable_meta_is_retried_later_not_recorded(db, registry, monkeyp
     db.refresh(event)
     assert event.status == "pending" and event.failures == 1
     assert "network" in event.last_error and TOKEN not in event.last_error
-    assert _waba(db, waba["id"]).last_sync_error is None and _waba(db, waba["id"]).last_synced_at is None
+    row = _waba(db, waba["id"])
+    assert row.last_sync_error is None and row.last_synced_at is None
+    assert row.sync_status == "queued"  # it will run again
 
 
 def test_a_sync_queued_before_its_waba_was_deleted_does_nothing(testapp, db, vendor, add_waba, task_recorder,
