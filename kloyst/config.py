@@ -69,6 +69,17 @@ def as_origins(value: Any) -> list[str]:
     return origins
 
 
+_BASE_URL = re.compile(r"^https?://[^/\s?#]+(/[^\s?#]*)?$")
+
+
+def as_base_url(value: Any) -> str:
+    """An http(s) URL that paths are appended to (no query, no fragment), without its trailing slash; or empty."""
+    text = str(value or "").strip()
+    if text and not _BASE_URL.match(text):
+        raise ValueError(f"{text!r} is not a base URL: write https://host[:port][/path], without ? or #")
+    return text.rstrip("/")
+
+
 def as_service_type(value: Any) -> str:
     text = str(value or "").strip().upper()
     if text not in SERVICE_TYPES:
@@ -143,7 +154,8 @@ class Setting:
 
 CORE_SETTINGS: tuple[Setting, ...] = (
     Setting("kloyst.service_type", "SERVICE_TYPE", "ALL", as_service_type,
-            help="Which service this process runs: API_GATEWAY, WEBHOOK, WORKER, OUTBOX or ALL."),
+            help="Which service `kloyst run` runs: API_GATEWAY, WEBHOOK, WORKER, OUTBOX or ALL (other commands run "
+                 "no service and ignore it)."),
     Setting("kloyst.http.host", "HOST", "127.0.0.1", help="Address the HTTP server binds."),
     Setting("kloyst.http.port", "PORT", 6543, int, help="Port of the REST API."),
     Setting("kloyst.http.webhook_port", "WEBHOOK_PORT", 6544, int,
@@ -170,7 +182,7 @@ CORE_SETTINGS: tuple[Setting, ...] = (
     Setting("kloyst.cors.allowed_origins", "CORS_ALLOWED_ORIGINS", "", as_origins,
             help="Comma-separated origins allowed by CORS; any other origin gets no CORS headers."),
     Setting("kloyst.database.url", "DATABASE_URL", required=True, secret=True,
-            help="SQLAlchemy URL: sqlite:///… for the embedded default, postgresql+psycopg2://… otherwise."),
+            help="SQLAlchemy URL: sqlite:///… for the embedded default, postgresql://… (psycopg2) otherwise."),
     Setting("kloyst.database.echo", "DATABASE_ECHO", False, as_bool),
     Setting("kloyst.redis.url", "REDIS_URL", "", secret=True,
             help="Redis URL; empty means in-process throttling and rate limits (embedded default)."),
@@ -211,6 +223,9 @@ CORE_SETTINGS: tuple[Setting, ...] = (
     Setting("kloyst.mail.smtp_url", "SMTP_URL", "", secret=True,
             help="smtp://user:password@host:587 (STARTTLS) or smtps://…:465; required when the backend is smtp."),
     Setting("kloyst.mail.sender", "MAIL_SENDER", "Kloyst <no-reply@kloyst.local>"),
+    Setting("kloyst.mail.portal_url", "PORTAL_URL", "", as_base_url,
+            help="Base URL of the vendor portal whose /verify-email and /reset-password pages mailed links open; "
+                 "empty: Kloyst's own pages at kloyst.http.public_url."),
     Setting("kloyst.log.dir", "LOG_DIR", "var/log"),
     Setting("kloyst.log.level", "LOG_LEVEL", "INFO", str.upper),
     Setting("kloyst.log.network_level", "LOG_NETWORK_LEVEL", "INFO", str.upper),

@@ -1,6 +1,6 @@
 """Money as integers: micro-units of a currency (1 = 0.000001), shown as decimal strings.
 
-DESIGN §4: amounts are stored and added as integers, never floats, so a ledger sums exactly
+Amounts are stored and added as integers, never floats, so a ledger sums exactly
 and a price multiplied by a million messages is still exact. The API shows them as decimal
 strings with six places (``"12.500000"``) and reads decimal strings or integers back.
 Rounding happens in one place (:func:`round_micros`), half up, when a percentage or a rate

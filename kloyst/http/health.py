@@ -10,16 +10,28 @@ The client sees only the kind of failure; the full error goes to the app log.
 from __future__ import annotations
 
 import logging
+from typing import Literal
 
+from pydantic import Field
 from pyramid.security import NO_PERMISSION_REQUIRED
 from sqlalchemy import text
 
 from kloyst.http.errors import error_body
+from kloyst.http.validation import Answer
 
 log = logging.getLogger(__name__)
 
 OK = "ok"
 NOT_CONFIGURED = "not configured (in-process)"
+
+
+class Health(Answer):
+    status: Literal["ok"]
+
+
+class Readiness(Answer):
+    status: Literal["ready"]
+    checks: dict[str, str] = Field(description="Each dependency: `ok`, or `not configured (in-process)`.")
 
 
 def healthz(request):
@@ -57,6 +69,6 @@ def includeme(config) -> None:
     config.add_route("ops.healthz", "/healthz")
     config.add_route("ops.readyz", "/readyz")
     config.add_view(healthz, route_name="ops.healthz", request_method="GET", renderer="json",
-                    permission=NO_PERMISSION_REQUIRED)
+                    permission=NO_PERMISSION_REQUIRED, response_schema=Health)
     config.add_view(readyz, route_name="ops.readyz", request_method="GET", renderer="json",
-                    permission=NO_PERMISSION_REQUIRED)
+                    permission=NO_PERMISSION_REQUIRED, response_schema=Readiness)

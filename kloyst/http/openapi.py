@@ -3,8 +3,10 @@
 Nothing here is written by hand per route. The document is walked out of Pyramid's own
 registry: every route, every view on it with its methods and permission, and the
 :class:`~kloyst.http.validation.ApiContract` the view declared (``body_schema``,
-``query_schema``, ``status``, ``openapi``). The schemas are the pydantic classes that
-validate the requests, so what the document says a route takes is what the route accepts.
+``query_schema``, ``response_schema``, ``status``, ``openapi``). The request schemas are the
+pydantic classes that validate the requests, so what the document says a route takes is what
+the route accepts; the response schemas say field by field what a success answers, and the
+tests hold real answers to them (schemathesis, and the executed README and docs).
 A plugin's routes appear because the plugin registered them; an uninstalled plugin
 registers none, so its routes are absent.
 
@@ -24,14 +26,14 @@ import re
 import threading
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from pydantic.json_schema import models_json_schema
 from pyramid.interfaces import IRoutesMapper
 from pyramid.response import Response
 from pyramid.security import NO_PERMISSION_REQUIRED
 
-from kloyst.http.pagination import Page
-from kloyst.http.validation import ApiContract, contract_key, declared_contracts
+from kloyst import __version__
+from kloyst.http.validation import Answer, ApiContract, contract_key, declared_contracts
 
 OPENAPI_VERSION = "3.1.0"
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
@@ -50,18 +52,6 @@ ERROR_SCHEMA = {
             "details": {"type": "object", "description": "Per-field problems and other specifics."},
         },
     }},
-}
-PAGE_SCHEMA = {
-    "type": "object",
-    "description": "One page of a list, newest first unless the operation says otherwise.",
-    "required": ["items", "next_cursor"],
-    "properties": {
-        "items": {"type": "array", "items": {"type": "object"}},
-        "next_cursor": {
-            "type": ["string", "null"],
-            "description": "Pass as `cursor` for the next page; null on the last.",
-        },
-    },
 }
 STATUS_TEXT = {200: "OK", 201: "Created", 202: "Accepted", 204: "No Content"}
 
@@ -190,13 +180,20 @@ def _merge(target: dict, extra: dict) -> dict:
     return target
 
 
-def _success(contract: ApiContract) -> dict:
+def _success(contract: ApiContract, schemas: dict) -> dict:
+    """The success answer: the view's ``response_schema``; a 204 has no body.
+
+    A JSON view that declared none is shown as a bare object, which the document's own test
+    refuses: every operation says what it answers.
+    """
     status = str(contract.status)
     answer: dict = {"description": STATUS_TEXT.get(contract.status, "Success")}
-    if contract.json and contract.status != 204:
-        paged = contract.query_schema is not None and issubclass(contract.query_schema, Page)
-        schema = {"$ref": REF.format(model="ListPage")} if paged else {"type": "object"}
-        answer["content"] = {"application/json": {"schema": schema}}
+    if contract.status == 204:
+        return {status: answer}
+    if contract.response_schema is not None:
+        answer["content"] = {"application/json": {"schema": schemas[(contract.response_schema, "serialization")]}}
+    elif contract.json:
+        answer["content"] = {"application/json": {"schema": {"type": "object"}}}
     return {status: answer}
 
 
@@ -224,7 +221,7 @@ def _operation(route, view, permission, contract: ApiContract, schemas: dict, co
         operation["requestBody"] = {"required": True, "content": {"application/json": {
             "schema": schemas[(body, "validation")]}}}
     responses = operation["responses"]
-    responses.update(_success(contract))
+    responses.update(_success(contract, schemas))
     if body is not None:
         responses["400"] = _error("The body is not valid JSON.")
         responses["415"] = _error("The body is not JSON.")
@@ -249,12 +246,15 @@ def _operation(route, view, permission, contract: ApiContract, schemas: dict, co
 
 
 def _component_schemas(view_entries) -> tuple[dict, dict]:
+    """JSON Schema of every declared model: requests as pydantic validates them, answers as it serialises."""
     models: list[tuple[type[BaseModel], str]] = []
     for entries in view_entries.values():
         for _, _, contract in entries:
-            for model in (contract.body_schema, contract.query_schema):
-                if model is not None and (model, "validation") not in models:
-                    models.append((model, "validation"))
+            declared = [(contract.body_schema, "validation"), (contract.query_schema, "validation"),
+                        (contract.response_schema, "serialization")]
+            for model, mode in declared:
+                if model is not None and (model, mode) not in models:
+                    models.append((model, mode))
     if not models:
         return {}, {}
     schemas, definitions = models_json_schema(models, ref_template=REF)
@@ -263,11 +263,9 @@ def _component_schemas(view_entries) -> tuple[dict, dict]:
 
 def build_document(registry) -> dict:
     """The OpenAPI 3.1 document of every registered route (see the module docstring)."""
-    from kloyst import __version__
-
     views = _views(registry)
     schemas, components = _component_schemas(views)
-    components = {**components, "Error": ERROR_SCHEMA, "ListPage": PAGE_SCHEMA}
+    components = {**components, "Error": ERROR_SCHEMA}
     paths: dict[str, dict] = {}
     for route in registry.queryUtility(IRoutesMapper).get_routes():
         path = _PLACEHOLDER.sub(r"{\1}", route.pattern)
@@ -318,6 +316,16 @@ def _cache(registry) -> DocumentCache:
     return cache
 
 
+class OpenApiDocument(Answer):
+    """This document: OpenAPI 3.1, generated from the routes this deployment registered."""
+
+    openapi: str
+    info: dict[str, Any]
+    servers: list[dict[str, Any]]
+    paths: dict[str, dict[str, Any]] = Field(description="Every route and method, plugin routes included.")
+    components: dict[str, Any]
+
+
 def openapi_json(request):
     """The OpenAPI 3.1 document of this deployment's routes, plugin routes included."""
     _, body = _cache(request.registry).get(request.registry)
@@ -335,17 +343,14 @@ _STYLE_HASH = base64.b64encode(hashlib.sha256(_STYLE.encode()).digest()).decode(
 DOCS_CSP = f"default-src 'none'; style-src 'sha256-{_STYLE_HASH}'; frame-ancestors 'none'; base-uri 'none'"
 
 
-def _schema_text(schema: dict, components: dict, depth: int = 0) -> str:
-    """A schema with its references written out (two levels), for reading rather than for machines."""
-    def expand(node, level):
-        if isinstance(node, dict):
-            if "$ref" in node and level < 3:
-                return expand(components.get(node["$ref"].rsplit("/", 1)[1], node), level + 1)
-            return {key: expand(value, level) for key, value in node.items()}
-        if isinstance(node, list):
-            return [expand(item, level) for item in node]
-        return node
-    return json.dumps(expand(schema, depth), indent=2)
+# A code span as docstrings write it (``reST``) or descriptions do (`markdown`).
+_CODE_SPAN = re.compile(r"``(.+?)``|`([^`]+)`")
+
+
+def _inline(text: str) -> str:
+    """Docstring or description text as HTML: escaped, code spans in ``<code>``, paragraphs kept."""
+    escaped = _CODE_SPAN.sub(lambda m: f"<code>{m.group(1) or m.group(2)}</code>", html.escape(text))
+    return escaped.replace("\n\n", "</p><p>")
 
 
 def render_docs(document: dict, spec_url: str) -> str:
@@ -358,7 +363,7 @@ def render_docs(document: dict, spec_url: str) -> str:
             by_tag.setdefault(operation["tags"][0], []).append((path, method, operation))
     parts = [f"<!doctype html><html lang=en><meta charset=utf-8><title>{e(document['info']['title'])}</title>",
              f"<style>{_STYLE}</style><h1>{e(document['info']['title'])} {e(document['info']['version'])}</h1>",
-             f"<p>{e(document['info']['description'])}</p>",
+             f"<p>{_inline(document['info']['description'])}</p>",
              f"<p>Machine-readable: <a href='{e(spec_url)}'>{e(spec_url)}</a> (OpenAPI {e(document['openapi'])})."
              " Authenticate with <code>Authorization: Bearer &lt;access token&gt;</code> from "
              "<code>POST /auth/login</code>.</p><ul>"]
@@ -370,23 +375,80 @@ def render_docs(document: dict, spec_url: str) -> str:
             access = "public" if operation.get("security") == [] else operation.get("x-kloyst-permission",
                                                                                     "signed in")
             parts.append(f"<h3 id='{e(operation['operationId'])}'><span class=m>{e(method.upper())}</span>"
-                         f"<code>{e(path)}</code></h3><p>{e(operation['summary'])} <em>({e(access)})</em></p>")
+                         f"<code>{e(path)}</code></h3><p>{_inline(operation['summary'])} <em>({e(access)})</em></p>")
             if operation.get("description"):
-                parts.append(f"<p>{e(operation['description'])}</p>")
+                parts.append(f"<p>{_inline(operation['description'])}</p>")
             if operation.get("parameters"):
                 parts.append("<table><tr><th>parameter</th><th>in</th><th>required</th><th>schema</th></tr>")
                 for p in operation["parameters"]:
-                    parts.append(f"<tr><td><code>{e(p['name'])}</code></td><td>{e(p['in'])}</td>"
+                    described = f"<br>{_inline(p['description'])}" if p.get("description") else ""
+                    parts.append(f"<tr><td><code>{e(p['name'])}</code>{described}</td><td>{e(p['in'])}</td>"
                                  f"<td>{'yes' if p.get('required') else 'no'}</td>"
-                                 f"<td><code>{e(json.dumps(p['schema']))}</code></td></tr>")
+                                 f"<td>{_type_html(p['schema'])}</td></tr>")
                 parts.append("</table>")
             for media, content in operation.get("requestBody", {}).get("content", {}).items():
-                parts.append(f"<p>Body ({e(media)}):</p><pre>{e(_schema_text(content.get('schema', {}), components))}"
-                             "</pre>")
-            answers = ", ".join(f"{e(code)} {e(answer.get('description', ''))}"
+                parts.append(f"<p>Body ({e(media)}): {_answer_html(content.get('schema', {}))}</p>")
+            for code, answer in operation["responses"].items():
+                for media, content in answer.get("content", {}).items() if code.startswith("2") else ():
+                    parts.append(f"<p>Answer {e(code)} ({e(media)}): {_answer_html(content.get('schema', {}))}</p>")
+            answers = ", ".join(f"{e(code)} {_inline(answer.get('description', ''))}"
                                 for code, answer in operation["responses"].items() if code != "default")
             parts.append(f"<p>Answers: {answers}.</p>")
+    # Bodies and answers name their schema; each is written out once here, field by field, its references linked.
+    parts.append("<h2 id='schemas'>Schemas</h2>")
+    for name, schema in sorted(components.items()):
+        parts.append(f"<h3 id='schema-{e(name)}'>{e(name)}</h3>{_schema_html(schema)}")
     return "".join(parts) + "</html>"
+
+
+def _type_html(schema: dict) -> str:
+    """A schema in a few words (``string (date-time)``, ``array of ContactOut``), references as links."""
+    e = html.escape
+    if "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[1]
+        return f"<a href='#schema-{e(name)}'>{e(name)}</a>"
+    if "const" in schema:
+        return f"<code>{e(json.dumps(schema['const']))}</code>"
+    if "enum" in schema:
+        return "one of " + ", ".join(f"<code>{e(json.dumps(value))}</code>" for value in schema["enum"])
+    for choice in ("anyOf", "oneOf"):
+        if choice in schema:
+            return " or ".join(_type_html(option) for option in schema[choice])
+    kind = schema.get("type", "any")
+    if isinstance(kind, list):
+        return " or ".join(_type_html({**schema, "type": one}) for one in kind)
+    if kind == "array":
+        return f"array of {_type_html(schema.get('items', {}))}"
+    if kind == "object" and isinstance(schema.get("additionalProperties"), dict):
+        return f"object of {_type_html(schema['additionalProperties'])}"
+    detail = schema.get("format") or schema.get("pattern")
+    return f"{e(kind)} (<code>{e(detail)}</code>)" if detail else e(kind)
+
+
+def _schema_html(schema: dict) -> str:
+    """One schema for reading: its description, then a table of its fields (or its type, when it has none)."""
+    parts = [f"<p>{_inline(schema['description'])}</p>"] if schema.get("description") else []
+    properties = schema.get("properties")
+    if not properties:
+        parts.append(f"<p>{_type_html(schema)}</p>")
+        return "".join(parts)
+    required = set(schema.get("required", ()))
+    parts.append("<table><tr><th>field</th><th>type</th><th>required</th><th></th></tr>")
+    for field_name, field_schema in properties.items():
+        parts.append(f"<tr><td><code>{html.escape(field_name)}</code></td><td>{_type_html(field_schema)}</td>"
+                     f"<td>{'yes' if field_name in required else 'no'}</td>"
+                     f"<td>{_inline(field_schema.get('description', ''))}</td></tr>")
+    parts.append("</table>")
+    if schema.get("additionalProperties") is False:
+        parts.append("<p>No other field.</p>")
+    return "".join(parts)
+
+
+def _answer_html(schema: dict) -> str:
+    """A body or answer: a link to its named schema, or the schema itself when it has no name."""
+    if "$ref" in schema:
+        return _type_html(schema)
+    return _schema_html(schema) if schema.get("properties") else _type_html(schema)
 
 
 def docs_page(request):
@@ -404,6 +466,6 @@ def includeme(config) -> None:
     config.add_route("ops.openapi", "/openapi.json")
     config.add_route("ops.docs", "/docs")
     config.add_view(openapi_json, route_name="ops.openapi", request_method="GET", permission=NO_PERMISSION_REQUIRED,
-                    openapi={"responses": {"200": {"content": {"application/json": {"schema": {"type": "object"}}}}}})
+                    response_schema=OpenApiDocument)
     config.add_view(docs_page, route_name="ops.docs", request_method="GET", permission=NO_PERMISSION_REQUIRED,
                     openapi={"responses": {"200": {"content": {"text/html": {"schema": {"type": "string"}}}}}})

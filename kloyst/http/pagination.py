@@ -11,12 +11,13 @@ import datetime as dt
 import json
 import uuid
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 from sqlalchemy import and_, or_
 
 from kloyst.errors import Unprocessable
-from kloyst.http.validation import Schema
+from kloyst.http.validation import Answer, Schema
 
 MAX_LIMIT = 200
 
@@ -24,6 +25,20 @@ MAX_LIMIT = 200
 class Page(Schema):
     cursor: str | None = None
     limit: int = Field(default=50, ge=1, le=MAX_LIMIT)
+
+
+Item = TypeVar("Item", bound=BaseModel)
+
+
+class Listing(Answer, Generic[Item]):
+    """One page of a list: ``items`` newest first, and the cursor of the next page.
+
+    Subclass it per list (``class ContactPage(Listing[ContactOut])``): the subclass's name and
+    docstring are what the OpenAPI document shows.
+    """
+
+    items: list[Item]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last.")
 
 
 @dataclass
@@ -44,7 +59,7 @@ def decode_cursor(cursor: str) -> tuple[dt.datetime, uuid.UUID]:
         return dt.datetime.fromisoformat(created), uuid.UUID(ident)
     except (ValueError, TypeError) as exc:
         raise Unprocessable("the cursor is not valid; use next_cursor from the previous page",
-                            code="invalid_cursor") from exc
+                            code="invalid_cursor", field="cursor") from exc
 
 
 def paginate(db, query, model, page: Page) -> PageResult:

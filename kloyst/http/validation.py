@@ -3,12 +3,15 @@
 A view declares its schemas where it is registered, as ``add_view`` options::
 
     config.add_view(create_contact, route_name="contacts.collection", request_method="POST",
-                    renderer="json", body_schema=ContactCreate, status=201)
+                    renderer="json", body_schema=ContactCreate, response_schema=ContactAnswer, status=201)
 
 and reads them with ``request.validated()`` / ``request.validated_query()``. The declaration
 is the one source: the same classes validate the request and describe the operation in the
 OpenAPI document (:mod:`kloyst.http.openapi`), so the two cannot drift. A view that reads a
 body it never declared is a programming error, raised on its first request.
+``response_schema`` describes the success answer in the document; it is not checked per
+request (that would cost every answer a second serialisation), the tests check real answers
+against it instead.
 
 pydantic gives precise, per-field messages and JSON Schema from the same class, which
 hand-written checks cannot.
@@ -20,16 +23,16 @@ import datetime as dt
 import json
 import typing
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kloyst.errors import BadRequest, Unprocessable, UnsupportedMediaType
 
 T = TypeVar("T", bound=BaseModel)
 
 # The add_view options a view declares its contract with (see ApiContract).
-CONTRACT_OPTIONS = ("body_schema", "query_schema", "status", "openapi")
+CONTRACT_OPTIONS = ("body_schema", "query_schema", "response_schema", "status", "openapi")
 
 
 class Schema(BaseModel):
@@ -38,17 +41,36 @@ class Schema(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
+class Answer(BaseModel):
+    """Base for response schemas (``response_schema=``): what a success answer holds, field by field.
+
+    Closed (``additionalProperties: false`` in the document), so an answer that grows a field
+    the model does not list fails the tests that hold real answers to the document, rather
+    than reaching clients undocumented.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# Amounts of money in answers: decimal strings with six places, never floats (kloyst.money.format_micros).
+Amount = Annotated[str, Field(pattern=r"^-?[0-9]+\.[0-9]{6}$", examples=["12.500000"],
+                              description="An amount of the currency, as a decimal string with six places.")]
+
+
 @dataclass(frozen=True)
 class ApiContract:
     """What a view takes and answers, from its ``add_view`` options.
 
     ``body_schema``: the JSON body's pydantic model. ``query_schema``: the query string's.
-    ``status``: the success status (200 unless said). ``openapi``: a fragment merged into the
-    operation for what a model cannot say (a multipart body, a CSV or PDF answer).
+    ``response_schema``: the model of the JSON the view answers with on success (documented,
+    not enforced on each request: the tests hold real answers to it). ``status``: the success
+    status (200 unless said). ``openapi``: a fragment merged into the operation for what a
+    model cannot say (a multipart body, a CSV or PDF answer).
     """
 
     body_schema: type[BaseModel] | None = None
     query_schema: type[BaseModel] | None = None
+    response_schema: type[BaseModel] | None = None
     status: int = 200
     openapi: dict[str, Any] = field(default_factory=dict)
     json: bool = False  # answers through the JSON renderer
@@ -57,6 +79,7 @@ class ApiContract:
     def from_options(cls, options) -> ApiContract:
         renderer = options.get("renderer")
         return cls(body_schema=options.get("body_schema"), query_schema=options.get("query_schema"),
+                   response_schema=options.get("response_schema"),
                    status=int(options.get("status") or 200), openapi=dict(options.get("openapi") or {}),
                    json=getattr(renderer, "name", renderer) == "json")
 
@@ -73,9 +96,22 @@ def declared_contracts(registry) -> dict[tuple, ApiContract]:
     return registry.setdefault("kloyst.api_contracts", {})
 
 
+# pydantic words a validator's own exception as "Value error, <its text>": the prefix is the library's
+# bookkeeping, not something the client can act on, so the problem is the validator's text alone.
+_RAISED_BY_VALIDATORS = ("value_error", "assertion_error")
+
+
+def problem_text(error: dict) -> str:
+    """What is wrong with one field, as a person reads it (see :data:`_RAISED_BY_VALIDATORS`)."""
+    raised = (error.get("ctx") or {}).get("error")
+    if error.get("type") in _RAISED_BY_VALIDATORS and raised is not None and str(raised):
+        return str(raised)
+    return error["msg"]
+
+
 def validation_details(exc: ValidationError) -> list[dict]:
     return [
-        {"field": ".".join(str(p) for p in err["loc"]) or "(body)", "problem": err["msg"]}
+        {"field": ".".join(str(p) for p in err["loc"]) or "(body)", "problem": problem_text(err)}
         for err in exc.errors(include_url=False, include_input=False)
     ]
 
@@ -112,7 +148,7 @@ def nul_characters(data, path: str = "") -> list[dict]:
 
 def _refuse(details: list[dict]):
     summary = "; ".join(f"{d['field']}: {d['problem']}" for d in details[:5])
-    raise Unprocessable(f"the request is invalid: {summary}", details={"fields": details})
+    raise Unprocessable(f"the request is invalid: {summary}", fields=details)
 
 
 def parse(schema: type[T], data, *, json_types: bool = False) -> T:
@@ -199,7 +235,7 @@ def _validated_query(request) -> BaseModel:
 def api_contract_deriver(view, info):
     """Puts the view's :class:`ApiContract` on the request before the view runs (a Pyramid view deriver)."""
     contract = ApiContract.from_options(info.options)
-    for name in ("body_schema", "query_schema"):
+    for name in ("body_schema", "query_schema", "response_schema"):
         schema = getattr(contract, name)
         if schema is not None and not (isinstance(schema, type) and issubclass(schema, BaseModel)):
             raise TypeError(f"{name} of a view on {info.options.get('route_name')!r} must be a pydantic model "

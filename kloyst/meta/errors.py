@@ -4,7 +4,7 @@ Why a table: the outbox must know, for each failed call, whether to retry soon (
 slowing down (rate limited), or fail now and dead-letter (permanent, or an auth problem the tenant must fix).
 Meta says to key that logic on ``error.code`` (plus ``error_data.details``), never on titles or messages, and
 that the HTTP status is not a reliable discriminator (most business errors arrive as 400). Every code listed in
-``meta-cloud-api.md`` §3.3 has a row here; ``tests/unit/test_meta_errors.py`` parses that table and fails when
+``docs/meta/error-codes.md`` has a row here; ``tests/unit/test_meta_errors.py`` parses that table and fails when
 a documented code has none. A code Meta adds later falls back to the HTTP status (5xx → transient, 429 → rate
 limited, other 4xx → permanent) and the reason says it was not in the table.
 
@@ -42,7 +42,7 @@ class Classification:
 
 T, R, P, A = ErrorKind.TRANSIENT, ErrorKind.RATE_LIMITED, ErrorKind.PERMANENT, ErrorKind.AUTH
 
-# code → (kind, reason, minimum delay before a retry). Source: meta-cloud-api.md §3.3 and its retry synthesis.
+# code → (kind, reason, minimum delay before a retry). Source: docs/meta/error-codes.md and its retry advice.
 CODES: dict[int, tuple[ErrorKind, str, float]] = {
     0: (A, "cannot authenticate the app user; re-authenticate", 0),
     1: (T, "unknown API error (invalid request or server error); retry a few times, then fail", 0),

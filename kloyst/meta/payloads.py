@@ -1,4 +1,4 @@
-"""Builders for the send-message bodies of meta-cloud-api.md §2, so no caller hand-writes Meta's JSON.
+"""Builders for Meta's send-message bodies, so no caller hand-writes Meta's JSON.
 
 Template parameters are positional (a list, for ``{{1}}``-style templates) or named (a mapping, for templates
 created with ``parameter_format: NAMED``); Meta refuses a mix, so the type of the argument decides. A

@@ -10,6 +10,7 @@ from kloyst.db import tenancy
 from kloyst.errors import NotFound, Unprocessable
 from kloyst.http.validation import Schema
 from kloyst.outbox import services
+from kloyst.outbox.schemas import Backlog, DeadEventPage, QueueDepth, Requeued
 
 ADMIN = {"permission": "platform.admin", "renderer": "json"}
 
@@ -77,14 +78,15 @@ def requeue_many(request):
 
 def includeme(config) -> None:
     config.add_route("admin.outbox", "/admin/outbox")
-    config.add_view(outbox_backlog, route_name="admin.outbox", request_method="GET", **ADMIN)
+    config.add_view(outbox_backlog, route_name="admin.outbox", request_method="GET", **ADMIN, response_schema=Backlog)
     config.add_route("admin.queue", "/admin/queue")
-    config.add_view(queue_depth, route_name="admin.queue", request_method="GET", **ADMIN)
+    config.add_view(queue_depth, route_name="admin.queue", request_method="GET", **ADMIN, response_schema=QueueDepth)
     config.add_route("admin.outbox.dead", "/admin/outbox/dead")
     config.add_view(list_dead_letters, route_name="admin.outbox.dead", request_method="GET", **ADMIN,
-                    query_schema=DeadLetterQuery)
+                    query_schema=DeadLetterQuery, response_schema=DeadEventPage)
     config.add_route("admin.outbox.dead.requeue", "/admin/outbox/dead/requeue")
     config.add_view(requeue_many, route_name="admin.outbox.dead.requeue", request_method="POST", **ADMIN,
-                    body_schema=RequeueBody)
+                    body_schema=RequeueBody, response_schema=Requeued)
     config.add_route("admin.outbox.dead.item.requeue", "/admin/outbox/dead/{id}/requeue")
-    config.add_view(requeue_one, route_name="admin.outbox.dead.item.requeue", request_method="POST", **ADMIN)
+    config.add_view(requeue_one, route_name="admin.outbox.dead.item.requeue", request_method="POST", **ADMIN,
+                    response_schema=Requeued)

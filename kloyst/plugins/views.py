@@ -5,6 +5,7 @@ from __future__ import annotations
 from kloyst import events
 from kloyst.errors import NotFound
 from kloyst.plugins import enablement
+from kloyst.plugins.schemas import PluginAnswer, PluginList, PluginSwitched
 
 
 def _plugin_json(info, enabled: frozenset[str]) -> dict:
@@ -54,10 +55,12 @@ def disable_plugin(request):
 
 def includeme(config) -> None:
     config.add_route("plugins.collection", "/plugins")
-    config.add_view(list_plugins, route_name="plugins.collection", request_method="GET", renderer="json")
+    config.add_view(list_plugins, route_name="plugins.collection", request_method="GET", renderer="json",
+                    response_schema=PluginList)
     config.add_route("plugins.item", "/plugins/{name}")
-    config.add_view(get_plugin, route_name="plugins.item", request_method="GET", renderer="json")
+    config.add_view(get_plugin, route_name="plugins.item", request_method="GET", renderer="json",
+                    response_schema=PluginAnswer)
     config.add_view(enable_plugin, route_name="plugins.item", request_method="PUT", renderer="json",
-                    permission="vendor.admin")
+                    permission="vendor.admin", response_schema=PluginSwitched)
     config.add_view(disable_plugin, route_name="plugins.item", request_method="DELETE", renderer="json",
-                    permission="vendor.admin")
+                    permission="vendor.admin", response_schema=PluginSwitched)

@@ -34,6 +34,9 @@ TEST_SETTINGS = {
     "kloyst.log.console": "false",
     "kloyst.cors.allowed_origins": "https://portal.example.com",
     "kloyst.http.public_url": "https://kloyst.test",
+    # The pricing plugin's quotation PDFs name their issuer (and fail without one).
+    "pricing.issuer_name": "Kloyst Test Issuer Ltd",
+    "pricing.issuer_address": "1 Test Street; Testville 01234",
 }
 
 

@@ -21,9 +21,11 @@ from kloyst.http.pagination import paginate
 from kloyst.money import format_micros
 from kloyst_plugins.campaigns import control, drafts, launch, stats, testsend
 from kloyst_plugins.campaigns.models import Campaign
-from kloyst_plugins.campaigns.schemas import CampaignCreate, CampaignListQuery, CampaignPatch, TestSend
+from kloyst_plugins.campaigns.schemas import (CampaignAnswer, CampaignCreate, CampaignListQuery, CampaignPage,
+                                              CampaignPatch, QuoteAnswer, RetryAnswer, StatsAnswer, TestSend)
 from kloyst.http.idempotency import idempotency_key
 from kloyst.http import openapi
+from kloyst_plugins.messages.schemas import MessageAnswer
 from kloyst_plugins.messages.services import Idempotency, MessageService, request_hash
 from kloyst_plugins.messages.views import REPLAYED_HEADER, message_json
 from kloyst_plugins.wallet.ledger import Ledger
@@ -101,7 +103,8 @@ def delete_campaign(request):
 
 def quote_campaign(request):
     campaign = request.context
-    quotation = launch.quote(request.db, request.registry, campaign, user_id=request.identity.user_id)
+    quotation = launch.quote(request.db, request.registry, campaign, enqueue=request.enqueue,
+                             user_id=request.identity.user_id)
     available = Ledger(request.db.connection(), campaign.vendor_id).wallet().available_micros
     return {"campaign": campaign_json(campaign), "quotation": quotation_json(quotation, available)}
 
@@ -167,31 +170,36 @@ def export_recipients(request):
 # as waba changes are. Members draft, quote, pause, cancel and test-send (a test send is paid like any API send).
 SPENDS = "vendor.admin"
 KEYED = openapi.idempotency()
-ACTIONS = (("quote", quote_campaign, {}),
-           ("launch", launch_campaign, {"permission": SPENDS, "status": 202, "openapi": KEYED}),
-           ("pause", pause_campaign, {}), ("resume", resume_campaign, {"permission": SPENDS}),
-           ("cancel", cancel_campaign, {}),
-           ("test-send", test_send, {"body_schema": TestSend, "status": 202, "openapi": KEYED}),
-           ("retry-failed", retry_failed, {"permission": SPENDS, "openapi": KEYED}))
+ACTIONS = (("quote", quote_campaign, {"response_schema": QuoteAnswer}),
+           ("launch", launch_campaign, {"permission": SPENDS, "status": 202, "openapi": KEYED,
+                                        "response_schema": CampaignAnswer}),
+           ("pause", pause_campaign, {"response_schema": CampaignAnswer}),
+           ("resume", resume_campaign, {"permission": SPENDS, "response_schema": CampaignAnswer}),
+           ("cancel", cancel_campaign, {"response_schema": CampaignAnswer}),
+           ("test-send", test_send, {"body_schema": TestSend, "status": 202, "openapi": KEYED,
+                                     "response_schema": MessageAnswer}),
+           ("retry-failed", retry_failed, {"permission": SPENDS, "openapi": KEYED, "response_schema": RetryAnswer}))
 
 
 def includeme(config) -> None:
     config.add_route("campaigns.collection", "/campaigns")
     config.add_view(list_campaigns, route_name="campaigns.collection", request_method="GET", renderer="json",
-                    query_schema=CampaignListQuery)
+                    query_schema=CampaignListQuery, response_schema=CampaignPage)
     config.add_view(create_campaign, route_name="campaigns.collection", request_method="POST", renderer="json",
-                    body_schema=CampaignCreate, status=201)
+                    body_schema=CampaignCreate, response_schema=CampaignAnswer, status=201)
     config.add_route("campaigns.item", "/campaigns/{id}", model=Campaign)
-    config.add_view(get_campaign, route_name="campaigns.item", request_method="GET", renderer="json")
+    config.add_view(get_campaign, route_name="campaigns.item", request_method="GET", renderer="json",
+                    response_schema=CampaignAnswer)
     config.add_view(patch_campaign, route_name="campaigns.item", request_method="PATCH", renderer="json",
-                    body_schema=CampaignPatch)
+                    body_schema=CampaignPatch, response_schema=CampaignAnswer)
     config.add_view(delete_campaign, route_name="campaigns.item", request_method="DELETE", renderer="json", status=204)
     for action, view, options in ACTIONS:
         name = f"campaigns.item.{action.replace('-', '_')}"
         config.add_route(name, f"/campaigns/{{id}}/{action}", model=Campaign)
         config.add_view(view, route_name=name, request_method="POST", renderer="json", **options)
     config.add_route("campaigns.item.stats", "/campaigns/{id}/stats", model=Campaign)
-    config.add_view(campaign_stats, route_name="campaigns.item.stats", request_method="GET", renderer="json")
+    config.add_view(campaign_stats, route_name="campaigns.item.stats", request_method="GET", renderer="json",
+                    response_schema=StatsAnswer)
     config.add_route("campaigns.item.recipients", "/campaigns/{id}/recipients.csv", model=Campaign)
     config.add_view(export_recipients, route_name="campaigns.item.recipients", request_method="GET",
                     openapi=openapi.download("text/csv"))

@@ -1,4 +1,4 @@
-"""What a client may send to the contacts API, and the value rules every writer of contacts shares.
+"""What a client may send to the contacts API and what it answers, and the value rules every writer of contacts shares.
 
 The rules for labels, attributes and countries are plain functions (``clean_labels``,
 ``clean_attributes``, ``clean_country``) so that the import pipeline and webhooks apply
@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from typing import Annotated, Literal
+import uuid
+from typing import Annotated, Any, Literal
 
 import phonenumbers
 from pydantic import AfterValidator, BeforeValidator, Field, field_validator
 
-from kloyst.http.pagination import Page
-from kloyst.http.validation import Schema, iso_timestamp
+from kloyst.http.pagination import Listing, Page
+from kloyst.http.validation import Answer, Schema, iso_timestamp
+from kloyst_plugins.contacts.models import AuditAction, ContactSource
 
 MAX_LABELS = 50
 MAX_LABEL_LENGTH = 64
@@ -150,3 +152,57 @@ class BulkBody(Schema):
         if action == "delete" and value:
             raise ValueError("delete takes no labels")
         return value
+
+
+class ContactOut(Answer):
+    """A contact, decrypted for the vendor that owns it."""
+
+    id: uuid.UUID
+    mobile: str = Field(description="E.164, such as +12025550140.")
+    name: str | None
+    country: str | None = Field(description="ISO 3166-1 alpha-2, from the number.")
+    calling_code: int | None
+    labels: list[str]
+    attributes: dict[str, Any]
+    opted_out: bool
+    opted_out_at: dt.datetime | None
+    source: ContactSource = Field(description="How the contact first came: api, import or webhook.")
+    last_inbound_at: dt.datetime | None = Field(description="When the contact last wrote to the vendor.")
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class ContactAnswer(Answer):
+    contact: ContactOut
+
+
+class OptChange(Answer):
+    contact: ContactOut
+    changed: bool = Field(description="False when the contact already was in the state asked for.")
+
+
+class AuditEntryOut(Answer):
+    """One change to a contact; numbers and names show only as `"changed"`."""
+
+    id: uuid.UUID
+    contact_id: uuid.UUID
+    action: AuditAction
+    source: ContactSource
+    actor_user_id: uuid.UUID | None
+    import_job_id: uuid.UUID | None
+    changes: dict[str, Any] = Field(description="Each changed field as `[before, after]`.")
+    created_at: dt.datetime
+
+
+class BulkAnswer(Answer):
+    action: Literal["label", "unlabel", "delete"]
+    matched: int = Field(description="Contacts the filter selects.")
+    changed: int = Field(description="Contacts actually changed (and audited).")
+
+
+class ContactPage(Listing[ContactOut]):
+    """Contacts, newest first."""
+
+
+class AuditPage(Listing[AuditEntryOut]):
+    """A contact's changes, newest first."""

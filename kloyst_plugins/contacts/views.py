@@ -24,7 +24,8 @@ from kloyst.http.pagination import Page, paginate
 from kloyst.http import openapi
 from kloyst_plugins.contacts import bulk, export, filters
 from kloyst_plugins.contacts.models import Contact, ContactAuditLog, ContactSource
-from kloyst_plugins.contacts.schemas import BulkBody, ContactCreate, ContactListQuery, ContactPatch, ExportQuery
+from kloyst_plugins.contacts.schemas import (AuditPage, BulkAnswer, BulkBody, ContactAnswer, ContactCreate,
+                                             ContactListQuery, ContactPage, ContactPatch, ExportQuery, OptChange)
 from kloyst_plugins.contacts.services import Actor, ContactService, read_phone
 XLSX_MEDIA_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
@@ -142,25 +143,28 @@ def export_contacts(request):
 def includeme(config) -> None:
     config.add_route("contacts.collection", "/contacts")
     config.add_view(list_contacts, route_name="contacts.collection", request_method="GET", renderer="json",
-                    query_schema=ContactListQuery)
+                    query_schema=ContactListQuery, response_schema=ContactPage)
     config.add_view(create_contact, route_name="contacts.collection", request_method="POST", renderer="json",
-                    body_schema=ContactCreate, status=201)
+                    body_schema=ContactCreate, response_schema=ContactAnswer, status=201)
     # Before /contacts/{id}, which would otherwise take "export" and "bulk" for ids.
     config.add_route("contacts.export", "/contacts/export")
     config.add_view(export_contacts, route_name="contacts.export", request_method="GET", query_schema=ExportQuery,
                     openapi=openapi.download("text/csv", XLSX_MEDIA_TYPE))
     config.add_route("contacts.bulk", "/contacts/bulk")
     config.add_view(bulk_action, route_name="contacts.bulk", request_method="POST", renderer="json",
-                    body_schema=BulkBody)
+                    body_schema=BulkBody, response_schema=BulkAnswer)
     config.add_route("contacts.item", "/contacts/{id}", model=Contact)
-    config.add_view(get_contact, route_name="contacts.item", request_method="GET", renderer="json")
+    config.add_view(get_contact, route_name="contacts.item", request_method="GET", renderer="json",
+                    response_schema=ContactAnswer)
     config.add_view(patch_contact, route_name="contacts.item", request_method="PATCH", renderer="json",
-                    body_schema=ContactPatch)
+                    body_schema=ContactPatch, response_schema=ContactAnswer)
     config.add_view(delete_contact, route_name="contacts.item", request_method="DELETE", renderer="json", status=204)
     config.add_route("contacts.item.audit", "/contacts/{id}/audit", model=Contact)
     config.add_view(contact_audit, route_name="contacts.item.audit", request_method="GET", renderer="json",
-                    query_schema=Page)
+                    query_schema=Page, response_schema=AuditPage)
     config.add_route("contacts.item.opt_out", "/contacts/{id}/opt-out", model=Contact)
-    config.add_view(opt_out, route_name="contacts.item.opt_out", request_method="POST", renderer="json")
+    config.add_view(opt_out, route_name="contacts.item.opt_out", request_method="POST", renderer="json",
+                    response_schema=OptChange)
     config.add_route("contacts.item.opt_in", "/contacts/{id}/opt-in", model=Contact)
-    config.add_view(opt_in, route_name="contacts.item.opt_in", request_method="POST", renderer="json")
+    config.add_view(opt_in, route_name="contacts.item.opt_in", request_method="POST", renderer="json",
+                    response_schema=OptChange)

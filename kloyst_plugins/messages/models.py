@@ -132,7 +132,7 @@ class DeadLetter(TenantScoped, Base):
 
 
 class MessageStatusEvent(TenantScoped, Base):
-    """Every status Meta reported, once: ``(wamid, status)`` is the webhook's dedupe key (RELIABILITY A6)."""
+    """Every status Meta reported, once: ``(wamid, status)`` is the webhook's dedupe key (docs/messaging.md)."""
 
     __tablename__ = "message_status_event"
     __table_args__ = (

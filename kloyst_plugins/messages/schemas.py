@@ -1,4 +1,4 @@
-"""What a client may send to the messages API.
+"""What a client may send to the messages API, and what it answers.
 
 A send names its recipient one way only (``to`` or ``contact_id``) and fills the template
 one way only (``parameters`` as Meta takes them, or ``variables``: template variables mapped
@@ -8,13 +8,14 @@ templates plugin's ``validate_send``, which knows the template's placeholders.
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from typing import Any
 
 from pydantic import Field, model_validator
 
-from kloyst.http.pagination import Page
-from kloyst.http.validation import Schema
+from kloyst.http.pagination import Listing, Page
+from kloyst.http.validation import Answer, Schema
 from kloyst_plugins.messages.models import MessageStatus
 
 
@@ -58,3 +59,71 @@ class MessageListQuery(Page):
 
 class DeadLetterListQuery(Page):
     requeued: bool | None = None  # false: the ones still waiting for a decision
+
+
+class TemplateUsed(Answer):
+    id: uuid.UUID | None
+    name: str | None
+    language: str | None
+    category: str | None = Field(description="The template's category when the message was queued.")
+
+
+class MessageOut(Answer):
+    """A message and everything Kloyst and Meta said about it; content is never shown, only who it went to."""
+
+    id: uuid.UUID
+    status: MessageStatus
+    phone_number_id: uuid.UUID
+    to: str = Field(description="The recipient, +E.164 (read from the sealed content).")
+    country: str | None
+    contact_id: uuid.UUID | None
+    campaign_id: uuid.UUID | None
+    template: TemplateUsed
+    wamid: str | None = Field(description="Meta's message id, once Meta accepted it.")
+    attempts: int = Field(description="Calls to Meta made (or maybe made) for it.")
+    retry_count: int = Field(description="Transient failures retried.")
+    next_attempt_at: dt.datetime | None
+    duplicate_sends: int = Field(description="Calls Meta accepted beyond the first (see docs/messaging.md).")
+    error_code: int | None
+    error_subcode: int | None
+    error_message: str | None
+    pricing_category: str | None
+    billable: bool | None
+    idempotency_key: str | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    sent_at: dt.datetime | None
+    delivered_at: dt.datetime | None
+    read_at: dt.datetime | None
+    failed_at: dt.datetime | None
+
+
+class MessageAnswer(Answer):
+    message: MessageOut
+
+
+class DeadLetterOut(Answer):
+    """Why a message failed for good, and the message itself."""
+
+    id: uuid.UUID
+    message_id: uuid.UUID
+    error_code: int | None
+    error_subcode: int | None
+    error_kind: str = Field(description="transient, rate_limited, permanent or auth (docs/meta/error-codes.md).")
+    reason: str
+    details: dict[str, Any]
+    created_at: dt.datetime
+    requeued_at: dt.datetime | None
+    message: MessageOut | None
+
+
+class DeadLetterAnswer(Answer):
+    dead_letter: DeadLetterOut
+
+
+class MessagePage(Listing[MessageOut]):
+    """Messages, newest first."""
+
+
+class DeadLetterPage(Listing[DeadLetterOut]):
+    """Dead letters, newest first."""

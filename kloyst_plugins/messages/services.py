@@ -14,7 +14,7 @@ Then, in the caller's transaction, one ``message_log`` row (QUEUED, content seal
 before the payload is built because Meta echoes it back (``biz_opaque_callback_data``), which
 is how a send Meta accepted before a crash is recognised.
 
-**Idempotency** (RELIABILITY A7, Stripe's rules): a request with an ``Idempotency-Key`` is
+**Idempotency** (Stripe's rules, :mod:`kloyst.http.idempotency`): a request with an ``Idempotency-Key`` is
 stored with its key and the SHA-256 of its canonical body. The same key and body again get
 the same message back, never a second row; the same key with another body is a 422. Two
 concurrent requests with one key meet at the unique ``(vendor_id, idempotency_key)`` index:
@@ -203,7 +203,7 @@ class MessageService:
         if earlier.request_hash != idempotency.request_hash:
             raise Unprocessable("Idempotency-Key reused with different parameters: a key names one request; "
                                 "send a new key for a different message", code="idempotency_key_reused",
-                                details={"message_id": str(earlier.id)})
+                                field="Idempotency-Key", details={"message_id": str(earlier.id)})
         return Queued(earlier, replayed=True)
 
     def _recipient(self, send: TemplateSend) -> Recipient:
@@ -234,17 +234,19 @@ class MessageService:
                  message_id: uuid.UUID) -> dict:
         """Meta's send body, once the values fit the template (else a 422 listing every problem)."""
         body, header = send.body, send.header
+        field = "parameters"
         try:
             # Without parameters, a contact's template is filled from the contact: by the send's
             # variables, else by the mapping stored on the template.
             if not send.use_parameters and (send.variables is not None or (
                     recipient.contact is not None and template.variable_mapping)):
+                field = "variables"
                 resolved = self._resolve(template, send.variables, recipient.contact)
                 body, header = resolved.body, resolved.header
             return parameters.build_payload(template, recipient.e164, body=body, header=header, buttons=send.buttons,
                                             biz_opaque_callback_data=str(message_id))
         except parameters.TemplateParameterError as exc:
-            raise exc.as_api_error() from None
+            raise exc.as_api_error(field) from None
 
     def _resolve(self, template: MessageTemplate, variables: dict | None,
                  contact: Contact | None) -> parameters.Resolved:

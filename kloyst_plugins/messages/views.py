@@ -19,7 +19,8 @@ from kloyst.http.pagination import paginate
 from kloyst_plugins.messages.models import DeadLetter, MessageLog
 from kloyst.http import openapi
 from kloyst.http.idempotency import idempotency_key
-from kloyst_plugins.messages.schemas import DeadLetterListQuery, MessageCreate, MessageListQuery
+from kloyst_plugins.messages.schemas import (DeadLetterAnswer, DeadLetterListQuery, DeadLetterPage, MessageAnswer,
+                                             MessageCreate, MessageListQuery, MessagePage)
 from kloyst_plugins.messages.services import Idempotency, MessageService, TemplateSend, request_hash
 
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -112,16 +113,19 @@ def requeue_dead_letter(request):
 def includeme(config) -> None:
     config.add_route("messages.collection", "/messages")
     config.add_view(list_messages, route_name="messages.collection", request_method="GET", renderer="json",
-                    query_schema=MessageListQuery)
+                    query_schema=MessageListQuery, response_schema=MessagePage)
     config.add_view(send_message, route_name="messages.collection", request_method="POST", renderer="json",
-                    body_schema=MessageCreate, status=202, openapi=openapi.idempotency())
+                    body_schema=MessageCreate, response_schema=MessageAnswer, status=202,
+                    openapi=openapi.idempotency())
     config.add_route("messages.item", "/messages/{id}", model=MessageLog)
-    config.add_view(get_message, route_name="messages.item", request_method="GET", renderer="json")
+    config.add_view(get_message, route_name="messages.item", request_method="GET", renderer="json",
+                    response_schema=MessageAnswer)
     config.add_route("messages.dead_letters", "/dead-letters")
     config.add_view(list_dead_letters, route_name="messages.dead_letters", request_method="GET", renderer="json",
-                    query_schema=DeadLetterListQuery)
+                    query_schema=DeadLetterListQuery, response_schema=DeadLetterPage)
     config.add_route("messages.dead_letters.item", "/dead-letters/{id}", model=DeadLetter)
-    config.add_view(get_dead_letter, route_name="messages.dead_letters.item", request_method="GET", renderer="json")
+    config.add_view(get_dead_letter, route_name="messages.dead_letters.item", request_method="GET", renderer="json",
+                    response_schema=DeadLetterAnswer)
     config.add_route("messages.dead_letters.item.requeue", "/dead-letters/{id}/requeue", model=DeadLetter)
     config.add_view(requeue_dead_letter, route_name="messages.dead_letters.item.requeue", request_method="POST",
-                    renderer="json")
+                    renderer="json", response_schema=DeadLetterAnswer)

@@ -1,4 +1,4 @@
-"""What a client may send to the templates API.
+"""What a client may send to the templates API, and what it answers.
 
 The shape is checked here (names, languages, enums, sizes); what a definition must contain
 to pass Meta's review is :mod:`.definition`'s job, which reports every problem at once.
@@ -6,12 +6,14 @@ to pass Meta's review is :mod:`.definition`'s job, which reports every problem a
 
 from __future__ import annotations
 
+import datetime as dt
+import uuid
 from typing import Any
 
 from pydantic import Field
 
-from kloyst.http.pagination import Page
-from kloyst.http.validation import Schema
+from kloyst.http.pagination import Listing, Page
+from kloyst.http.validation import Answer, Schema
 from kloyst_plugins.templates.models import ParameterFormat, TemplateCategory, TemplateStatus
 
 MAX_COMPONENTS = 20
@@ -49,3 +51,52 @@ class SyncBody(Schema):
     """Sync one WABA (by its Meta id), or every WABA the vendor can use when left out."""
 
     meta_waba_id: str | None = Field(default=None, pattern=META_ID_PATTERN)
+
+
+class TemplateOut(Answer):
+    """A message template as Meta has it, with the variables its components use and the stored mapping."""
+
+    id: uuid.UUID = Field(description="Kloyst's id: the `template_id` of a campaign.")
+    meta_waba_id: str
+    meta_template_id: str | None
+    name: str
+    language: str
+    category: str = Field(description="MARKETING, UTILITY or AUTHENTICATION.")
+    status: TemplateStatus = Field(description="Meta's review state; only an APPROVED template sends.")
+    quality_score: str | None
+    parameter_format: ParameterFormat
+    components: list[dict[str, Any]] = Field(description="In Meta's shape.")
+    header_variables: list[str]
+    body_variables: list[str]
+    button_variables: dict[str, list[str]] = Field(description="By button index.")
+    variable_mapping: dict[str, Any]
+    rejected_reason: str | None
+    last_synced_at: dt.datetime | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class TemplateAnswer(Answer):
+    template: TemplateOut
+
+
+class SyncQueued(Answer):
+    queued: list[str] = Field(description="The Meta ids of the WABAs whose sync was queued.")
+
+
+class SyncStateOut(Answer):
+    meta_waba_id: str
+    last_attempt_at: dt.datetime
+    last_synced_at: dt.datetime | None = Field(description="The last sync that succeeded.")
+    template_count: int | None = Field(description="How many templates Meta listed then.")
+    last_error: str | None = Field(description="Null once a sync succeeds.")
+
+
+class SyncStates(Answer):
+    """One entry per WABA a sync was asked for, by Meta id."""
+
+    items: list[SyncStateOut]
+
+
+class TemplatePage(Listing[TemplateOut]):
+    """Templates, newest first."""

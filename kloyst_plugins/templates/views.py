@@ -19,7 +19,8 @@ from kloyst.errors import Forbidden, Unprocessable
 from kloyst.http.pagination import Page, paginate
 from kloyst_plugins.templates import definition, parameters, services
 from kloyst_plugins.templates.models import MessageTemplate, TemplateSync
-from kloyst_plugins.templates.schemas import SyncBody, TemplateCreate, TemplateListQuery, VariableMappingBody
+from kloyst_plugins.templates.schemas import (SyncBody, SyncQueued, SyncStates, TemplateAnswer, TemplateCreate,
+                                              TemplateListQuery, TemplatePage, VariableMappingBody)
 from kloyst_plugins.templates.tasks import SYNC
 from kloyst_plugins.waba.access import accessible_wabas
 
@@ -97,7 +98,8 @@ def put_variable_mapping(request):
     problems = parameters.check_mapping(template, body.variable_mapping)
     if problems:
         raise Unprocessable(f"the variable mapping does not fit the template: {'; '.join(problems[:5])}",
-                            code="invalid_variable_mapping", details={"problems": problems})
+                            code="invalid_variable_mapping",
+                            fields=[{"field": "variable_mapping", "problem": problem} for problem in problems])
     template.variable_mapping = body.variable_mapping
     request.db.flush()  # so updated_at in the answer is the stored one
     return {"template": template_json(template)}
@@ -126,16 +128,18 @@ def sync_state(request):
 def includeme(config) -> None:
     config.add_route("templates.collection", "/templates")
     config.add_view(list_templates, route_name="templates.collection", request_method="GET", renderer="json",
-                    query_schema=TemplateListQuery)
+                    query_schema=TemplateListQuery, response_schema=TemplatePage)
     config.add_view(create_template, route_name="templates.collection", request_method="POST", renderer="json",
-                    body_schema=TemplateCreate, status=201)
+                    body_schema=TemplateCreate, response_schema=TemplateAnswer, status=201)
     # Before /templates/{id}, which would otherwise take "sync" for an id.
     config.add_route("templates.sync", "/templates/sync")
     config.add_view(request_sync, route_name="templates.sync", request_method="POST", renderer="json",
-                    body_schema=SyncBody, status=202)
-    config.add_view(sync_state, route_name="templates.sync", request_method="GET", renderer="json")
+                    body_schema=SyncBody, response_schema=SyncQueued, status=202)
+    config.add_view(sync_state, route_name="templates.sync", request_method="GET", renderer="json",
+                    response_schema=SyncStates)
     config.add_route("templates.item", "/templates/{id}", model=MessageTemplate)
-    config.add_view(get_template, route_name="templates.item", request_method="GET", renderer="json")
+    config.add_view(get_template, route_name="templates.item", request_method="GET", renderer="json",
+                    response_schema=TemplateAnswer)
     config.add_route("templates.item.variable_mapping", "/templates/{id}/variable-mapping", model=MessageTemplate)
     config.add_view(put_variable_mapping, route_name="templates.item.variable_mapping", request_method="PUT",
-                    renderer="json", body_schema=VariableMappingBody)
+                    renderer="json", body_schema=VariableMappingBody, response_schema=TemplateAnswer)

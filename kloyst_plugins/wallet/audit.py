@@ -1,4 +1,4 @@
-"""The ledger's invariants, checked from the data alone (RELIABILITY A7's "nightly invariant check").
+"""The ledger's invariants, checked from the data alone, as a nightly job can (docs/wallet.md).
 
 A wallet row is a cache of its ledger: if the two ever disagree, the ledger is right and
 something wrote money outside :mod:`.ledger`. The test suite runs this after every wallet test;

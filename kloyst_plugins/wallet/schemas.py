@@ -1,4 +1,4 @@
-"""What a client may send to the wallet API: amounts as decimal strings, instants as ISO 8601.
+"""What a client may send to the wallet API (amounts as decimal strings, instants as ISO 8601), and what it answers.
 
 Amounts go through :func:`kloyst.money.to_micros` (never floats; at most six decimals), so a
 bad amount is a 422 naming the field, like any other validation problem.
@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import uuid
 from typing import Annotated
 
 from pydantic import AfterValidator, BeforeValidator, Field
 
 from kloyst.http.idempotency import idempotency_key
 from kloyst.http.pagination import MAX_LIMIT
-from kloyst.http.validation import Schema, iso_timestamp
+from kloyst.http.validation import Amount, Answer, Schema, iso_timestamp
 from kloyst.money import to_micros
 from kloyst_plugins.wallet.models import EntryKind
 
@@ -103,3 +104,50 @@ class TransactionQuery(Range):
 def required_idempotency_key(headers) -> str:
     """Money-moving admin calls must be retryable without moving money twice: the header is required."""
     return idempotency_key(headers, required=True, max_length=MAX_CLIENT_KEY_LENGTH)
+
+
+class WalletOut(Answer):
+    """A vendor's prepaid wallet; available = balance − held."""
+
+    id: uuid.UUID
+    currency: str = Field(description="ISO 4217, fixed when the wallet is first opened.")
+    balance: Amount = Field(description="Money the vendor has.")
+    held: Amount = Field(description="Money reserved for launched campaigns.")
+    available: Amount = Field(description="What a new campaign can hold.")
+    low_balance_threshold: Amount = Field(description="0 means no alert.")
+    low_balance: bool = Field(description="Available fell below the threshold (once per crossing).")
+
+
+class WalletAnswer(Answer):
+    wallet: WalletOut
+
+
+class EntryOut(Answer):
+    """One movement of the ledger, never changed once written."""
+
+    id: uuid.UUID
+    kind: EntryKind
+    amount: Amount
+    balance_change: Amount
+    held_change: Amount
+    hold_id: uuid.UUID | None
+    message_id: uuid.UUID | None
+    reference: str | None
+    note: str | None
+    actor_user_id: uuid.UUID | None
+    idempotency_key: str
+    created_at: dt.datetime
+
+
+class Moved(Answer):
+    """The entry a top-up or adjustment wrote (or the original one, on a replay) and the wallet after it."""
+
+    entry: EntryOut
+    wallet: WalletOut
+
+
+class TransactionPage(Answer):
+    """Ledger entries, newest first (keyset on the ledger's own order)."""
+
+    items: list[EntryOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last.")

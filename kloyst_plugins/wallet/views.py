@@ -28,8 +28,8 @@ from kloyst.http import openapi
 from kloyst_plugins.wallet import statement
 from kloyst_plugins.wallet.ledger import Entry, Ledger, WalletState
 from kloyst_plugins.wallet.models import LedgerEntry
-from kloyst_plugins.wallet.schemas import (AdjustmentBody, Range, TopupBody, TransactionQuery, WalletPatch, end_of,
-                                           required_idempotency_key, start_of)
+from kloyst_plugins.wallet.schemas import (AdjustmentBody, Moved, Range, TopupBody, TransactionPage, TransactionQuery,
+                                           WalletAnswer, WalletPatch, end_of, required_idempotency_key, start_of)
 
 REPLAYED_HEADER = "Idempotent-Replayed"
 
@@ -75,7 +75,8 @@ def _after(cursor: str) -> int:
             return int(value)
     except (ValueError, binascii.Error, UnicodeDecodeError):
         pass
-    raise Unprocessable("the cursor is not valid; use next_cursor from the previous page", code="invalid_cursor")
+    raise Unprocessable("the cursor is not valid; use next_cursor from the previous page", code="invalid_cursor",
+                        field="cursor")
 
 
 def list_transactions(request):
@@ -148,23 +149,25 @@ def admin_adjust(request):
 
 def includeme(config) -> None:
     config.add_route("wallet.summary", "/wallet")
-    config.add_view(get_wallet, route_name="wallet.summary", request_method="GET", renderer="json")
+    config.add_view(get_wallet, route_name="wallet.summary", request_method="GET", renderer="json",
+                    response_schema=WalletAnswer)
     config.add_view(patch_wallet, route_name="wallet.summary", request_method="PATCH", renderer="json",
-                    permission="vendor.admin", body_schema=WalletPatch)
+                    permission="vendor.admin", body_schema=WalletPatch, response_schema=WalletAnswer)
     config.add_route("wallet.transactions", "/wallet/transactions")
     config.add_view(list_transactions, route_name="wallet.transactions", request_method="GET", renderer="json",
-                    query_schema=TransactionQuery)
+                    query_schema=TransactionQuery, response_schema=TransactionPage)
     config.add_route("wallet.statement", "/wallet/statement.csv")
     config.add_view(statement_csv, route_name="wallet.statement", request_method="GET", query_schema=Range,
                     openapi=openapi.download("text/csv"))
     # Platform admins: not gated (they belong to no vendor), platform.admin on every view (add_admin_route).
     config.add_admin_route("admin.wallet.vendor_wallet", "/admin/vendors/{id}/wallet")
-    config.add_view(admin_get_wallet, route_name="admin.wallet.vendor_wallet", request_method="GET", renderer="json")
+    config.add_view(admin_get_wallet, route_name="admin.wallet.vendor_wallet", request_method="GET", renderer="json",
+                    response_schema=WalletAnswer)
     config.add_admin_route("admin.wallet.topups", "/admin/vendors/{id}/wallet/topups")
     config.add_view(admin_topup, route_name="admin.wallet.topups", request_method="POST", renderer="json",
-                    body_schema=TopupBody, status=201,
+                    body_schema=TopupBody, response_schema=Moved, status=201,
                     openapi=openapi.idempotency(required=True))
     config.add_admin_route("admin.wallet.adjustments", "/admin/vendors/{id}/wallet/adjustments")
     config.add_view(admin_adjust, route_name="admin.wallet.adjustments", request_method="POST", renderer="json",
-                    body_schema=AdjustmentBody, status=201,
+                    body_schema=AdjustmentBody, response_schema=Moved, status=201,
                     openapi=openapi.idempotency(required=True))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import jsonschema
@@ -13,6 +14,7 @@ from kloyst import make_configurator
 from kloyst.http import openapi
 from kloyst.http.validation import Schema
 from kloyst.testing import route_walk
+from kloyst.testing.answers import AnswerChecker
 
 PLACEHOLDER = re.compile(r"\{(\w+)(?::[^}]*)?\}")
 
@@ -71,7 +73,9 @@ def test_request_bodies_are_the_schemas_that_validate_them(document):
 def test_query_schemas_become_query_parameters_and_list_fields_repeat(document):
     listing = document["paths"]["/v1/contacts"]["get"]
     answer = listing["responses"]["200"]["content"]["application/json"]["schema"]
-    assert answer == {"$ref": "#/components/schemas/ListPage"}
+    assert answer == {"$ref": "#/components/schemas/ContactPage"}
+    page = document["components"]["schemas"]["ContactPage"]
+    assert page["properties"]["items"]["items"] == {"$ref": "#/components/schemas/ContactOut"}
     parameters = {p["name"]: p for p in listing["parameters"]}
     assert {"cursor", "limit", "label", "country", "phone"} <= set(parameters)
     assert parameters["label"]["explode"] is True and parameters["label"]["in"] == "query"
@@ -126,6 +130,65 @@ def test_the_docs_page_lists_every_operation_without_scripts(testapp, document):
     for item in document["paths"].values():
         for operation in item.values():
             assert f"id='{operation['operationId']}'" in page.text
+
+
+def _resolved(schema: dict, document) -> dict:
+    while "$ref" in schema:
+        schema = document["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+    return schema
+
+
+def _declares_fields(schema: dict, document) -> bool:
+    """An object with its properties listed, or a choice (anyOf / oneOf) of such objects."""
+    schema = _resolved(schema, document)
+    choices = schema.get("anyOf") or schema.get("oneOf")
+    if choices:
+        return all(_declares_fields(choice, document) for choice in choices)
+    return schema.get("type") == "object" and bool(schema.get("properties"))
+
+
+def test_every_operation_declares_the_body_of_its_success_answer(document):
+    undeclared = []
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            for status, answer in operation["responses"].items():
+                if not status.startswith("2"):
+                    continue
+                content = answer.get("content", {})
+                if status == "204":
+                    ok = content == {}  # No Content: there is no body to declare
+                elif not content:
+                    ok = False
+                else:
+                    ok = all(_declares_fields(media["schema"], document) if name == "application/json"
+                             else media.get("schema", {}).get("type") == "string" for name, media in content.items())
+                if not ok:
+                    undeclared.append(f"{method.upper()} {path} → {status}: {content}")
+    assert undeclared == [], "success answers without a declared body:\n" + "\n".join(undeclared)
+
+
+def test_a_bare_object_answer_fails_the_declaration_check(document):
+    assert not _declares_fields({"type": "object"}, document)
+    assert _declares_fields({"$ref": "#/components/schemas/ContactAnswer"}, document)
+
+
+def test_answers_are_checked_against_the_document_and_a_field_it_does_not_list_fails(testapp, document, owner):
+    checker = AnswerChecker(document)
+    me = testapp.get("/v1/auth/me", headers=owner.headers)
+    assert checker.problems("GET", "/v1/auth/me", me.status_int, me.body, me.content_type) == []
+    grown = {**me.json, "user": {**me.json["user"], "password_hash": "x"}}
+    assert any("password_hash" in problem
+               for problem in checker.problems("GET", "/v1/auth/me", 200, json.dumps(grown)))
+    typed = {**me.json, "enabled_plugins": "contacts"}
+    assert checker.problems("GET", "/v1/auth/me", 200, json.dumps(typed)) != []
+    assert checker.problems("GET", "/v1/auth/me", 201, me.body) != []  # a status the document does not declare
+
+
+def test_the_docs_page_shows_answers_and_renders_code_spans(testapp):
+    page = testapp.get("/v1/docs").text
+    assert "<code>error.details.fields</code>" in page  # written `error.details.fields` in the description
+    assert "`" not in page.split("</style>", 1)[1]
+    assert "Answer 200 (application/json)" in page
 
 
 class Undeclared(Schema):

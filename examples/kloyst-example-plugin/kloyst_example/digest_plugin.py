@@ -7,11 +7,18 @@ named ``example_digest.*``, the prefix every route of this plugin must carry.
 
 from __future__ import annotations
 
+from pydantic import Field
 from sqlalchemy import func, select
 
+from kloyst.http.validation import Answer
 from kloyst.plugins import PluginMeta, hookimpl
 
 plugin_meta = PluginMeta(description="A count of the vendor's example notes.", requires=("example",))
+
+
+class Summary(Answer):
+    notes: int = Field(description="The vendor's notes.")
+    pinged: int = Field(description="Those the ping task has reached.")
 
 
 def summary(request):
@@ -26,4 +33,5 @@ def summary(request):
 @hookimpl
 def kloyst_routes(config):
     config.add_route("example_digest.summary", "/example-digest/summary")
-    config.add_view(summary, route_name="example_digest.summary", request_method="GET", renderer="json")
+    config.add_view(summary, route_name="example_digest.summary", request_method="GET", renderer="json",
+                    response_schema=Summary)

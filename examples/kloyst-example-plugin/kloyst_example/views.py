@@ -8,17 +8,45 @@ views default to the ``vendor.member`` permission.
 
 from __future__ import annotations
 
+import datetime as dt
+import uuid
+
 from pydantic import Field
 from sqlalchemy import select
 
-from kloyst.http.pagination import Page, paginate
-from kloyst.http.validation import Schema
+from kloyst.http.pagination import Listing, Page, paginate
+from kloyst.http.validation import Answer, Schema
 from kloyst_example.models import Note
 from kloyst_example.tasks import PING_NOTE
 
 
 class NoteBody(Schema):
     text: str = Field(min_length=1, max_length=2000)
+
+
+class NoteOut(Answer):
+    id: uuid.UUID
+    text: str
+    pinged_at: dt.datetime | None = Field(description="When the ping task last ran for it.")
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class NoteAnswer(Answer):
+    note: NoteOut
+
+
+class NotePage(Listing[NoteOut]):
+    """The vendor's notes, newest first."""
+
+
+class PingAnswer(Answer):
+    note: NoteOut
+    queued: bool = Field(description="The ping task is queued; it runs after this request commits.")
+
+
+class Greeting(Answer):
+    greeting: str = Field(description="The `example.greeting` setting.")
 
 
 def note_json(note: Note) -> dict:
@@ -64,14 +92,18 @@ def hello(request):
 
 def includeme(config) -> None:
     config.add_route("example.notes", "/example/notes")
-    config.add_view(list_notes, route_name="example.notes", request_method="GET", renderer="json", query_schema=Page)
+    config.add_view(list_notes, route_name="example.notes", request_method="GET", renderer="json", query_schema=Page,
+                    response_schema=NotePage)
     config.add_view(create_note, route_name="example.notes", request_method="POST", renderer="json",
-                    body_schema=NoteBody, status=201)
+                    body_schema=NoteBody, response_schema=NoteAnswer, status=201)
     config.add_route("example.note", "/example/notes/{id}", model=Note)
-    config.add_view(get_note, route_name="example.note", request_method="GET", renderer="json")
+    config.add_view(get_note, route_name="example.note", request_method="GET", renderer="json",
+                    response_schema=NoteAnswer)
     config.add_view(delete_note, route_name="example.note", request_method="DELETE", renderer="json",
                     permission="vendor.admin", status=204)
     config.add_route("example.note.ping", "/example/notes/{id}/ping", model=Note)
-    config.add_view(ping_note, route_name="example.note.ping", request_method="POST", renderer="json", status=202)
+    config.add_view(ping_note, route_name="example.note.ping", request_method="POST", renderer="json", status=202,
+                    response_schema=PingAnswer)
     config.add_route("example.hello", "/example/hello")
-    config.add_view(hello, route_name="example.hello", request_method="GET", renderer="json")
+    config.add_view(hello, route_name="example.hello", request_method="GET", renderer="json",
+                    response_schema=Greeting)

@@ -217,7 +217,9 @@ def test_parameters_that_do_not_fit_the_template_are_422_listing_the_problems(te
                                                                                problem):
     error = send(testapp, vendor, parameters=parameters, status=422).json["error"]
     assert error["code"] == "invalid_template_parameters"
-    assert any(problem in p for p in error["details"]["problems"]), error["details"]["problems"]
+    fields = error["details"]["fields"]
+    assert {f["field"] for f in fields} == {"parameters"}
+    assert any(problem in f["problem"] for f in fields), fields
     assert_nothing_queued(db, vendor.vendor_id)
 
 
@@ -263,8 +265,9 @@ def test_a_variable_the_contact_cannot_fill_is_422_naming_it(testapp, db, messag
     variables = {"1": {"field": "name"}, "2": {"value": "A-1"}}
     error = send(testapp, vendor, to=None, contact_id=str(contact.id), parameters=None, variables=variables,
                  status=422).json["error"]
-    assert error["details"]["problems"] == [
-        "body variable {{1}}: the contact has no name and the mapping gives no default"]
+    assert error["details"]["fields"] == [
+        {"field": "variables", "problem": "body variable {{1}}: the contact has no name and the mapping gives no "
+                                          "default"}]
     assert_nothing_queued(db, vendor.vendor_id)
 
 

@@ -161,9 +161,11 @@ def test_a_variable_mapping_is_checked_against_the_template_and_stored(testapp, 
     error = testapp.put_json(url, {"variable_mapping": {"3": {"field": "name"}, "2": {"field": "email"}}},
                              headers=vendor.headers, status=422).json["error"]
     assert error["code"] == "invalid_variable_mapping"
-    assert error["details"]["problems"] == [
-        "'3' is not a variable of this template (its variables: 1, 2, header.1)",
-        "2: field 'email' is not a contact field: use name, mobile, country or attributes.<name>"]
+    assert error["details"]["fields"] == [
+        {"field": "variable_mapping", "problem": "'3' is not a variable of this template (its variables: 1, 2, "
+                                                 "header.1)"},
+        {"field": "variable_mapping",
+         "problem": "2: field 'email' is not a contact field: use name, mobile, country or attributes.<name>"}]
     assert testapp.put_json(url, {"variable_mapping": {}}, headers=vendor.headers).json["template"][
         "variable_mapping"] == {}
 

@@ -1,6 +1,6 @@
 """wallet: wallets, the append-only ledger, holds
 
-The ledger refuses UPDATE and DELETE with a trigger on both dialects (RELIABILITY A7: a
+The ledger refuses UPDATE and DELETE with a trigger on both dialects (docs/wallet.md: a
 correction is a new entry, never an edit). The one DELETE it lets through is the cascade of a
 deleted vendor: by then the vendor row is gone, so the trigger's check finds nothing to protect.
 TRUNCATE (the test suite's cleanup) fires no row trigger.
