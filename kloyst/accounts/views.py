@@ -3,8 +3,10 @@
 The rules, all enforced here: only an owner makes, changes or removes an owner; a vendor
 always keeps at least one active owner (checked under row locks, so two owners cannot
 demote each other at once); nobody disables or removes themselves; a role change or a
-disable ends the user's sessions. Request bodies are allow-listed schemas, so fields such
-as ``vendor_id`` or ``is_platform_admin`` are a 422, never applied.
+disable ends the user's sessions; an invitation answers the same whether or not the address
+already has an account, anywhere (:func:`kloyst.auth.services.invite_user`). Request bodies
+are allow-listed schemas, so fields such as ``vendor_id`` or ``is_platform_admin`` are a 422,
+never applied.
 """
 
 from __future__ import annotations
@@ -19,25 +21,27 @@ from kloyst import events
 from kloyst.accounts.models import Role, User
 from kloyst.accounts.schemas import UserAnswer, UserPage, VendorAnswer
 from kloyst.auth import services as auth_services
+from kloyst.auth import throttle
+from kloyst.auth.schemas import Acknowledged
 from kloyst.auth.views import no_content, user_json, vendor_json
 from kloyst.db import utcnow
 from kloyst.errors import Conflict, Forbidden
 from kloyst.http.pagination import Page, paginate
-from kloyst.http.validation import Schema
+from kloyst.http.validation import PlainText, Schema
 
 
 class VendorPatch(Schema):
-    name: str = Field(min_length=1, max_length=200)
+    name: PlainText = Field(min_length=1, max_length=200)
 
 
 class InviteBody(Schema):
     email: EmailStr
-    name: str = Field(default="", max_length=200)
+    name: PlainText = Field(default="", max_length=200)
     role: Literal["member", "admin", "owner"] = "member"
 
 
 class UserPatch(Schema):
-    name: str | None = Field(default=None, max_length=200)
+    name: PlainText | None = Field(default=None, max_length=200)
     role: Literal["member", "admin", "owner"] | None = None
     disabled: bool | None = None
 
@@ -88,10 +92,12 @@ def invite_user(request):
     actor = request.identity.user
     role = Role(body.role)
     _may_grant(actor, role)
-    user = auth_services.invite_user(request.db, request.registry.settings, inviter=actor, email=body.email,
-                                     name=body.name, role=role)
-    request.response.status_int = 201
-    return {"user": user_json(user)}
+    # Every invitation mails the address, whether or not it has an account: no mail-bombing one address.
+    throttle.throttle_account(request, "invite", body.email)
+    auth_services.invite_user(request.db, inviter=actor, email=body.email, name=body.name, role=role)
+    # The same answer when the address already has an account, here or in another vendor: its owner gets a mail.
+    request.response.status_int = 202
+    return {"status": "we mailed the address an invitation"}
 
 
 def patch_user(request):
@@ -143,7 +149,7 @@ def includeme(config) -> None:
     config.add_view(list_users, route_name="accounts.users", request_method="GET", renderer="json", query_schema=Page,
                     response_schema=UserPage)
     config.add_view(invite_user, route_name="accounts.users", request_method="POST", renderer="json",
-                    permission="vendor.admin", body_schema=InviteBody, response_schema=UserAnswer, status=201)
+                    permission="vendor.admin", body_schema=InviteBody, response_schema=Acknowledged, status=202)
     config.add_route("accounts.user", "/vendor/users/{id}", factory=model_factory(User))
     config.add_view(patch_user, route_name="accounts.user", request_method="PATCH", renderer="json",
                     permission="vendor.admin", body_schema=UserPatch, response_schema=UserAnswer)

@@ -34,6 +34,12 @@ class RefreshToken(Base):
     revoked_at: Mapped[dt.datetime | None]
 
 
+# How long a mailed link works. Invitations use the reset purpose (the invitee chooses a password).
+VERIFY_EMAIL_TTL = dt.timedelta(days=2)
+RESET_PASSWORD_TTL = dt.timedelta(hours=1)
+INVITATION_TTL = dt.timedelta(days=7)
+
+
 class OneTimePurpose(str, enum.Enum):
     VERIFY_EMAIL = "verify_email"
     RESET_PASSWORD = "reset_password"

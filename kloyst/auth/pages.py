@@ -29,6 +29,7 @@ from pyramid.security import NO_PERMISSION_REQUIRED
 from kloyst.auth import services, throttle
 from kloyst.auth.models import OneTimePurpose
 from kloyst.errors import ApiError, Unprocessable
+from kloyst.mail import templates
 
 # The one-time tokens Kloyst mails are 43 characters; these are the API's own bounds (kloyst.auth.views.TokenBody).
 TOKEN_MIN, TOKEN_MAX = 10, 200
@@ -200,7 +201,7 @@ _TOKEN_QUERY = [{"name": "token", "in": "query", "required": True, "schema": _TO
                  "description": "The one-time token from the mailed link."}]
 _RESET_FIELDS = {"token": _TOKEN_SCHEMA, "password": {"type": "string", "minLength": 1, "maxLength": PASSWORD_MAX},
                  "password_again": {"type": "string", "maxLength": PASSWORD_MAX}}
-ROUTES = (("auth.verify_email.page", services.VERIFY_PATH), ("auth.password.reset.page", services.RESET_PATH))
+ROUTES = (("auth.verify_email.page", templates.VERIFY_PATH), ("auth.password.reset.page", templates.RESET_PATH))
 VIEWS = (
     ("auth.verify_email.page", "GET", verify_email_page, {"parameters": _TOKEN_QUERY, "responses": _PAGE_ANSWERS}),
     ("auth.verify_email.page", "POST", verify_email_submit,

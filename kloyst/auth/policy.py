@@ -1,8 +1,16 @@
 """The security policy: who is calling (a bearer access token) and what they may do.
 
 The identity is computed once per request and cached by Pyramid. It re-reads the user,
-so a disabled user, a suspended vendor or a token older than the user's
-``token_version`` (bumped on password reset) stops working at once, not at expiry.
+and in the same query whether the token's session (``sid``, its refresh-token family) is
+still open, so each of these ends the user's access tokens at once, not at expiry:
+
+- sign-out and the reuse of a refresh token: the family is revoked, the session closed;
+- a password change or reset, a disable, a role change: ``token_version`` is bumped (and
+  every family revoked) by :func:`kloyst.auth.services.revoke_all_sessions`;
+- a suspended vendor, a deleted user.
+
+One query, not two: the session check is an ``EXISTS`` beside the user row the request
+loads anyway (``refresh_token.family_id`` is indexed).
 
 Permissions are plain strings checked here, never in views:
 
@@ -21,8 +29,10 @@ import uuid
 from dataclasses import dataclass
 
 from pyramid.security import NO_PERMISSION_REQUIRED, Allowed, Denied
+from sqlalchemy import exists, select
 
 from kloyst.accounts.models import Role, User, VendorStatus
+from kloyst.auth.models import RefreshToken
 from kloyst.auth.tokens import AccessClaims, ExpiredToken, InvalidToken
 from kloyst.db import tenancy
 
@@ -97,9 +107,16 @@ class KloystSecurityPolicy:
             return None
         except InvalidToken:
             return None
+        if claims.session_id is None:
+            return None
+        session_open = exists().where(RefreshToken.family_id == claims.session_id,
+                                      RefreshToken.user_id == User.id, RefreshToken.revoked_at.is_(None))
         with tenancy.unscoped(request.db):
-            user = request.db.get(User, claims.user_id)
-            if user is None or user.disabled_at is not None or user.token_version != claims.token_version:
+            row = request.db.execute(select(User, session_open).where(User.id == claims.user_id)).one_or_none()
+            if row is None:
+                return None
+            user, open_ = row
+            if not open_ or user.disabled_at is not None or user.token_version != claims.token_version:
                 return None
             if user.vendor_id != claims.vendor_id:
                 return None

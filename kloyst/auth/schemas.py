@@ -1,4 +1,4 @@
-"""What the auth routes answer: sign-up, verification, the token pair, sign-out-free answers and ``/auth/me``.
+"""What the auth routes answer: acknowledgements, verification, the token pair and ``/auth/me``.
 
 The request bodies are beside the views (:mod:`kloyst.auth.views`); these are the success
 answers the OpenAPI document shows, built on the account representations of
@@ -16,16 +16,12 @@ from kloyst.accounts.schemas import UserOut, VendorOut
 from kloyst.http.validation import Answer
 
 
-class SignupAnswer(Answer):
-    """The new owner and vendor; the account signs in once the mailed link confirms the address."""
-
-    user: UserOut
-    vendor: VendorOut
-    next: str = Field(description="What to do next, for people.")
-
-
 class Acknowledged(Answer):
-    """A request taken in; the answer is the same whether or not the address has an account."""
+    """A request taken in (sign-up, an invitation, a mailed link asked for).
+
+    The answer is the same whether or not the address has an account: the mail tells the
+    address's owner what happened.
+    """
 
     status: str = Field(description="What happens next, for people.")
 

@@ -3,6 +3,14 @@
 Each function takes the request's session and does its whole job inside the request's
 transaction: a failure anywhere leaves nothing half done (no user without a vendor, no
 mail for a rolled-back sign-up, since mail goes through the outbox).
+
+No answer tells whether an address has an account (OWASP, account enumeration), and neither
+does the work behind it, since a stopwatch is an oracle too:
+
+- sign-up and invitation hash one password and queue one mail whether or not the address is
+  taken; for a taken one the mail tells its owner what was tried (:mod:`kloyst.mail.templates`);
+- forgot-password and resend-verification do not even look the address up: they queue one
+  mail carrying the address sealed, and the delivery decides whether anyone gets a mail.
 """
 
 from __future__ import annotations
@@ -21,14 +29,8 @@ from kloyst.auth.passwords import hash_password, needs_rehash, password_problem,
 from kloyst.auth.tokens import AccessTokenCodec, new_secret, secret_hash
 from kloyst.db import tenancy, utcnow
 from kloyst.errors import Conflict, Forbidden, Unauthorized, Unprocessable
+from kloyst.mail import templates
 from kloyst.outbox import Outbox
-
-VERIFY_EMAIL_TTL = dt.timedelta(days=2)
-RESET_PASSWORD_TTL = dt.timedelta(hours=1)
-INVITATION_TTL = dt.timedelta(days=7)
-# The pages mailed links open: Kloyst's own (kloyst.auth.pages), or the vendor portal's at the same paths.
-VERIFY_PATH = "/verify-email"
-RESET_PATH = "/reset-password"
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ def find_user_by_email(db: Session, email: str) -> User | None:
 
 
 def issue_one_time_token(db: Session, user: User, purpose: OneTimePurpose, ttl: dt.timedelta) -> str:
+    """A one-time token recorded now (tools and tests; mailed links mint theirs at delivery)."""
     secret = new_secret()
     db.add(OneTimeToken(user_id=user.id, purpose=purpose, token_hash=secret_hash(secret),
                         expires_at=utcnow() + ttl))
@@ -112,36 +115,32 @@ def consume_one_time_token(db: Session, secret: str, purpose: OneTimePurpose) ->
     return user
 
 
-def _link(settings, path: str, secret: str) -> str:
-    """A mailed link: to the vendor portal's page when there is a portal, else to Kloyst's own (kloyst.auth.pages)."""
-    base = settings["kloyst.mail.portal_url"] or settings["kloyst.http.public_url"]
-    return f"{base.rstrip('/')}{path}?token={secret}"
+def send_verification(db: Session, cipher, email: str) -> None:
+    """Queue a new verification link for ``email``; the delivery mails it only to an unconfirmed, enabled account."""
+    mail.send(Outbox(db), templates.VERIFY_EMAIL, address=templates.seal_address(cipher, email), with_token=True)
 
 
-def send_verification(db: Session, settings, user: User) -> None:
-    secret = issue_one_time_token(db, user, OneTimePurpose.VERIFY_EMAIL, VERIFY_EMAIL_TTL)
-    mail.send(Outbox(db), to=user.email, vendor_id=user.vendor_id, subject="Confirm your email for Kloyst",
-              body=(f"Hello {user.name or user.email},\n\nConfirm your email address to start using Kloyst:\n"
-                    f"{_link(settings, VERIFY_PATH, secret)}\n\nOr send this token to "
-                    f"POST {settings['kloyst.api.prefix']}/auth/verify-email:\n{secret}\n\n"
-                    f"The link expires in {VERIFY_EMAIL_TTL.days} days.\n"))
+def signup(db: Session, settings, *, vendor_name: str, name: str, email: str, password: str) -> User | None:
+    """Create the vendor and its owner, or, when the address is taken, tell its owner; None then.
 
-
-def signup(db: Session, settings, *, vendor_name: str, name: str, email: str, password: str) -> User:
+    Both branches hash the password and queue one mail, so neither the answer nor its time
+    says which happened.
+    """
     _require_password(password)
     email = normalize_email(email)
-    if find_user_by_email(db, email) is not None:
-        raise Conflict("an account with this email already exists; sign in or reset your password",
-                       code="email_taken")
+    password_hash = hash_password(password)
+    taken = find_user_by_email(db, email)
+    if taken is not None:
+        mail.send(Outbox(db), templates.SIGNUP_TAKEN, vendor_id=taken.vendor_id, user_id=taken.id)
+        return None
     with tenancy.unscoped(db):
         vendor = Vendor(name=vendor_name, status=VendorStatus.ACTIVE)
         db.add(vendor)
         db.flush()
-        user = User(vendor_id=vendor.id, email=email, name=name, password_hash=hash_password(password),
-                    role=Role.OWNER)
+        user = User(vendor_id=vendor.id, email=email, name=name, password_hash=password_hash, role=Role.OWNER)
         db.add(user)
         db.flush()
-    send_verification(db, settings, user)
+    mail.send(Outbox(db), templates.VERIFY_EMAIL, vendor_id=vendor.id, user_id=user.id, with_token=True)
     events.record(Outbox(db), vendor.id, "VendorSignedUp", user_id=str(user.id))
     return user
 
@@ -180,9 +179,10 @@ def _new_refresh(db: Session, user: User, settings, family_id: uuid.UUID, parent
 
 def issue_tokens(db: Session, settings, codec: AccessTokenCodec, user: User, *,
                  family_id: uuid.UUID | None = None, parent_id: uuid.UUID | None = None) -> TokenPair:
+    family_id = family_id or uuid.uuid4()
     access, access_exp = codec.issue(user_id=user.id, vendor_id=user.vendor_id, role=user.role.value,
-                                     token_version=user.token_version)
-    refresh, refresh_exp = _new_refresh(db, user, settings, family_id or uuid.uuid4(), parent_id)
+                                     token_version=user.token_version, session_id=family_id)
+    refresh, refresh_exp = _new_refresh(db, user, settings, family_id, parent_id)
     return TokenPair(access, access_exp, refresh, refresh_exp)
 
 
@@ -236,17 +236,9 @@ def revoke_all_sessions(db: Session, user: User) -> None:
     user.token_version += 1
 
 
-def request_password_reset(db: Session, settings, email: str) -> None:
-    """Mail a reset link when the account exists; say nothing either way (no enumeration)."""
-    user = find_user_by_email(db, email)
-    if user is None or user.disabled_at is not None:
-        return
-    secret = issue_one_time_token(db, user, OneTimePurpose.RESET_PASSWORD, RESET_PASSWORD_TTL)
-    mail.send(Outbox(db), to=user.email, vendor_id=user.vendor_id, subject="Reset your Kloyst password",
-              body=(f"Someone asked to reset the password of {user.email}.\n\nChoose a new password here:\n"
-                    f"{_link(settings, RESET_PATH, secret)}\n\nOr send this token with your new password to "
-                    f"POST {settings['kloyst.api.prefix']}/auth/password/reset:\n{secret}\n\n"
-                    "The link expires in one hour. If it was not you, ignore this message.\n"))
+def request_password_reset(db: Session, cipher, email: str) -> None:
+    """Queue a reset link for ``email``; the delivery mails it only to an enabled account (no enumeration)."""
+    mail.send(Outbox(db), templates.RESET_PASSWORD, address=templates.seal_address(cipher, email), with_token=True)
 
 
 def retire_one_time_tokens(db: Session, user: User, purpose: OneTimePurpose) -> None:
@@ -266,22 +258,42 @@ def reset_password(db: Session, secret: str, password: str) -> User:
     return user
 
 
-def invite_user(db: Session, settings, *, inviter: User, email: str, name: str, role: Role) -> User:
-    """Add a user to the inviter's vendor; they choose a password through the mailed link."""
+def change_password(db: Session, settings, codec: AccessTokenCodec, user: User, *, current: str,
+                    new: str) -> TokenPair:
+    """Replace the password after checking the current one; every session of the user ends.
+
+    The caller gets a fresh token pair in a new session, so changing a password on one device
+    signs out every other, including an attacker's, and not the person changing it.
+    """
+    if not verify_password(user.password_hash, current):
+        raise Unprocessable("the current password is wrong", code="wrong_password", field="current_password")
+    if problem := password_problem(new):
+        raise Unprocessable(problem, details={"fields": [{"field": "new_password", "problem": problem}]})
+    user.password_hash = hash_password(new)
+    revoke_all_sessions(db, user)
+    db.flush()
+    return issue_tokens(db, settings, codec, user)
+
+
+def invite_user(db: Session, *, inviter: User, email: str, name: str, role: Role) -> User | None:
+    """Add a user to the inviter's vendor (they choose a password through the mailed link); None when taken.
+
+    An address that already has an account, in this vendor or any other, gets a mail saying
+    who tried to invite it, and the inviter the same answer as for a new one: a vendor admin
+    cannot learn who has an account elsewhere. Both branches hash once and queue one mail.
+    """
     email = normalize_email(email)
-    if find_user_by_email(db, email) is not None:
-        raise Conflict("an account with this email already exists", code="email_taken")
-    user = User(vendor_id=inviter.vendor_id, email=email, name=name, role=role,
-                password_hash=hash_password(new_secret()))
+    password_hash = hash_password(new_secret())
+    taken = find_user_by_email(db, email)
+    if taken is not None:
+        mail.send(Outbox(db), templates.INVITATION_TAKEN, vendor_id=inviter.vendor_id, user_id=taken.id,
+                  inviter_id=inviter.id)
+        return None
+    user = User(vendor_id=inviter.vendor_id, email=email, name=name, role=role, password_hash=password_hash)
     db.add(user)
     db.flush()
-    secret = issue_one_time_token(db, user, OneTimePurpose.RESET_PASSWORD, INVITATION_TTL)
-    mail.send(Outbox(db), to=email, vendor_id=user.vendor_id,
-              subject=f"{inviter.name or inviter.email} invited you to {inviter.vendor.name} on Kloyst",
-              body=(f"You have been invited to {inviter.vendor.name} on Kloyst as {role.value}.\n\n"
-                    f"Choose your password here:\n{_link(settings, RESET_PATH, secret)}\n\nOr send this "
-                    f"token with your password to POST {settings['kloyst.api.prefix']}/auth/password/reset:\n"
-                    f"{secret}\n\nThe invitation expires in {INVITATION_TTL.days} days.\n"))
+    mail.send(Outbox(db), templates.INVITATION, vendor_id=user.vendor_id, user_id=user.id, inviter_id=inviter.id,
+              with_token=True)
     events.record(Outbox(db), user.vendor_id, "UserInvited", user_id=str(user.id), role=role.value)
     return user
 

@@ -7,6 +7,11 @@ Rules from RFC 8725 (JSON Web Token best current practices), all enforced here:
   never fetched from ``jku``/``x5u``;
 - ``exp iat nbf iss aud sub jti`` are required; the ``typ`` header must be ``at+jwt``, so
   no other kind of token is ever accepted as an access token;
+- a token may live at most the configured access TTL (``exp - iat``, plus the leeway): one
+  signed with a year ahead, by a leaked key or a bug, is refused rather than trusted for a year;
+- ``sid`` names the session (the refresh-token family) the token was issued in; the security
+  policy (:mod:`kloyst.auth.policy`) refuses it once that session has ended (sign-out, reuse of
+  a refresh token), so an access token never outlives its session;
 - the first key in ``kloyst.jwt.signing_keys`` signs; the others still verify, so a key can
   be rotated by putting the new one first and dropping the old one after one access-token TTL.
 """
@@ -47,6 +52,8 @@ class AccessClaims:
     token_version: int
     jti: str
     expires_at: dt.datetime
+    # The refresh-token family the token belongs to; None in a token without ``sid``, which the policy refuses.
+    session_id: uuid.UUID | None = None
 
 
 class AccessTokenCodec:
@@ -70,7 +77,7 @@ class AccessTokenCodec:
                    leeway_seconds=settings["kloyst.jwt.leeway_seconds"])
 
     def issue(self, *, user_id: uuid.UUID, vendor_id: uuid.UUID | None, role: str, token_version: int,
-              now: dt.datetime | None = None) -> tuple[str, dt.datetime]:
+              session_id: uuid.UUID | None = None, now: dt.datetime | None = None) -> tuple[str, dt.datetime]:
         now = now or dt.datetime.now(dt.timezone.utc)
         expires = now + self.ttl
         claims = {
@@ -78,6 +85,8 @@ class AccessTokenCodec:
             "vid": str(vendor_id) if vendor_id else None, "role": role, "tv": token_version,
             "iat": now, "nbf": now, "exp": expires, "jti": secrets.token_urlsafe(16),
         }
+        if session_id is not None:
+            claims["sid"] = str(session_id)
         token = jwt.encode(claims, self.keys[self.active_kid], algorithm=ALGORITHM,
                            headers={"kid": self.active_kid, "typ": ACCESS_TYP})
         return token, expires
@@ -101,6 +110,9 @@ class AccessTokenCodec:
             raise ExpiredToken(str(exc)) from exc
         except jwt.PyJWTError as exc:
             raise InvalidToken(str(exc)) from exc
+        lifetime = claims["exp"] - claims["iat"] if _numbers(claims["exp"], claims["iat"]) else None
+        if lifetime is None or lifetime > self.ttl.total_seconds() + self.leeway:
+            raise InvalidToken(f"lifetime {lifetime!r}s is longer than the access TTL")
         try:
             return AccessClaims(
                 user_id=uuid.UUID(claims["sub"]),
@@ -109,9 +121,14 @@ class AccessTokenCodec:
                 token_version=int(claims["tv"]),
                 jti=str(claims["jti"]),
                 expires_at=dt.datetime.fromtimestamp(claims["exp"], dt.timezone.utc),
+                session_id=uuid.UUID(claims["sid"]) if claims.get("sid") is not None else None,
             )
         except (KeyError, ValueError, TypeError) as exc:
             raise InvalidToken(f"bad claims: {exc}") from exc
+
+
+def _numbers(*values) -> bool:
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
 
 
 def new_secret() -> str:

@@ -7,18 +7,18 @@ from pyramid.security import NO_PERMISSION_REQUIRED
 
 from kloyst.accounts.schemas import UserAnswer
 from kloyst.auth import services, throttle
-from kloyst.auth.schemas import Acknowledged, Me, PasswordReset, SignupAnswer, TokenPair
+from kloyst.auth.schemas import Acknowledged, Me, PasswordReset, TokenPair
 from kloyst.db import utcnow
 from kloyst.errors import Unauthorized
 from kloyst.http.errors import error_response
-from kloyst.http.validation import Schema
+from kloyst.http.validation import PlainText, Schema
 
 PUBLIC = {"permission": NO_PERMISSION_REQUIRED, "renderer": "json", "request_method": "POST"}
 
 
 class SignupBody(Schema):
-    vendor_name: str = Field(min_length=1, max_length=200)
-    name: str = Field(min_length=1, max_length=200)
+    vendor_name: PlainText = Field(min_length=1, max_length=200)
+    name: PlainText = Field(min_length=1, max_length=200)
     email: EmailStr
     password: str = Field(min_length=1, max_length=256)
 
@@ -40,6 +40,11 @@ class RefreshBody(Schema):
     # Long enough for any string a client might mistake for a refresh token (an access JWT):
     # such a string fails the lookup and gets the refresh 401, not a confusing 422.
     refresh_token: str = Field(min_length=10, max_length=2048)
+
+
+class PasswordChangeBody(Schema):
+    current_password: str = Field(min_length=1, max_length=256)
+    new_password: str = Field(min_length=1, max_length=256)
 
 
 class ResetBody(Schema):
@@ -70,11 +75,11 @@ def signup(request):
     throttle.throttle_ip(request, "signup")
     body = request.validated()
     throttle.throttle_account(request, "signup", body.email)
-    user = services.signup(request.db, request.registry.settings, vendor_name=body.vendor_name, name=body.name,
-                           email=body.email, password=body.password)
-    request.response.status_int = 201
-    return {"user": user_json(user), "vendor": vendor_json(user.vendor),
-            "next": "confirm your email with the token we mailed you, then sign in"}
+    services.signup(request.db, request.registry.settings, vendor_name=body.vendor_name, name=body.name,
+                    email=body.email, password=body.password)
+    # The same answer whether the account was created or the address was taken (its owner gets a mail).
+    request.response.status_int = 202
+    return {"status": "we mailed the address a link: confirm it, then sign in"}
 
 
 def verify_email(request):
@@ -88,9 +93,7 @@ def resend_verification(request):
     throttle.throttle_ip(request, "verify")
     body = request.validated()
     throttle.throttle_account(request, "verify", body.email)
-    user = services.find_user_by_email(request.db, body.email)
-    if user is not None and user.email_verified_at is None and user.disabled_at is None:
-        services.send_verification(request.db, request.registry.settings, user)
+    services.send_verification(request.db, request.registry["kloyst.cipher"], body.email)
     request.response.status_int = 202
     return {"status": "if the address belongs to an unconfirmed account, a new link is on its way"}
 
@@ -98,10 +101,10 @@ def resend_verification(request):
 def login(request):
     throttle.throttle_ip(request, "login")
     body = request.validated()
-    throttle.throttle_account(request, "login", body.email)
+    throttle.throttle_sign_in(request, body.email)
     user = services.authenticate(request.db, body.email, body.password)
-    # Only failures should use up the account's allowance: signing in on a sixth device is not an attack.
-    throttle.forgive_account(request, "login", body.email)
+    # Only failures should use up this client's allowance: signing in on a sixth device is not an attack.
+    throttle.forgive_sign_in(request, body.email)
     pair = services.issue_tokens(request.db, request.registry.settings, request.registry["kloyst.access_tokens"], user)
     return pair.as_json(utcnow())
 
@@ -136,9 +139,21 @@ def forgot_password(request):
     throttle.throttle_ip(request, "password")
     body = request.validated()
     throttle.throttle_account(request, "password", body.email)
-    services.request_password_reset(request.db, request.registry.settings, body.email)
+    services.request_password_reset(request.db, request.registry["kloyst.cipher"], body.email)
     request.response.status_int = 202
     return {"status": "if the address belongs to an account, a reset link is on its way"}
+
+
+def change_password(request):
+    """A new password for the signed-in user: every session ends, and this device gets a fresh pair."""
+    body = request.validated()
+    user = request.identity.user
+    # A stolen access token must not turn into a fast oracle for the password itself.
+    throttle.throttle_sign_in(request, user.email)
+    pair = services.change_password(request.db, request.registry.settings, request.registry["kloyst.access_tokens"],
+                                    user, current=body.current_password, new=body.new_password)
+    throttle.forgive_sign_in(request, user.email)
+    return pair.as_json(utcnow())
 
 
 def reset_password(request):
@@ -161,7 +176,7 @@ def me(request):
 
 ROUTES = [
     ("auth.signup", "/auth/signup", signup,
-     {**PUBLIC, "body_schema": SignupBody, "response_schema": SignupAnswer, "status": 201}),
+     {**PUBLIC, "body_schema": SignupBody, "response_schema": Acknowledged, "status": 202}),
     ("auth.verify_email", "/auth/verify-email", verify_email,
      {**PUBLIC, "body_schema": TokenBody, "response_schema": UserAnswer}),
     ("auth.verify_email.resend", "/auth/verify-email/resend", resend_verification,
@@ -171,6 +186,9 @@ ROUTES = [
     ("auth.logout", "/auth/logout", logout, {**PUBLIC, "body_schema": RefreshBody, "status": 204}),
     ("auth.password.forgot", "/auth/password/forgot", forgot_password,
      {**PUBLIC, "body_schema": EmailBody, "response_schema": Acknowledged, "status": 202}),
+    ("auth.password.change", "/auth/password/change", change_password,
+     {"permission": "authenticated", "renderer": "json", "request_method": "POST", "body_schema": PasswordChangeBody,
+      "response_schema": TokenPair}),
     ("auth.password.reset", "/auth/password/reset", reset_password,
      {**PUBLIC, "body_schema": ResetBody, "response_schema": PasswordReset}),
     ("auth.me", "/auth/me", me, {"permission": "authenticated", "renderer": "json", "request_method": "GET",

@@ -1,7 +1,9 @@
 """Outgoing mail, always through the outbox so a rolled-back signup never sends a link.
 
-``send(outbox, to=..., subject=..., body=...)`` records a ``mail.send`` event; the worker
-delivers it with the configured backend:
+``send(outbox, template, user_id=..., ...)`` records a ``mail.send`` event that names a
+template and ids, never an address, a name or a token; the worker renders the mail from them
+when it delivers (:mod:`kloyst.mail.templates` says why and how the link's token is minted
+then) and hands it to the configured backend:
 
 - ``file`` (embedded default): one ``.eml`` file per message in ``kloyst.mail.file_dir``
   (``var/mail/``), named after the outbox event, so a redelivery rewrites the same file;
@@ -19,6 +21,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from kloyst.config import ConfigurationError
+from kloyst.mail import templates
 from kloyst.outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -26,8 +29,24 @@ log = logging.getLogger(__name__)
 TOPIC = "mail.send"
 
 
-def send(outbox: Outbox, *, to: str, subject: str, body: str, vendor_id: uuid.UUID | None = None) -> None:
-    outbox.add(TOPIC, {"to": to, "subject": subject, "body": body}, vendor_id=vendor_id)
+def send(outbox: Outbox, template: str, *, vendor_id: uuid.UUID | None = None, user_id: uuid.UUID | None = None,
+         inviter_id: uuid.UUID | None = None, address: str | None = None, with_token: bool = False) -> None:
+    """Queue the mail ``template`` (one of :data:`kloyst.mail.templates.TEMPLATES`) for a user or a sealed address.
+
+    ``address`` must be sealed with :func:`kloyst.mail.templates.seal_address`; ``with_token`` adds the
+    nonce its one-time token is minted from at delivery.
+    """
+    if template not in templates.TEMPLATES:
+        raise ValueError(f"unknown mail template {template!r}")
+    payload = {"template": template}
+    for name, value in (("user_id", user_id), ("inviter_id", inviter_id)):
+        if value is not None:
+            payload[name] = str(value)
+    if address is not None:
+        payload["address"] = address
+    if with_token:
+        payload["nonce"] = templates.new_nonce()
+    outbox.add(TOPIC, payload, vendor_id=vendor_id)
 
 
 class FileMailer:
@@ -88,19 +107,35 @@ def _transfer_encoding(body: str) -> str | None:
     return None
 
 
-def deliver(ctx, outbox_event) -> None:
-    """Outbox handler for ``mail.send``.
+def _legacy(payload: dict) -> templates.Rendered | None:
+    """A mail queued, text and all, by a Kloyst from before rendering at delivery (still pending at the upgrade)."""
+    if payload.get("body") is None:
+        return None
+    return templates.Rendered(payload["to"], templates.header_text(payload["subject"]), payload["body"])
 
-    Mail bodies carry one-time links. Once the message is handed over, the body is removed
-    from the outbox row in the same transaction that marks it delivered, so the database
-    never keeps a usable token in plaintext.
+
+def deliver(ctx, outbox_event) -> None:
+    """Outbox handler for ``mail.send``: render the mail from its ids, hand it over, then record its token.
+
+    The token's row is written last, after the hand-over, in the transaction that marks the
+    event delivered: on SQLite no write lock is held while an SMTP server answers, and a retry
+    (the hand-over or the commit failed) mails the same token again (it is minted from the
+    event's nonce) and records it once.
     """
+    payload = outbox_event.payload
+    rendered = templates.render(ctx, payload) if "template" in payload else _legacy(payload)
+    if rendered is None:
+        log.info("mail %s (%s): nobody to send it to", outbox_event.id, payload.get("template", "legacy"))
+        return
     message = EmailMessage()
     message["From"] = ctx.settings["kloyst.mail.sender"]
-    message["To"] = outbox_event.payload["to"]
-    message["Subject"] = outbox_event.payload["subject"]
+    message["To"] = rendered.to
+    message["Subject"] = rendered.subject
     message["Message-ID"] = f"<outbox-{outbox_event.id}@kloyst>"
-    body = outbox_event.payload["body"]
-    message.set_content(body, cte=_transfer_encoding(body))
+    message.set_content(rendered.body, cte=_transfer_encoding(rendered.body))
     ctx.registry["kloyst.mailer"].send(message, key=f"{outbox_event.created_at:%Y%m%dT%H%M%S}-{outbox_event.id}")
-    outbox_event.payload = {**outbox_event.payload, "body": None, "body_removed_after_delivery": True}
+    if rendered.token is not None:
+        ctx.db.add(rendered.token)
+        ctx.db.flush()
+    if "template" not in payload:
+        outbox_event.payload = {**payload, "to": None, "body": None, "body_removed_after_delivery": True}

@@ -6,6 +6,7 @@ from the migrations (never ``create_all``), and Redis on 127.0.0.1.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import uuid
 from urllib.parse import urlsplit, urlunsplit
@@ -15,7 +16,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from kloyst.accounts.models import Role, User, Vendor
+from kloyst.auth.models import RefreshToken
 from kloyst.auth.passwords import hash_password
+from kloyst.auth.tokens import new_secret, secret_hash
 from kloyst.db import tenancy, utcnow
 
 DEFAULT_POSTGRES = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
@@ -34,6 +37,10 @@ TEST_SETTINGS = {
     "kloyst.log.console": "false",
     "kloyst.cors.allowed_origins": "https://portal.example.com",
     "kloyst.http.public_url": "https://kloyst.test",
+    # High enough that no API test trips the general rate limit; its own tests lower it explicitly.
+    "kloyst.ratelimit.per_user": "1000000/60",
+    "kloyst.ratelimit.per_vendor": "1000000/60",
+    "kloyst.ratelimit.per_ip": "1000000/60",
     # The pricing plugin's quotation PDFs name their issuer (and fail without one).
     "pricing.issuer_name": "Kloyst Test Issuer Ltd",
     "pricing.issuer_address": "1 Test Street; Testville 01234",
@@ -89,6 +96,7 @@ class Account:
     user: User
     vendor: Vendor | None
     token: str
+    session_id: uuid.UUID | None = None  # the refresh-token family ``token`` belongs to
 
     @property
     def headers(self) -> dict[str, str]:
@@ -112,9 +120,18 @@ class AccountFactory:
         return f"{hint}-{self._count}-{uuid.uuid4().hex[:6]}@example.com"
 
     def token_for(self, user: User) -> str:
+        """An access token in a session of its own (a refresh-token family), as signing in gives."""
+        return self.token_in_session(user)[0]
+
+    def token_in_session(self, user: User) -> tuple[str, uuid.UUID]:
+        """An access token and its session id; revoking that refresh-token family ends the token."""
+        family = uuid.uuid4()
+        self.session.add(RefreshToken(family_id=family, user_id=user.id, token_hash=secret_hash(new_secret()),
+                                      expires_at=utcnow() + dt.timedelta(days=1)))
+        self.session.flush()
         token, _ = self.codec.issue(user_id=user.id, vendor_id=user.vendor_id, role=user.role.value,
-                                    token_version=user.token_version)
-        return token
+                                    token_version=user.token_version, session_id=family)
+        return token, family
 
     def vendor(self, name: str = "Acme", *, role: Role = Role.OWNER, verified: bool = True) -> Account:
         with tenancy.unscoped(self.session):
@@ -131,7 +148,7 @@ class AccountFactory:
                         email_verified_at=utcnow() if verified else None)
             self.session.add(user)
             self.session.flush()
-        return Account(user=user, vendor=vendor, token=self.token_for(user))
+        return Account(user, vendor, *self.token_in_session(user))
 
     def platform_admin(self) -> Account:
         with tenancy.unscoped(self.session):
@@ -140,7 +157,7 @@ class AccountFactory:
                         email_verified_at=utcnow())
             self.session.add(user)
             self.session.flush()
-        return Account(user=user, vendor=None, token=self.token_for(user))
+        return Account(user, None, *self.token_in_session(user))
 
 
 def enable_plugin(session, vendor_id: uuid.UUID, name: str) -> None:

@@ -3,7 +3,8 @@
 `kloyst run development.ini` in an empty directory: the first run prints the demo owner's
 password; a new vendor signs up and confirms its address by clicking the mailed link (a page, then
 its button); it turns its plugins on, registers a sandbox WABA of its own beside the demo vendor's,
-polls until the numbers are synced, and sends a message that comes back READ. A second run of the
+polls until the numbers are synced, is refused (402) a message its empty wallet cannot pay for, and once
+a platform admin (``kloyst create-admin``) has topped the wallet up, sends one that comes back READ. A second run of the
 same directory says where the demo owner's note is, and prints no password.
 """
 
@@ -14,11 +15,13 @@ import email
 import email.policy
 import html
 import re
+import subprocess
 import time
 import urllib.parse
 import urllib.request
 
 import pytest
+from e2e_support import KLOYST
 from test_sqlite_smoke import DEMO
 
 from kloyst.testing.deployment import http_json, process_env
@@ -83,6 +86,18 @@ def register_and_wait_for_numbers(base: str, auth: dict, meta_waba_id: str) -> l
     return api(base, "GET", f"/phone-numbers?waba_id={waba_id}", auth)[1]["items"]
 
 
+def fund(base: str, ini, env: dict, vendor_id: str, amount: str) -> None:
+    """What the platform does when a vendor pays: a platform admin (created by the CLI) tops its wallet up."""
+    created = subprocess.run([KLOYST, "create-admin", str(ini), "--email", "ops@example.com"], cwd=ini.parent,
+                             env={**env, "KLOYST_ADMIN_PASSWORD": PASSWORD}, capture_output=True, text=True,
+                             timeout=60)
+    assert created.returncode == 0, created.stderr
+    admin = sign_in(base, "ops@example.com", PASSWORD)
+    status, moved = api(base, "POST", f"/admin/vendors/{vendor_id}/wallet/topups", admin, {"amount": amount},
+                        **{"Idempotency-Key": f"payment-{vendor_id}"})
+    assert status == 201, moved
+
+
 def test_a_new_vendor_confirms_by_the_mailed_link_gets_its_own_waba_and_messages(embedded_ini, start_kloyst):
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -93,7 +108,7 @@ def test_a_new_vendor_confirms_by_the_mailed_link_gets_its_own_waba_and_messages
 
     status, created = http_json(f"{base}/v1/auth/signup", {"vendor_name": "Newco", "name": "Nia",
                                                            "email": "nia@example.com", "password": PASSWORD})
-    assert status == 201, created
+    assert status == 202, created
     link = mailed_link(embedded_ini.parent / "var" / "mail", "nia@example.com")
     assert link.startswith(f"{base}/verify-email?token=")
     assert "nia@example.com is confirmed" in click(link)
@@ -109,9 +124,13 @@ def test_a_new_vendor_confirms_by_the_mailed_link_gets_its_own_waba_and_messages
     eventually(lambda: api(base, "GET", "/templates?status=APPROVED", nia)[1]["items"],
                lambda items: {t["name"] for t in items} >= {"welcome"}, "Nia's templates to sync", timeout=30)
     fast = next(n for n in numbers if n["throughput_mps"] == 1000)
-    status, sent = api(base, "POST", "/messages", nia, {
-        "phone_number_id": fast["id"], "to": "+12025550123", "template": {"name": "welcome", "language": "en_US"},
-        "parameters": {"body": {"first_name": "Ann"}}}, **{"Idempotency-Key": "front-door-1"})
+    send = {"phone_number_id": fast["id"], "to": "+12025550123", "template": {"name": "welcome", "language": "en_US"},
+            "parameters": {"body": {"first_name": "Ann"}}}
+    status, refused = api(base, "POST", "/messages", nia, send, **{"Idempotency-Key": "front-door-0"})
+    assert status == 402 and refused["error"]["code"] == "insufficient_funds", refused  # a new wallet is empty
+    assert refused["error"]["details"]["available"] == "0.000000"
+    fund(base, embedded_ini, env, api(base, "GET", "/auth/me", nia)[1]["vendor"]["id"], "10.00")
+    status, sent = api(base, "POST", "/messages", nia, send, **{"Idempotency-Key": "front-door-1"})
     assert status == 202, sent
     message = eventually(lambda: api(base, "GET", f"/messages/{sent['message']['id']}", nia)[1]["message"],
                          lambda m: m["status"] == "READ", "Nia's message to be read", timeout=60)

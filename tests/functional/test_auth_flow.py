@@ -12,13 +12,11 @@ def _token_from(message) -> str:
 
 def signup(testapp, email="owner@example.com", password=TEST_PASSWORD):
     return testapp.post_json("/v1/auth/signup", {"vendor_name": "Acme", "name": "Olga", "email": email,
-                                                  "password": password}, status=201)
+                                                  "password": password}, status=202)
 
 
 def test_signup_verify_login_refresh_and_reuse_kills_the_family(testapp, run_outbox, mailbox):
-    created = signup(testapp).json
-    assert created["user"]["role"] == "owner"
-    assert created["user"]["email_verified"] is False
+    signup(testapp)
 
     login = {"email": "owner@example.com", "password": TEST_PASSWORD}
     refused = testapp.post_json("/v1/auth/login", login, status=403).json

@@ -14,7 +14,7 @@ import webtest
 
 from kloyst.accounts.models import Role, User, Vendor
 from kloyst.auth import services
-from kloyst.auth.models import OneTimePurpose
+from kloyst.auth.models import RESET_PASSWORD_TTL, VERIFY_EMAIL_TTL, OneTimePurpose
 from kloyst.auth.passwords import hash_password
 from kloyst.config import CORE_SETTINGS, ConfigurationError, resolve
 from kloyst.db import session_scope, tenancy
@@ -39,7 +39,7 @@ def path_of(link: str) -> str:
 
 def signup(testapp, email: str):
     testapp.post_json("/v1/auth/signup", {"vendor_name": "Acme", "name": "Ada", "email": email,
-                                          "password": TEST_PASSWORD}, status=201)
+                                          "password": TEST_PASSWORD}, status=202)
 
 
 def login(testapp, email: str, password: str, status: int = 200):
@@ -71,7 +71,7 @@ def test_the_link_is_one_plain_line_of_the_mail_file_so_it_can_be_copied_from_va
 
 def test_a_mail_that_is_not_plain_ascii_still_carries_a_working_link(testapp, run_outbox, mailbox):
     testapp.post_json("/v1/auth/signup", {"vendor_name": "Café Ünïcode", "name": "Zoë", "email": "zoe@example.com",
-                                          "password": TEST_PASSWORD}, status=201)
+                                          "password": TEST_PASSWORD}, status=202)
     testapp.get(path_of(mailed_link(run_outbox, mailbox, "zoe@example.com")), status=200).form.submit(status=200)
     login(testapp, "zoe@example.com", TEST_PASSWORD)
 
@@ -143,7 +143,7 @@ def test_a_refused_password_shows_the_form_again_with_the_reason_and_the_link_st
 
 def test_an_invitation_link_lets_the_invited_user_choose_a_password_and_sign_in(testapp, owner, run_outbox, mailbox):
     testapp.post_json("/v1/vendor/users", {"email": "invited@example.com", "name": "Ivo"}, headers=owner.headers,
-                      status=201)
+                      status=202)
     form = testapp.get(path_of(mailed_link(run_outbox, mailbox, "invited@example.com")), status=200).form
     form["password"] = form["password_again"] = NEW_PASSWORD
     form.submit(status=200)
@@ -202,8 +202,8 @@ def test_the_pages_confirm_and_reset_on_the_embedded_default_too(sqlite_app):
                     role=Role.OWNER)
         db.add(user)
         db.flush()
-        verify = services.issue_one_time_token(db, user, OneTimePurpose.VERIFY_EMAIL, services.VERIFY_EMAIL_TTL)
-        reset = services.issue_one_time_token(db, user, OneTimePurpose.RESET_PASSWORD, services.RESET_PASSWORD_TTL)
+        verify = services.issue_one_time_token(db, user, OneTimePurpose.VERIFY_EMAIL, VERIFY_EMAIL_TTL)
+        reset = services.issue_one_time_token(db, user, OneTimePurpose.RESET_PASSWORD, RESET_PASSWORD_TTL)
 
     app.get(f"/verify-email?token={verify}", status=200).form.submit(status=200)
     app.get(f"/verify-email?token={verify}", status=422)

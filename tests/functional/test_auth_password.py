@@ -114,7 +114,7 @@ def test_too_short_a_new_password_is_refused_and_the_link_still_works(testapp, o
 
 def signup(testapp, email: str):
     return testapp.post_json("/v1/auth/signup", {"vendor_name": "Fresh Co", "name": "Fiona", "email": email,
-                                                  "password": TEST_PASSWORD}, status=201).json
+                                                  "password": TEST_PASSWORD}, status=202).json
 
 
 def test_verification_link_cannot_reset_a_password(testapp, run_outbox, mailbox):

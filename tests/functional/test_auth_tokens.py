@@ -37,7 +37,7 @@ def claims_for(account, signing, **changes) -> dict:
     now = int(time.time())
     claims = {"iss": signing["iss"], "aud": signing["aud"], "sub": str(account.user.id),
               "vid": str(account.vendor_id), "role": account.user.role.value, "tv": account.user.token_version,
-              "iat": now, "nbf": now, "exp": now + 300, "jti": "jti-under-test"}
+              "sid": str(account.session_id), "iat": now, "nbf": now, "exp": now + 300, "jti": "jti-under-test"}
     claims.update(changes)
     return claims
 
@@ -137,7 +137,7 @@ def test_an_expired_token_not_signed_by_us_is_invalid_not_expired(testapp, owner
 
 def test_token_expired_within_the_leeway_is_accepted(testapp, owner, signing):
     now = int(time.time())
-    just_expired = claims_for(owner, signing, iat=now - 900, nbf=now - 900, exp=now - signing["leeway"] // 3)
+    just_expired = claims_for(owner, signing, iat=now - 300, nbf=now - 300, exp=now - signing["leeway"] // 3)
     get_me(testapp, forge(just_expired, signing), 200)
 
 

@@ -3,7 +3,9 @@
 import transaction
 from sqlalchemy import func, select
 
+from kloyst import mail
 from kloyst.db import session_scope, tenancy
+from kloyst.mail import templates
 from kloyst.outbox import Outbox, OutboxEvent, OutboxStatus
 
 
@@ -50,15 +52,13 @@ def test_tasks_are_sent_only_after_commit_and_never_after_rollback(registry, db,
     assert count(db, TASK_TOPIC) == 1
 
 
-def test_relay_publishes_and_the_delivery_marks_the_event_delivered(registry, db, run_outbox, mailbox):
+def test_relay_publishes_and_the_delivery_marks_the_event_delivered(registry, db, owner, run_outbox, mailbox):
     with session_scope(registry["kloyst.session_factory"], vendor_id=tenancy.ALL_VENDORS) as session:
-        from kloyst import mail
-
-        mail.send(Outbox(session), to="someone@example.com", subject="Hi", body="Body")
+        mail.send(Outbox(session), templates.SIGNUP_TAKEN, user_id=owner.user.id)
     assert run_outbox() == 1
     db.expire_all()
     event = db.scalars(select(OutboxEvent).where(OutboxEvent.topic == "mail.send")).one()
     assert event.status == OutboxStatus.DELIVERED
     assert event.published_at is not None and event.delivered_at is not None and event.attempts == 1
-    [message] = mailbox.to("someone@example.com")
-    assert message["Subject"] == "Hi"
+    [message] = mailbox.to(owner.user.email)
+    assert message["Subject"] == "Someone tried to sign up to Kloyst with your address"

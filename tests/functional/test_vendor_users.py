@@ -89,12 +89,12 @@ def test_another_vendors_user_is_not_found(testapp, team):
 
 
 def test_admin_invites_and_the_invitee_sets_a_password_and_signs_in(testapp, team, run_outbox, mailbox):
-    invited = testapp.post_json(USERS, {"email": "Newbie@Example.com", "name": "Newbie", "role": "member"},
-                                headers=team["admin"].headers, status=201)
-    assert_no_secrets(invited)
-    user = invited.json["user"]
-    assert (user["email"], user["role"], user["vendor_id"]) == ("newbie@example.com", "member",
-                                                                 str(team["admin"].vendor_id))
+    testapp.post_json(USERS, {"email": "Newbie@Example.com", "name": "Newbie", "role": "member"},
+                      headers=team["admin"].headers, status=202)
+    listed = testapp.get(USERS, headers=team["admin"].headers, status=200)
+    assert_no_secrets(listed)
+    [user] = [u for u in listed.json["items"] if u["email"] == "newbie@example.com"]
+    assert (user["role"], user["vendor_id"]) == ("member", str(team["admin"].vendor_id))
     # Before choosing a password the invitee cannot sign in.
     testapp.post_json("/v1/auth/login", {"email": "newbie@example.com", "password": TEST_PASSWORD}, status=401)
 
@@ -111,8 +111,16 @@ def test_admin_invites_and_the_invitee_sets_a_password_and_signs_in(testapp, tea
     assert me["vendor"]["id"] == str(team["admin"].vendor_id)
 
 
-def test_inviting_an_existing_address_is_a_conflict(testapp, team):
-    testapp.post_json(USERS, {"email": team["neighbour"].user.email}, headers=team["admin"].headers, status=409)
+def test_inviting_an_address_with_an_account_elsewhere_answers_as_for_a_new_one_and_tells_its_owner(
+        testapp, team, run_outbox, mailbox):
+    neighbour = team["neighbour"].user.email
+    fresh = testapp.post_json(USERS, {"email": "fresh@example.com"}, headers=team["admin"].headers, status=202)
+    taken = testapp.post_json(USERS, {"email": neighbour}, headers=team["admin"].headers, status=202)
+    assert taken.json == fresh.json
+    run_outbox()
+    [message] = mailbox.to(neighbour)
+    assert "already has a Kloyst account" in message.get_content()
+    assert "token=" not in message.get_content()
 
 
 def test_admin_cannot_make_an_owner(testapp, team):
@@ -132,9 +140,10 @@ def test_admin_cannot_change_or_remove_an_owner(testapp, team):
 
 
 def test_owner_can_invite_an_owner(testapp, team):
-    invited = testapp.post_json(USERS, {"email": "co-owner@example.com", "role": "owner"},
-                                headers=team["owner"].headers, status=201).json
-    assert invited["user"]["role"] == "owner"
+    testapp.post_json(USERS, {"email": "co-owner@example.com", "role": "owner"}, headers=team["owner"].headers,
+                      status=202)
+    listed = testapp.get(USERS, headers=team["owner"].headers, status=200).json["items"]
+    assert [u["role"] for u in listed if u["email"] == "co-owner@example.com"] == ["owner"]
 
 
 def test_the_last_owner_cannot_be_demoted_or_disabled(testapp, team):

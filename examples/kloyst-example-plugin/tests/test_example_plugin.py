@@ -210,7 +210,7 @@ def test_vendor_event_never_reaches_example_for_a_vendor_without_it(testapp, db,
     enable_plugin(with_plugin, "example")
     for account in (with_plugin, without):
         testapp.post_json("/v1/vendor/users", {"email": f"new-{uuid.uuid4().hex[:8]}@example.com"},
-                          headers=account.headers, status=201)
+                          headers=account.headers, status=202)
 
     run_outbox()
 
