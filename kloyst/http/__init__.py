@@ -36,4 +36,5 @@ def includeme(config) -> None:
     config.include(".tweens")
     config.include(".health")
     config.include(".validation")
+    config.include(".quotas")
     config.include(".access_log")

@@ -68,7 +68,8 @@ def readyz(request):
 def includeme(config) -> None:
     config.add_route("ops.healthz", "/healthz")
     config.add_route("ops.readyz", "/readyz")
+    # Load balancers and orchestrators poll these from a few addresses: never rate limited.
     config.add_view(healthz, route_name="ops.healthz", request_method="GET", renderer="json",
-                    permission=NO_PERMISSION_REQUIRED, response_schema=Health)
+                    permission=NO_PERMISSION_REQUIRED, response_schema=Health, rate_cost=0)
     config.add_view(readyz, route_name="ops.readyz", request_method="GET", renderer="json",
-                    permission=NO_PERMISSION_REQUIRED, response_schema=Readiness)
+                    permission=NO_PERMISSION_REQUIRED, response_schema=Readiness, rate_cost=0)

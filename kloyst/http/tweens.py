@@ -26,7 +26,7 @@ SECURITY_HEADERS = {
 }
 CORS_ALLOW_HEADERS = "Authorization, Content-Type, Idempotency-Key, X-Request-ID"
 CORS_ALLOW_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
-CORS_EXPOSE_HEADERS = "Retry-After, X-Request-ID, Location"
+CORS_EXPOSE_HEADERS = "Retry-After, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, X-Request-ID, Location"
 
 
 def response_headers_factory(handler, registry):

@@ -85,9 +85,10 @@ def includeme(config) -> None:
     config.add_body_limit(WEBHOOK_PATH, MAX_BODY_BYTES, exact=True)
     config.add_route(ROUTE_NAME, WEBHOOK_PATH)
     registry["kloyst.webhook_receiver"] = receiver = Receiver(registry, WEBHOOK_PATH)
+    # Meta delivers from a few shared addresses and retries what is refused: never rate limited (rate_cost=0).
     config.add_view(views.verify, route_name=ROUTE_NAME, request_method="GET", permission=NO_PERMISSION_REQUIRED,
-                    openapi=VERIFY_DOC)
+                    openapi=VERIFY_DOC, rate_cost=0)
     config.add_view(views.receive, route_name=ROUTE_NAME, request_method="POST", permission=NO_PERMISSION_REQUIRED,
-                    openapi=RECEIVE_DOC)
+                    openapi=RECEIVE_DOC, rate_cost=0)
     # POSTs are answered before routing (see kloyst.webhooks.receiver); the view serves apps with another policy.
     config.set_execution_policy(receiver)

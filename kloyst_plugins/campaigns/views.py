@@ -202,4 +202,4 @@ def includeme(config) -> None:
                     response_schema=StatsAnswer)
     config.add_route("campaigns.item.recipients", "/campaigns/{id}/recipients.csv", model=Campaign)
     config.add_view(export_recipients, route_name="campaigns.item.recipients", request_method="GET",
-                    openapi=openapi.download("text/csv"))
+                    openapi=openapi.download("text/csv"), rate_cost=10)

@@ -149,10 +149,10 @@ def includeme(config) -> None:
     # Before /contacts/{id}, which would otherwise take "export" and "bulk" for ids.
     config.add_route("contacts.export", "/contacts/export")
     config.add_view(export_contacts, route_name="contacts.export", request_method="GET", query_schema=ExportQuery,
-                    openapi=openapi.download("text/csv", XLSX_MEDIA_TYPE))
+                    openapi=openapi.download("text/csv", XLSX_MEDIA_TYPE), rate_cost=10)
     config.add_route("contacts.bulk", "/contacts/bulk")
     config.add_view(bulk_action, route_name="contacts.bulk", request_method="POST", renderer="json",
-                    body_schema=BulkBody, response_schema=BulkAnswer)
+                    body_schema=BulkBody, response_schema=BulkAnswer, rate_cost=10)
     config.add_route("contacts.item", "/contacts/{id}", model=Contact)
     config.add_view(get_contact, route_name="contacts.item", request_method="GET", renderer="json",
                     response_schema=ContactAnswer)

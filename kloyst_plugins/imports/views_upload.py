@@ -31,7 +31,7 @@ def _lock_sha(db, vendor_id, sha256: str) -> None:
 
 
 @view_config(route_name="imports.collection", request_method="POST", renderer="json", status=201,
-             response_schema=ImportAnswer,
+             response_schema=ImportAnswer, rate_cost=10,
              openapi=openapi.multipart({upload.FILE_FIELD: "file: the contact list (CSV, XLSX or a ZIP of one)"},
                                        {"force": "boolean: true to import a file already imported (same SHA-256)"}))
 def create_import(request):

@@ -162,10 +162,10 @@ def includeme(config) -> None:
     config.add_view(list_quotations, route_name="pricing.quotations", request_method="GET", renderer="json",
                     query_schema=QuotationListQuery, response_schema=QuotationPage)
     config.add_view(create_quotation, route_name="pricing.quotations", request_method="POST", renderer="json",
-                    body_schema=QuotationCreate, response_schema=QuotationAnswer, status=201)
+                    body_schema=QuotationCreate, response_schema=QuotationAnswer, status=201, rate_cost=5)
     config.add_route("pricing.quotation", "/quotations/{id}", model=Quotation)
     config.add_view(get_quotation, route_name="pricing.quotation", request_method="GET", renderer="json",
                     response_schema=QuotationAnswer)
     config.add_route("pricing.quotation.pdf", "/quotations/{id}/pdf", model=Quotation)
     config.add_view(get_quotation_pdf, route_name="pricing.quotation.pdf", request_method="GET",
-                    openapi=openapi.download("application/pdf"))
+                    openapi=openapi.download("application/pdf"), rate_cost=5)

@@ -80,6 +80,10 @@ class TemplateSync(TenantScoped, Base):
     A sync that Meta refuses for good (a revoked token, a WABA that no longer exists) is not
     retried: the refusal is kept here, where ``GET /v1/templates/sync`` shows it, until a
     later sync succeeds. Per vendor, because vendors sharing the platform's WABA sync apart.
+
+    ``queued_at`` is set by the request that queues a sync and cleared once it has run, so a
+    sync is queued once however often it is asked for (:func:`.services.request_sync`); the row
+    is created by that request, so ``last_attempt_at`` is null until the first attempt.
     """
 
     __tablename__ = "template_sync"
@@ -87,7 +91,8 @@ class TemplateSync(TenantScoped, Base):
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     meta_waba_id: Mapped[str] = mapped_column(String(32))
-    last_attempt_at: Mapped[dt.datetime]
+    last_attempt_at: Mapped[dt.datetime | None]
+    queued_at: Mapped[dt.datetime | None]  # a sync is queued or running since then
     last_synced_at: Mapped[dt.datetime | None]  # the last sync that succeeded
     template_count: Mapped[int | None]  # how many templates Meta listed then
     last_error: Mapped[str | None] = mapped_column(String(500))  # None once a sync succeeds

@@ -9,18 +9,26 @@ Meta no longer lists DELETED — rows are kept, since messages point at them), a
 Meta's refusals are classified once (:mod:`kloyst.meta.errors`): a sync raises on a
 transient one so the outbox retries it, and records a permanent one on
 :class:`~.models.TemplateSync` instead of retrying something that cannot succeed.
+
+A sync costs Meta calls, so it is queued once per WABA however often it is asked for
+(:func:`request_sync`), and two syncs of one WABA at once take turns on its
+:class:`~.models.TemplateSync` row (:func:`_locked_record`) instead of both inserting the
+same templates and one of them failing on the unique key.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from kloyst.crypto import FieldCipher
-from kloyst.db import utcnow
+from kloyst.db import tenancy, utcnow
 from kloyst.errors import ApiError, Conflict, NotFound, Unprocessable
 from kloyst.meta.client import MetaClient
 from kloyst.meta.errors import ErrorKind, MetaError
@@ -106,12 +114,49 @@ def apply_listing(template: MessageTemplate, item: Mapping[str, Any], now) -> No
     template.last_synced_at = now
 
 
-def _sync_record(db, meta_waba_id: str) -> TemplateSync:
+# A sync still queued this long after it was asked for is presumed lost (its task dead-lettered after its
+# retries): asking again queues another. Should the first still run, the two take turns (_locked_record).
+REQUEUE_AFTER = dt.timedelta(minutes=15)
+
+_INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+
+
+def _ensure_record(db, vendor_id: uuid.UUID, meta_waba_id: str) -> None:
+    """Create the vendor's sync row of the WABA unless it exists; a concurrent creator wins without an error."""
+    insert = _INSERTS[db.get_bind().dialect.name]
+    db.execute(tenancy.caller_scoped(
+        insert(TemplateSync.__table__).values(id=uuid.uuid4(), vendor_id=vendor_id, meta_waba_id=meta_waba_id)
+        .on_conflict_do_nothing(index_elements=["vendor_id", "meta_waba_id"])))
+
+
+def request_sync(db, vendor_id: uuid.UUID, meta_waba_id: str) -> bool:
+    """Mark a sync of the WABA queued unless one already is; True when the caller should queue the task.
+
+    One conditional UPDATE decides, so of many requests at once exactly one gets True: on
+    PostgreSQL the others wait for its row lock and then find ``queued_at`` set; on SQLite
+    writers take turns.
+    """
+    _ensure_record(db, vendor_id, meta_waba_id)
+    now = utcnow()
+    return bool(db.execute(
+        update(TemplateSync).where(TemplateSync.meta_waba_id == meta_waba_id,
+                                   or_(TemplateSync.queued_at.is_(None), TemplateSync.queued_at < now - REQUEUE_AFTER))
+        .values(queued_at=now).execution_options(synchronize_session=False)).rowcount)
+
+
+def _locked_record(db, meta_waba_id: str) -> TemplateSync:
+    """The scoped vendor's sync row of the WABA, locked until this transaction ends (PostgreSQL; SQLite's
+    one writer needs no lock), and read after any sync that held it first has committed."""
+    _ensure_record(db, tenancy.current_scope(db), meta_waba_id)
+    return db.scalar(select(TemplateSync).where(TemplateSync.meta_waba_id == meta_waba_id)
+                     .with_for_update().execution_options(populate_existing=True))
+
+
+def forget_sync(db, meta_waba_id: str) -> None:
+    """Drop the sync row of a WABA the vendor can no longer use (removed, or its shared numbers unassigned)."""
     record = db.scalar(select(TemplateSync).where(TemplateSync.meta_waba_id == meta_waba_id))
-    if record is None:
-        record = TemplateSync(meta_waba_id=meta_waba_id, last_attempt_at=utcnow())
-        db.add(record)
-    return record
+    if record is not None:
+        db.delete(record)
 
 
 def sync_waba(db, meta: MetaClient, access: WabaAccess) -> TemplateSync:
@@ -120,18 +165,20 @@ def sync_waba(db, meta: MetaClient, access: WabaAccess) -> TemplateSync:
     Raises :class:`MetaError` when Meta's refusal is worth retrying (the caller's transaction,
     and with it any partial work, is rolled back); records any other refusal and returns.
     """
-    now = utcnow()
-    record = _sync_record(db, access.meta_waba_id)
-    record.last_attempt_at = now
     try:
         listed = meta.list_templates(access.meta_waba_id, limit=SYNC_PAGE_SIZE, fields=SYNC_FIELDS,
                                      token=access.token)
     except MetaError as exc:
         if exc.retryable:
             raise
+        record = _locked_record(db, access.meta_waba_id)
+        record.last_attempt_at, record.queued_at = utcnow(), None
         record.last_error = f"Meta refused to list the templates: {exc}"[:500]
         log.warning("template sync of WABA %s stopped: %s", access.meta_waba_id, exc)
         return record
+    record = _locked_record(db, access.meta_waba_id)  # after Meta's answer: the lock is held for the writes only
+    now = utcnow()
+    record.last_attempt_at, record.queued_at = now, None
     existing = {(t.name, t.language): t for t in db.scalars(
         select(MessageTemplate).where(MessageTemplate.meta_waba_id == access.meta_waba_id))}
     seen: set[tuple[str, str]] = set()

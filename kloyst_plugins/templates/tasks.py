@@ -4,6 +4,7 @@
 transaction. A refusal worth retrying (Meta down, rate limited, the network) propagates and
 the outbox retries with backoff; any other refusal is recorded on the WABA's
 :class:`~.models.TemplateSync` and the task ends, rather than retrying what cannot succeed.
+Either way the sync is no longer queued, so the next request for one queues a new task.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ def sync_templates(ctx, vendor_id: uuid.UUID, meta_waba_id: str) -> None:
     if access is None:
         # Removed, or its shared numbers unassigned, since the sync was asked for.
         log.info("template sync of WABA %s skipped: vendor %s can no longer use it", meta_waba_id, vendor_id)
+        services.forget_sync(ctx.db, meta_waba_id)
         return
     record = services.sync_waba(ctx.db, ctx.registry["kloyst.meta"], access)
     log.info("template sync of WABA %s for vendor %s: %s", meta_waba_id, vendor_id,

@@ -39,8 +39,8 @@ def template_json(template: MessageTemplate) -> dict:
 
 def sync_json(record: TemplateSync) -> dict:
     return {"meta_waba_id": record.meta_waba_id, "last_attempt_at": record.last_attempt_at,
-            "last_synced_at": record.last_synced_at, "template_count": record.template_count,
-            "last_error": record.last_error}
+            "queued": record.queued_at is not None, "last_synced_at": record.last_synced_at,
+            "template_count": record.template_count, "last_error": record.last_error}
 
 
 def _unknown_waba(meta_waba_id: str) -> Unprocessable:
@@ -114,10 +114,15 @@ def request_sync(request):
         wabas = [body.meta_waba_id]
     if not wabas:
         raise Unprocessable("there is no WABA to sync templates from: add one first", code="no_waba")
+    queued, already = [], []
     for meta_waba_id in wabas:
-        request.enqueue(SYNC, vendor_id=request.vendor_id, meta_waba_id=meta_waba_id)
+        if services.request_sync(request.db, request.vendor_id, meta_waba_id):
+            request.enqueue(SYNC, vendor_id=request.vendor_id, meta_waba_id=meta_waba_id)
+            queued.append(meta_waba_id)
+        else:
+            already.append(meta_waba_id)
     request.response.status_int = 202
-    return {"queued": wabas}
+    return {"queued": queued, "already_queued": already}
 
 
 def sync_state(request):
@@ -134,7 +139,7 @@ def includeme(config) -> None:
     # Before /templates/{id}, which would otherwise take "sync" for an id.
     config.add_route("templates.sync", "/templates/sync")
     config.add_view(request_sync, route_name="templates.sync", request_method="POST", renderer="json",
-                    body_schema=SyncBody, response_schema=SyncQueued, status=202)
+                    body_schema=SyncBody, response_schema=SyncQueued, status=202, rate_cost=10)
     config.add_view(sync_state, route_name="templates.sync", request_method="GET", renderer="json",
                     response_schema=SyncStates)
     config.add_route("templates.item", "/templates/{id}", model=MessageTemplate)

@@ -14,14 +14,14 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from kloyst.http.pagination import Listing, Page
-from kloyst.http.validation import Answer, Schema
+from kloyst.http.validation import Answer, PlainText, Schema
 from kloyst_plugins.waba.models import SyncStatus
 
 MAX_TOKEN_LENGTH = 4096  # Meta's system-user tokens are a few hundred characters
 
 MetaId = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[0-9]+$",
                               description="a Meta id: digits only")]
-Name = Annotated[str, Field(min_length=1, max_length=200)]
+Name = Annotated[PlainText, Field(min_length=1, max_length=200)]
 # Printable ASCII: the token travels in an HTTP header, which cannot carry "ą" (and Meta's tokens never do).
 Token = Annotated[str, Field(min_length=1, max_length=MAX_TOKEN_LENGTH, pattern=r"^[!-~]+$",
                              description="a Meta access token (printable ASCII, no spaces)")]
@@ -43,7 +43,7 @@ class WabaPatch(Schema):
 
 class PhoneNumberQuery(Page):
     waba_id: uuid.UUID | None = None
-    status: str | None = Field(default=None, min_length=1, max_length=32)
+    status: PlainText | None = Field(default=None, min_length=1, max_length=32)
 
 
 class SharedWabaCreate(Schema):
@@ -148,6 +148,8 @@ class SharedWabaAnswer(Answer):
 class WabaSyncQueued(Answer):
     waba_id: uuid.UUID
     sync: Queued
+    already_queued: bool = Field(description="True when a sync of this WABA was already queued or running: this "
+                                             "request queued no other, and that sync's outcome answers it.")
 
 
 class SharedWabaSyncQueued(Answer):

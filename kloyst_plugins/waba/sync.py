@@ -12,6 +12,11 @@ WABA's numbers. A sync is an upsert by Meta phone-number id:
 * the shared WABA's sync fills ``shared_phone_number`` and refreshes the vendor copies of
   its assigned numbers, so a vendor sees the same quality and tier as the platform admin.
 
+Two syncs of one WABA at once (a retry overtaking a slow run, a sync re-asked after
+:data:`~.views.REQUEUE_AFTER`) take turns: each locks the WABA's row once Meta has answered
+(:func:`lock_for_sync`) and only then reads the numbers it holds, so the second sees what the
+first wrote and updates it, instead of inserting the same Meta id and losing to the unique key.
+
 Meta failures are the caller's (:mod:`.tasks`) to classify; :func:`describe_error` is the
 one place a failure becomes text, and it never contains the token.
 """
@@ -124,6 +129,18 @@ def _insert(db: Session, row, values: dict, now) -> bool:
     return True
 
 
+def lock_for_sync(db: Session, row: Waba | SharedWaba) -> None:
+    """Wait for any other sync of ``row`` to commit, and hold it off until this one does.
+
+    A row lock on PostgreSQL, taken after the Meta call so the lock is held for the database work
+    only. SQLite needs none: a task's transaction holds the database's one write lock from its first
+    statement (:mod:`kloyst.db.sqlite`). The refresh reads what a sync that went first committed.
+    """
+    model = type(row)
+    db.execute(select(model.id).where(model.id == row.id).with_for_update())
+    db.refresh(row)
+
+
 def describe_error(exc: MetaError, token: str) -> str:
     """The failure as the vendor reads it in ``last_sync_error``: Meta's words, the kind, never the token."""
     text = f"{exc.kind.value}: {exc}"
@@ -138,6 +155,7 @@ def sync_waba(db: Session, meta: MetaClient, cipher: FieldCipher, waba: Waba) ->
         raise tenancy.TenancyError("a WABA is synced in a session scoped to its vendor")
     listed = _listed(meta.list_phone_numbers(waba.meta_waba_id, fields=FIELDS,
                                              token=access.waba_token(cipher, waba)))
+    lock_for_sync(db, waba)
     now = utcnow()
     result = SyncResult()
     mine = {n.meta_phone_number_id: n for n in db.scalars(select(PhoneNumber).where(PhoneNumber.waba_id == waba.id))}
@@ -180,6 +198,7 @@ def sync_shared_waba(db: Session, meta: MetaClient, cipher: FieldCipher, shared:
         raise tenancy.TenancyError("the shared WABA is synced platform-wide: it updates every assignee's copy")
     listed = _listed(meta.list_phone_numbers(shared.meta_waba_id, fields=FIELDS,
                                              token=access.shared_token(cipher, shared)))
+    lock_for_sync(db, shared)
     now = utcnow()
     result = SyncResult()
     rows = {n.meta_phone_number_id: n for n in db.scalars(

@@ -10,11 +10,19 @@ Syncs run after commit (``request.enqueue``), so a WABA's numbers are not listed
 is registered: the answer says so (``sync``, a ``Location`` to poll and a ``next`` hint), and the
 WABA's ``sync_status`` (queued → synced or failed), ``last_synced_at`` and ``last_sync_error``
 tell how it went.
+
+A sync costs Meta calls, so ``POST /wabas/{id}/sync`` queues one only when none is queued or
+running for that WABA (:func:`request_sync`); asking again meanwhile answers the same 202 with
+``already_queued``. The route's ``rate_cost`` makes each ask count as ten requests besides.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import select
+import datetime as dt
+
+from sqlalchemy import or_, select, update
+
+from kloyst.db import utcnow
 
 from kloyst.auth.views import no_content
 from kloyst.http.pagination import Page, paginate
@@ -61,6 +69,30 @@ def queue_sync(request, row: Waba | SharedWaba, task: str, **ids) -> None:
     """Ask for a phone-number sync of ``row`` (run after commit) and show it as queued until it has run."""
     row.sync_status = SyncStatus.QUEUED.value
     request.enqueue(task, **ids)
+
+
+# A sync still "queued" this long after it was asked for is presumed lost (its task dead-lettered after its
+# retries, which back off up to 10 minutes each): asking again then queues another. Should the first still run,
+# the two serialize on the WABA's row (sync.lock_for_sync), so a spare sync costs Meta calls, never an error.
+REQUEUE_AFTER = dt.timedelta(minutes=15)
+
+
+def request_sync(request, waba: Waba, task: str, **ids) -> bool:
+    """Queue a sync of ``waba`` unless one is queued or running; True when this request queued it.
+
+    One conditional UPDATE decides, so of many requests at once exactly one queues the task: on
+    PostgreSQL the others wait for its row lock and then find ``queued``; on SQLite writers take turns.
+    """
+    now = utcnow()
+    claimed = request.db.execute(
+        update(Waba).where(Waba.id == waba.id, or_(Waba.sync_status != SyncStatus.QUEUED.value,
+                                                   Waba.updated_at < now - REQUEUE_AFTER))
+        .values(sync_status=SyncStatus.QUEUED.value, updated_at=now)
+        .execution_options(synchronize_session=False)).rowcount
+    request.db.refresh(waba)
+    if claimed:
+        request.enqueue(task, **ids)
+    return bool(claimed)
 
 
 def queued(request, location: str, **ids) -> dict:
@@ -114,8 +146,10 @@ def delete_waba(request):
 
 
 def sync_waba(request):
-    queue_sync(request, request.context, SYNC_PHONE_NUMBERS, waba_id=request.context.id)
-    return queued(request, request.route_path("waba.item", id=request.context.id), waba_id=request.context.id)
+    waba = request.context
+    fresh = request_sync(request, waba, SYNC_PHONE_NUMBERS, waba_id=waba.id)
+    answer = queued(request, request.route_path("waba.item", id=waba.id), waba_id=waba.id)
+    return {**answer, "already_queued": not fresh}
 
 
 def list_phone_numbers(request):
@@ -146,7 +180,7 @@ def includeme(config) -> None:
     config.add_view(delete_waba, route_name="waba.item", request_method="DELETE", status=204, **ADMIN)
     config.add_route("waba.item.sync", "/wabas/{id}/sync", model=Waba)
     config.add_view(sync_waba, route_name="waba.item.sync", request_method="POST", renderer="json", status=202,
-                    response_schema=WabaSyncQueued)
+                    response_schema=WabaSyncQueued, rate_cost=10)
     config.add_route("waba.phone_numbers", "/phone-numbers")
     config.add_view(list_phone_numbers, route_name="waba.phone_numbers", request_method="GET", renderer="json",
                     query_schema=PhoneNumberQuery, response_schema=PhoneNumberPage)

@@ -158,7 +158,7 @@ def includeme(config) -> None:
                     query_schema=TransactionQuery, response_schema=TransactionPage)
     config.add_route("wallet.statement", "/wallet/statement.csv")
     config.add_view(statement_csv, route_name="wallet.statement", request_method="GET", query_schema=Range,
-                    openapi=openapi.download("text/csv"))
+                    openapi=openapi.download("text/csv"), rate_cost=10)
     # Platform admins: not gated (they belong to no vendor), platform.admin on every view (add_admin_route).
     config.add_admin_route("admin.wallet.vendor_wallet", "/admin/vendors/{id}/wallet")
     config.add_view(admin_get_wallet, route_name="admin.wallet.vendor_wallet", request_method="GET", renderer="json",

@@ -33,7 +33,7 @@ def sync_task_events(db) -> list[OutboxEvent]:
 
 
 def test_the_sync_is_queued_per_waba_after_commit(testapp, vendor, task_recorder):
-    assert sync(testapp, vendor) == {"queued": [WABA_ID]}
+    assert sync(testapp, vendor) == {"queued": [WABA_ID], "already_queued": []}
     assert task_recorder == [("templates.sync", {"vendor_id": vendor.vendor_id, "meta_waba_id": WABA_ID})]
 
 
@@ -131,7 +131,8 @@ def test_a_transient_meta_error_fails_the_task_so_the_outbox_retries_it(testapp,
     sync(testapp, vendor)
     event = sync_task_events(db)[-1]
     assert event.status == OutboxStatus.PENDING and event.failures == 1 and "API Service" in event.last_error
-    assert testapp.get(f"{URL}/sync", headers=vendor.headers).json["items"] == []  # rolled back with the task
+    state = testapp.get(f"{URL}/sync", headers=vendor.headers).json["items"]
+    assert [(s["queued"], s["last_attempt_at"]) for s in state] == [(True, None)]  # the attempt rolled back with it
     monkeypatch.undo()
     with tenancy.unscoped(db):
         db.get(OutboxEvent, event.id).available_at = event.created_at
@@ -159,7 +160,7 @@ def test_the_shared_wabas_templates_sync_for_a_vendor_with_its_numbers(testapp, 
 
 
 def test_one_waba_can_be_synced_alone(testapp, vendor, task_recorder):
-    assert sync(testapp, vendor, meta_waba_id=WABA_ID) == {"queued": [WABA_ID]}
+    assert sync(testapp, vendor, meta_waba_id=WABA_ID) == {"queued": [WABA_ID], "already_queued": []}
 
 
 def test_a_waba_the_vendor_cannot_use_is_422(testapp, vendor, task_recorder):
