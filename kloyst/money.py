@@ -5,6 +5,12 @@ and a price multiplied by a million messages is still exact. The API shows them 
 strings with six places (``"12.500000"``) and reads decimal strings or integers back.
 Rounding happens in one place (:func:`round_micros`), half up, when a percentage or a rate
 with more than six decimals is applied.
+
+**Bounds.** Micro-units are stored as BIGINT (at most 9,223,372,036,854,775,807, i.e. about
+9.2 trillion units). An amount a client sends is at most :data:`MAX_AMOUNT_TEXT`
+(999,999,999,999.999999), and a wallet's balance is never credited past the same figure
+(:data:`MAX_BALANCE_MICROS`), so a balance plus any one amount stays below 2e18 micro-units: the
+sum cannot overflow even in the statement that checks it.
 """
 
 from __future__ import annotations
@@ -14,8 +20,12 @@ from decimal import ROUND_HALF_UP, Decimal
 
 MICROS = 1_000_000
 _SIX_PLACES = Decimal("0.000001")
-# Amounts are BIGINT micro-units (at most 9.2e18, i.e. 9.2e12 units); a trillion leaves room for sums.
-MAX_AMOUNT = Decimal(10) ** 12
+# Amounts are BIGINT micro-units (at most 9.2e18, i.e. 9.2e12 units); below a trillion leaves room for sums.
+MAX_AMOUNT = Decimal(10) ** 12  # exclusive: the largest amount is one micro-unit less
+MAX_AMOUNT_MICROS = int(MAX_AMOUNT * MICROS) - 1
+MAX_AMOUNT_TEXT = "999999999999.999999"
+# The most a wallet may hold: credits past it are refused (a 422), so balance + amount < 2e18 < BIGINT's 9.2e18.
+MAX_BALANCE_MICROS = MAX_AMOUNT_MICROS
 
 
 class MoneyError(ValueError):
@@ -35,7 +45,7 @@ def to_micros(value, *, field: str = "amount", allow_negative: bool = False) -> 
     if not amount.is_finite():
         raise MoneyError(f"{field}: must be a finite amount")
     if abs(amount) >= MAX_AMOUNT:  # before quantize, which cannot hold 1E+30 to six places
-        raise MoneyError(f"{field}: must be less than {MAX_AMOUNT:,.0f}")
+        raise MoneyError(f"{field}: must be at most {MAX_AMOUNT_TEXT} (less than {MAX_AMOUNT:,.0f})")
     if amount != amount.quantize(_SIX_PLACES, rounding=ROUND_HALF_UP):
         raise MoneyError(f"{field}: at most six decimal places")
     if amount < 0 and not allow_negative:

@@ -30,3 +30,14 @@ def ledger_invariants(request):
     assert violations == [], "the wallet and its ledger disagree:\n" + "\n".join(violations)
 
 
+@pytest.fixture
+def cli_ini(tmp_path, kloyst_settings, monkeypatch):
+    """An ini file of the test database for ``kloyst <command> <ini>`` (``messages check``, ``wallet check``).
+
+    The environment overrides are removed so the CLI reads this file, not the variables a developer exported.
+    """
+    for name in ("DATABASE_URL", "REDIS_URL", "SERVICE_TYPE"):
+        monkeypatch.delenv(name, raising=False)
+    path = tmp_path / "check.ini"
+    path.write_text("[app:main]\nuse = egg:kloyst\n" + "".join(f"{k} = {v}\n" for k, v in kloyst_settings.items()))
+    return str(path)

@@ -2,12 +2,13 @@
 
 It goes through :class:`~kloyst_plugins.messages.services.MessageService` like any API send —
 the same gates (number connected, recipient not opted out, template approved, parameters
-fit), the same queue — and is **not** part of the campaign: no ``campaign_id`` (so it is not
-in the campaign's counters or export), no price and no hold, billed as API sends are. A
-campaign's money is the quote its vendor accepted; one proof message outside it must not
-change that arithmetic. Values come from the contact with that number when there is one,
-else from the mapping's defaults and fixed values (``mobile`` and ``country`` from the
-number itself).
+fit), the same queue, the same payment — and is **not** part of the campaign: no ``campaign_id``
+(so it is not in the campaign's counters or export) and a hold of its own (``message:<id>``),
+priced and settled as API sends are (402 when the wallet cannot pay for it). Meta bills a proof
+message like any other; the campaign's money is the quote its vendor accepted, and one proof
+message outside it must not change that arithmetic. Values come from the contact with that
+number when there is one, else from the mapping's defaults and fixed values (``mobile`` and
+``country`` from the number itself).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from kloyst.plugins import PluginMeta, hookimpl
 
 plugin_meta = PluginMeta(description="Sending template messages through Meta at each number's throughput, with "
                                      "retries, dead letters, delivery statuses and inbound messages from webhooks.",
-                         requires=("contacts", "waba", "templates"))
+                         requires=("contacts", "waba", "templates", "wallet", "pricing"))
 model_modules = ("kloyst_plugins.messages.models",)
 
 

@@ -10,26 +10,36 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, model_validator
 
 from kloyst.http.pagination import Listing, Page
-from kloyst.http.validation import Answer, Schema
+from kloyst.http.validation import Answer, PlainText, Schema
 from kloyst_plugins.messages.models import MessageStatus
 
 
+# A template's body is at most 1,024 characters, so it never has this many variables; Meta allows 10 buttons.
+MAX_PARAMETERS = 100
+MAX_BUTTONS = 10
+MAX_BUTTON_KEYS = 8  # sub_type, index, parameters
+# Values for a template's variables, bounded before validate_send loops over them.
+Values = Annotated[list[Any], Field(max_length=MAX_PARAMETERS)] | Annotated[dict[str, Any],
+                                                                           Field(max_length=MAX_PARAMETERS)]
+
+
 class TemplateRef(Schema):
-    name: str = Field(min_length=1, max_length=512)
-    language: str = Field(min_length=1, max_length=16)  # Meta's code: en_US, pt_BR, fr
+    name: PlainText = Field(min_length=1, max_length=512)
+    language: PlainText = Field(min_length=1, max_length=16)  # Meta's code: en_US, pt_BR, fr
 
 
 class SendParameters(Schema):
     """Meta's parameters: a list for ``{{1}}``-style templates, an object for named ones."""
 
-    body: list[Any] | dict[str, Any] | None = None
-    header: list[Any] | dict[str, Any] | None = None
-    buttons: list[dict[str, Any]] = []
+    body: Values | None = None
+    header: Values | None = None
+    buttons: list[Annotated[dict[str, Any], Field(max_length=MAX_BUTTON_KEYS)]] = Field(default=[],
+                                                                                       max_length=MAX_BUTTONS)
 
 
 class MessageCreate(Schema):
@@ -39,7 +49,7 @@ class MessageCreate(Schema):
     template: TemplateRef
     parameters: SendParameters | None = None
     # Template variable → contact field, e.g. {"1": {"field": "name", "default": "there"}}.
-    variables: dict[str, Any] | None = None
+    variables: Annotated[dict[str, Any], Field(max_length=MAX_PARAMETERS)] | None = None
 
     @model_validator(mode="after")
     def _one_recipient_one_filling(self) -> MessageCreate:

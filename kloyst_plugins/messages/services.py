@@ -9,10 +9,21 @@ no outbox event and nothing reaches Meta:
 * the template exists in the number's WABA, is APPROVED, and the parameters fit its
   variables exactly (the templates plugin's ``validate_send``, naming each problem).
 
-Then, in the caller's transaction, one ``message_log`` row (QUEUED, content sealed) and one
-``messages.queued`` outbox event: the sender sees both or neither. The message id is chosen
-before the payload is built because Meta echoes it back (``biz_opaque_callback_data``), which
-is how a send Meta accepted before a crash is recognised.
+Then, in the caller's transaction, one ``message_log`` row (QUEUED, content sealed), the hold that
+pays for it and one ``messages.queued`` outbox event: the sender sees all three or none. The
+message id is chosen before the payload is built because Meta echoes it back
+(``biz_opaque_callback_data``), which is how a send Meta accepted before a crash is recognised.
+
+**Every send is paid for before it is queued**, exactly as a campaign's message is: the pricing
+plugin prices one message of the template's category to the recipient's country (the vendor's rate
+card, tiers and pricing rules; quotation-level charges such as a minimum charge are for quotations,
+not single sends), and the wallet holds that price under the reference ``message:<id>``. The
+message carries its price and hold, so the sender's outcome settles it through
+``kloyst_messages_settled`` like any priced message: captured when Meta accepts it, released when it
+never went out, refunded when it was sent and then failed. A wallet that cannot pay is a 402
+``insufficient_funds`` with the amounts, and the request leaves nothing behind (the hold comes after
+the message row in one transaction), so Meta is never called. A requeued dead letter pays again
+under a new hold: its first hold was released when it failed.
 
 **Idempotency** (Stripe's rules, :mod:`kloyst.http.idempotency`): a request with an ``Idempotency-Key`` is
 stored with its key and the SHA-256 of its canonical body. The same key and body again get
@@ -42,11 +53,22 @@ from kloyst_plugins.contacts.models import Contact
 from kloyst_plugins.contacts.services import ContactService, read_phone
 from kloyst_plugins.messages import content, dispatch
 from kloyst_plugins.messages.models import STATUS_RANK, DeadLetter, MessageLog, MessageStatus
+from kloyst_plugins.pricing.services import QuotationService
 from kloyst_plugins.templates import parameters, services as template_services
 from kloyst_plugins.templates.models import MessageTemplate
 from kloyst_plugins.waba.models import PhoneNumber
 from kloyst_plugins.waba.access import meta_waba_id_of
 from kloyst_plugins.waba.services import CONNECTED
+from kloyst_plugins.wallet.ledger import Ledger
+
+
+def hold_reference(message_id: uuid.UUID) -> str:
+    """The wallet hold of a single send (a campaign's is ``campaign:<id>``)."""
+    return f"message:{message_id}"
+
+
+def _no_quotation(*args, **kwargs):
+    raise RuntimeError("pricing one message never creates a quotation, so it has nothing to enqueue")
 
 
 def request_hash(body: Any) -> str:
@@ -98,19 +120,24 @@ class MessageService:
     contact and template lookups here only ever find the vendor's own rows.
     """
 
-    def __init__(self, db: Session, *, vendor_id: uuid.UUID, cipher: FieldCipher, hasher: MobileHasher) -> None:
+    def __init__(self, db: Session, *, vendor_id: uuid.UUID, cipher: FieldCipher, hasher: MobileHasher,
+                 pricing: QuotationService) -> None:
         if tenancy.current_scope(db) != vendor_id:
             raise tenancy.TenancyError("MessageService needs a session scoped to the message's vendor")
         self.db = db
         self.vendor_id = vendor_id
         self.cipher = cipher
+        self.pricing = pricing
         self.contacts = ContactService(db, vendor_id=vendor_id, cipher=cipher, hasher=hasher)
 
     @classmethod
+    def for_registry(cls, db: Session, registry, *, vendor_id: uuid.UUID) -> MessageService:
+        return cls(db, vendor_id=vendor_id, cipher=registry["kloyst.cipher"], hasher=registry["kloyst.mobile_hasher"],
+                   pricing=QuotationService(db, vendor_id=vendor_id, registry=registry, enqueue=_no_quotation))
+
+    @classmethod
     def for_request(cls, request) -> MessageService:
-        registry = request.registry
-        return cls(request.db, vendor_id=request.vendor_id, cipher=registry["kloyst.cipher"],
-                   hasher=registry["kloyst.mobile_hasher"])
+        return cls.for_registry(request.db, request.registry, vendor_id=request.vendor_id)
 
     def recipient_number(self, message: MessageLog) -> str:
         """The number a message goes to, read from its sealed content (only the payload holds it)."""
@@ -123,6 +150,7 @@ class MessageService:
         number = self.sending_number(send.phone_number_id)
         recipient = self._recipient(send)
         template = self._template(number, send.template_name, send.template_language)
+        price = self.unit_price(recipient.country, template.category)
         message_id = new_id()
         payload = self._payload(send, recipient, template, message_id)
         content_enc, enc_kid = content.seal_content(self.cipher, self.vendor_id, payload)
@@ -134,7 +162,7 @@ class MessageService:
             content_enc=content_enc, enc_kid=enc_kid, status=MessageStatus.QUEUED.value,
             status_rank=STATUS_RANK[MessageStatus.QUEUED], next_attempt_at=utcnow(),
             idempotency_key=idempotency.key if idempotency else None,
-            request_hash=idempotency.request_hash if idempotency else None)
+            request_hash=idempotency.request_hash if idempotency else None, price_micros=price)
         try:
             with self.db.begin_nested():
                 self.db.add(message)
@@ -145,8 +173,28 @@ class MessageService:
             if winner is None:
                 raise
             return self._replay(winner, idempotency)
+        # After the row, so a send that lost the idempotency race above never held money.
+        self._hold(message, key=f"message:{message.id}:hold")
         dispatch.notify_queued(self.db, self.vendor_id, [number.id])
         return Queued(message, replayed=False)
+
+    def unit_price(self, country: str | None, category: str) -> int:
+        """What one message of ``category`` to ``country`` costs this vendor now (the pricing plugin's answer)."""
+        return self.pricing.price({country: 1}, category).items_micros
+
+    def _hold(self, message: MessageLog, *, key: str) -> None:
+        """Hold ``message.price_micros`` and name the hold on the message (402 when the wallet cannot pay).
+
+        A price of zero (a pricing rule gave the message away) holds nothing and leaves the message
+        unpriced: there is nothing to capture.
+        """
+        if not message.price_micros:
+            message.price_micros, message.hold_id = None, None
+        else:
+            hold = Ledger(self.db.connection(), self.vendor_id).hold(
+                message.price_micros, idempotency_key=key, reference=hold_reference(message.id))
+            message.hold_id = hold.id
+        self.db.flush()
 
     def sending_number(self, phone_number_id: uuid.UUID) -> PhoneNumber:
         """The vendor's number, if Meta has it in service; a number that cannot send is refused up front."""
@@ -176,12 +224,11 @@ class MessageService:
         if message.status != MessageStatus.FAILED.value:
             raise Conflict(f"message {message.id} is {message.status} now, not FAILED: there is nothing to requeue",
                            code="message_not_failed", details={"status": message.status})
-        if message.price_micros is not None:
-            # Its price went back to the wallet when it failed; resending it here would send it unpaid.
-            raise Conflict(f"message {message.id} belongs to a priced send (campaign {message.campaign_id}): retry it "
-                           "through its campaign (POST /campaigns/{id}/retry-failed), which pays for it again",
-                           code="priced_message", details={"campaign_id": str(message.campaign_id)
-                                                          if message.campaign_id else None})
+        if message.campaign_id is not None:
+            # A campaign's money is its own hold, released when the message failed: its campaign pays again.
+            raise Conflict(f"message {message.id} belongs to campaign {message.campaign_id}: retry it through its "
+                           "campaign (POST /campaigns/{id}/retry-failed), which pays for it again",
+                           code="priced_message", details={"campaign_id": str(message.campaign_id)})
         self.sending_number(message.phone_number_id)
         if message.contact_id is not None:
             contact = self.db.get(Contact, message.contact_id)
@@ -191,7 +238,9 @@ class MessageService:
         message.next_attempt_at, message.lease_until, message.retry_count = utcnow(), None, 0
         message.error_code = message.error_subcode = message.error_message = message.failed_at = None
         letter.requeued_at = utcnow()
-        self.db.flush()
+        # Its first hold was released when it failed: this round pays again, under a hold of its own.
+        message.price_micros = self.unit_price(message.country, message.category)
+        self._hold(message, key=f"dead-letter:{letter.id}:requeue")
         dispatch.notify_queued(self.db, self.vendor_id, [message.phone_number_id])
         return message
 

@@ -1,9 +1,11 @@
 """Telling other plugins that a priced message reached an end that moves money.
 
 A message may carry a price (``message_log.price_micros``) and the wallet hold that pays for
-it (``hold_id``): a campaign sets both when it queues its messages. The messages plugin does
-not know about wallets, so it reports, through the ``kloyst_messages_settled`` hook and in the
-very transaction that records the message's new state, each priced message that was
+it (``hold_id``): a campaign sets both when it queues its messages, and
+:class:`~kloyst_plugins.messages.services.MessageService` when it queues a single send or a test
+send. The messages plugin does not settle money itself, so it reports, through the
+``kloyst_messages_settled`` hook and in the very transaction that records the message's new
+state, each priced message that was
 
 - ``sent``: Meta accepted it (the sender's answer, or a wamid adopted from a late answer or a
   status webhook);
@@ -11,7 +13,7 @@ very transaction that records the message's new state, each priced message that 
 - ``undelivered``: it was sent, then a status webhook reported it failed.
 
 Because the report shares the transaction, a message's state and its money commit together or
-not at all. Unpriced messages (sent through ``POST /v1/messages``) never reach the hook.
+not at all. Unpriced messages (a pricing rule made them free) never reach the hook.
 """
 
 from __future__ import annotations

@@ -7,8 +7,11 @@ Every movement is, in the caller's transaction:
 2. **a conditional UPDATE** of the hold (``… WHERE amount - captured - released >= :amt``) and
    then of the wallet (``… WHERE balance - held >= :amt`` for debits): the check and the change
    are one statement on a locked row, so concurrent debits can never overdraw (measured:
-   101 debits of 30 against 1000 → exactly 33 succeed). No row → refused, and nothing was written,
-   so a refusal leaves no orphan entry and needs no savepoint (pysqlite's savepoints are fragile);
+   101 debits of 30 against 1000 → exactly 33 succeed). Credits are bounded the same way
+   (``… WHERE balance <= MAX_BALANCE - :amt``): a balance never grows past
+   :data:`kloyst.money.MAX_BALANCE_MICROS`, so no sum can overflow BIGINT (a 422 instead). No row →
+   refused, and nothing was written, so a refusal leaves no orphan entry and needs no savepoint
+   (pysqlite's savepoints are fragile);
 3. **INSERT the entry … ON CONFLICT (vendor_id, idempotency_key) DO NOTHING**. Losing that race
    means a concurrent call with the same key committed between steps 1 and 3: the changes of step
    2 are reversed on the rows this transaction already holds, and the winner's entry is the answer.
@@ -24,10 +27,12 @@ from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
 
 from kloyst.db import new_id, utcnow
+from kloyst.money import MAX_BALANCE_MICROS
 from kloyst_plugins.wallet import alerts
 from kloyst_plugins.wallet.models import EntryKind
 from kloyst_plugins.wallet.records import (  # noqa: F401 - the ledger's public surface
-    ENTRY, HOLD, WALLET, Entry, Hold, HoldExceeded, IdempotencyConflict, InsufficientFunds, UnknownHold,
+    ENTRY, HOLD, WALLET, BalanceLimitExceeded, Entry, Hold, HoldExceeded, IdempotencyConflict, InsufficientFunds,
+    UnknownHold,
     WalletState, configure_default_currency, configured_currency, entry_from_row, hold_from_row, insert_for,
     parse_currency, request_hash, wallet_state)
 
@@ -157,7 +162,7 @@ class Ledger:
                                 .returning(ENTRY.c.seq)).scalar()
         if seq is None:
             # A concurrent call with this key committed after step 1: undo step 2 on the rows we hold.
-            self._change_wallet(-balance_delta, -held_delta, 0)
+            self._change_wallet(-balance_delta, -held_delta, 0, bounded=False)
             if hold_part is not None:
                 self._change_hold(hold_id, hold_part, -amount)
             return self._earlier(key, digest)
@@ -194,18 +199,22 @@ class Ledger:
             raise UnknownHold(hold_id)
         return outstanding
 
-    def _change_wallet(self, balance_delta: int, held_delta: int, need_available: int):
-        """The conditional UPDATE: the funds check and the change in one statement on the locked row."""
+    def _change_wallet(self, balance_delta: int, held_delta: int, need_available: int, *, bounded: bool = True):
+        """The conditional UPDATE: the funds (or headroom) check and the change in one statement on the locked row."""
         statement = update(WALLET).where(WALLET.c.vendor_id == self.vendor_id)
         if need_available:
             statement = statement.where(WALLET.c.balance_micros - WALLET.c.held_micros >= need_available)
+        if bounded and balance_delta > 0:  # written as a subtraction: the check itself never adds past BIGINT
+            statement = statement.where(WALLET.c.balance_micros <= MAX_BALANCE_MICROS - balance_delta)
         statement = statement.values(balance_micros=WALLET.c.balance_micros + balance_delta,
                                      held_micros=WALLET.c.held_micros + held_delta,
                                      updated_at=utcnow()).returning(*WALLET.c)
         row = self.conn.execute(statement).first()
         if row is None:
-            state = self.wallet()  # opens a missing wallet, then one more try (a credit always succeeds)
+            state = self.wallet()  # opens a missing wallet, then one more try
             row = self.conn.execute(statement).first()
+            if row is None and balance_delta > 0:
+                raise BalanceLimitExceeded(amount=balance_delta, balance=state.balance_micros, currency=state.currency)
             if row is None:
                 raise InsufficientFunds(needed=need_available, available=state.available_micros,
                                         currency=state.currency)

@@ -20,8 +20,8 @@ from typing import Any
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
-from kloyst.errors import Conflict, NotFound, PaymentRequired
-from kloyst.money import format_micros
+from kloyst.errors import Conflict, NotFound, PaymentRequired, Unprocessable
+from kloyst.money import MAX_BALANCE_MICROS, format_micros
 from kloyst_plugins.wallet.models import LedgerEntry, Wallet, WalletHold
 
 WALLET = Wallet.__table__
@@ -69,6 +69,20 @@ class InsufficientFunds(PaymentRequired):
                          f"{format_micros(needed)} {currency}: top up the wallet first",
                          details={"needed": format_micros(needed), "available": format_micros(available),
                                   "currency": currency})
+
+
+class BalanceLimitExceeded(Unprocessable):
+    """A credit that would take the balance past :data:`kloyst.money.MAX_BALANCE_MICROS` (BIGINT's headroom)."""
+
+    code = "balance_limit_exceeded"
+
+    def __init__(self, *, amount: int, balance: int, currency: str) -> None:
+        room = max(0, MAX_BALANCE_MICROS - balance)
+        super().__init__(f"a wallet holds at most {format_micros(MAX_BALANCE_MICROS)} {currency}; it has "
+                         f"{format_micros(balance)}, so it can take at most {format_micros(room)} more",
+                         field="amount", details={"amount": format_micros(amount), "balance": format_micros(balance),
+                                                  "maximum_balance": format_micros(MAX_BALANCE_MICROS),
+                                                  "currency": currency})
 
 
 class IdempotencyConflict(Conflict):

@@ -1,7 +1,8 @@
 """What a client may send to the wallet API (amounts as decimal strings, instants as ISO 8601), and what it answers.
 
-Amounts go through :func:`kloyst.money.to_micros` (never floats; at most six decimals), so a
-bad amount is a 422 naming the field, like any other validation problem.
+Amounts are :data:`kloyst.http.validation.AmountIn` (decimal strings read by
+:func:`kloyst.money.to_micros`: never floats, at most six decimals, at most 999,999,999,999.999999),
+so a bad amount is a 422 naming the field, and the OpenAPI document declares the string the API reads.
 """
 
 from __future__ import annotations
@@ -14,22 +15,13 @@ from typing import Annotated
 from pydantic import AfterValidator, BeforeValidator, Field
 
 from kloyst.http.idempotency import idempotency_key
-from kloyst.http.pagination import MAX_LIMIT
-from kloyst.http.validation import Amount, Answer, Schema, iso_timestamp
-from kloyst.money import to_micros
+from kloyst.http.pagination import MAX_CURSOR_LENGTH, MAX_LIMIT
+from kloyst.http.validation import Amount, AmountIn, Answer, MultilineText, Schema, SignedAmountIn, iso_timestamp
 from kloyst_plugins.wallet.models import EntryKind
 
 # Client keys are stored as ``api:<key>`` in a 255-character column: 200 leaves room.
 MAX_CLIENT_KEY_LENGTH = 200
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
-
-
-def _micros(value) -> int:
-    return to_micros(value, field="amount")
-
-
-def _signed_micros(value) -> int:
-    return to_micros(value, field="amount", allow_negative=True)
 
 
 def _positive(value: int) -> int:
@@ -57,9 +49,8 @@ def _instant(value):
         raise ValueError("expected a date (2026-03-01) or an ISO 8601 timestamp") from None
 
 
-Micros = Annotated[int, BeforeValidator(_micros)]
-PositiveMicros = Annotated[int, BeforeValidator(_micros), AfterValidator(_positive)]
-SignedMicros = Annotated[int, BeforeValidator(_signed_micros), AfterValidator(_not_zero)]
+PositiveMicros = Annotated[AmountIn, AfterValidator(_positive)]
+SignedMicros = Annotated[SignedAmountIn, AfterValidator(_not_zero)]
 Instant = Annotated[dt.datetime | dt.date, BeforeValidator(_instant)]
 
 
@@ -77,17 +68,17 @@ def end_of(value: dt.datetime | dt.date | None) -> dt.datetime | None:
 
 
 class WalletPatch(Schema):
-    low_balance_threshold: Micros  # "0" turns the alert off
+    low_balance_threshold: AmountIn  # "0" turns the alert off
 
 
 class TopupBody(Schema):
     amount: PositiveMicros
-    note: str | None = Field(default=None, max_length=500)
+    note: MultilineText | None = Field(default=None, max_length=500)
 
 
 class AdjustmentBody(Schema):
     amount: SignedMicros
-    note: str = Field(min_length=1, max_length=500)  # why: an adjustment without a reason cannot be audited
+    note: MultilineText = Field(min_length=1, max_length=500)  # why: an adjustment without a reason cannot be audited
 
 
 class Range(Schema):
@@ -96,7 +87,7 @@ class Range(Schema):
 
 
 class TransactionQuery(Range):
-    cursor: str | None = None
+    cursor: str | None = Field(default=None, max_length=MAX_CURSOR_LENGTH)
     limit: int = Field(default=50, ge=1, le=MAX_LIMIT)
     kind: EntryKind | None = None
 

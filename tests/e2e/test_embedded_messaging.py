@@ -1,17 +1,20 @@
 """The embedded default sends a message end to end with no Meta account: `kloyst run development.ini`
 serves the Meta sandbox, the demo vendor registers the sandbox's WABA, numbers and templates sync,
-a message goes out through the sender and the sandbox's signed webhooks bring it to READ. Then a
+a message goes out through the sender, paid for from the demo's wallet (held when queued, captured when
+Meta accepted it), and the sandbox's signed webhooks bring it to READ. Then a
 campaign runs the same way: the first run gave the demo a rate card and a funded wallet, so it is
 quoted, launched, sent and completed, and the wallet pays exactly what the messages cost."""
 
 from __future__ import annotations
 
 import json
+import subprocess
 import urllib.error
 import urllib.request
 from decimal import Decimal
 
 import pytest
+from e2e_support import KLOYST
 from test_sqlite_smoke import DEMO
 
 from kloyst.testing.deployment import process_env
@@ -70,9 +73,17 @@ def test_a_message_goes_out_and_comes_back_read_on_the_embedded_default(embedded
     final = eventually(lambda: call("GET", f"{base}/v1/messages/{message_id}", token)[1]["message"],
                        lambda message: message["status"] == "READ", "the message to be read")
     assert final["wamid"].startswith("wamid.") and final["pricing_category"] == "marketing"
+    paid = {kind: call("GET", f"{base}/v1/wallet/transactions?kind={kind}", token)[1]["items"]
+            for kind in ("HOLD", "CAPTURE")}
+    assert [entry["reference"] for entry in paid["HOLD"]] == [f"message:{message_id}"]
+    assert [(entry["message_id"], entry["amount"]) for entry in paid["CAPTURE"]] == [
+        (message_id, paid["HOLD"][0]["amount"])]
 
     run_a_campaign(base, token, fast["id"])
     assert service.terminate() == 0
+    check = subprocess.run([KLOYST, "wallet", "check", str(embedded_ini)], cwd=embedded_ini.parent,
+                           env=process_env(), capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0 and check.stdout.startswith("ok: "), check.stderr
 
 
 def run_a_campaign(base: str, token: str, phone_number_id: str) -> None:

@@ -79,7 +79,7 @@ def test_a_test_send_queues_one_message_outside_the_campaign(testapp, db, world,
                              headers={**vendor.headers, "Idempotency-Key": "try-1"}, status=202).json["message"]
     assert sent["to"] == "+12025550000" and sent["campaign_id"] is None and sent["status"] == "QUEUED"
     message = db.get(MessageLog, uuid.UUID(sent["id"]))
-    assert message.price_micros is None and message.hold_id is None
+    assert message.price_micros > 0 and message.hold_id is not None  # paid for like any send (test_send_billing)
     body = open_content(world.cipher, vendor.vendor_id, message.content_enc)["template"]["components"][0]
     assert [p["text"] for p in body["parameters"]] == ["Customer 0", "SALE10"]  # the contact with that number
     again = testapp.post_json(f"/v1/campaigns/{campaign['id']}/test-send", {"phone": "+12025550000"},

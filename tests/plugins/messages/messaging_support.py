@@ -2,10 +2,10 @@
 
 :class:`Messaging` makes each piece (WABA, number, template, contact, message, dead letter) the way
 the waba, templates and contacts plugins would leave it, so a test states only what it is
-about; ``messaging.sending_vendor()`` is the usual whole: a vendor with the four plugins on, one WABA,
-one CONNECTED number and one APPROVED template ``order_update`` (``Hi {{1}}, order {{2}}
-shipped.``). Nothing here talks to Meta: register numbers and templates in ``meta_sandbox``
-when a test sends.
+about; ``messaging.sending_vendor()`` is the usual whole: a vendor with the messaging plugins on, 100 USD
+in its wallet on the development rate card (every send holds its price), one WABA, one CONNECTED number and
+one APPROVED template ``order_update`` (``Hi {{1}}, order {{2}} shipped.``). Nothing here talks to Meta:
+register numbers and templates in ``meta_sandbox`` when a test sends.
 """
 
 from __future__ import annotations
@@ -20,12 +20,15 @@ from kloyst.meta.payloads import template_payload
 from kloyst_plugins.contacts.models import Contact
 from kloyst_plugins.messages.content import seal_content
 from kloyst_plugins.messages.models import STATUS_RANK, DeadLetter, MessageLog, MessageStatus
+from kloyst_plugins.pricing import snapshots
 from kloyst_plugins.templates.models import MessageTemplate
 from kloyst_plugins.templates.services import set_components
 from kloyst_plugins.waba.access import encrypt_waba_token
+from kloyst_plugins.wallet.ledger import Ledger
 from kloyst_plugins.waba.models import PhoneNumber, Waba
 
-PLUGINS = ("contacts", "waba", "templates", "messages")
+PLUGINS = ("contacts", "waba", "templates", "wallet", "pricing", "messages")
+FUNDS = 100_000_000  # 100 USD in micro-units: every send holds its price
 TEMPLATE = "order_update"
 LANGUAGE = "en_US"
 BODY = "Hi {{1}}, order {{2}} shipped."
@@ -72,11 +75,14 @@ class Messaging:
             self.db.commit()
         return rows[0]
 
-    def vendor(self, name: str = "Sender Co") -> testing.Account:
-        """A vendor and its owner, with contacts, waba, templates and messages enabled."""
+    def vendor(self, name: str = "Sender Co", *, funds: int = FUNDS) -> testing.Account:
+        """A vendor and its owner, with the messaging plugins on and ``funds`` micro-units in its wallet."""
+        snapshots.load_development_card(self.db)
         account = self.accounts.vendor(name)
         for plugin in PLUGINS:
             testing.enable_plugin(self.db, account.vendor_id, plugin)
+        if funds:
+            Ledger(self.db.connection(), account.vendor_id).topup(funds, idempotency_key=f"test:{uuid.uuid4()}")
         self.db.commit()
         return account
 
@@ -139,7 +145,7 @@ class Messaging:
                                error_message="Message undeliverable", failed_at=utcnow(), attempts=1, **fields)
         return message, self.dead_letter(message, error_code=error_code)
 
-    def sending_vendor(self, name: str = "Sender Co") -> SendingVendor:
-        account = self.vendor(name)
+    def sending_vendor(self, name: str = "Sender Co", *, funds: int = FUNDS) -> SendingVendor:
+        account = self.vendor(name, funds=funds)
         waba = self.waba(account.vendor_id)
         return SendingVendor(account, waba, self.number(waba), self.template(waba))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 
 import pytest
 from messaging_support import RECIPIENT
@@ -148,10 +149,11 @@ def test_a_message_that_failed_again_has_a_new_dead_letter_to_requeue(testapp, d
                           ).all() == [True, True]
 
 
-def test_a_priced_message_is_not_requeued_here_but_through_its_campaign(testapp, db, messaging, vendor):
+def test_a_campaigns_message_is_not_requeued_here_but_through_its_campaign(testapp, db, messaging, vendor):
     message, letter = messaging.failed(vendor.number)
     with tenancy.unscoped(db):
-        db.get(MessageLog, message.id).price_micros = 6_800
+        row = db.get(MessageLog, message.id)
+        row.price_micros, row.campaign_id = 6_800, uuid.uuid4()
         db.flush()
     error = testapp.post(requeue_url(letter), headers=vendor.headers, status=409).json["error"]
     assert error["code"] == "priced_message" and "retry-failed" in error["message"]

@@ -8,18 +8,6 @@ from kloyst.cli import main
 from kloyst_plugins.wallet.ledger import Ledger
 from kloyst_plugins.wallet.records import WALLET
 
-ENV_OVERRIDES = ("DATABASE_URL", "REDIS_URL", "SERVICE_TYPE")
-
-
-@pytest.fixture
-def ini(tmp_path, kloyst_settings, monkeypatch):
-    for name in ENV_OVERRIDES:
-        monkeypatch.delenv(name, raising=False)
-    path = tmp_path / "check.ini"
-    path.write_text("[app:main]\nuse = egg:kloyst\n" + "".join(f"{k} = {v}\n" for k, v in kloyst_settings.items()))
-    return str(path)
-
-
 @pytest.fixture
 def funded(committed_db):
     vendor = Vendor(name="Checked Co")
@@ -32,15 +20,15 @@ def funded(committed_db):
     return vendor
 
 
-def test_a_consistent_ledger_passes(ini, funded, capsys):
-    assert main(["wallet", "check", ini]) == 0
+def test_a_consistent_ledger_passes(cli_ini, funded, capsys):
+    assert main(["wallet", "check", cli_ini]) == 0
     assert "ok: 1 wallets, 1 holds agree with their ledger" in capsys.readouterr().out
 
 
-def test_a_wallet_changed_outside_the_ledger_is_reported_and_fails(ini, funded, committed_db, capsys):
+def test_a_wallet_changed_outside_the_ledger_is_reported_and_fails(cli_ini, funded, committed_db, capsys):
     committed_db.execute(update(WALLET).where(WALLET.c.vendor_id == funded.id).values(balance_micros=1_500))
     committed_db.commit()
-    assert main(["wallet", "check", ini]) == 1
+    assert main(["wallet", "check", cli_ini]) == 1
     err = capsys.readouterr().err
     assert f"vendor {funded.id}: balance 1500 but the ledger sums to 1000" in err
     committed_db.execute(update(WALLET).where(WALLET.c.vendor_id == funded.id).values(balance_micros=1_000))
