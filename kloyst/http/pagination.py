@@ -20,10 +20,12 @@ from kloyst.errors import Unprocessable
 from kloyst.http.validation import Answer, Schema
 
 MAX_LIMIT = 200
+# An encoded cursor is about 100 characters; anything much longer is not one of ours.
+MAX_CURSOR_LENGTH = 200
 
 
 class Page(Schema):
-    cursor: str | None = None
+    cursor: str | None = Field(default=None, max_length=MAX_CURSOR_LENGTH)
     limit: int = Field(default=50, ge=1, le=MAX_LIMIT)
 
 

@@ -15,21 +15,42 @@ against it instead.
 
 pydantic gives precise, per-field messages and JSON Schema from the same class, which
 hand-written checks cannot.
+
+No request may make the server do more than linear work in its size (issue 15: a quadratic
+label de-duplication held a request thread for 23 s). So sizes are checked before anything
+loops over them: the body's JSON nesting (:data:`MAX_JSON_DEPTH`), the number of query
+parameters (:data:`MAX_QUERY_PARAMETERS`), and in every schema a ``max_length`` on each list,
+mapping and string, which pydantic checks before it validates the items.
+
+Text a person types (names, notes) is :data:`PlainText` or :data:`MultilineText`: no C0 or C1
+control character, so a name can never break the mail header or the CSV row it ends up in.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import typing
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo,
+                      WithJsonSchema)
 
 from kloyst.errors import BadRequest, Unprocessable, UnsupportedMediaType
+from kloyst.money import MAX_AMOUNT_TEXT, MoneyError, to_micros
 
 T = TypeVar("T", bound=BaseModel)
+
+# Deeper than any body the API takes (a template's components nest six levels), shallow enough
+# that no walk over a body can exhaust the stack.
+MAX_JSON_DEPTH = 32
+# The longest query any list takes is a 50-label filter; more parameters than this are not a real client.
+MAX_QUERY_PARAMETERS = 100
+# A 422 lists at most this many fields: a 10,000-item list of wrong values is one mistake, not a 1 MB answer.
+MAX_REPORTED_FIELDS = 50
 
 # The add_view options a view declares its contract with (see ApiContract).
 CONTRACT_OPTIONS = ("body_schema", "query_schema", "response_schema", "status", "openapi")
@@ -52,9 +73,79 @@ class Answer(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# C0 controls, DEL and the C1 controls. Tab, line feed and carriage return are the only ones multi-line text keeps.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL_BUT_LINE_BREAKS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def _control_character(pattern: re.Pattern, value: str, allowed: str) -> str:
+    if (found := pattern.search(value)) is not None:
+        raise ValueError(f"contains the control character U+{ord(found.group()):04X}; {allowed}")
+    return value
+
+
+def single_line(value: str) -> str:
+    """``value`` unless it holds a control character (C0, DEL, C1), line breaks and tabs included."""
+    return _control_character(_CONTROL, value, "use printable characters on one line")
+
+
+def multi_line(value: str) -> str:
+    """``value`` unless it holds a control character other than tab, line feed and carriage return."""
+    return _control_character(_CONTROL_BUT_LINE_BREAKS, value,
+                              "use printable characters (new lines and tabs are allowed)")
+
+
+# Names, labels, titles: text shown on one line, in mail headers, CSV cells and PDFs. Give it a max_length.
+PlainText = Annotated[str, AfterValidator(single_line),
+                      Field(json_schema_extra={"pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"})]
+# Notes: free text a person may break into lines; still no other control character.
+MultilineText = Annotated[str, AfterValidator(multi_line),
+                          Field(json_schema_extra={"pattern": "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f"
+                                                              "\\u007f-\\u009f]*$"})]
+
 # Amounts of money in answers: decimal strings with six places, never floats (kloyst.money.format_micros).
 Amount = Annotated[str, Field(pattern=r"^-?[0-9]+\.[0-9]{6}$", examples=["12.500000"],
                               description="An amount of the currency, as a decimal string with six places.")]
+
+# The same amounts in requests: decimal strings (up to six places, at most MAX_AMOUNT_TEXT) read into
+# integer micro-units by kloyst.money.to_micros, so a float, a seventh decimal or an amount above the
+# maximum is a 422 naming the field. The document declares the string the API reads, with its bounds.
+_AMOUNT_DESCRIPTION = (f"An amount of the currency as a decimal string, at most six decimal places and at most "
+                       f"{MAX_AMOUNT_TEXT}.")
+
+
+_AMOUNT_TEXT = r"^[0-9]{1,12}(\.[0-9]{1,6})?$"
+_SIGNED_AMOUNT_TEXT = r"^-?[0-9]{1,12}(\.[0-9]{1,6})?$"
+_DECIMAL_TEXT = re.compile(r"-?[0-9]+(\.[0-9]+)?")
+
+
+def _micros_of_text(value, pattern: str, field: str, allow_negative: bool) -> int:
+    """The request's amount exactly as the document declares it: a decimal string (no number, no exponent, no
+    space), read by :func:`kloyst.money.to_micros`, whose errors say what is wrong (too large, too many decimals)."""
+    if not isinstance(value, str):
+        raise MoneyError(f"{field}: send amounts as decimal strings such as \"12.50\"")
+    if len(value) > 40 or not _DECIMAL_TEXT.fullmatch(value):
+        raise MoneyError(f"{field}: {value[:40]!r} is not a decimal amount such as \"12.50\"")
+    micros = to_micros(value, field=field, allow_negative=allow_negative)
+    if not re.fullmatch(pattern, value):  # what is left: leading zeros beyond twelve digits
+        raise MoneyError(f"{field}: at most 12 digits before the point")
+    return micros
+
+
+def _amount_micros(value, info: ValidationInfo) -> int:
+    return _micros_of_text(value, _AMOUNT_TEXT, info.field_name or "amount", allow_negative=False)
+
+
+def _signed_amount_micros(value, info: ValidationInfo) -> int:
+    return _micros_of_text(value, _SIGNED_AMOUNT_TEXT, info.field_name or "amount", allow_negative=True)
+
+
+AmountIn = Annotated[int, BeforeValidator(_amount_micros), WithJsonSchema({
+    "type": "string", "pattern": _AMOUNT_TEXT, "maxLength": 19, "examples": ["12.50"],
+    "x-maximum": MAX_AMOUNT_TEXT, "description": _AMOUNT_DESCRIPTION})]
+SignedAmountIn = Annotated[int, BeforeValidator(_signed_amount_micros), WithJsonSchema({
+    "type": "string", "pattern": _SIGNED_AMOUNT_TEXT, "maxLength": 20, "examples": ["-2.50"],
+    "x-maximum": MAX_AMOUNT_TEXT, "description": _AMOUNT_DESCRIPTION + " Negative amounts are allowed here."})]
 
 
 @dataclass(frozen=True)
@@ -148,7 +239,7 @@ def nul_characters(data, path: str = "") -> list[dict]:
 
 def _refuse(details: list[dict]):
     summary = "; ".join(f"{d['field']}: {d['problem']}" for d in details[:5])
-    raise Unprocessable(f"the request is invalid: {summary}", fields=details)
+    raise Unprocessable(f"the request is invalid: {summary}", fields=details[:MAX_REPORTED_FIELDS])
 
 
 def parse(schema: type[T], data, *, json_types: bool = False) -> T:
@@ -186,16 +277,41 @@ def query_data(request, schema: type[BaseModel]) -> dict:
     A key that is not a list given twice (``?status=a&status=b``) is refused rather than one value
     silently winning: the client meant something the answer would not show.
     """
+    items = list(request.GET.items())
+    if len(items) > MAX_QUERY_PARAMETERS:
+        _refuse([{"field": "(query)", "problem": f"has {len(items)} parameters; at most {MAX_QUERY_PARAMETERS} "
+                                                 "are taken"}])
     repeatable = list_fields(schema)
-    data = dict(request.GET.items())
-    repeated = sorted({key for key, _ in request.GET.items() if key not in repeatable and len(request.GET.getall(key))
-                       > 1})
+    data = dict(items)
+    # Counted in one pass: getall() per key rescans the whole query, quadratic in a hostile one.
+    repeated = sorted(key for key, count in Counter(key for key, _ in items).items()
+                      if count > 1 and key not in repeatable)
     if repeated:
         _refuse([{"field": key, "problem": "is given more than once; send it once"} for key in repeated])
     for key in repeatable:
-        if key in request.GET:
-            data[key] = request.GET.getall(key)
+        if key in data:
+            data[key] = [value for name, value in items if name == key]
     return data
+
+
+def json_depth_exceeds(data, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether ``data`` (parsed JSON) nests objects and arrays more than ``limit`` deep.
+
+    A loop with an explicit stack, not recursion: the question is asked of hostile bodies.
+    """
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            children = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def _json_body(request):
@@ -204,11 +320,18 @@ def _json_body(request):
     if request.content_type not in ("application/json", ""):
         raise UnsupportedMediaType(f"send a JSON body with Content-Type: application/json, not {request.content_type}")
     try:
-        return json.loads(request.body)
+        data = json.loads(request.body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}") from None
-    except RecursionError:  # "[[[[…" within the size limit: hostile, not a crash
-        raise BadRequest("the body is nested too deeply") from None
+    except RecursionError:  # "[[[[…" deeper than the parser's own stack: hostile, not a crash
+        raise _too_deep() from None
+    if json_depth_exceeds(data):
+        raise _too_deep()
+    return data
+
+
+def _too_deep() -> BadRequest:
+    return BadRequest(f"the body is nested too deeply: at most {MAX_JSON_DEPTH} levels of objects and arrays")
 
 
 def _declared(request, option: str) -> type[BaseModel]:

@@ -9,13 +9,24 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field
 
 from kloyst.http.pagination import Listing, Page
-from kloyst.http.validation import Amount, Answer, Schema
+from kloyst.http.validation import Amount, Answer, PlainText, Schema
 from kloyst_plugins.campaigns.models import CampaignStatus
+
+
+# Bounds read before the draft check loops over them: an audience has five keys (contacts.audience.Audience),
+# a template's 1,024-character body never has 100 variables, and Meta allows 10 buttons.
+MAX_AUDIENCE_KEYS = 10
+MAX_VARIABLES = 100
+MAX_BUTTONS = 10
+MAX_BUTTON_KEYS = 8  # sub_type, index, parameters
+AudienceBody = Annotated[dict[str, Any], Field(max_length=MAX_AUDIENCE_KEYS)]
+Variables = Annotated[dict[str, Any], Field(max_length=MAX_VARIABLES)]
+Buttons = Annotated[list[Annotated[dict[str, Any], Field(max_length=MAX_BUTTON_KEYS)]], Field(max_length=MAX_BUTTONS)]
 
 
 class Schedule(Schema):
@@ -25,28 +36,28 @@ class Schedule(Schema):
     """
 
     start_at: dt.datetime
-    timezone: str = Field(default="UTC", min_length=1, max_length=64)
+    timezone: PlainText = Field(default="UTC", min_length=1, max_length=64)
 
 
 class CampaignCreate(Schema):
-    name: str = Field(min_length=1, max_length=200)
+    name: PlainText = Field(min_length=1, max_length=200)
     template_id: uuid.UUID
     phone_number_id: uuid.UUID
-    audience: dict[str, Any]
+    audience: AudienceBody
     # Template variable → {"field": "name", "default": "there"} or {"value": "…"}; the template's own mapping
     # fills the variables left out.
-    variables: dict[str, Any] = Field(default_factory=dict)
-    buttons: list[dict[str, Any]] = Field(default_factory=list)
+    variables: Variables = Field(default_factory=dict)
+    buttons: Buttons = Field(default_factory=list)
     schedule: Schedule | None = None
 
 
 class CampaignPatch(Schema):
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    name: PlainText | None = Field(default=None, min_length=1, max_length=200)
     template_id: uuid.UUID | None = None
     phone_number_id: uuid.UUID | None = None
-    audience: dict[str, Any] | None = None
-    variables: dict[str, Any] | None = None
-    buttons: list[dict[str, Any]] | None = None
+    audience: AudienceBody | None = None
+    variables: Variables | None = None
+    buttons: Buttons | None = None
     schedule: Schedule | None = None  # null (given) clears it: start at launch
 
 
@@ -55,7 +66,7 @@ class CampaignListQuery(Page):
 
 
 class TestSend(Schema):
-    phone: str = Field(min_length=3, max_length=64)  # +E.164
+    phone: PlainText = Field(min_length=3, max_length=64)  # +E.164
 
 
 class ScheduleOut(Answer):

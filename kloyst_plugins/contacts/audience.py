@@ -12,15 +12,14 @@ Core statements that the ORM tenancy listener does not see.
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import Field, model_validator
 from sqlalchemy import and_, false, func, not_, or_, select
 
 from kloyst.http.validation import Schema
 from kloyst_plugins.contacts.filters import has_all_labels
 from kloyst_plugins.contacts.models import Contact, ContactAuditLog
-from kloyst_plugins.contacts.schemas import clean_labels
+from kloyst_plugins.contacts.schemas import Labels
 
 MAX_EXPLICIT_CONTACTS = 10_000
 
@@ -30,8 +29,8 @@ class Audience(Schema):
     AND NOT any ``labels_exclude`` AND NOT opted out."""
 
     all: bool = False
-    labels_include: Annotated[list[str], AfterValidator(clean_labels)] = Field(default_factory=list)
-    labels_exclude: Annotated[list[str], AfterValidator(clean_labels)] = Field(default_factory=list)
+    labels_include: Labels = Field(default_factory=list)
+    labels_exclude: Labels = Field(default_factory=list)
     import_job_id: uuid.UUID | None = None
     contact_ids: list[uuid.UUID] = Field(default_factory=list, max_length=MAX_EXPLICIT_CONTACTS)
 

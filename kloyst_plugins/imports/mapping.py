@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Annotated
 
 from pydantic import Field
 
@@ -31,13 +32,13 @@ class ColumnsBody(Schema):
     name: str | None = Field(default=None, max_length=255)
     country: str | None = Field(default=None, max_length=255)
     labels: str | None = Field(default=None, max_length=255)
-    attributes: dict[str, str] = Field(default_factory=dict, max_length=50)
+    attributes: dict[str, Annotated[str, Field(max_length=255)]] = Field(default_factory=dict, max_length=50)
 
 
 class MappingBody(Schema):
     columns: ColumnsBody
     default_country: str | None = Field(default=None, min_length=2, max_length=2)
-    labels: list[str] = Field(default_factory=list, max_length=20)
+    labels: list[Annotated[str, Field(max_length=255)]] = Field(default_factory=list, max_length=20)
     merge_strategy: str = Field(min_length=1, max_length=64)
 
 

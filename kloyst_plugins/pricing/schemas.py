@@ -13,18 +13,20 @@ from typing import Annotated, Any
 from pydantic import Field, RootModel, field_validator, model_validator
 
 from kloyst.http.pagination import Listing, Page
-from kloyst.http.validation import Amount, Answer, Schema
+from kloyst.http.validation import Amount, Answer, PlainText, Schema
 from kloyst.money import to_micros
 from kloyst_plugins.contacts.audience import Audience
 from kloyst_plugins.pricing.models import QUOTABLE, PdfStatus, QuotationStatus
 
 MAX_PERCENT_MICROS = 1000 * 1_000_000  # a markup above 1000 % is a typo, not a price
+# Decimal text is parsed only when it is short: no price needs 40 characters, and a megabyte of digits is slow to read.
+MAX_DECIMAL_TEXT = 40
 
 
 class QuotationCreate(Schema):
     """Quote a template (its category) or a category, for an audience."""
 
-    category: str | None = None
+    category: str | None = Field(default=None, max_length=32)
     template_id: uuid.UUID | None = None
     audience: Audience
 
@@ -55,10 +57,10 @@ def _micros(value, field: str) -> int:
 
 
 class FeeRuleFields(Schema):
-    name: str | None = Field(default=None, max_length=200)
-    markup_percent: str | None = None
-    per_message_fee: str | None = None
-    minimum_charge: str | None = None
+    name: PlainText | None = Field(default=None, max_length=200)
+    markup_percent: str | None = Field(default=None, max_length=MAX_DECIMAL_TEXT)
+    per_message_fee: str | None = Field(default=None, max_length=MAX_DECIMAL_TEXT)
+    minimum_charge: str | None = Field(default=None, max_length=MAX_DECIMAL_TEXT)
     valid_from: dt.datetime | None = None
     valid_to: dt.datetime | None = None
     active: bool | None = None

@@ -106,7 +106,8 @@ def _named_examples(where: str, example: Any, key: str, variables: list[str]) ->
         problems.append(_problem(field, f"Meta requires an example for each variable; missing for "
                                         f"{_braces(missing)}: give {key}: [{{\"param_name\": \"{missing[0]}\", "
                                         "\"example\": \"…\"}]"))
-    if unknown := [str(n) for n in given if n not in variables]:
+    expected = set(variables)
+    if unknown := [str(n) for n in given if n not in expected]:
         problems.append(_problem(field, f"examples for variables the text does not use: {', '.join(unknown)}"))
     return problems
 
@@ -186,8 +187,9 @@ def check(category: str, parameter_format: str, components: Sequence[Any]) -> li
             continue
         seen[kind] = index
         if kind == "BODY":
-            problems += _text_problems(where, item.get("text"), BODY_MAX, required=not authentication)
-            problems += _variable_problems(where, item, parameter_format, "body")
+            # Variables are read only from a text within its limit: an oversized text is refused before any loop.
+            problems += (_text_problems(where, item.get("text"), BODY_MAX, required=not authentication)
+                         or _variable_problems(where, item, parameter_format, "body"))
         elif kind == "HEADER":
             problems += _header_problems(where, item, parameter_format)
         elif kind == "FOOTER":

@@ -60,15 +60,18 @@ def placeholders(text: str | None) -> list[str]:
 
     A positional send lists its values in number order whatever order the text uses them in.
     """
-    found: list[str] = []
     if not isinstance(text, str):
-        return found
-    for name in PLACEHOLDER.findall(text):
-        if name not in found:
-            found.append(name)
+        return []
+    found = list(dict.fromkeys(PLACEHOLDER.findall(text)))  # linear, whatever the text holds
     if found and all(is_positional(v) for v in found):
-        found.sort(key=int)
+        found.sort(key=_number_order)
     return found
+
+
+def _number_order(variable: str) -> tuple[int, str]:
+    # Numeric order without int(): Python refuses to convert a digit string over 4,300 digits long.
+    digits = variable.lstrip("0")
+    return len(digits), digits
 
 
 def is_positional(variable: str) -> bool:

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field
 
 from kloyst.http.pagination import Listing, Page
-from kloyst.http.validation import Answer, Schema
+from kloyst.http.validation import Answer, PlainText, Schema
 from kloyst_plugins.templates.models import ParameterFormat, TemplateCategory, TemplateStatus
 
 MAX_COMPONENTS = 20
+MAX_COMPONENT_KEYS = 20  # Meta's components have a handful (type, format, text, example, buttons…)
+# A body of at most 1,024 characters never has this many variables (a mapping key per variable).
+MAX_MAPPED_VARIABLES = 100
 # Meta's locale codes: "en", "en_US", "pt_BR", "zh_HK", "fil", "es_419"…
 LANGUAGE_PATTERN = r"^[a-z]{2,3}(_[A-Za-z0-9]{2,4})?$"
 META_ID_PATTERN = r"^[0-9]{1,32}$"
@@ -30,13 +33,14 @@ class TemplateCreate(Schema):
     language: str = Field(pattern=LANGUAGE_PATTERN)
     category: TemplateCategory
     parameter_format: ParameterFormat = ParameterFormat.POSITIONAL
-    components: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_COMPONENTS)
+    components: list[Annotated[dict[str, Any], Field(max_length=MAX_COMPONENT_KEYS)]] = Field(
+        min_length=1, max_length=MAX_COMPONENTS)
 
 
 class TemplateListQuery(Page):
     status: TemplateStatus | None = None
     category: TemplateCategory | None = None
-    name: str | None = Field(default=None, min_length=1, max_length=512)  # part of the name
+    name: PlainText | None = Field(default=None, min_length=1, max_length=512)  # part of the name
     language: str | None = Field(default=None, pattern=LANGUAGE_PATTERN)
     meta_waba_id: str | None = Field(default=None, pattern=META_ID_PATTERN)
 
@@ -44,7 +48,7 @@ class TemplateListQuery(Page):
 class VariableMappingBody(Schema):
     """Replaces the stored mapping whole; ``{}`` clears it. Checked against the template's variables."""
 
-    variable_mapping: dict[str, Any]
+    variable_mapping: dict[str, Any] = Field(max_length=MAX_MAPPED_VARIABLES)
 
 
 class SyncBody(Schema):
@@ -81,12 +85,15 @@ class TemplateAnswer(Answer):
 
 
 class SyncQueued(Answer):
-    queued: list[str] = Field(description="The Meta ids of the WABAs whose sync was queued.")
+    queued: list[str] = Field(description="The Meta ids of the WABAs whose sync this request queued.")
+    already_queued: list[str] = Field(description="The Meta ids of the WABAs whose sync was already queued or "
+                                                  "running: none more is queued, that one answers this request.")
 
 
 class SyncStateOut(Answer):
     meta_waba_id: str
-    last_attempt_at: dt.datetime
+    last_attempt_at: dt.datetime | None = Field(description="Null until the first attempt.")
+    queued: bool = Field(description="A sync is queued or running; poll until it is false.")
     last_synced_at: dt.datetime | None = Field(description="The last sync that succeeded.")
     template_count: int | None = Field(description="How many templates Meta listed then.")
     last_error: str | None = Field(description="Null once a sync succeeds.")
