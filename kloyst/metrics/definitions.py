@@ -84,6 +84,12 @@ class Metrics:
             "Stored webhook deliveries the drainer finished a pass on, by outcome: processed, retry (failed, "
             "due again after a backoff), gave_up (failed kloyst.webhooks.max_attempts times), malformed.",
             ["outcome"], registry=r)
+        self.webhook_changes_dropped = Counter(
+            "kloyst_webhook_changes_dropped",
+            "Webhook changes no vendor holds, dropped by the drainer, by reason: unknown_phone_number (the change "
+            "names a phone number id no vendor has, even on a known WABA), unknown_waba (it names only a WABA "
+            "no vendor owns).",
+            ["reason"], registry=r)
         self.message_status = Counter(
             "kloyst_message_status",
             "Messages that reached a status, per vendor. source=sender: Meta's answer to the send (sent, retry, "
@@ -114,8 +120,8 @@ class Metrics:
             "never reached Kloyst before it was sent again), counted once each, by who found it.",
             ["detected_by"], registry=r)
         self.own_collectors = [self.http_request_duration, self.webhook_deliveries_received,
-                               self.webhook_deliveries_drained, self.message_status, self.import_rows,
-                               self.import_chunks, self.outbox_published, self.message_wamids_adopted,
+                               self.webhook_deliveries_drained, self.webhook_changes_dropped, self.message_status,
+                               self.import_rows, self.import_chunks, self.outbox_published, self.message_wamids_adopted,
                                self.message_duplicate_sends]
         # The loops this process runs (kloyst run adds them); /healthz and kloyst_process_loop_up read it.
         self.liveness = Liveness()

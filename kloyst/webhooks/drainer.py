@@ -243,8 +243,14 @@ class Drainer:
                 drained.labels(outcome).inc(count)
 
     def _by_vendor(self, changes: list[WebhookChange]) -> dict[uuid.UUID, list[WebhookChange]]:
-        """Each vendor's changes, in Meta's order; changes no vendor holds are logged and dropped."""
+        """Each vendor's changes, in Meta's order; changes no vendor holds are logged, counted and dropped.
+
+        Counted by reason (``kloyst_webhook_changes_dropped_total``): a change naming a phone number id
+        no vendor has is ``unknown_phone_number`` even when its WABA is known, since the WABA's owner has
+        sent nothing through that number (the ``kloyst_webhook_vendors`` hook answers no vendor for it).
+        """
         hook = self.registry["kloyst.plugin_manager"].hook.kloyst_webhook_vendors
+        dropped = kmetrics.of(self.registry).webhook_changes_dropped
         owners: dict[tuple[str, str | None], list[uuid.UUID]] = {}
         grouped: dict[uuid.UUID, list[WebhookChange]] = defaultdict(list)
         with self._session() as db:
@@ -258,6 +264,8 @@ class Drainer:
                                     change.field, key[0], key[1],
                                     extra={"delivery_id": change.delivery_id, "meta_waba_id": key[0],
                                            "meta_phone_number_id": key[1]})
+                if not owners[key]:
+                    dropped.labels("unknown_phone_number" if key[1] else "unknown_waba").inc()
                 for vendor_id in owners[key]:
                     grouped[vendor_id].append(change)
         return grouped

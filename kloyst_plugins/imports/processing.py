@@ -8,7 +8,10 @@ nothing. Counts never double.
 
 Per row: the phone is normalized (:mod:`.phonecache`, phonenumbers behind it), hashed and
 checked; a bad row becomes a ContactImportRejection (row number, column, masked value,
-reason). Rows are then grouped by ``mobile_hash`` and merged with the job's strategy
+reason). A phone cell holding several numbers (Google Contacts' ``a ::: b``) gives the
+contact its first valid one, and the others go to the ``other_phones`` attribute
+(:func:`kloyst_plugins.contacts.phones.first_valid`). Rows are then grouped by
+``mobile_hash`` and merged with the job's strategy
 *in file order*: the first row of a number is the incoming contact, each later row of the
 same number is merged into the result by the strategy, as if it had come in a later import.
 
@@ -59,9 +62,11 @@ from kloyst.db import session_scope, tenancy, utcnow
 from kloyst.db.base import UTCDateTime
 from kloyst.plugins.enablement import TenantHooks, enabled_plugins
 from kloyst.queue import Reschedule, TaskContext, task
+from kloyst.http.validation import single_line
 from kloyst_plugins.contacts.merge import ContactFields, MergeStrategy, strategies_for, union_labels
 from kloyst_plugins.contacts.models import Contact, ContactAuditLog
-from kloyst_plugins.contacts.phones import InvalidPhone, mask
+from kloyst_plugins.contacts.phones import InvalidPhone, first_valid, mask
+from kloyst_plugins.contacts.schemas import clean_labels
 from kloyst_plugins.imports import reader, services
 from kloyst_plugins.imports.mapping import PROCESS_CHUNK, ColumnPlan, split_labels
 from kloyst_plugins.imports.models import (
@@ -77,6 +82,7 @@ log = logging.getLogger(__name__)
 
 MAX_NAME = 255
 MAX_ATTRIBUTE = 1000
+OTHER_PHONES = "other_phones"  # the attribute that keeps a cell's numbers after its first valid one
 
 # One cache per worker process: the verdicts depend on phonenumbers' metadata only.
 _phones = PhoneCache()
@@ -194,6 +200,15 @@ def _is_deadlock(exc: Exception) -> bool:
     return getattr(original, "pgcode", None) in ("40P01", "40001")
 
 
+def _labels(add_labels: tuple[str, ...], cell_text: str) -> tuple[str, ...] | str:
+    """A labels cell with the job's own labels, held to the API's rules (at most 50, one line each), or what is
+    wrong with it: one cell of a file must not give a contact thousands of labels."""
+    try:
+        return tuple(clean_labels(list(union_labels(add_labels, split_labels(cell_text)))))
+    except ValueError as exc:
+        return str(exc)
+
+
 def prepare_rows(ctx, job: ContactImportJob, rows, strategy: MergeStrategy):
     """Validate and normalize rows: ``({mobile_hash: Group}, [rejection dict])``."""
     plan = ColumnPlan.for_job(job)
@@ -228,7 +243,7 @@ def prepare_rows(ctx, job: ContactImportJob, rows, strategy: MergeStrategy):
                     continue
                 region = given
         try:
-            phone = normalize(raw, region)
+            phone, other_phones = first_valid(raw, region, normalize)
         except InvalidPhone as exc:
             rejections.append(_rejection(number, headers[phone_at], raw, str(exc)))
             continue
@@ -236,11 +251,20 @@ def prepare_rows(ctx, job: ContactImportJob, rows, strategy: MergeStrategy):
         if name is not None and len(name) > MAX_NAME:
             rejections.append(_rejection(number, headers[name_at], name, f"longer than {MAX_NAME} characters"))
             continue
+        if name is not None:
+            try:
+                single_line(name)
+            except ValueError as exc:
+                rejections.append(_rejection(number, headers[name_at], name, str(exc)))
+                continue
         if labels_at is not None:
             text_ = cell(cells, labels_at)
             labels = labels_of.get(text_)
             if labels is None:
-                labels = labels_of[text_] = union_labels(add_labels, split_labels(text_))
+                labels = labels_of[text_] = _labels(add_labels, text_)
+            if isinstance(labels, str):  # the cell's problem, the same for every row that repeats it
+                rejections.append(_rejection(number, headers[labels_at], text_, labels))
+                continue
         else:
             labels = add_labels
         attributes = {}
@@ -248,6 +272,10 @@ def prepare_rows(ctx, job: ContactImportJob, rows, strategy: MergeStrategy):
             value = cell(cells, index)
             if value:  # an empty cell says nothing; it never erases an attribute
                 attributes[key] = value[:MAX_ATTRIBUTE]
+        if other_phones:
+            kept = ", ".join(other_phones)
+            mapped = attributes.get(OTHER_PHONES)
+            attributes[OTHER_PHONES] = (f"{mapped}, {kept}" if mapped else kept)[:MAX_ATTRIBUTE]
         incoming = ContactFields(name=name, country=phone.region, labels=labels, attributes=attributes)
         mobile_hash = hash_for(phone.e164)
         group = groups.get(mobile_hash)

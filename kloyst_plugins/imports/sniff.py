@@ -1,7 +1,8 @@
 """What an uploaded file is, decided from its content — never from its name or Content-Type.
 
 Accepted: **XLSX** (a zip that passes the zip guard, with ``[Content_Types].xml`` and
-``xl/workbook.xml``, without ``xl/vbaProject.bin``, and without a DTD in any part) and
+``xl/workbook.xml``, without ``xl/vbaProject.bin``, and without a DTD in any part, in
+whatever encoding the part is written: :func:`zipguard.find_dtd`) and
 **CSV** (text: a BOM, else strict UTF-8, else cp1252; no NUL bytes, no control characters
 besides tab and line ends). Everything else is refused with a message that says what the
 file looked like and what to do: 415 for a type Kloyst does not import (XLS, PDF, other

@@ -11,10 +11,20 @@ The declared sizes are a trustworthy upper bound when the members are then read 
 Python's :mod:`zipfile`, which stops at ``file_size`` and fails on a CRC mismatch.
 :func:`iter_member_blocks` is that bounded read, used to scan each member with clamd and
 to look for DTDs (no OOXML part has one; a DTD is how billion-laughs and XXE start).
+
+The DTD search reads each part as an XML parser would, not as raw bytes: ``<!DOCTYPE``
+written in UTF-16 is ``<\0!\0D\0…`` on disk, which a byte search never matches while
+the parser that opens the sheet reads it as a DTD. So each part is decoded the way XML 1.0
+(Appendix F) says a parser finds its encoding — the byte-order mark, else the pattern of
+its first bytes, else UTF-8 — and also by the encoding its XML declaration names, and the
+DTD is looked for in that text. A part naming an encoding Python cannot decode is refused:
+what cannot be read cannot be checked.
 """
 
 from __future__ import annotations
 
+import codecs
+import re
 import struct
 import zipfile
 from collections.abc import Iterator
@@ -152,17 +162,66 @@ def iter_member_blocks(path, info: zipfile.ZipInfo, block: int = 1024 * 1024) ->
         raise ZipRefused(f"the archive member {info.filename[:100]!r} cannot be read ({exc})") from exc
 
 
+# XML 1.0 Appendix F: an entity's first bytes tell its encoding family. Longer marks first (a
+# UTF-32-LE BOM starts like UTF-16-LE's); the two-byte ``<`` patterns catch UTF-16 text with
+# neither BOM nor declaration, which lenient parsers still read.
+_ENCODING_MARKS = (
+    (codecs.BOM_UTF32_LE, "utf-32-le"), (codecs.BOM_UTF32_BE, "utf-32-be"), (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"),
+    (b"\x00\x00\x00<", "utf-32-be"), (b"<\x00\x00\x00", "utf-32-le"),
+    (b"\x00<", "utf-16-be"), (b"<\x00", "utf-16-le"), (b"Lo\xa7\x94", "cp037"),  # EBCDIC "<?xm"
+)
+_DECLARED_ENCODING = re.compile(r"""<\?xml\s[^>]{0,200}?\bencoding\s*=\s*["']([^"'\s]{1,40})["']""")
+_DTD_NEEDLES = ("<!DOCTYPE", "<!ENTITY")
+_HEAD_BYTES = 512  # an XML declaration is at the very start and short
+
+
+def part_encodings(name: str, head: bytes) -> list[str]:
+    """The encodings an XML parser could read the part starting with ``head`` in: its BOM's or first bytes'
+    (UTF-8 when nothing says otherwise), then the one its declaration names, if that differs.
+
+    Raises :class:`ZipRefused` when the declaration names an encoding Python cannot decode.
+    """
+    found = next((encoding for mark, encoding in _ENCODING_MARKS if head.startswith(mark)), "utf-8")
+    encodings = [found]
+    declaration = _DECLARED_ENCODING.match(head[:_HEAD_BYTES].decode(found, "replace").lstrip("\ufeff"))
+    if declaration:
+        declared = declaration.group(1)
+        try:
+            b"".decode(declared)  # LookupError for unknown names and for codecs that are not text (rot13, zlib)
+            canonical = codecs.lookup(declared).name
+        except LookupError:
+            raise ZipRefused(f"the archive member {name[:100]!r} declares the text encoding {declared[:40]!r}, "
+                             "which Kloyst cannot read; save the workbook again as .xlsx") from None
+        # "utf-16"/"utf-32" mean "by the BOM", which ``found`` already is.
+        if canonical not in (codecs.lookup(found).name, "utf-16", "utf-32"):
+            encodings.append(canonical)
+    return encodings
+
+
+def _declares_dtd(path, info: zipfile.ZipInfo, encoding: str) -> bool:
+    # "replace": a parser that reads past a bad byte must not find a DTD this search skipped.
+    decoder = codecs.getincrementaldecoder(encoding)("replace")
+    overlap = max(len(n) for n in _DTD_NEEDLES) - 1
+    tail = ""
+    for data in iter_member_blocks(path, info):
+        window = tail + decoder.decode(data)
+        if any(n in window for n in _DTD_NEEDLES):
+            return True
+        tail = window[-overlap:]
+    return any(n in tail + decoder.decode(b"", final=True) for n in _DTD_NEEDLES)
+
+
 def find_dtd(path, members: list[zipfile.ZipInfo]) -> str | None:
-    """The first XML member that declares a DTD (``<!DOCTYPE`` / ``<!ENTITY``), or None."""
-    needles = (b"<!DOCTYPE", b"<!ENTITY")
-    overlap = max(len(n) for n in needles) - 1
+    """The first member that declares a DTD (``<!DOCTYPE`` / ``<!ENTITY``) in any encoding a parser could read
+    it in (:func:`part_encodings`), or None. Raises :class:`ZipRefused` for a part in an unreadable encoding."""
     for info in members:
         if info.is_dir():
             continue
-        tail = b""
-        for data in iter_member_blocks(path, info):
-            window = tail + data
-            if any(n in window for n in needles):
+        blocks = iter_member_blocks(path, info, block=_HEAD_BYTES)
+        head = next(blocks, b"")
+        blocks.close()
+        for encoding in part_encodings(info.filename, head):
+            if _declares_dtd(path, info, encoding):
                 return info.filename
-            tail = window[-overlap:]
     return None

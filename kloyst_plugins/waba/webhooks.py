@@ -2,11 +2,13 @@
 
 Routing (:func:`vendors_for`, behind ``kloyst_webhook_vendors``): a change naming a phone
 number belongs to the vendor holding that number — also after the number was unassigned,
-because the statuses of its earlier messages are that vendor's history. A change naming
-only a WABA belongs to the vendor owning it, or, for the platform's shared WABA, to every
-vendor currently holding one of its numbers (each then matches the change against its own
-numbers only). Per-number traffic for a shared number nobody holds goes nowhere: fanning it
-out would hand one vendor's traffic to the others.
+because the statuses of its earlier messages are that vendor's history. A change naming a
+phone number id no vendor has goes nowhere, even on a vendor's own WABA: Kloyst sent nothing
+through a number it has not synced, so its statuses and messages are nobody's here (the
+drainer counts the drop), and handing them to the WABA's owner would let them move that
+owner's messages by wamid. A change naming only a WABA belongs to the vendor owning it, or,
+for the platform's shared WABA, to every vendor currently holding one of its numbers (each
+then matches the change against its own numbers only).
 
 Applying (:func:`apply_changes`, behind ``kloyst_webhook_changes``):
 
@@ -71,15 +73,12 @@ def vendors_for(db: Session, meta_waba_id: str | None, meta_phone_number_id: str
     if meta_phone_number_id:
         holder = db.scalars(select(PhoneNumber.vendor_id)
                             .where(PhoneNumber.meta_phone_number_id == str(meta_phone_number_id))).first()
-        if holder is not None:
-            return [holder]
+        return [holder] if holder is not None else []  # a number nobody holds: its traffic is nobody's
     if not meta_waba_id:
         return []
     owner = db.scalars(select(Waba.vendor_id).where(Waba.meta_waba_id == str(meta_waba_id))).first()
     if owner is not None:
         return [owner]
-    if meta_phone_number_id:
-        return []  # a shared number nobody holds: its traffic is nobody's
     shared_id = db.scalars(select(SharedWaba.id).where(SharedWaba.meta_waba_id == str(meta_waba_id))).first()
     if shared_id is None:
         return []

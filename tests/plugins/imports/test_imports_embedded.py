@@ -109,6 +109,24 @@ def test_an_xlsx_upload_ends_completed_on_sqlite(embedded):
     assert (job["file_type"], job["counts"]["created"]) == ("xlsx", 3)
 
 
+def test_a_cell_with_several_numbers_gives_the_first_valid_and_keeps_the_others_on_sqlite(embedded):
+    # Google Contacts' export of a contact with two phones (issue 15: the row was rejected).
+    rows = [["Ada", "(415) 555-2681 ::: +1 415 555 2682"], ["Grace", "12 ; +1 415 555 2683"]]
+    content = csv_bytes(["Name", "Phone 1 - Value"], rows)[0]
+    created = embedded.upload("google.csv", content)
+    embedded.wait(created["id"], lambda job: job["status"] != "UPLOADED", "to leave UPLOADED")
+    response = requests.put(f"{embedded.base}/v1/imports/{created['id']}/mapping", headers=embedded.headers,
+                            json={"columns": {"phone": "Phone 1 - Value", "name": "Name"}, "default_country": "US",
+                                  "merge_strategy": "MERGE_LABELS"}, timeout=10)
+    assert response.status_code == 200, response.text
+    job = embedded.wait(created["id"], lambda job: job["status"] in FINAL, "to finish")
+    assert job["status"] == "COMPLETED", job
+    assert job["counts"]["created"] == 2 and job["counts"]["rejected"] == 0
+    found = {c["mobile"]: c["attributes"] for c in embedded.get("/v1/contacts?phone=%2B14155552681")["items"]
+             + embedded.get("/v1/contacts?phone=%2B14155552683")["items"]}
+    assert found == {"+14155552681": {"other_phones": "+14155552682"}, "+14155552683": {"other_phones": "12"}}
+
+
 def test_a_re_import_merges_labels_into_the_contacts_it_finds_on_sqlite(embedded):
     first = [[n, "spring"] for n in numbers(3, start=500)]
     again = [[n, "autumn"] for n in numbers(3, start=500)] + [[numbers(1, start=503)[0], "autumn"]]

@@ -240,7 +240,7 @@ def test_create_audit_rows_record_what_changes_records(importer, db):
     from kloyst_plugins.contacts.merge import ContactFields
 
     rows = [["9876500001", "Asha", "vip", "Delhi"], ["9876500002", "", "", ""],
-            ["9876500003", "Ravi \t\\ \"q\"", "a;b", "Pune \\ west"]]
+            ["9876500003", "Ravi \\ \"q\"", "a;b", "Pune \t\\ west"]]  # a tab only where text may hold one
     job = importer.run(importer.job(rows))
     assert job.created_count == 3
     contacts = importer.contacts()
@@ -257,4 +257,17 @@ def test_create_audit_rows_record_what_changes_records(importer, db):
         assert (action, source, job_id) == ("create", "import", job.id)
         assert changes == processing._changes(None, fields, name_known=True)
         assert (by_id[contact_id].name_enc is None) == (contact["name"] is None)
-    assert {c["attributes"].get("city") for c in contacts.values()} == {"Delhi", None, "Pune \\ west"}
+    assert {c["attributes"].get("city") for c in contacts.values()} == {"Delhi", None, "Pune \t\\ west"}
+
+
+def test_a_labels_cell_over_the_contact_limit_or_a_name_with_a_line_break_rejects_only_its_row(importer):
+    too_many = "; ".join(f"label-{n}" for n in range(60))
+    rows = [["9876500001", "Ann", "vip", ""], ["9876500002", "Bo", too_many, ""],
+            ["9876500003", "Cy\r\nBcc: someone@example.com", "", ""], ["9876500004", "Di", too_many, ""]]
+    job = importer.run(importer.job(rows))
+    assert job.status == ImportStatus.PARTIAL_SUCCESS.value
+    assert (job.created_count, job.rejected_count) == (1, 3)
+    reasons = {int(r[0]): r[3] for r in importer.rejected(job)[1:]}
+    assert reasons[2] == reasons[4] == "a contact has at most 50 labels, not 61"  # the job adds "imported"
+    assert "one line" in reasons[3]
+    assert list(importer.contacts()) == ["+919876500001"]

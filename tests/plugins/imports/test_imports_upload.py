@@ -138,10 +138,12 @@ def test_a_clean_xlsx_is_extracted_with_numbers_as_text(testapp, vendor):
     assert job["row_count"] == 2
 
 
-@pytest.mark.parametrize("dtd", [LAUGHS, XXE], ids=["billion-laughs", "xxe"])
-def test_billion_laughs_and_xxe_workbooks_are_refused_at_upload(testapp, vendor, storage_dir, dtd):
+@pytest.mark.parametrize(("dtd", "encoding"), [(LAUGHS, "utf-8"), (XXE, "utf-8"), (XXE, "utf-16")],
+                         ids=["billion-laughs", "xxe", "xxe-in-utf-16"])
+def test_billion_laughs_and_xxe_workbooks_are_refused_at_upload(testapp, vendor, storage_dir, dtd, encoding):
     text = "&lol9;" if dtd is LAUGHS else "&xxe;"
-    content = xlsx([["a"]], replace={"xl/worksheets/sheet1.xml": SHEET.format(dtd=dtd, text=text).encode()})
+    sheet = SHEET.format(dtd=dtd, text=text).replace('encoding="UTF-8"', f'encoding="{encoding.upper()}"')
+    content = xlsx([["a"]], replace={"xl/worksheets/sheet1.xml": sheet.encode(encoding)})  # utf-16: with a BOM
     response = upload(testapp, vendor, content, filename="evil.xlsx", status=422)
     assert response.json["error"]["code"] == "hostile_file"
     assert "DTD" in response.json["error"]["message"]

@@ -63,7 +63,10 @@ def test_a_change_naming_a_number_goes_to_its_holder(registry, db, vendor, synce
 
 def test_a_change_naming_only_a_waba_goes_to_its_owner(registry, db, vendor, synced):
     assert _vendors(registry, db, "5000") == [vendor.vendor_id]
-    assert _vendors(registry, db, "5000", "999999") == [vendor.vendor_id]  # a number not synced yet
+
+
+def test_a_change_naming_a_number_no_vendor_holds_goes_nowhere_even_on_a_known_waba(registry, db, vendor, synced):
+    assert _vendors(registry, db, "5000", "999999") == []  # not the owner's: Kloyst sent nothing through it
 
 
 def test_a_change_of_an_unknown_waba_goes_nowhere(registry, db, synced):
