@@ -136,6 +136,30 @@ def as_aes256_keyring(value: Any) -> dict[str, bytes]:
 
 
 @dataclass(frozen=True)
+class Rate:
+    """``count`` per ``seconds``: a token bucket of ``count`` tokens refilled at that pace (kloyst.ratelimit.*)."""
+
+    count: int
+    seconds: int
+
+    def __str__(self) -> str:
+        return f"{self.count}/{self.seconds}"
+
+
+def as_rate(value: Any) -> Rate:
+    """``count/seconds`` (``300/60``), both whole numbers of at least 1."""
+    if isinstance(value, Rate):
+        return value
+    count, sep, seconds = str(value).strip().partition("/")
+    if not sep or not count.strip().isdigit() or not seconds.strip().isdigit():
+        raise ValueError(f"{value!r} is not a rate: write count/seconds, e.g. 300/60")
+    rate = Rate(int(count), int(seconds))
+    if rate.count < 1 or rate.seconds < 1:
+        raise ValueError(f"{value!r}: the count and the seconds must both be at least 1")
+    return rate
+
+
+@dataclass(frozen=True)
 class Setting:
     """One setting: its ini key, the environment variable that overrides it, a default and a parser.
 
@@ -231,10 +255,21 @@ CORE_SETTINGS: tuple[Setting, ...] = (
     Setting("kloyst.log.network_level", "LOG_NETWORK_LEVEL", "INFO", str.upper),
     Setting("kloyst.log.retention_days", "LOG_RETENTION_DAYS", 14, int),
     Setting("kloyst.log.console", "LOG_CONSOLE", True, as_bool),
+    Setting("kloyst.ratelimit.per_user", "RATELIMIT_PER_USER", "300/60", as_rate,
+            help="API requests each signed-in user may make, as count/seconds: a burst of count, refilled at "
+                 "count per seconds; expensive routes cost more than 1 (their rate_cost)."),
+    Setting("kloyst.ratelimit.per_vendor", "RATELIMIT_PER_VENDOR", "600/60", as_rate,
+            help="API requests all the users of one vendor may make together, as count/seconds."),
+    Setting("kloyst.ratelimit.per_ip", "RATELIMIT_PER_IP", "120/60", as_rate,
+            help="API requests without a valid access token allowed per client IP, as count/seconds."),
     Setting("kloyst.throttle.login_per_ip", "THROTTLE_LOGIN_PER_IP", "20/60",
             help="Login/signup/password attempts allowed per client IP, as count/seconds."),
     Setting("kloyst.throttle.login_per_account", "THROTTLE_LOGIN_PER_ACCOUNT", "5/300",
-            help="Login attempts allowed per account (email), as count/seconds."),
+            help="Sign-in attempts allowed at one account from one client address, and sign-up/password "
+                 "requests per account, as count/seconds."),
+    Setting("kloyst.throttle.login_account_ceiling", "THROTTLE_LOGIN_ACCOUNT_CEILING", "50/60",
+            help="Sign-in attempts allowed at one account from every address together, as count/seconds: "
+                 "its window is the longest a distributed attack can hold the owner back."),
 )
 
 
