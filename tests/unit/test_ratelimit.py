@@ -8,38 +8,11 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from kloyst.ratelimit import Decision, MemoryRateLimiter, RedisRateLimiter, make_rate_limiter
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-@pytest.fixture
-def redis_limiter(redis_client):
-    prefix = f"kloyst:test-rl:{uuid.uuid4().hex}:"
-    yield RedisRateLimiter(redis_client, prefix=prefix)
-    for key in redis_client.scan_iter(match=prefix + "*"):
-        redis_client.delete(key)
-
-
-@pytest.fixture(params=["memory", "redis"])
-def limiter(request):
-    if request.param == "memory":
-        return MemoryRateLimiter()
-    return request.getfixturevalue("redis_limiter")
 
 
 def hammer(limiter, key: str, *, limit: int, window: float, threads: int, hits_each: int) -> list[Decision]:
@@ -90,8 +63,7 @@ def test_reset_forgets_a_key(limiter):
     assert limiter.hit("k", 1, 60).allowed
 
 
-def test_memory_window_resets_after_it_ends():
-    clock = FakeClock()
+def test_memory_window_resets_after_it_ends(clock):
     limiter = MemoryRateLimiter(clock=clock)
     assert limiter.hit("k", 2, 10).allowed
     clock.advance(4)
@@ -103,8 +75,7 @@ def test_memory_window_resets_after_it_ends():
     assert fresh.allowed and fresh.count == 1
 
 
-def test_memory_sweep_never_forgets_a_longer_window_that_is_still_running():
-    clock = FakeClock()
+def test_memory_sweep_never_forgets_a_longer_window_that_is_still_running(clock):
     limiter = MemoryRateLimiter(clock=clock)
     limiter.SWEEP_AT = limiter._sweep_at = 10
     for _ in range(6):
@@ -118,8 +89,7 @@ def test_memory_sweep_never_forgets_a_longer_window_that_is_still_running():
     assert not limiter.hit("acct:victim", 5, 300).allowed
 
 
-def test_memory_sweep_drops_windows_that_are_over():
-    clock = FakeClock()
+def test_memory_sweep_drops_windows_that_are_over(clock):
     limiter = MemoryRateLimiter(clock=clock)
     limiter.SWEEP_AT = limiter._sweep_at = 10
     for n in range(11):

@@ -9,38 +9,10 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
 
 from kloyst.ratelimit import Bucket, MemoryRateLimiter, RedisRateLimiter
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-@pytest.fixture
-def redis_limiter(redis_client):
-    prefix = f"kloyst:test-tb:{uuid.uuid4().hex}:"
-    yield RedisRateLimiter(redis_client, prefix=prefix)
-    for key in redis_client.scan_iter(match=prefix + "*"):
-        redis_client.delete(key)
-
-
-@pytest.fixture(params=["memory", "redis"])
-def limiter(request):
-    if request.param == "memory":
-        return MemoryRateLimiter()
-    return request.getfixturevalue("redis_limiter")
 
 
 def test_a_full_bucket_lets_its_capacity_through_then_refuses(limiter):
@@ -103,8 +75,7 @@ def test_a_cost_above_the_capacity_takes_the_whole_bucket_rather_than_never_pass
     assert not limiter.take([bucket], cost=10).allowed
 
 
-def test_memory_bucket_refills_at_its_pace():
-    clock = FakeClock()
+def test_memory_bucket_refills_at_its_pace(clock):
     limiter = MemoryRateLimiter(clock=clock)
     bucket = Bucket("k", 10, 10)  # one token a second
     for _ in range(10):
@@ -116,8 +87,7 @@ def test_memory_bucket_refills_at_its_pace():
     assert limiter.take([bucket]).remaining == 9  # full again, never more than full
 
 
-def test_memory_sweep_forgets_only_full_buckets():
-    clock = FakeClock()
+def test_memory_sweep_forgets_only_full_buckets(clock):
     limiter = MemoryRateLimiter(clock=clock)
     limiter.SWEEP_AT = limiter._bucket_sweep_at = 10
     for _ in range(3):
