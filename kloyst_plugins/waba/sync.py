@@ -31,11 +31,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from kloyst.crypto import FieldCipher
 from kloyst.db import tenancy, utcnow
 from kloyst.meta.client import MetaClient
 from kloyst.meta.errors import MetaError
-from kloyst_plugins.waba import access
 from kloyst_plugins.waba.models import (THROUGHPUT_HIGH, THROUGHPUT_STANDARD, PhoneNumber, QualityRating,
                                         SharedPhoneNumber, SharedWaba, SyncStatus, Waba)
 from kloyst_plugins.waba.services import CONNECTED, DELETED, copy_shared_fields
@@ -149,12 +147,19 @@ def describe_error(exc: MetaError, token: str) -> str:
     return text[:MAX_ERROR_LENGTH]
 
 
-def sync_waba(db: Session, meta: MetaClient, cipher: FieldCipher, waba: Waba) -> SyncResult:
-    """Sync a vendor's own WABA in ``db`` (scoped to that vendor). Raises :class:`MetaError` untouched."""
+def listed_numbers(meta: MetaClient, meta_waba_id: str, token: str) -> dict[str, dict]:
+    """What Meta lists for the WABA now, by phone number id (every page). Raises :class:`MetaError` untouched.
+
+    Called before the sync touches the database it writes to, so the Meta call holds no lock (on the
+    embedded default's SQLite, the one write lock of the whole process: :mod:`kloyst.db.sqlite`).
+    """
+    return _listed(meta.list_phone_numbers(meta_waba_id, fields=FIELDS, token=token))
+
+
+def apply_waba(db: Session, waba: Waba, listed: dict[str, dict]) -> SyncResult:
+    """Make ``waba``'s numbers in ``db`` (scoped to its vendor) what Meta listed (:func:`listed_numbers`)."""
     if tenancy.current_scope(db) != waba.vendor_id:
         raise tenancy.TenancyError("a WABA is synced in a session scoped to its vendor")
-    listed = _listed(meta.list_phone_numbers(waba.meta_waba_id, fields=FIELDS,
-                                             token=access.waba_token(cipher, waba)))
     lock_for_sync(db, waba)
     now = utcnow()
     result = SyncResult()
@@ -192,12 +197,10 @@ def sync_waba(db: Session, meta: MetaClient, cipher: FieldCipher, waba: Waba) ->
     return _finish(db, waba, result, now, "waba")
 
 
-def sync_shared_waba(db: Session, meta: MetaClient, cipher: FieldCipher, shared: SharedWaba) -> SyncResult:
-    """Sync the shared WABA's numbers, then the vendor copies of the assigned ones (platform-wide ``db``)."""
+def apply_shared_waba(db: Session, shared: SharedWaba, listed: dict[str, dict]) -> SyncResult:
+    """Make the shared WABA's numbers, and the assignees' copies, what Meta listed (platform-wide ``db``)."""
     if tenancy.current_scope(db) is not tenancy.ALL_VENDORS:
         raise tenancy.TenancyError("the shared WABA is synced platform-wide: it updates every assignee's copy")
-    listed = _listed(meta.list_phone_numbers(shared.meta_waba_id, fields=FIELDS,
-                                             token=access.shared_token(cipher, shared)))
     lock_for_sync(db, shared)
     now = utcnow()
     result = SyncResult()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import uuid
 
+from kloyst.db import session_scope, tenancy
 from kloyst.meta.errors import MetaError
 from kloyst.queue import task
 from kloyst_plugins.waba import access, sync
@@ -23,18 +24,38 @@ SYNC_PHONE_NUMBERS = "waba.sync_phone_numbers"
 SYNC_SHARED_PHONE_NUMBERS = "waba.sync_shared_phone_numbers"
 
 
-def _sync(ctx, row, run, token, label: str) -> dict | None:
-    """Run ``run`` (a sync of :mod:`.sync`) on ``row``; record a permanent Meta failure, raise a retryable one."""
+def _sync(ctx, model, row_id: uuid.UUID, apply, token, label: str, scope) -> dict | None:
+    """Sync one ``model`` row (a vendor's WABA or the shared one): ask Meta first, then write in ``ctx.db``.
+
+    The row is read and Meta called through a read-only scope, so the call holds no lock; ``ctx.db`` is
+    touched only to write what Meta listed (or why it failed for good), which on the embedded default's
+    SQLite is the moment the task takes the process's one write lock (:mod:`kloyst.db.sqlite`). A retryable
+    Meta failure is raised (the outbox runs the sync again, with backoff).
+    """
     cipher = ctx.registry["kloyst.cipher"]
+    with session_scope(ctx.registry["kloyst.session_factory"], vendor_id=scope, read_only=True) as db:
+        row = db.get(model, row_id)
+        if row is None:
+            log.info("%s %s is gone; nothing to sync", label, row_id)
+            return None
+        meta_waba_id, secret = row.meta_waba_id, token(cipher, row)
     try:
-        result = run(ctx.db, ctx.registry["kloyst.meta"], cipher, row)
+        listed = sync.listed_numbers(ctx.registry["kloyst.meta"], meta_waba_id, secret)
+        failure = None
     except MetaError as exc:
         if exc.retryable:
-            raise  # the outbox runs the sync again, with backoff
-        row.last_sync_error = sync.describe_error(exc, token(cipher, row))
-        row.sync_status = SyncStatus.FAILED.value
-        log.warning("%s %s: phone-number sync failed for good (%s); not retrying", label, row.id, exc.kind.value)
+            raise
+        failure = exc
+    row = ctx.db.get(model, row_id)
+    if row is None:
+        log.info("%s %s was deleted while Meta answered; nothing to sync", label, row_id)
         return None
+    if failure is not None:
+        row.last_sync_error = sync.describe_error(failure, secret)
+        row.sync_status = SyncStatus.FAILED.value
+        log.warning("%s %s: phone-number sync failed for good (%s); not retrying", label, row.id, failure.kind.value)
+        return None
+    result = apply(ctx.db, row, listed)
     log.info("%s %s synced: %d new, %d updated, %d deleted, %d skipped", label, row.id, len(result.created),
              len(result.updated), len(result.deleted), len(result.skipped))
     return result.as_json()
@@ -43,21 +64,14 @@ def _sync(ctx, row, run, token, label: str) -> dict | None:
 @task(SYNC_PHONE_NUMBERS)
 def sync_phone_numbers(ctx, *, waba_id: uuid.UUID) -> dict | None:
     """Sync one of the task's vendor's WABAs; a WABA deleted since the task was queued is nothing to do."""
-    waba = ctx.db.get(Waba, waba_id)
-    if waba is None:
-        log.info("waba %s is gone; nothing to sync", waba_id)
-        return None
-    return _sync(ctx, waba, sync.sync_waba, access.waba_token, "waba")
+    return _sync(ctx, Waba, waba_id, sync.apply_waba, access.waba_token, "waba", ctx.vendor_id)
 
 
 @task(SYNC_SHARED_PHONE_NUMBERS)
 def sync_shared_phone_numbers(ctx, *, shared_waba_id: uuid.UUID) -> dict | None:
     """Sync the shared WABA (a platform task, enqueued by an admin: it runs platform-wide)."""
-    shared = ctx.db.get(SharedWaba, shared_waba_id)
-    if shared is None:
-        log.info("shared waba %s is gone; nothing to sync", shared_waba_id)
-        return None
-    return _sync(ctx, shared, sync.sync_shared_waba, access.shared_token, "shared waba")
+    return _sync(ctx, SharedWaba, shared_waba_id, sync.apply_shared_waba, access.shared_token, "shared waba",
+                 tenancy.ALL_VENDORS)
 
 
 TASKS = [sync_phone_numbers, sync_shared_phone_numbers]

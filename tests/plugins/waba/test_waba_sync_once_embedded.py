@@ -6,13 +6,15 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import transaction
 import webtest
 
 from kloyst import testing
 from kloyst.db import session_scope, tenancy
+from kloyst.queue import TaskContext
 from kloyst_plugins.templates.tasks import SYNC as SYNC_TEMPLATES
 from kloyst_plugins.waba import services
-from kloyst_plugins.waba.models import SyncStatus
+from kloyst_plugins.waba.models import SyncStatus, Waba
 from kloyst_plugins.waba.tasks import SYNC_PHONE_NUMBERS
 from waba_support import TOKEN
 
@@ -43,3 +45,37 @@ def test_sync_requests_at_once_queue_one_of_each_sync_on_sqlite(embedded_config,
             for future in [pool.submit(ask, path) for _ in range(8)]:
                 future.result()
     assert sorted(sent) == sorted([SYNC_PHONE_NUMBERS, SYNC_TEMPLATES])
+
+
+def test_on_sqlite_a_sync_asks_meta_without_holding_the_write_lock(embedded_config, monkeypatch):
+    """Meta answers in 100 ms to seconds: another writer of the process must not wait for that answer."""
+    registry = embedded_config.registry
+    factory = registry["kloyst.session_factory"]
+    with session_scope(factory, vendor_id=tenancy.ALL_VENDORS) as db:
+        owner = testing.AccountFactory(db, registry["kloyst.access_tokens"]).vendor("Slow Meta Co")
+        testing.enable_plugin(db, owner.vendor_id, "waba")
+        waba_id = services.create_waba(db, registry["kloyst.cipher"], vendor_id=owner.vendor_id, meta_waba_id="3202",
+                                       name="Main", access_token=TOKEN).id
+    wrote_during_the_call: list[bool] = []
+
+    class SlowMeta:
+        def list_phone_numbers(self, meta_waba_id, *, fields, token):
+            def rename() -> None:
+                with session_scope(factory, vendor_id=owner.vendor_id) as db:
+                    db.get(Waba, waba_id).name = "Renamed while Meta answered"
+                wrote_during_the_call.append(True)
+
+            writer = threading.Thread(target=rename)
+            writer.start()
+            writer.join(timeout=3)
+            return []
+
+    monkeypatch.setitem(registry, "kloyst.meta", SlowMeta())
+    manager = transaction.TransactionManager(explicit=True)
+    with session_scope(factory, vendor_id=owner.vendor_id, manager=manager) as db:
+        ctx = TaskContext(registry, db, manager, owner.vendor_id, plugins=frozenset({"waba"}))
+        registry["kloyst.queue"].run_task(ctx, SYNC_PHONE_NUMBERS, {"waba_id": waba_id})
+    assert wrote_during_the_call == [True]
+    with session_scope(factory, vendor_id=owner.vendor_id, read_only=True) as db:
+        waba = db.get(Waba, waba_id)
+        assert (waba.name, waba.sync_status) == ("Renamed while Meta answered", SyncStatus.SYNCED.value)
