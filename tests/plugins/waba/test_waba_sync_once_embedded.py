@@ -1,5 +1,5 @@
 """On the embedded default (SQLite, no row locks, one writer at a time) sync requests made at once still queue
-one phone-number sync and one template sync per WABA."""
+one phone-number sync and one template sync per WABA, and neither sync holds the write lock while Meta answers."""
 
 from __future__ import annotations
 
@@ -79,3 +79,34 @@ def test_on_sqlite_a_sync_asks_meta_without_holding_the_write_lock(embedded_conf
     with session_scope(factory, vendor_id=owner.vendor_id, read_only=True) as db:
         waba = db.get(Waba, waba_id)
         assert (waba.name, waba.sync_status) == ("Renamed while Meta answered", SyncStatus.SYNCED.value)
+
+
+def test_on_sqlite_a_template_sync_asks_meta_without_holding_the_write_lock(embedded_config, monkeypatch):
+    registry = embedded_config.registry
+    factory = registry["kloyst.session_factory"]
+    with session_scope(factory, vendor_id=tenancy.ALL_VENDORS) as db:
+        owner = testing.AccountFactory(db, registry["kloyst.access_tokens"]).vendor("Slow Templates Co")
+        for plugin in ("waba", "templates"):
+            testing.enable_plugin(db, owner.vendor_id, plugin)
+        waba_id = services.create_waba(db, registry["kloyst.cipher"], vendor_id=owner.vendor_id, meta_waba_id="3203",
+                                       name="Main", access_token=TOKEN).id
+    wrote_during_the_call: list[bool] = []
+
+    class SlowMeta:
+        def list_templates(self, meta_waba_id, *, limit, fields, token):
+            def rename() -> None:
+                with session_scope(factory, vendor_id=owner.vendor_id) as db:
+                    db.get(Waba, waba_id).name = "Renamed while Meta answered"
+                wrote_during_the_call.append(True)
+
+            writer = threading.Thread(target=rename)
+            writer.start()
+            writer.join(timeout=3)
+            return []
+
+    monkeypatch.setitem(registry, "kloyst.meta", SlowMeta())
+    manager = transaction.TransactionManager(explicit=True)
+    with session_scope(factory, vendor_id=owner.vendor_id, manager=manager) as db:
+        ctx = TaskContext(registry, db, manager, owner.vendor_id, plugins=frozenset({"waba", "templates"}))
+        registry["kloyst.queue"].run_task(ctx, SYNC_TEMPLATES, {"vendor_id": owner.vendor_id, "meta_waba_id": "3203"})
+    assert wrote_during_the_call == [True]
