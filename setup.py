@@ -6,7 +6,7 @@ from setuptools import find_packages, setup
 
 setup(
     name="kloyst",
-    version="0.1.0",
+    version="0.2.0",  # kloyst/version.py says the same (tests/unit/test_plugin_compatibility.py)
     description="Multi-tenant WhatsApp Business backend: contacts, campaigns, wallet, Meta Cloud API.",
     long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
@@ -32,6 +32,7 @@ setup(
         "defusedxml>=0.7",
         "python-calamine>=0.2",  # reads imported XLSX ~15x faster than openpyxl's read-only mode
         "pluggy>=1.5",
+        "packaging>=23",  # PEP 440 version ranges: a plugin says which Kloyst versions it supports
         "argon2-cffi>=23.1",
         "pydantic>=2.6",
         "email-validator>=2.1",

@@ -12,7 +12,9 @@ import os
 from pathlib import Path
 from collections.abc import Iterable
 
-__version__ = "0.1.0"
+from kloyst.version import __version__
+
+__all__ = ["__version__", "main", "make_configurator"]
 
 # Settings holding file-system paths, resolved against the ini file's directory when relative.
 _PATH_SETTINGS = ("kloyst.queue.sqlite_path", "kloyst.mail.file_dir", "kloyst.log.dir")

@@ -14,7 +14,8 @@ setup(
     packages=find_packages(include=["kloyst_example", "kloyst_example.*"]),
     # The alembic revisions are plain files, not a package: ship them as data.
     package_data={"kloyst_example": ["migrations/versions/*.py"]},
-    install_requires=["kloyst"],
+    # The same range as its PluginMeta.kloyst_versions: pip and Kloyst's start-up agree on it.
+    install_requires=["kloyst>=0.2,<0.3"],
     entry_points={
         "kloyst.plugins": [
             "example = kloyst_example.plugin",

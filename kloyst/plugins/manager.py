@@ -14,13 +14,16 @@ from types import ModuleType
 from collections.abc import Iterable
 
 import pluggy
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
 from kloyst.config import ConfigurationError
 from kloyst.plugins import hookspecs
+from kloyst.version import __version__
 
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "kloyst.plugins"
+CORE_DISTRIBUTION = "kloyst"  # the distribution of the core and the first-party plugins
 
 hookimpl = pluggy.HookimplMarker("kloyst")
 
@@ -31,11 +34,17 @@ class PluginMeta:
 
     ``requires`` names plugins that must be enabled for a vendor before this one can be;
     ``essential`` plugins are on for every vendor and cannot be disabled (core features).
+    ``kloyst_versions`` is the PEP 440 range of Kloyst versions the plugin was made for
+    (``">=0.2,<0.3"``): start-up refuses it under any other version, in one line, rather than
+    let it fail later on an API that changed (CHANGELOG.md says what changes when). Empty means
+    the plugin ships inside Kloyst itself, or says nothing: it is loaded, with a warning for a
+    third party's.
     """
 
     description: str = ""
     requires: tuple[str, ...] = ()
     essential: bool = False
+    kloyst_versions: str = ""
 
 
 @dataclass(frozen=True)
@@ -53,6 +62,7 @@ class PluginInfo:
             "description": self.meta.description,
             "requires": list(self.meta.requires),
             "essential": self.meta.essential,
+            "kloyst_versions": self.meta.kloyst_versions,
             "distribution": self.distribution,
         }
 
@@ -71,6 +81,7 @@ class KloystPluginManager(pluggy.PluginManager):
         meta = getattr(module, "plugin_meta", None) or PluginMeta()
         if not isinstance(meta, PluginMeta):
             raise ConfigurationError(f"plugin {name!r}: plugin_meta must be a kloyst.plugins.PluginMeta")
+        check_compatible(name, meta, distribution)
         info = PluginInfo(name=name, version=version, module=module, meta=meta, distribution=distribution)
         try:
             self.register(module, name=name)
@@ -122,6 +133,23 @@ class KloystPluginManager(pluggy.PluginManager):
         return self.subset_hook_caller(hook_name, remove_plugins=remove)
 
 
+def check_compatible(name: str, meta: PluginMeta, distribution: str | None, version: str = __version__) -> None:
+    """Refuse, in one line, a plugin whose ``kloyst_versions`` does not include this Kloyst's ``version``."""
+    if not meta.kloyst_versions:
+        if distribution not in (None, CORE_DISTRIBUTION):
+            log.warning("plugin %r (%s) does not say which Kloyst versions it supports (PluginMeta.kloyst_versions)",
+                        name, distribution)
+        return
+    try:
+        supported = SpecifierSet(meta.kloyst_versions)
+    except InvalidSpecifier:
+        raise ConfigurationError(f"plugin {name!r}: kloyst_versions {meta.kloyst_versions!r} is not a version range "
+                                 "such as \">=0.2,<0.3\"") from None
+    if not supported.contains(version, prereleases=True):
+        raise ConfigurationError(f"plugin {name!r} supports Kloyst {supported}, not {version}: install a release of "
+                                 f"{distribution or name} made for Kloyst {version}")
+
+
 def _core_plugins() -> list[tuple[str, ModuleType]]:
     # Kloyst's own essential features go through the same hooks as everyone else's.
     from kloyst import core_plugin
@@ -137,10 +165,8 @@ def installed_entry_points() -> list[importlib.metadata.EntryPoint]:
 def build_plugin_manager(extra: Iterable[tuple[str, object]] = ()) -> KloystPluginManager:
     """Build a manager with the core plugin, every installed entry point, then ``extra`` (tests)."""
     pm = KloystPluginManager()
-    import kloyst
-
     for name, module in _core_plugins():
-        pm.add_plugin(name, module, version=kloyst.__version__, distribution="kloyst")
+        pm.add_plugin(name, module, version=__version__, distribution=CORE_DISTRIBUTION)
     for ep in installed_entry_points():
         try:
             module = ep.load()

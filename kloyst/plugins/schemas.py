@@ -13,6 +13,8 @@ class PluginOut(Answer):
     description: str
     requires: list[str] = Field(description="Plugins that must be on before this one can be.")
     essential: bool = Field(description="On for every vendor; cannot be switched off.")
+    kloyst_versions: str = Field(description="The Kloyst versions it supports (PEP 440, e.g. \">=0.2,<0.3\"); "
+                                             "empty for Kloyst's own plugins.")
     distribution: str | None = Field(description="The Python distribution that installed it.")
     enabled: bool = Field(description="Whether the caller's vendor has it on.")
 

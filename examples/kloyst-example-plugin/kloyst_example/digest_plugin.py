@@ -13,7 +13,8 @@ from sqlalchemy import func, select
 from kloyst.http.validation import Answer
 from kloyst.plugins import PluginMeta, hookimpl
 
-plugin_meta = PluginMeta(description="A count of the vendor's example notes.", requires=("example",))
+plugin_meta = PluginMeta(description="A count of the vendor's example notes.", requires=("example",),
+                         kloyst_versions=">=0.2,<0.3")
 
 
 class Summary(Answer):

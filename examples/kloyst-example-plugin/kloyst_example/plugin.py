@@ -15,7 +15,8 @@ from sqlalchemy.exc import IntegrityError
 from kloyst.config import Setting
 from kloyst.plugins import PluginMeta, hookimpl
 
-plugin_meta = PluginMeta(description="Notes a vendor can keep and ping; logs the vendor's domain events.")
+plugin_meta = PluginMeta(description="Notes a vendor can keep and ping; logs the vendor's domain events.",
+                         kloyst_versions=">=0.2,<0.3")
 
 # Imported by Kloyst before alembic compares models and migrations (kloyst db check).
 model_modules = ("kloyst_example.models",)
