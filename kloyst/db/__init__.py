@@ -122,6 +122,8 @@ def _read_only(session: Session) -> None:
 
 
 def _request_db(request) -> Session:
+    # A person waits for this answer: on SQLite its writes go ahead of the background writers' (kloyst.db.sqlite).
+    sqlite.serving_requests()
     session = request.registry["kloyst.session_factory"]()
     # "changed" from the start: otherwise zope.sqlalchemy silently rolls back writes made with
     # plain SQL (session.execute(text(...))), which it cannot see.

@@ -23,9 +23,11 @@ The rules, enforced here for every connection of a SQLite engine (:func:`install
    declared read-only (:data:`READ_ONLY`: ``session_scope(read_only=True)``,
    ``Transaction(read_only=True)``) begin deferred, take no lock, and run with
    ``PRAGMA query_only``, so a write in one fails at once instead of upgrading.
-3. **One writer at a time, first come first served.** Before ``BEGIN IMMEDIATE`` a
-   transaction takes this process's :class:`WriterLock`, a FIFO handed to the next waiter
-   the moment the holder commits or rolls back (no polling). SQLite's own busy timeout
+3. **One writer at a time, requests first.** Before ``BEGIN IMMEDIATE`` a transaction takes
+   this process's :class:`WriterLock`, handed to the next waiter the moment the holder commits
+   or rolls back (no polling): first come first served, except that a thread serving an HTTP
+   request (:func:`serving_requests`) goes ahead of the background loops and tasks waiting —
+   a person waits for the answer, an import chunk does not. SQLite's own busy timeout
    (:data:`BUSY_TIMEOUT_SECONDS`) is then left to other processes, such as a ``kloyst``
    command run beside ``kloyst run``.
 4. **Never waiting for itself.** A thread that already holds the write lock and begins a
@@ -69,8 +71,20 @@ class NestedWriteError(RuntimeError):
     """A thread that holds the write lock tried to write in a second transaction, which would wait for itself."""
 
 
+_thread_role = threading.local()
+
+
+def serving_requests() -> None:
+    """Say that the calling thread serves HTTP requests: its writes go ahead of background writers'."""
+    _thread_role.interactive = True
+
+
+def _interactive() -> bool:
+    return getattr(_thread_role, "interactive", False)
+
+
 class WriterLock:
-    """This process's turn to write on one SQLite database: FIFO, handed straight to the next waiter.
+    """This process's turn to write on one SQLite database: FIFO (requests first), handed straight to the next.
 
     It records which thread holds it and for which DBAPI connection, so a second transaction
     of the same thread is recognised (rule 4) and only the holder's commit releases it.
@@ -78,7 +92,7 @@ class WriterLock:
 
     def __init__(self) -> None:
         self._state = threading.Lock()
-        self._waiters: collections.deque = collections.deque()  # (wake-up lock, thread id, connection)
+        self._waiters: collections.deque = collections.deque()  # (wake-up lock, thread id, connection, urgent)
         self._thread: int | None = None
         self._connection: object | None = None
         self._since = 0.0
@@ -86,7 +100,9 @@ class WriterLock:
     def held_by_this_thread(self) -> bool:
         return self._thread == threading.get_ident()
 
-    def acquire(self, connection, timeout: float = BUSY_TIMEOUT_SECONDS) -> None:
+    def acquire(self, connection, timeout: float = BUSY_TIMEOUT_SECONDS, *, urgent: bool = False) -> None:
+        """Wait for this process's turn to write; an ``urgent`` waiter (a request) goes behind the urgent ones
+        already waiting but ahead of every other."""
         me = threading.get_ident()
         with self._state:
             if self._thread is None and not self._waiters:
@@ -94,8 +110,12 @@ class WriterLock:
                 return
             wake = threading.Lock()
             wake.acquire()
-            entry = (wake, me, connection)
-            self._waiters.append(entry)
+            entry = (wake, me, connection, urgent)
+            if urgent:
+                ahead = next((i for i, waiting in enumerate(self._waiters) if not waiting[3]), len(self._waiters))
+                self._waiters.insert(ahead, entry)
+            else:
+                self._waiters.append(entry)
             holder = self._thread
         if wake.acquire(timeout=timeout):
             return  # handed over by release(): already recorded as ours
@@ -114,7 +134,7 @@ class WriterLock:
             held = time.monotonic() - self._since
             holder = self._thread
             if self._waiters:
-                wake, thread, waiting = self._waiters.popleft()
+                wake, thread, waiting, _urgent = self._waiters.popleft()
                 self._take(thread, waiting)
                 wake.release()
             else:
@@ -214,7 +234,7 @@ def install(engine: Engine) -> WriterLock:
         if dbapi_connection.reading:  # a read-only transaction whose end could not reset the flag
             dbapi_connection.execute("PRAGMA query_only = OFF")
             dbapi_connection.reading = dbapi_connection.nested = False
-        writer.acquire(dbapi_connection)
+        writer.acquire(dbapi_connection, urgent=_interactive())
         try:
             dbapi_connection.execute("BEGIN IMMEDIATE")
         except BaseException:

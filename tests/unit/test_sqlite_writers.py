@@ -193,3 +193,34 @@ def test_a_driver_that_is_not_installed_is_named_in_one_line_without_the_passwor
 def test_a_url_that_is_not_a_database_url_is_refused_in_one_line():
     with pytest.raises(ConfigurationError, match="DATABASE_URL.*not a database URL"):
         make_engine("not a url")
+
+
+def test_a_request_waiting_to_write_goes_ahead_of_background_writers_but_not_of_other_requests():
+    lock = WriterLock()
+    holder = object()
+    lock.acquire(holder)
+    served: list[str] = []
+
+    def wait(name: str, urgent: bool) -> threading.Thread:
+        connection = object()
+
+        def take() -> None:
+            lock.acquire(connection, timeout=5, urgent=urgent)
+            served.append(name)
+            lock.release(connection)
+
+        thread = threading.Thread(target=take, name=name)
+        thread.start()
+        deadline = time.monotonic() + 5
+        while len(lock._waiters) < len(started) + 1 and time.monotonic() < deadline:  # in line before the next
+            time.sleep(0.005)
+        started.append(thread)
+        return thread
+
+    started: list[threading.Thread] = []
+    for name, urgent in [("chunk-1", False), ("chunk-2", False), ("request-1", True), ("request-2", True)]:
+        wait(name, urgent)
+    lock.release(holder)
+    for thread in started:
+        thread.join(5)
+    assert served == ["request-1", "request-2", "chunk-1", "chunk-2"]
