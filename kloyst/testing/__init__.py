@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import uuid
 from urllib.parse import urlsplit, urlunsplit
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from kloyst.db import tenancy, utcnow
 
 DEFAULT_POSTGRES = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/9"
+DEFAULT_DATABASE_PREFIX = "kloyst_test"
+_DATABASE_PREFIX = re.compile(r"[a-z_][a-z0-9_]{0,39}")
 TEST_PASSWORD = "correct horse battery staple"
 
 # Development-only keys for tests; never used anywhere else.
@@ -49,6 +52,16 @@ TEST_SETTINGS = {
 
 def postgres_admin_url() -> str:
     return os.environ.get("KLOYST_TEST_POSTGRES_URL", DEFAULT_POSTGRES)
+
+
+def database_prefix() -> str:
+    """How the test databases are named (``<prefix>_<worker>_<pid>``): ``KLOYST_TEST_DATABASE_PREFIX``, so two
+    projects, or two checkouts, can share one PostgreSQL server without dropping each other's databases."""
+    prefix = os.environ.get("KLOYST_TEST_DATABASE_PREFIX", DEFAULT_DATABASE_PREFIX)
+    if not _DATABASE_PREFIX.fullmatch(prefix):
+        raise ValueError(f"KLOYST_TEST_DATABASE_PREFIX={prefix!r}: use lower-case letters, digits and _ "
+                         "(at most 40, not starting with a digit): it names PostgreSQL databases")
+    return prefix
 
 
 def redis_url(worker: int = 0) -> str:

@@ -73,7 +73,7 @@ def kloyst_database(request, kloyst_extra_plugins):
     from kloyst.db import make_engine, migrate
     from kloyst.plugins import build_plugin_manager
 
-    name = f"kloyst_test_{_worker_id(request)}_{os.getpid()}"
+    name = f"{testing.database_prefix()}_{_worker_id(request)}_{os.getpid()}"
     url = testing.create_database(name)
     engine = make_engine(url)
     try:
