@@ -1,4 +1,4 @@
-"""huey does not acknowledge tasks; Kloyst loses nothing anyway, and recovers in seconds (RELIABILITY.md A2).
+"""huey does not acknowledge tasks; Kloyst loses nothing anyway, and recovers in seconds (docs/messaging.md).
 
 Real processes on a real Redis queue: WORKERs and an OUTBOX relay started as ``kloyst run``
 starts them (``probe_worker.py``, with the test-only probe plugin). The database is the

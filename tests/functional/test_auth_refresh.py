@@ -1,5 +1,5 @@
 """Refresh tokens: opaque, stored as SHA-256, rotated on every use, and a reuse revokes the family
-(RFC 9700 §4.14.2, RELIABILITY A3)."""
+(RFC 9700 §4.14.2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Bearer access tokens over HTTP: every way a token can be wrong is the same 401 (RFC 8725, RELIABILITY A3).
+"""Bearer access tokens over HTTP: every way a token can be wrong is the same 401 (RFC 8725).
 
 Each bad token is built from a good one with exactly one thing changed, and the good one is
 shown to work first, so every 401 here is caused by that one change. The one distinction the

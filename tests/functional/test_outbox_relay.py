@@ -1,4 +1,4 @@
-"""The relay and delivery promises of RELIABILITY.md A1, on real PostgreSQL.
+"""The relay and delivery promises of the README's outbox section, on real PostgreSQL.
 
 Tasks come from the test-only ``probe`` plugin: ``probe.record`` writes one ``probe.done``
 row per run in the task's own transaction, so counting those rows tells how often a task

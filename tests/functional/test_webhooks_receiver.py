@@ -1,4 +1,4 @@
-"""``GET|POST /webhook/whatsapp``: the handshake, signatures over raw bytes, a 200 only once stored (RELIABILITY A6).
+"""``GET|POST /webhook/whatsapp``: the handshake, raw-byte signatures, a 200 only once stored (docs/operations.md).
 
 The commit behind the 200, its grouping and its failures, with real commits: test_webhooks_durability.py.
 """

@@ -1,4 +1,4 @@
-"""Status webhooks move messages forward only, once, and catch the send that went twice (RELIABILITY A6)."""
+"""Status webhooks move messages forward only, once, and catch the send that went twice (docs/messaging.md)."""
 
 import datetime as dt
 

@@ -24,7 +24,6 @@ BARE_EXTENSIONS = ("md", "py", "ini", "yml", "yaml", "toml", "cfg")
 # Named on purpose, and not in any clone: why each is fine.
 ELSEWHERE = {
     "docker/staging.env": "written on the server by every deploy; docker/staging.env.example is its template",
-    "../shared/meta/meta-cloud-api.md": "the shared notes docs/meta/error-codes.md is a checked copy of",
     "test_plugin.py": "docs/testing_plugins.md names it as the file name not to use",
     "args.ini": "docs/writing_plugins.md's `load(args.ini)`: the parsed argument, not a file",
 }
@@ -97,7 +96,7 @@ def test_every_file_a_module_docstring_names_is_in_the_repository():
 
 
 def test_the_scan_finds_paths_links_and_bare_names_and_skips_what_is_not_ours():
-    text = ("See [the wallet](wallet.md), `kloyst/outbox/reconcile.py`, docs/benchmarks.md and RELIABILITY.md; "
+    text = ("See [the wallet](wallet.md), `kloyst/outbox/reconcile.py`, docs/benchmarks.md and NOTES.md; "
             "answers text/csv, reads /etc/nginx/nginx.conf, serves http://127.0.0.1:6543/v1/docs.")
-    assert named_paths(text) == ["wallet.md", "kloyst/outbox/reconcile.py", "docs/benchmarks.md", "RELIABILITY.md"]
-    assert missing(named_paths(text), ROOT / "docs") == ["RELIABILITY.md"]
+    assert named_paths(text) == ["wallet.md", "kloyst/outbox/reconcile.py", "docs/benchmarks.md", "NOTES.md"]
+    assert missing(named_paths(text), ROOT / "docs") == ["NOTES.md"]

@@ -1,6 +1,6 @@
-"""Every error code in meta-cloud-api.md §3.3 is classified, and Meta's envelope is parsed whatever arrives.
+"""Every error code in docs/meta/error-codes.md is classified, and Meta's envelope is parsed whatever arrives.
 
-The codes come from the document itself: a code added to its table without a row in
+The codes come from that document itself: a code added to its table without a row in
 ``kloyst.meta.errors`` fails ``test_every_documented_code_has_a_classification``.
 """
 
@@ -12,11 +12,8 @@ import pytest
 
 from kloyst.meta.errors import ErrorKind, MetaError, classify
 
-# The table is kept in the repository (docs/meta/error-codes.md) so this test runs from any clone;
-# the shared reference notes it was copied from sit beside the repository when the issues are worked on.
 REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "meta" / "error-codes.md"
-SHARED_DOC = REPO.parent / "shared" / "meta" / "meta-cloud-api.md"
 CODE = re.compile(r"(\d+)\s*[–-]\s*(\d+)|(\d+)xxx|(\d+)")
 
 
@@ -53,14 +50,6 @@ def documented_codes() -> list[tuple[int, str, str]]:
 DOCUMENTED = documented_codes()
 
 
-def test_the_repository_copy_of_the_table_matches_the_shared_reference_notes():
-    if not SHARED_DOC.exists():
-        pytest.skip("the shared reference notes are not beside this clone")
-    shared = SHARED_DOC.read_text()
-    assert shared[shared.index("### 3.3"):shared.index("## 4.")] in DOC.read_text(), (
-        "the §3.3 table of ../shared/meta/meta-cloud-api.md changed: copy it into docs/meta/error-codes.md")
-
-
 def test_the_document_table_is_found_and_parsed():
     codes = {code for code, _, _ in DOCUMENTED}
     assert len(DOCUMENTED) > 60
@@ -71,7 +60,7 @@ def test_the_document_table_is_found_and_parsed():
 @pytest.mark.parametrize(("code", "meaning", "retry"), DOCUMENTED, ids=[str(c) for c, _, _ in DOCUMENTED])
 def test_every_documented_code_has_a_classification(code, meaning, retry):
     found = classify(code, http_status=400)
-    assert found.documented, f"code {code} ({meaning}) is in meta-cloud-api.md §3.3 but not classified"
+    assert found.documented, f"code {code} ({meaning}) is in docs/meta/error-codes.md but not classified"
     assert found.reason
     advice = retry.lower()
     if "/" in advice:  # one row, several codes, different advice ("no / later"): checked below by name

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 import transaction
 import webtest
 
@@ -47,66 +48,54 @@ def test_sync_requests_at_once_queue_one_of_each_sync_on_sqlite(embedded_config,
     assert sorted(sent) == sorted([SYNC_PHONE_NUMBERS, SYNC_TEMPLATES])
 
 
-def test_on_sqlite_a_sync_asks_meta_without_holding_the_write_lock(embedded_config, monkeypatch):
+class WriterDuringMeta:
+    """A Meta whose answer takes as long as another writer of the process needs to rename the WABA (at most 3 s):
+    a sync that held the write lock while it asked would make that writer wait it out."""
+
+    def __init__(self, factory, vendor_id, waba_id) -> None:
+        self.factory, self.vendor_id, self.waba_id = factory, vendor_id, waba_id
+        self.wrote: list[bool] = []
+
+    def _answer_after_a_write(self) -> list:
+        def rename() -> None:
+            with session_scope(self.factory, vendor_id=self.vendor_id) as db:
+                db.get(Waba, self.waba_id).name = "Renamed while Meta answered"
+            self.wrote.append(True)
+
+        writer = threading.Thread(target=rename)
+        writer.start()
+        writer.join(timeout=3)
+        return []
+
+    def list_phone_numbers(self, meta_waba_id, *, fields, token):
+        return self._answer_after_a_write()
+
+    def list_templates(self, meta_waba_id, *, limit, fields, token):
+        return self._answer_after_a_write()
+
+
+@pytest.mark.parametrize("sync", ["phone numbers", "templates"])
+def test_on_sqlite_a_sync_asks_meta_without_holding_the_write_lock(embedded_config, monkeypatch, sync):
     """Meta answers in 100 ms to seconds: another writer of the process must not wait for that answer."""
     registry = embedded_config.registry
     factory = registry["kloyst.session_factory"]
     with session_scope(factory, vendor_id=tenancy.ALL_VENDORS) as db:
         owner = testing.AccountFactory(db, registry["kloyst.access_tokens"]).vendor("Slow Meta Co")
-        testing.enable_plugin(db, owner.vendor_id, "waba")
-        waba_id = services.create_waba(db, registry["kloyst.cipher"], vendor_id=owner.vendor_id, meta_waba_id="3202",
-                                       name="Main", access_token=TOKEN).id
-    wrote_during_the_call: list[bool] = []
-
-    class SlowMeta:
-        def list_phone_numbers(self, meta_waba_id, *, fields, token):
-            def rename() -> None:
-                with session_scope(factory, vendor_id=owner.vendor_id) as db:
-                    db.get(Waba, waba_id).name = "Renamed while Meta answered"
-                wrote_during_the_call.append(True)
-
-            writer = threading.Thread(target=rename)
-            writer.start()
-            writer.join(timeout=3)
-            return []
-
-    monkeypatch.setitem(registry, "kloyst.meta", SlowMeta())
-    manager = transaction.TransactionManager(explicit=True)
-    with session_scope(factory, vendor_id=owner.vendor_id, manager=manager) as db:
-        ctx = TaskContext(registry, db, manager, owner.vendor_id, plugins=frozenset({"waba"}))
-        registry["kloyst.queue"].run_task(ctx, SYNC_PHONE_NUMBERS, {"waba_id": waba_id})
-    assert wrote_during_the_call == [True]
-    with session_scope(factory, vendor_id=owner.vendor_id, read_only=True) as db:
-        waba = db.get(Waba, waba_id)
-        assert (waba.name, waba.sync_status) == ("Renamed while Meta answered", SyncStatus.SYNCED.value)
-
-
-def test_on_sqlite_a_template_sync_asks_meta_without_holding_the_write_lock(embedded_config, monkeypatch):
-    registry = embedded_config.registry
-    factory = registry["kloyst.session_factory"]
-    with session_scope(factory, vendor_id=tenancy.ALL_VENDORS) as db:
-        owner = testing.AccountFactory(db, registry["kloyst.access_tokens"]).vendor("Slow Templates Co")
         for plugin in ("waba", "templates"):
             testing.enable_plugin(db, owner.vendor_id, plugin)
-        waba_id = services.create_waba(db, registry["kloyst.cipher"], vendor_id=owner.vendor_id, meta_waba_id="3203",
+        waba_id = services.create_waba(db, registry["kloyst.cipher"], vendor_id=owner.vendor_id, meta_waba_id="3202",
                                        name="Main", access_token=TOKEN).id
-    wrote_during_the_call: list[bool] = []
-
-    class SlowMeta:
-        def list_templates(self, meta_waba_id, *, limit, fields, token):
-            def rename() -> None:
-                with session_scope(factory, vendor_id=owner.vendor_id) as db:
-                    db.get(Waba, waba_id).name = "Renamed while Meta answered"
-                wrote_during_the_call.append(True)
-
-            writer = threading.Thread(target=rename)
-            writer.start()
-            writer.join(timeout=3)
-            return []
-
-    monkeypatch.setitem(registry, "kloyst.meta", SlowMeta())
+    meta = WriterDuringMeta(factory, owner.vendor_id, waba_id)
+    monkeypatch.setitem(registry, "kloyst.meta", meta)
+    name, kwargs = ((SYNC_PHONE_NUMBERS, {"waba_id": waba_id}) if sync == "phone numbers"
+                    else (SYNC_TEMPLATES, {"vendor_id": owner.vendor_id, "meta_waba_id": "3202"}))
     manager = transaction.TransactionManager(explicit=True)
     with session_scope(factory, vendor_id=owner.vendor_id, manager=manager) as db:
         ctx = TaskContext(registry, db, manager, owner.vendor_id, plugins=frozenset({"waba", "templates"}))
-        registry["kloyst.queue"].run_task(ctx, SYNC_TEMPLATES, {"vendor_id": owner.vendor_id, "meta_waba_id": "3203"})
-    assert wrote_during_the_call == [True]
+        registry["kloyst.queue"].run_task(ctx, name, kwargs)
+    assert meta.wrote == [True]
+    with session_scope(factory, vendor_id=owner.vendor_id, read_only=True) as db:
+        waba = db.get(Waba, waba_id)
+        assert waba.name == "Renamed while Meta answered"
+        if sync == "phone numbers":
+            assert waba.sync_status == SyncStatus.SYNCED.value

@@ -1,4 +1,4 @@
-"""RELIABILITY A7 on real PostgreSQL: concurrent movements released together by a barrier, committed for real.
+"""docs/wallet.md's promises on real PostgreSQL: concurrent movements released by a barrier, committed for real.
 
 Each thread runs its movement in its own transaction on its own connection. Connections come
 from a pool of 32 (the server is shared with other test runs; 101 connections would exhaust
