@@ -164,15 +164,25 @@ def serve_in_background(server, name: str = "http"):
     under its ``select`` (``EBADF``). Its trigger runs a callable inside the loop's own thread,
     so the stop closes every socket there, which empties the loop's map and ends it.
     """
-    from waitress import wasyncore
+    from waitress import trigger, wasyncore
 
     thread = threading.Thread(target=server.run, name=name, daemon=True)
     thread.start()
 
     def stop(timeout: float = 10) -> None:
         socket_map = server._map  # noqa: SLF001 - the loop's own map is what close_all needs
-        server.trigger.pull_trigger(lambda: wasyncore.close_all(socket_map))
+        close_in_loop = lambda: wasyncore.close_all(socket_map)  # noqa: E731 - one thunk, pulled once
+        try:
+            server.trigger.pull_trigger(close_in_loop)
+        except OSError:
+            # The loop's trigger was closed under it: give the loop a new one (it is in the map at the
+            # loop's next turn, within waitress's one-second select timeout) and pull that instead.
+            log.warning("%s: the server loop's trigger was already closed; waking it through a new one", name)
+            server.trigger = trigger.trigger(socket_map)
+            server.trigger.pull_trigger(close_in_loop)
         thread.join(timeout)
+        if not thread.is_alive():
+            wasyncore.close_all(socket_map)  # a no-op after the loop's own close; the loop is gone either way
         server.task_dispatcher.shutdown()
 
     return stop
