@@ -4,6 +4,32 @@ from pathlib import Path
 
 from setuptools import find_packages, setup
 
+HERE = Path(__file__).resolve().parent
+
+
+def migration_packages() -> dict[str, str]:
+    """Every alembic directory the wheel must carry, as ``{package: directory}``.
+
+    The core's scripts stay at the top-level ``migrations/`` and are installed as ``kloyst.migrations``
+    (kloyst.db.migrate looks there first, then beside the source tree); each plugin's
+    ``kloyst_plugins/<p>/migrations/`` is installed in place. They hold no ``__init__.py``: they are
+    listed here as (namespace) packages so that their ``.py`` files and data (``*.mako``) are shipped.
+    """
+    roots = {"kloyst.migrations": HERE / "migrations"}
+    roots |= {f"kloyst_plugins.{d.parent.name}.migrations": d for d in sorted(HERE.glob("kloyst_plugins/*/migrations"))}
+    packages = {}
+    for package, root in roots.items():
+        if not root.is_dir():  # the Dockerfile's dependency layer builds from setup.py alone
+            continue
+        for directory in [root, *sorted(p for p in root.rglob("*") if p.is_dir())]:
+            if directory.name != "__pycache__" and "__pycache__" not in directory.relative_to(root).parts:
+                name = ".".join([package, *directory.relative_to(root).parts])
+                packages[name] = directory.relative_to(HERE).as_posix()
+    return packages
+
+
+MIGRATION_PACKAGES = migration_packages()
+
 setup(
     name="kloyst",
     version="0.2.0",  # kloyst/version.py says the same (tests/unit/test_plugin_compatibility.py)
@@ -11,9 +37,16 @@ setup(
     long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
-    packages=find_packages(include=["kloyst", "kloyst.*", "kloyst_plugins", "kloyst_plugins.*"]),
+    packages=find_packages(include=["kloyst", "kloyst.*", "kloyst_plugins", "kloyst_plugins.*"])
+    + ["kloyst_plugins.pricing.seed"]  # data only: the development rate card's CSVs (pricing/snapshots.py)
+    + list(MIGRATION_PACKAGES),
+    # kloyst.migrations <- migrations/ (and its versions/); the plugins' migrations map to where they are.
+    package_dir={"kloyst.migrations": "migrations"},
     include_package_data=True,
-    package_data={"": ["*.mako", "*.ini", "*.md", "*.html", "*.csv"]},
+    package_data={"": ["*.mako", "*.ini", "*.md", "*.html", "*.csv"],
+                  # Every file of an alembic directory, not only its revisions (script.py.mako, READMEs).
+                  **{package: ["*"] for package in MIGRATION_PACKAGES}},
+    exclude_package_data={package: ["*.pyc", "*.pyo"] for package in MIGRATION_PACKAGES},
     install_requires=[
         "pyramid>=2.0",
         "pyramid_tm>=2.5",
@@ -45,7 +78,9 @@ setup(
         "test": ["pytest>=8", "pytest-xdist>=3.5", "WebTest>=3.0", "ruff>=0.5",
                  "pyyaml>=6", "jsonschema>=4.18",  # the sandbox test validates against Meta's OpenAPI
                  "pypdf>=4",  # quotation PDF tests read the text back
-                 "schemathesis>=4"],  # property-based API run against /v1/openapi.json
+                 "schemathesis>=4",  # property-based API run against /v1/openapi.json
+                 "mypy>=1.11", "types-waitress>=3.0", "types-jsonschema>=4.18",  # make test type-checks kloyst/
+                 "pytest-cov>=6", "coverage>=7.10"],  # and prints coverage per package
     },
     entry_points={
         "console_scripts": ["kloyst = kloyst.cli:main"],

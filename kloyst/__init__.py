@@ -23,6 +23,8 @@ _PATH_SETTINGS = ("kloyst.queue.sqlite_path", "kloyst.mail.file_dir", "kloyst.lo
 def make_configurator(global_config: dict | None, settings: dict, *,
                       extra_plugins: Iterable[tuple[str, object]] = (), environ=None):
     """Build and return the fully wired ``Configurator`` (tests and the CLI use this directly)."""
+    # Imported here, not at the top: this package's __init__ runs before every ``import kloyst.<anything>``,
+    # and ``kloyst.version`` (read by plugins at start-up) must stay cheap to import.
     from pyramid.config import Configurator
 
     from kloyst import config as kconfig, logs
@@ -65,7 +67,7 @@ def make_configurator(global_config: dict | None, settings: dict, *,
 
 def _services(config) -> None:
     """Process-wide services on the registry: Redis (optional), the rate limiter, the mailer, outbox handlers."""
-    import redis
+    import redis  # imported here, as in make_configurator: this __init__ must stay cheap to import
 
     from kloyst import mail
     from kloyst.auth.tokens import AccessTokenCodec

@@ -1,16 +1,20 @@
 """Kloyst's own essential plugin: core features that go through the same hooks as any plugin.
 
 It declares the core's outbox, queue and webhook settings, owns the outbox topics the core
-produces (``mail.send``, ``vendor.event`` and ``kloyst.task``), its migrations and its
-CLI commands. It is essential: on for every vendor, never disabled.
+produces (``mail.send``, ``vendor.event`` and ``kloyst.task``) and its CLI commands (its
+migrations need no hook: kloyst.db.migrate always applies them). It is essential: on for every
+vendor, never disabled.
 """
 
 from __future__ import annotations
 
 from kloyst import events, mail
+from kloyst.cli import commands
 from kloyst.config import Setting
+from kloyst.outbox import cli as outbox_cli
 from kloyst.plugins.manager import PluginMeta, hookimpl
 from kloyst.queue import TASK_TOPIC, run_task_event
+from kloyst.sandbox import cli as sandbox_cli
 
 plugin_meta = PluginMeta(description="Kloyst core: accounts, auth, outbox, queue, mail.", essential=True)
 
@@ -58,18 +62,7 @@ def kloyst_outbox_handlers():
 
 
 @hookimpl
-def kloyst_migration_dirs():
-    from kloyst.db.migrate import CORE_VERSIONS
-
-    return [str(CORE_VERSIONS)]
-
-
-@hookimpl
 def kloyst_cli_commands(subparsers):
-    from kloyst.cli import commands
-    from kloyst.outbox import cli as outbox_cli
-    from kloyst.sandbox import cli as sandbox_cli
-
     commands.add_commands(subparsers)
     outbox_cli.add_commands(subparsers)
     sandbox_cli.add_commands(subparsers)

@@ -145,7 +145,7 @@ def rotate_table(session_factory, cipher: FieldCipher, spec: EncryptedFields, *,
             rows = db.execute(lock.where(pk.in_(ids))).mappings().all() if ids else []
             changes = []
             for row in rows:
-                vendor_id = row[vendor_column.name] if vendor_column is not None else spec.vendor
+                vendor_id = row[spec.vendor] if isinstance(spec.vendor, str) else spec.vendor
                 try:
                     values, rotated = _reencrypted(cipher, spec, vendor_id, row)
                 except DecryptionError:

@@ -116,10 +116,10 @@ def configure(settings, service: str = "") -> None:
     root = logging.getLogger()
     network = logging.getLogger("kloyst.network")
     for logger in (root, network):
-        for handler in list(logger.handlers):
-            if getattr(handler, _configured_marker, False):
-                logger.removeHandler(handler)
-                handler.close()
+        for old in list(logger.handlers):
+            if getattr(old, _configured_marker, False):
+                logger.removeHandler(old)
+                old.close()
 
     def handler(kind: str, level: int | str, below_error: bool = False) -> logging.Handler:
         h = DailyFileHandler(directory, kind, retention)

@@ -19,16 +19,25 @@ started here.
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import socket
 import threading
+from typing import Any
 
+from waitress.server import create_server
+
+from kloyst import metrics
 from kloyst.config import SERVICE_TYPES, ConfigurationError, as_service_type  # noqa: F401 - SERVICE_TYPES re-exported
 from kloyst.heartbeat import Heartbeat, HeartbeatSettings
+from kloyst.http.errors import error_body
+from kloyst.http.tweens import SECURITY_HEADERS, largest_body_limit
+from kloyst.metrics import liveness, server as metrics_server
+from kloyst.outbox.relay import Relay
+from kloyst.webhooks import WEBHOOK_PREFIX, drainer
 
 log = logging.getLogger(__name__)
-WEBHOOK_PREFIX = "/webhook/"
 WEBHOOK_PATHS = frozenset({"/healthz", "/readyz"})
 # The modes whose metrics listener also exports the shared, scrape-time gauges (outbox backlog, queue depth,
 # wallet holds…): one relay process rather than every worker replica runs their queries.
@@ -105,11 +114,6 @@ class Stopper:
 
 def webhook_only(app):
     """WSGI filter for WEBHOOK mode: everything but the webhook and health routes is a JSON 404."""
-    import json
-
-    from kloyst.http.errors import error_body
-    from kloyst.http.tweens import SECURITY_HEADERS
-
     body = json.dumps(error_body("not_found", "this port serves webhooks only")).encode()
     headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *SECURITY_HEADERS.items()]
 
@@ -136,9 +140,7 @@ def start_http(app, host: str, port: int, stopper: Stopper, threads: int = 8, ma
     should sit above every route's own limit, so ordinary oversize bodies still get the JSON 413.
     ``trusted_proxy`` is the one peer whose ``X-Forwarded-*`` headers are believed (one hop).
     """
-    from waitress.server import create_server
-
-    options: dict = {"max_request_body_size": max_body_bytes} if max_body_bytes else {}
+    options: dict[str, Any] = {"max_request_body_size": max_body_bytes} if max_body_bytes else {}
     if reuse_port:
         # Several processes bind the same port and the kernel spreads connections between them: one
         # Python process is one core, and the webhook receiver is CPU-bound.
@@ -150,42 +152,11 @@ def start_http(app, host: str, port: int, stopper: Stopper, threads: int = 8, ma
     if trusted_proxy:
         options.update(trusted_proxy=trusted_proxy, trusted_proxy_headers=TRUSTED_PROXY_HEADERS,
                        trusted_proxy_count=1)
-    address = {} if reuse_port else {"host": host, "port": port}
+    address: dict[str, Any] = {} if reuse_port else {"host": host, "port": port}
     server = create_server(app, threads=threads, clear_untrusted_proxy_headers=True, **address, **options)
     stopper.on_stop(server.close)
-    log.info("listening on http://%s:%s", host, server.effective_port)
+    log.info("listening on http://%s:%s", host, server.effective_port)  # type: ignore[union-attr]  # not in types-waitress
     return server
-
-
-def serve_in_background(server, name: str = "http"):
-    """Run a waitress ``server`` in a daemon thread; return a function that stops it from any other thread.
-
-    waitress is not thread-safe: closing its sockets from another thread pulls them out from
-    under its ``select`` (``EBADF``). Its trigger runs a callable inside the loop's own thread,
-    so the stop closes every socket there, which empties the loop's map and ends it.
-    """
-    from waitress import trigger, wasyncore
-
-    thread = threading.Thread(target=server.run, name=name, daemon=True)
-    thread.start()
-
-    def stop(timeout: float = 10) -> None:
-        socket_map = server._map  # noqa: SLF001 - the loop's own map is what close_all needs
-        close_in_loop = lambda: wasyncore.close_all(socket_map)  # noqa: E731 - one thunk, pulled once
-        try:
-            server.trigger.pull_trigger(close_in_loop)
-        except OSError:
-            # The loop's trigger was closed under it: give the loop a new one (it is in the map at the
-            # loop's next turn, within waitress's one-second select timeout) and pull that instead.
-            log.warning("%s: the server loop's trigger was already closed; waking it through a new one", name)
-            server.trigger = trigger.trigger(socket_map)
-            server.trigger.pull_trigger(close_in_loop)
-        thread.join(timeout)
-        if not thread.is_alive():
-            wasyncore.close_all(socket_map)  # a no-op after the loop's own close; the loop is gone either way
-        server.task_dispatcher.shutdown()
-
-    return stop
 
 
 def start_worker(registry, stopper: Stopper):
@@ -207,8 +178,6 @@ def relay_loop(registry, stopper: Stopper) -> None:
     its floors and its reconcile clock. A database hiccup does not end the loop: it is
     logged, and the relay starts again after a pause.
     """
-    from kloyst.outbox.relay import Relay
-
     relay = Relay(registry)
     pause = 0.5
     while not stopper.event.is_set():
@@ -230,8 +199,6 @@ def start_relay(registry, stopper: Stopper) -> threading.Thread:
 
 def start_webhook_drainer(registry, stopper: Stopper) -> threading.Thread:
     """The thread that applies stored webhooks (:mod:`kloyst.webhooks.drainer`), beside the webhook route."""
-    from kloyst.webhooks import drainer
-
     return drainer.start(registry, stopper.event)
 
 
@@ -247,10 +214,6 @@ def start_background_services(registry, mode: str, heartbeat) -> list:
 
 def run(mode: str, app, registry, *, on_listening=None) -> int:
     """Run ``mode`` until SIGTERM/SIGINT; return the exit status."""
-    from kloyst import metrics
-    from kloyst.http.tweens import largest_body_limit
-    from kloyst.metrics import liveness, server as metrics_server
-
     mode = check_service_type(mode)
     settings = registry.settings
     stopper = Stopper()

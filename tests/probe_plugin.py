@@ -8,6 +8,11 @@ time the recovery itself). ``probe.limited`` takes a rate-limit slot first. The
 ``probe.topic`` outbox topic records the same way, through a plugin-owned handler.
 ``probe.fail`` always raises. Webhook changes of the made-up field ``probe_field`` are recorded
 the same way (``kloyst_webhook_changes``), as a plugin handling a field of its own would.
+
+It subscribes to every domain event type (``kloyst_event_types`` → ``Event``), so in Kloyst's own
+test run every event an emitter records is written to the outbox; a vendor that enabled
+``probe`` gets each delivered as a ``probe.event`` row (``{"event_id", "name", "payload",
+"data"}``, marked delivered): :func:`delivered_events` reads them.
 """
 
 from __future__ import annotations
@@ -76,6 +81,31 @@ def kloyst_webhook_changes(changes, ctx):
 @hookimpl
 def kloyst_tasks():
     return [record, sleep_then_record, limited, fail]
+
+
+@hookimpl
+def kloyst_event_types():
+    from kloyst.events import Event
+
+    return [Event]
+
+
+@hookimpl
+def kloyst_vendor_event(event, ctx):
+    row = Outbox(ctx.db).add("probe.event", {"event_id": event.id, "name": event.name, "payload": event.payload,
+                                             "data": type(event.data).__name__ if event.data else None},
+                             vendor_id=event.vendor_id)
+    row.status = OutboxStatus.DELIVERED
+
+
+def delivered_events(db, vendor_id) -> list[dict]:
+    """The domain events delivered to ``probe`` for ``vendor_id``, in delivery order."""
+    from sqlalchemy import select
+
+    from kloyst.outbox import OutboxEvent
+
+    return [row.payload for row in db.scalars(select(OutboxEvent).where(
+        OutboxEvent.topic == "probe.event", OutboxEvent.vendor_id == vendor_id).order_by(OutboxEvent.id))]
 
 
 def enqueue_probes(registry, name: str, *, count: int = 1, vendor_id=None, **kwargs) -> list[int]:

@@ -4,16 +4,19 @@ It ships two plugins from one distribution: ``example`` (notes, a task, a migrat
 branch, a setting, a tenant hook) and ``example_digest``, which requires ``example``.
 """
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 setup(
     name="kloyst-example-plugin",
     version="0.3.0",
     description="Worked example of a Kloyst plugin: tenant-scoped notes, a task, a migration branch.",
     python_requires=">=3.11",
-    packages=find_packages(include=["kloyst_example", "kloyst_example.*"]),
-    # The alembic revisions are plain files, not a package: ship them as data.
-    package_data={"kloyst_example": ["migrations/versions/*.py"]},
+    # kloyst_example/migrations/versions/ holds the alembic revisions and no __init__.py: found as
+    # namespace packages, its revisions are shipped in the wheel beside plugin.py, where Kloyst looks
+    # for them (<plugin module's directory>/migrations/versions), and so is any other file of theirs.
+    packages=find_namespace_packages(include=["kloyst_example", "kloyst_example.*"], exclude=["*.__pycache__"]),
+    package_data={"kloyst_example.migrations": ["*"], "kloyst_example.migrations.versions": ["*"]},
+    exclude_package_data={"": ["*.pyc"]},
     # The same range as its PluginMeta.kloyst_versions: pip and Kloyst's start-up agree on it.
     install_requires=["kloyst>=0.2,<0.3"],
     entry_points={

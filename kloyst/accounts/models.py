@@ -52,7 +52,9 @@ class User(TenantScoped, Timestamped, Base):
     __tablename__ = "app_user"
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
-    vendor_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("vendor.id", ondelete="CASCADE"), index=True)
+    # The one tenant-owned model whose vendor may be NULL (platform admins): narrower than TenantScoped's column.
+    vendor_id: Mapped[uuid.UUID | None] = mapped_column(  # type: ignore[assignment]
+        ForeignKey("vendor.id", ondelete="CASCADE"), index=True)
     email: Mapped[str] = mapped_column(String(254), unique=True)
     name: Mapped[str] = mapped_column(String(200), default="")
     password_hash: Mapped[str] = mapped_column(String(255))

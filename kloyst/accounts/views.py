@@ -27,6 +27,7 @@ from kloyst.auth.views import no_content, user_json, vendor_json
 from kloyst.db import utcnow
 from kloyst.errors import Conflict, Forbidden
 from kloyst.http.pagination import Page, paginate
+from kloyst.http.resources import model_factory
 from kloyst.http.validation import PlainText, Schema
 
 
@@ -138,8 +139,6 @@ def delete_user(request):
 
 
 def includeme(config) -> None:
-    from kloyst.http.resources import model_factory
-
     config.add_route("accounts.vendor", "/vendor")
     config.add_view(get_vendor, route_name="accounts.vendor", request_method="GET", renderer="json",
                     response_schema=VendorAnswer)

@@ -18,8 +18,10 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from dataclasses import dataclass
+from typing import Any, cast
 
 from sqlalchemy import select, update
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
 from kloyst import events, mail
@@ -83,7 +85,8 @@ def _claim_use(db: Session, model, row_id) -> bool:
     query = update(model).where(model.id == row_id, model.used_at.is_(None))
     if revoked is not None:
         query = query.where(revoked.is_(None))
-    return db.execute(query.values(used_at=utcnow()), execution_options={"synchronize_session": False}).rowcount == 1
+    result = db.execute(query.values(used_at=utcnow()), execution_options={"synchronize_session": False})
+    return cast("CursorResult[Any]", result).rowcount == 1  # an UPDATE's result is a CursorResult
 
 
 def one_time_token_usable(db: Session, secret: str, purpose: OneTimePurpose) -> bool:
@@ -282,19 +285,22 @@ def invite_user(db: Session, *, inviter: User, email: str, name: str, role: Role
     who tried to invite it, and the inviter the same answer as for a new one: a vendor admin
     cannot learn who has an account elsewhere. Both branches hash once and queue one mail.
     """
+    vendor_id = inviter.vendor_id
+    if vendor_id is None:  # the route needs vendor.admin, which a platform admin (no vendor) never has
+        raise Forbidden("only a vendor's own users invite to it")
     email = normalize_email(email)
     password_hash = hash_password(new_secret())
     taken = find_user_by_email(db, email)
     if taken is not None:
-        mail.send(Outbox(db), templates.INVITATION_TAKEN, vendor_id=inviter.vendor_id, user_id=taken.id,
+        mail.send(Outbox(db), templates.INVITATION_TAKEN, vendor_id=vendor_id, user_id=taken.id,
                   inviter_id=inviter.id)
         return None
-    user = User(vendor_id=inviter.vendor_id, email=email, name=name, role=role, password_hash=password_hash)
+    user = User(vendor_id=vendor_id, email=email, name=name, role=role, password_hash=password_hash)
     db.add(user)
     db.flush()
-    mail.send(Outbox(db), templates.INVITATION, vendor_id=user.vendor_id, user_id=user.id, inviter_id=inviter.id,
+    mail.send(Outbox(db), templates.INVITATION, vendor_id=vendor_id, user_id=user.id, inviter_id=inviter.id,
               with_token=True)
-    events.record(Outbox(db), user.vendor_id, "UserInvited", user_id=str(user.id), role=role.value)
+    events.record(Outbox(db), vendor_id, "UserInvited", user_id=str(user.id), role=role.value)
     return user
 
 

@@ -12,6 +12,8 @@ import argparse
 import sys
 
 from kloyst.config import ConfigurationError
+from kloyst.errors import ApiError
+from kloyst.plugins import build_plugin_manager
 
 
 def build_parser(pm) -> argparse.ArgumentParser:
@@ -24,9 +26,6 @@ def build_parser(pm) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from kloyst.errors import ApiError
-    from kloyst.plugins import build_plugin_manager
-
     try:
         pm = build_plugin_manager()
         args = build_parser(pm).parse_args(argv)

@@ -8,8 +8,20 @@ import secrets
 import sys
 from pathlib import Path
 
+from pydantic import EmailStr
+from sqlalchemy import func, select
+
+from kloyst import runner
+from kloyst.accounts.models import Role, User, Vendor
+from kloyst.auth.passwords import hash_password
+from kloyst.auth.services import create_platform_admin
+from kloyst.cli.bootstrap import ensure_var_dirs, load
 from kloyst.config import ConfigurationError
+from kloyst.db import migrate, session_scope, tenancy, utcnow
+from kloyst.http.validation import Schema, parse
 from kloyst.key_rotation import DEFAULT_BATCH, TableReport, encrypted_tables, key_usage, rotate_table
+from kloyst.plugins.models import VendorPlugin
+from kloyst.sandbox.embedded import SANDBOX_WABA_HINT, start_embedded
 
 # example.com is reserved for examples (RFC 2606) and, unlike .local, passes the sign-in email check.
 DEMO_EMAIL = "demo@example.com"
@@ -20,10 +32,6 @@ def _ini(parser) -> None:
 
 
 def cmd_run(args) -> int:
-    from kloyst import runner
-    from kloyst.cli.bootstrap import ensure_var_dirs, load
-    from kloyst.db import migrate
-
     flag = runner.check_service_type(args.service_type) if args.service_type is not None else None
     app, registry = load(args.ini, runs_service=True, service_type=flag)  # the flag beats SERVICE_TYPE
     mode = registry.settings["kloyst.service_type"]
@@ -39,8 +47,6 @@ def cmd_run(args) -> int:
     first_run_note = _first_run_account(registry) if engine.dialect.name == "sqlite" else None
     sandbox = None
     if registry.settings["kloyst.meta.embedded_sandbox"] and mode == "ALL":
-        from kloyst.sandbox.embedded import SANDBOX_WABA_HINT, start_embedded
-
         sandbox = start_embedded(registry.settings)
         print(f"Meta sandbox at {sandbox.url}: register a WABA with POST {registry.settings['kloyst.api.prefix']}"
               f"/wabas; {SANDBOX_WABA_HINT}", flush=True)
@@ -69,12 +75,6 @@ def _first_run_account(registry) -> str | None:
     is (``var/first-run.txt``, readable by its owner only), so it does not reach every log of
     every restart.
     """
-    from sqlalchemy import func, select
-
-    from kloyst.accounts.models import Role, User, Vendor
-    from kloyst.auth.passwords import hash_password
-    from kloyst.plugins.models import VendorPlugin
-    from kloyst.db import session_scope, tenancy, utcnow
 
     settings = registry.settings
     note_file = Path(settings["kloyst.here"]) / "var" / "first-run.txt"
@@ -111,9 +111,6 @@ def _first_run_account(registry) -> str | None:
 
 
 def cmd_db(args) -> int:
-    from kloyst.cli.bootstrap import ensure_var_dirs, load
-    from kloyst.db import migrate
-
     _, registry = load(args.ini)
     ensure_var_dirs(registry)
     engine = registry["kloyst.engine"]
@@ -143,13 +140,6 @@ def cmd_db(args) -> int:
 
 
 def cmd_create_admin(args) -> int:
-    from pydantic import EmailStr
-
-    from kloyst.auth.services import create_platform_admin
-    from kloyst.cli.bootstrap import load
-    from kloyst.db import session_scope, tenancy
-    from kloyst.http.validation import Schema, parse
-
     class AdminEmail(Schema):
         email: EmailStr
 
@@ -167,8 +157,6 @@ def cmd_create_admin(args) -> int:
 
 
 def cmd_plugins(args) -> int:
-    from kloyst.cli.bootstrap import load
-
     _, registry = load(args.ini)
     pm = registry["kloyst.plugin_manager"]
     for info in pm.infos.values():
@@ -194,8 +182,6 @@ def _encrypted_tables(registry, names):
 
 
 def cmd_keys_rotate(args) -> int:
-    from kloyst.cli.bootstrap import load
-
     if args.batch < 1:
         print("--batch must be at least 1", file=sys.stderr)
         return 2
@@ -224,8 +210,6 @@ def cmd_keys_rotate(args) -> int:
 
 
 def cmd_keys_status(args) -> int:
-    from kloyst.cli.bootstrap import load
-
     _, registry = load(args.ini)
     tables = _encrypted_tables(registry, args.table)
     if tables is None:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from typing import TYPE_CHECKING, ClassVar
 
-from sqlalchemy import JSON, DateTime, MetaData, TypeDecorator, Uuid, func
+from sqlalchemy import JSON, DateTime, ForeignKey, MetaData, Table, TypeDecorator, Uuid, func
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
 
@@ -61,6 +62,11 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map = {dt.datetime: UTCDateTime(), dict: JSONType, list: JSONType, uuid.UUID: Uuid}
 
+    if TYPE_CHECKING:
+        # Every Kloyst model maps one Table, never a select or a join: saying so types Model.__table__
+        # for insert(), update(), delete() and .name (SQLAlchemy declares it as any FromClause).
+        __table__: ClassVar[Table]
+
 
 class Timestamped:
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, server_default=func.now())
@@ -77,6 +83,4 @@ class TenantScoped:
 
     @declared_attr
     def vendor_id(cls) -> Mapped[uuid.UUID]:
-        from sqlalchemy import ForeignKey
-
         return mapped_column(ForeignKey("vendor.id", ondelete="CASCADE"), index=True, nullable=False)

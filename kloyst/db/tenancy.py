@@ -20,12 +20,12 @@ import contextlib
 import uuid
 from collections.abc import Callable, Iterator
 
-from sqlalchemy import event, inspect
-from sqlalchemy.sql.elements import TextClause
+from sqlalchemy import Table, event, inspect
+from sqlalchemy.sql.elements import ClauseElement, TextClause
 from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker, with_loader_criteria
 from sqlalchemy.sql.util import find_tables
 
-from kloyst.db.base import TenantScoped
+from kloyst.db.base import Base, TenantScoped
 
 
 class _Marker:
@@ -76,14 +76,14 @@ def unscoped(session: Session) -> Iterator[Session]:
 
 
 def _tenant_tables() -> frozenset[str]:
-    from kloyst.db.base import Base
-
     return frozenset(m.local_table.name for m in Base.registry.mappers
-                     if issubclass(m.class_, TenantScoped) and m.local_table is not None)
+                     if issubclass(m.class_, TenantScoped) and isinstance(m.local_table, Table))
 
 
 def _touches_tenant_tables(state: ORMExecuteState) -> bool:
     if any(issubclass(m.class_, TenantScoped) for m in state.all_mappers):
+        return True
+    if not isinstance(state.statement, ClauseElement):  # every statement is one; if not, assume the worst
         return True
     tables = find_tables(state.statement, include_joins=True, include_selects=True, include_crud=True)
     names = _tenant_tables()

@@ -55,17 +55,18 @@ def allowed_methods(request) -> list[str] | None:
     if name not in cache:
         introspector = request.registry.introspector
         route = introspector.get("routes", name)
-        methods: set[str] | None = set()
+        methods: set[str] = set()
+        every_method = False
         for view in introspector.related(route) if route is not None else ():
             if view.category_name != "views":
                 continue
             if view["request_methods"] is None:
-                methods = None
+                every_method = True
                 break
             declared = view["request_methods"]
             declared = {declared} if isinstance(declared, str) else set(declared)
             methods.update(declared | ({"HEAD"} if "GET" in declared else set()))
-        cache[name] = sorted(methods) if methods is not None else None
+        cache[name] = None if every_method else sorted(methods)
     return cache[name]
 
 

@@ -27,7 +27,7 @@ import threading
 from typing import Any
 
 from pydantic import BaseModel, Field
-from pydantic.json_schema import models_json_schema
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from pyramid.interfaces import IRoutesMapper
 from pyramid.response import Response
 from pyramid.security import NO_PERMISSION_REQUIRED
@@ -247,11 +247,12 @@ def _operation(route, view, permission, contract: ApiContract, schemas: dict, co
 
 def _component_schemas(view_entries) -> tuple[dict, dict]:
     """JSON Schema of every declared model: requests as pydantic validates them, answers as it serialises."""
-    models: list[tuple[type[BaseModel], str]] = []
+    models: list[tuple[type[BaseModel], JsonSchemaMode]] = []
     for entries in view_entries.values():
         for _, _, contract in entries:
-            declared = [(contract.body_schema, "validation"), (contract.query_schema, "validation"),
-                        (contract.response_schema, "serialization")]
+            declared: list[tuple[type[BaseModel] | None, JsonSchemaMode]] = [
+                (contract.body_schema, "validation"), (contract.query_schema, "validation"),
+                (contract.response_schema, "serialization")]
             for model, mode in declared:
                 if model is not None and (model, mode) not in models:
                     models.append((model, mode))
@@ -298,15 +299,14 @@ class DocumentCache:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._body: bytes | None = None
-        self._document: dict | None = None
+        self._built: tuple[dict, bytes] | None = None
 
     def get(self, registry) -> tuple[dict, bytes]:
         with self._lock:
-            if self._document is None:
-                self._document = build_document(registry)
-                self._body = json.dumps(self._document, indent=1, sort_keys=False).encode()
-            return self._document, self._body
+            if self._built is None:
+                document = build_document(registry)
+                self._built = document, json.dumps(document, indent=1, sort_keys=False).encode()
+            return self._built
 
 
 def _cache(registry) -> DocumentCache:

@@ -97,7 +97,7 @@ def rate_limit_deriver(view, info):
     return rate_limited
 
 
-rate_limit_deriver.options = ("rate_cost",)
+rate_limit_deriver.options = ("rate_cost",)  # type: ignore[attr-defined]  # where pyramid reads a deriver's options
 
 
 def includeme(config) -> None:

@@ -31,7 +31,7 @@ def model_factory(model, key: str = "id"):
             raise NotFound(f"{label} not found")
         return row
 
-    factory.model = model
+    factory.model = model  # type: ignore[attr-defined]  # a function attribute: which model the factory loads
     return factory
 
 

@@ -33,11 +33,13 @@ import json
 import re
 import typing
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo,
                       WithJsonSchema)
+from pydantic_core import ErrorDetails
 
 from kloyst.errors import BadRequest, Unprocessable, UnsupportedMediaType
 from kloyst.money import MAX_AMOUNT_TEXT, MoneyError, to_micros
@@ -192,7 +194,7 @@ def declared_contracts(registry) -> dict[tuple, ApiContract]:
 _RAISED_BY_VALIDATORS = ("value_error", "assertion_error")
 
 
-def problem_text(error: dict) -> str:
+def problem_text(error: ErrorDetails | dict) -> str:
     """What is wrong with one field, as a person reads it (see :data:`_RAISED_BY_VALIDATORS`)."""
     raised = (error.get("ctx") or {}).get("error")
     if error.get("type") in _RAISED_BY_VALIDATORS and raised is not None and str(raised):
@@ -237,7 +239,7 @@ def nul_characters(data, path: str = "") -> list[dict]:
     return []
 
 
-def _refuse(details: list[dict]):
+def _refuse(details: list[dict]) -> NoReturn:
     summary = "; ".join(f"{d['field']}: {d['problem']}" for d in details[:5])
     raise Unprocessable(f"the request is invalid: {summary}", fields=details[:MAX_REPORTED_FIELDS])
 
@@ -302,6 +304,7 @@ def json_depth_exceeds(data, limit: int = MAX_JSON_DEPTH) -> bool:
     stack = [(data, 1)]
     while stack:
         value, depth = stack.pop()
+        children: Iterable[Any]
         if isinstance(value, dict):
             children = value.values()
         elif isinstance(value, list):
@@ -373,7 +376,7 @@ def api_contract_deriver(view, info):
     return with_contract
 
 
-api_contract_deriver.options = CONTRACT_OPTIONS
+api_contract_deriver.options = CONTRACT_OPTIONS  # type: ignore[attr-defined]  # where pyramid reads a deriver's options
 
 
 def includeme(config) -> None:

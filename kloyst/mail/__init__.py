@@ -75,6 +75,7 @@ class SmtpMailer:
 
     def send(self, message: EmailMessage, key: str) -> None:
         context = ssl.create_default_context()
+        client: smtplib.SMTP
         if self.implicit_tls:
             client = smtplib.SMTP_SSL(self.host, self.port, timeout=30, context=context)
         else:

@@ -137,6 +137,13 @@ def _reset_password(settings, user: User, secret: str) -> Rendered:
                     _token(user, OneTimePurpose.RESET_PASSWORD, RESET_PASSWORD_TTL, secret))
 
 
+def _link_secret(secret: str | None, template: str) -> str:
+    """The link's secret of a mail that carries one: sent with ``with_token=True``, so its event has a nonce."""
+    if secret is None:
+        raise ValueError(f"a {template!r} mail needs a token, and its outbox event has no nonce")
+    return secret
+
+
 def _inviter(db, payload: dict) -> tuple[str, str]:
     inviter = db.get(User, uuid.UUID(payload["inviter_id"])) if payload.get("inviter_id") else None
     vendor = db.get(Vendor, inviter.vendor_id) if inviter is not None and inviter.vendor_id else None
@@ -178,13 +185,15 @@ def render(ctx, payload: dict) -> Rendered | None:
         if user is None or user.disabled_at is not None:
             return None
         if template == VERIFY_EMAIL:
-            return _verify_email(settings, user, secret) if user.email_verified_at is None else None
+            if user.email_verified_at is not None:
+                return None
+            return _verify_email(settings, user, _link_secret(secret, template))
         if template == SIGNUP_TAKEN:
             return _signup_taken(settings, user)
         if template == RESET_PASSWORD:
-            return _reset_password(settings, user, secret)
+            return _reset_password(settings, user, _link_secret(secret, template))
         if template == INVITATION:
-            return _invitation(settings, user, *_inviter(db, payload), secret)
+            return _invitation(settings, user, *_inviter(db, payload), _link_secret(secret, template))
         if template == INVITATION_TAKEN:
             return _invitation_taken(user, *_inviter(db, payload))
     raise ValueError(f"unknown mail template {template!r}")

@@ -185,7 +185,7 @@ class GraphWire:
         return body
 
     def _read_chunked(self, connection: _Connection) -> bytes:
-        parts = []
+        parts: list[bytes] = []
         total = 0
         while True:
             size = int(self._read_until(connection, b"\r\n", 1024).split(b";")[0], 16)

@@ -25,6 +25,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from prometheus_client import disable_created_metrics
+
+from kloyst.config import ConfigurationError
+from kloyst.metrics import collectors
 from kloyst.metrics.definitions import RECOVERY, SENDER, WEBHOOK, Metrics
 
 __all__ = ["Metrics", "of", "after_commit", "SENDER", "WEBHOOK", "RECOVERY", "includeme"]
@@ -53,11 +57,6 @@ def after_commit(transaction_manager, count: Callable[[], None]) -> None:
 
 def includeme(config) -> None:
     """``registry["kloyst.metrics"]``: the core's metrics, the core's shared collectors, and every plugin's."""
-    from prometheus_client import disable_created_metrics
-
-    from kloyst.config import ConfigurationError
-    from kloyst.metrics import collectors
-
     # A *_created series beside every counter doubles what each scrape carries for nothing the dashboards use.
     disable_created_metrics()
     registry = config.registry

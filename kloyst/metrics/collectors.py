@@ -28,7 +28,10 @@ import time
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select, text
 
+from kloyst.db import utcnow
 from kloyst.outbox.connections import Transaction
+from kloyst.outbox.models import OutboxEvent, OutboxStatus
+from kloyst.version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -145,9 +148,6 @@ class OutboxGauges(DatabaseCollector):
         ]
 
     def measure(self, conn) -> list:
-        from kloyst.db import utcnow
-        from kloyst.outbox.models import OutboxEvent, OutboxStatus
-
         now = utcnow()
         pending = conn.execute(_PENDING_COUNT).scalar_one()
         if conn.dialect.name == "postgresql":
@@ -228,10 +228,8 @@ class BuildInfo(_CheapCollector):
     labels = ("version", "service")
 
     def collect(self) -> list:
-        import kloyst
-
         family = self._family()
-        family.add_metric([kloyst.__version__, str(self.registry.settings.get("kloyst.service_type", ""))], 1.0)
+        family.add_metric([__version__, str(self.registry.settings.get("kloyst.service_type", ""))], 1.0)
         return [family]
 
 

@@ -173,7 +173,7 @@ class Metrics:
                 for family in collector.describe():
                     # prometheus_client keeps label names on the metric object (Counter, Histogram) or on a
                     # described family (GaugeMetricFamily); neither has a public accessor.
-                    labels = getattr(collector, "_labelnames", None) or getattr(family, "_labelnames", ())
+                    labels = getattr(collector, "_labelnames", None) or getattr(family, "_labelnames", None) or ()
                     found.append(MetricInfo(family.name, family.type, tuple(labels), family.documentation, shared))
         return found
 

@@ -13,8 +13,10 @@ import json
 import logging
 
 from prometheus_client import make_wsgi_app
+from waitress.server import create_server
 
 from kloyst import metrics as kmetrics
+from kloyst.serving import serve_in_background
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +54,6 @@ def make_app(metrics: kmetrics.Metrics):
 
 def start(registry, stopper):
     """Open the listener when ``kloyst.metrics.port`` is set (else None); ``stopper`` closes it."""
-    from waitress.server import create_server
-
-    from kloyst.runner import serve_in_background
-
     settings = registry.settings
     port = settings["kloyst.metrics.port"]
     if not port:

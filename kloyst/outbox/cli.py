@@ -6,22 +6,21 @@ import json
 import sys
 import uuid
 
+from kloyst.cli.bootstrap import load
+from kloyst.db import session_scope, tenancy
+from kloyst.outbox import services
+from kloyst.outbox.reconcile import reconcile
+
 
 def _registry(ini: str):
-    from kloyst.cli.bootstrap import load
-
     return load(ini)[1]
 
 
 def _session(registry):
-    from kloyst.db import session_scope, tenancy
-
     return session_scope(registry["kloyst.session_factory"], vendor_id=tenancy.ALL_VENDORS)
 
 
 def cmd_status(args) -> int:
-    from kloyst.outbox import services
-
     registry = _registry(args.ini)
     with _session(registry) as session:
         rows = services.backlog(session)
@@ -31,8 +30,6 @@ def cmd_status(args) -> int:
 
 
 def cmd_dead(args) -> int:
-    from kloyst.outbox import services
-
     registry = _registry(args.ini)
     with _session(registry) as session:
         events = services.dead_letters(session, vendor_id=uuid.UUID(args.vendor) if args.vendor else None,
@@ -43,8 +40,6 @@ def cmd_dead(args) -> int:
 
 
 def cmd_requeue(args) -> int:
-    from kloyst.outbox import services
-
     if not (args.id or args.vendor or args.all):
         print("say which dead events to requeue: --id N (repeatable), --vendor UUID, or --all", file=sys.stderr)
         return 2
@@ -57,8 +52,6 @@ def cmd_requeue(args) -> int:
 
 
 def cmd_reconcile(args) -> int:
-    from kloyst.outbox.reconcile import reconcile
-
     print(json.dumps(reconcile(_registry(args.ini))))
     return 0
 

@@ -42,26 +42,21 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import random
-import threading
 
 import transaction
 from sqlalchemy import Boolean, DateTime, bindparam, text
 
 from kloyst.db import session_scope, tenancy, utcnow
+from kloyst.outbox.context import Reschedule, TaskContext
+from kloyst.outbox.models import OutboxEvent
+from kloyst.outbox.running import Running
 from kloyst.plugins.enablement import enabled_plugins
+
+__all__ = ["DELIVER_TASK", "Reschedule", "Running", "backoff_seconds", "deliver"]  # Reschedule, Running: their old home
 
 log = logging.getLogger(__name__)
 
 DELIVER_TASK = "kloyst.deliver_outbox_event"
-
-
-class Reschedule(Exception):
-    """Raise from a handler or task to run it again in ``delay_seconds`` (not counted as a failure)."""
-
-    def __init__(self, delay_seconds: float, reason: str = "") -> None:
-        super().__init__(reason or f"rescheduled in {delay_seconds:.3f}s")
-        self.delay_seconds = max(0.0, float(delay_seconds))
-        self.reason = reason
 
 
 def backoff_seconds(failures: int, base: float = 2.0, cap: float = 600.0) -> float:
@@ -96,33 +91,6 @@ def _requeue(session, event_id: int, batch_id: int, *, delay: float, error: str 
                                "error": error, "available_at": utcnow() + dt.timedelta(seconds=delay)})
 
 
-class Running:
-    """The outbox events this process is running now: a second copy is a duplicate, and the reconciler's evidence.
-
-    One per application (``registry["kloyst.outbox.running"]``), shared by every worker
-    thread of the process.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._events: set[int] = set()
-
-    def start(self, event_id: int) -> bool:
-        """Record ``event_id`` as running; False when it already is (the caller is a duplicate)."""
-        with self._lock:
-            if event_id in self._events:
-                return False
-            self._events.add(event_id)
-            return True
-
-    def finish(self, event_id: int) -> None:
-        with self._lock:
-            self._events.discard(event_id)
-
-    def __contains__(self, event_id: int) -> bool:
-        return event_id in self._events
-
-
 class _TakenBack(Exception):
     """SQLite: the event left this batch while its handler ran; the handler's writes must not count."""
 
@@ -146,9 +114,6 @@ def deliver(registry, event_id: int, vendor_id, topic: str, batch_id: int | None
 
 
 def _deliver(registry, event_id: int, vendor_id, topic: str, batch_id: int) -> str:
-    from kloyst.outbox.models import OutboxEvent
-    from kloyst.queue import TaskContext
-
     factory = registry["kloyst.session_factory"]
     max_attempts = registry.settings["kloyst.outbox.max_attempts"]
     mark_first = registry["kloyst.engine"].dialect.name != "sqlite"  # see the module docstring
@@ -159,13 +124,13 @@ def _deliver(registry, event_id: int, vendor_id, topic: str, batch_id: int) -> s
             if mark_first:
                 if not _mark_delivered(db, event_id, batch_id):
                     return "duplicate"
-                event = db.get(OutboxEvent, event_id)
+                event = db.get_one(OutboxEvent, event_id)  # marked just now: it exists
                 plugins = enabled_plugins(db, pm, event.vendor_id)
             else:
                 with session_scope(factory, vendor_id=tenancy.ALL_VENDORS, read_only=True) as look:
                     if not _leased_in_batch(look, event_id, batch_id):
                         return "duplicate"
-                    event = look.get(OutboxEvent, event_id)
+                    event = look.get_one(OutboxEvent, event_id)  # leased in this batch: it exists
                     plugins = enabled_plugins(look, pm, event.vendor_id)
             if (str(event.vendor_id) if event.vendor_id else None) != vendor_id or event.topic != topic:
                 log.warning("outbox event %s: the queue message disagrees with the row; the row wins", event_id)

@@ -65,6 +65,7 @@ from sqlalchemy import DateTime, Integer, bindparam, insert, select, text, updat
 from kloyst import metrics
 from kloyst.db import utcnow
 from kloyst.outbox.connections import Transaction
+from kloyst.outbox.delivery import backoff_seconds
 from kloyst.outbox.models import OutboxBatch, OutboxEvent, OutboxStatus
 from kloyst.outbox.reconcile import Reconciler
 
@@ -306,7 +307,7 @@ class Relay:
 
     def publish(self, batch: int | None, rows: list[Claimed], *, mark_now: bool = True) -> int:
         """Hand a claimed batch to the queue; if the queue is down, the batch goes back to pending."""
-        if not rows:
+        if not rows or batch is None:  # a claim with rows always has its batch
             return 0
         try:
             self.registry["kloyst.queue"].publish_deliveries([(r.id, r.vendor_id, r.topic) for r in rows], batch)
@@ -323,8 +324,6 @@ class Relay:
 
     def release(self, batch: int, error: str) -> None:
         """Return a batch's events to pending, due again after a short pause."""
-        from kloyst.outbox.delivery import backoff_seconds
-
         with self._transaction() as conn:
             conn.execute(_RELEASE, {"batch": batch, "error": error[:2000],
                                     "available_at": utcnow() + dt.timedelta(seconds=backoff_seconds(1))})
@@ -379,7 +378,7 @@ class Relay:
                     stop.wait(0.02)
                     continue
                 batch, rows = self.claim()
-                if rows:
+                if rows and batch is not None:  # a claim with rows always has its batch
                     publisher.submit(batch, rows)
                     published += len(rows)
                 if len(rows) >= self.settings.batch_size:

@@ -6,6 +6,7 @@ both always agree.
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from dataclasses import dataclass
 
@@ -51,8 +52,6 @@ def backlog(session) -> list[VendorBacklog]:
 
 
 def _aware(value):
-    import datetime as dt
-
     return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
 
 

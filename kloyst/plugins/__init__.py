@@ -2,7 +2,7 @@
 
 The ``/plugins`` routes (:mod:`kloyst.plugins.views`) are included by the app factory under the API prefix.
 
-Plugin authors import two names from here: :data:`hookimpl` and :class:`PluginMeta`.
+Plugin authors import these names (and every other public one) from :mod:`kloyst.api`.
 """
 
 from kloyst.plugins.manager import (  # noqa: F401 - the public surface for plugin authors

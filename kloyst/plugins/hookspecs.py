@@ -83,8 +83,11 @@ def kloyst_outbox_handlers():
 
 @hookspec
 def kloyst_migration_dirs():
-    """Point alembic at the plugin's migration versions.
+    """Point alembic at migration versions the plugin keeps somewhere unusual (optional).
 
+    Optional: Kloyst finds ``migrations/versions`` in the directory of every installed plugin's
+    module by itself (``kloyst_plugins/<p>/plugin.py`` → ``kloyst_plugins/<p>/migrations/versions``);
+    implement this hook only for revisions kept anywhere else. A directory named both ways counts once.
     Called: by ``kloyst db upgrade|current|check`` and by the test database fixture, on every
     installed plugin.
     Returns: a list of absolute directory paths holding alembic revision files. The plugin's
@@ -131,9 +134,42 @@ def kloyst_merge_strategies():
     unknown to that vendor (422). The contacts plugin registers the built-ins
     (``SKIP_DUPLICATES``, ``MERGE_LABELS``, ``UPDATE_METADATA``, ``FULL_REPLACE``) through this
     same hook.
-    Returns: a list of :class:`kloyst_plugins.contacts.merge.MergeStrategy`; names are
+    Returns: a list of :class:`kloyst.api.MergeStrategy`; names are
     upper-case and unique across plugins.
     Not firstresult: every enabled plugin's list is collected.
+    """
+
+
+@hookspec(historic=True)
+def kloyst_addhooks(pluginmanager):
+    """Add hook specifications of the plugin's own, for other plugins to implement.
+
+    Called: on every installed plugin the moment it is registered (a historic hook, as pytest's
+    ``pytest_addhooks``), before ``check()`` validates implementations, so implementations of
+    the new hooks by plugins registered earlier or later are validated all the same.
+    Args:
+        pluginmanager: the :class:`kloyst.plugins.manager.KloystPluginManager`; call
+            ``pluginmanager.add_hookspecs(module_or_class)`` with specs marked by
+            ``kloyst.api.hookspec`` and named ``kloyst_<plugin>_<hook>``.
+    Returns: nothing. Call the new hooks with ``pluginmanager.hook.<name>(...)`` (every installed
+    plugin) or ``request.tenant_hooks.<name>(...)`` / ``pm.for_plugins(name, ctx.plugins)(...)``
+    (the vendor's enabled plugins only).
+    Not firstresult.
+    """
+
+
+@hookspec
+def kloyst_event_types():
+    """Say which domain event types the plugin's ``kloyst_vendor_event`` wants.
+
+    Called: once per process, the first time an event is recorded or delivered, on every
+    installed plugin that implements it.
+    Returns: a list of :class:`kloyst.events.Event` subclasses (``events.ImportCompleted``…) or
+    their names; :class:`kloyst.events.Event` itself means every type. An event type that no
+    installed plugin wants is never written (it costs nothing). A plugin that implements
+    ``kloyst_vendor_event`` without this hook gets ``kloyst.events.LEGACY_EVENTS`` only, the types
+    that existed before the catalogue (``docs/events.md``).
+    Not firstresult: every plugin's list is collected, per plugin.
     """
 
 
@@ -142,12 +178,16 @@ def kloyst_vendor_event(event, ctx):
     """React to a domain event of a vendor that has this plugin enabled (a tenant hook).
 
     Called: by the worker, after the transaction that recorded the event has committed
-    (events travel through the outbox), only on plugins the event's vendor has enabled.
+    (events travel through the outbox), only on plugins the event's vendor has enabled and
+    that subscribe to the event's type (``kloyst_event_types``).
     Args:
-        event: a :class:`kloyst.events.DomainEvent` (``name`` in past tense such as
-            ``"UserInvited"``, ``vendor_id``, ``payload`` dict, ``id`` for deduplication).
+        event: a :class:`kloyst.events.DomainEvent`: ``id`` (the outbox event's id, the same on
+            every redelivery: the idempotency key), ``name`` in past tense such as
+            ``"ImportCompleted"``, ``vendor_id``, ``occurred_at``, ``payload`` (the JSON fields) and
+            ``data`` (the typed :class:`kloyst.events.Event`, e.g. ``ImportCompleted(import_id,
+            created, updated, skipped, failed)``). The catalogue is ``docs/events.md``.
         ctx: a :class:`kloyst.queue.TaskContext` scoped to the event's vendor.
-    Returns: nothing. Delivery is at least once: use ``event.id`` to stay idempotent.
+    Returns: nothing. Delivery is at least once: dedupe on ``event.id`` to stay idempotent.
     Not firstresult.
     """
 
@@ -213,7 +253,7 @@ def kloyst_pricing_rules():
     Called: by the pricing plugin's QuotationService each time it prices a quotation, only on the
     plugins the quoted vendor has enabled. The pricing plugin's own platform fee rules (markup,
     per-message fee, minimum charge) come through this same hook.
-    Returns: a list of :class:`kloyst_plugins.pricing.rules.PricingRule`; names are unique across
+    Returns: a list of :class:`kloyst.api.PricingRule`; names are unique across
     plugins. Rules run in ascending ``order``, then by name.
     Not firstresult: every enabled plugin's list is collected.
     """
@@ -229,7 +269,7 @@ def kloyst_messages_settled(conn, settled):
     Args:
         conn: the SQLAlchemy ``Connection`` of that transaction; write with it so the money moves
             exactly when the message state does (both commit, or neither).
-        settled: a list of :class:`kloyst_plugins.messages.settlement.SettledMessage` (``message_id``,
+        settled: a list of :class:`kloyst.api.SettledMessage` (``message_id``,
             ``vendor_id``, ``campaign_id``, ``hold_id``, ``price_micros``, ``outcome``: ``"sent"``,
             ``"failed"`` (never sent) or ``"undelivered"`` (sent, then reported failed by Meta)).
     Returns: nothing. A message can be reported more than once (a redelivered webhook): stay

@@ -10,11 +10,12 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 from dataclasses import dataclass, field
-from types import ModuleType
+from typing import Any
 from collections.abc import Iterable
 
 import pluggy
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from pydantic import BaseModel
 
 from kloyst.config import ConfigurationError
 from kloyst.plugins import hookspecs
@@ -39,12 +40,20 @@ class PluginMeta:
     let it fail later on an API that changed (CHANGELOG.md says what changes when). Empty means
     the plugin ships inside Kloyst itself, or says nothing: it is loaded, with a warning for a
     third party's.
+
+    ``vendor_settings`` is the pydantic model (a :class:`kloyst.api.Schema`) of the plugin's
+    per-vendor settings, every field with a default; platform admins set them through
+    ``/v1/admin/vendors/{id}/plugins/{name}/settings``, and the vendor's admins through
+    ``/v1/plugins/{name}/settings`` when ``vendor_editable``. The plugin's code receives them
+    validated, defaults filled in (:class:`kloyst.api.PluginSettings`).
     """
 
     description: str = ""
     requires: tuple[str, ...] = ()
     essential: bool = False
     kloyst_versions: str = ""
+    vendor_settings: type | None = None
+    vendor_editable: bool = False
 
 
 @dataclass(frozen=True)
@@ -74,6 +83,8 @@ class KloystPluginManager(pluggy.PluginManager):
         super().__init__("kloyst")
         self.add_hookspecs(hookspecs)
         self.infos: dict[str, PluginInfo] = {}
+        # Historic: every plugin registered from now on adds its own hookspecs as it is registered.
+        self.hook.kloyst_addhooks.call_historic(kwargs={"pluginmanager": self})
 
     def add_plugin(self, name: str, module: object, version: str, distribution: str | None = None) -> PluginInfo:
         if name in self.infos:
@@ -82,11 +93,15 @@ class KloystPluginManager(pluggy.PluginManager):
         if not isinstance(meta, PluginMeta):
             raise ConfigurationError(f"plugin {name!r}: plugin_meta must be a kloyst.plugins.PluginMeta")
         check_compatible(name, meta, distribution)
+        check_vendor_settings(name, meta)
         info = PluginInfo(name=name, version=version, module=module, meta=meta, distribution=distribution)
         try:
             self.register(module, name=name)
         except (pluggy.PluginValidationError, ValueError) as exc:  # a hook argument the spec lacks; a module twice
-            raise ConfigurationError(f"plugin {name!r}: {exc}") from exc
+            # A spec added by this plugin (kloyst_addhooks) can fail an earlier plugin's implementation: name that one.
+            culprit = getattr(exc, "plugin", None)
+            blamed = self.get_name(culprit) if culprit is not None and culprit is not module else None
+            raise ConfigurationError(f"plugin {blamed or name!r}: {exc}") from exc
         self.infos[name] = info
         return info
 
@@ -111,13 +126,13 @@ class KloystPluginManager(pluggy.PluginManager):
                     f"plugin {info.name!r} requires {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} "
                     "not installed")
 
-    def collect(self, hook_name: str, **kwargs) -> list[tuple[str, object]]:
+    def collect(self, hook_name: str, **kwargs) -> list[tuple[str, Any]]:
         """Call a collector hook on each plugin in load order; ``(plugin_name, item)`` for every item returned.
 
         The owner travels with each item, so a task or handler knows which plugin's
         enablement gates it.
         """
-        results: list[tuple[str, object]] = []
+        results: list[tuple[str, Any]] = []
         for name in self.infos:
             for result in self.for_plugins(hook_name, [name])(**kwargs):
                 if isinstance(result, dict):
@@ -131,6 +146,23 @@ class KloystPluginManager(pluggy.PluginManager):
         keep = set(names)
         remove = [self.get_plugin(n) for n in self.infos if n not in keep]
         return self.subset_hook_caller(hook_name, remove_plugins=remove)
+
+
+def check_vendor_settings(name: str, meta: PluginMeta) -> None:
+    """Refuse a ``vendor_settings`` that is not a pydantic model whose every field has a default."""
+    schema = meta.vendor_settings
+    if schema is None:
+        if meta.vendor_editable:
+            raise ConfigurationError(f"plugin {name!r}: vendor_editable needs a vendor_settings schema")
+        return
+    if not (isinstance(schema, type) and issubclass(schema, BaseModel)):
+        raise ConfigurationError(f"plugin {name!r}: vendor_settings must be a pydantic model (kloyst.api.Schema), "
+                                 f"not {schema!r}")
+    required = sorted(n for n, f in schema.model_fields.items() if f.is_required())
+    if required:
+        raise ConfigurationError(f"plugin {name!r}: every field of vendor_settings needs a default (a vendor "
+                                 f"starts from them); {', '.join(required)} {'has' if len(required) == 1 else 'have'} "
+                                 "none")
 
 
 def check_compatible(name: str, meta: PluginMeta, distribution: str | None, version: str = __version__) -> None:
@@ -150,11 +182,10 @@ def check_compatible(name: str, meta: PluginMeta, distribution: str | None, vers
                                  f"{distribution or name} made for Kloyst {version}")
 
 
-def _core_plugins() -> list[tuple[str, ModuleType]]:
-    # Kloyst's own essential features go through the same hooks as everyone else's.
-    from kloyst import core_plugin
-
-    return [("core", core_plugin)]
+# Kloyst's own essential features go through the same hooks as everyone else's, and the plugin is found
+# the same way: by name, like an entry point. The manager sits below everything a plugin uses (the queue,
+# the outbox, mail…), the core plugin above all of it, so the manager must not import it.
+CORE_PLUGINS = (importlib.metadata.EntryPoint(name="core", value="kloyst.core_plugin", group=ENTRY_POINT_GROUP),)
 
 
 def installed_entry_points() -> list[importlib.metadata.EntryPoint]:
@@ -165,8 +196,8 @@ def installed_entry_points() -> list[importlib.metadata.EntryPoint]:
 def build_plugin_manager(extra: Iterable[tuple[str, object]] = ()) -> KloystPluginManager:
     """Build a manager with the core plugin, every installed entry point, then ``extra`` (tests)."""
     pm = KloystPluginManager()
-    for name, module in _core_plugins():
-        pm.add_plugin(name, module, version=__version__, distribution=CORE_DISTRIBUTION)
+    for ep in CORE_PLUGINS:
+        pm.add_plugin(ep.name, ep.load(), version=__version__, distribution=CORE_DISTRIBUTION)
     for ep in installed_entry_points():
         try:
             module = ep.load()

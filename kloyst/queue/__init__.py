@@ -36,9 +36,11 @@ from huey.registry import Message
 from huey.storage import RedisStorage
 
 from kloyst.config import ConfigurationError
-from kloyst.db import tenancy
-from kloyst.outbox.delivery import DELIVER_TASK, Reschedule, deliver
-from kloyst.plugins.enablement import enabled_plugins
+from kloyst.db import tenancy, utcnow
+from kloyst.outbox import Outbox
+from kloyst.outbox.context import Reschedule, TaskContext
+from kloyst.outbox.delivery import DELIVER_TASK, deliver
+from kloyst.outbox.relay import Relay
 
 __all__ = ["task", "TaskSpec", "TaskContext", "Queue", "Reschedule", "TASK_TOPIC"]
 
@@ -61,66 +63,10 @@ def task(name: str):
     """
 
     def decorate(func: Callable) -> Callable:
-        func.kloyst_task = TaskSpec(name=name, func=func)
+        func.kloyst_task = TaskSpec(name=name, func=func)  # type: ignore[attr-defined]  # a function attribute
         return func
 
     return decorate
-
-
-class TaskContext:
-    """What a running task or outbox handler gets: a scoped session in its own transaction, and follow-ups.
-
-    On the embedded default (SQLite) ``ctx.db``'s transaction takes the database's one write
-    lock at its first statement and keeps it until the task returns (:mod:`kloyst.db.sqlite`).
-    A task that works long — rendering, a network call — does that first, reading what it
-    needs through ``session_scope(..., read_only=True)``, and touches ``ctx.db`` only to write
-    the result; the pricing plugin's PDF task is the worked example.
-    """
-
-    def __init__(self, registry, db, transaction_manager, vendor_id: uuid.UUID | None, *,
-                 plugins: frozenset[str] | None = None) -> None:
-        self.registry = registry
-        self.settings = registry.settings
-        self.db = db
-        self.tm = transaction_manager
-        self.vendor_id = vendor_id
-        self._plugins = plugins
-
-    @property
-    def plugin_manager(self):
-        return self.registry["kloyst.plugin_manager"]
-
-    @property
-    def plugins(self) -> frozenset[str]:
-        """The plugins the task's vendor has on: as the outbox's delivery read them, else read now from ``ctx.db``."""
-        if self._plugins is None:
-            self._plugins = enabled_plugins(self.db, self.plugin_manager, self.vendor_id)
-        return self._plugins
-
-    @property
-    def outbox(self):
-        from kloyst.outbox import Outbox
-
-        return Outbox(self.db)
-
-    def enqueue(self, name: str, *, delay: float | None = None, **kwargs: Any) -> None:
-        """Run task ``name`` after this transaction commits (``delay`` seconds later, if given)."""
-        self.registry["kloyst.queue"].enqueue(self.db, self.tm, name, delay=delay, **kwargs)
-
-    def rate_limit(self, key: str, limit: int, per_seconds: float = 1.0) -> None:
-        """Take one of ``limit`` slots per ``per_seconds`` for ``key`` (a phone number id, a vendor…).
-
-        Over the limit, the task is rescheduled for when the window ends (:class:`Reschedule`)
-        and this worker thread moves on to other work; it never sleeps. The count is shared
-        by every worker through Redis (in-process in the embedded default).
-        """
-        decision = self.registry["kloyst.rate_limiter"].hit(f"task:{key}", limit, per_seconds)
-        if not decision.allowed:
-            # Spread the refused over the coming windows (the k-th over the limit waits k // limit more
-            # windows): a backlog of n then costs about n reschedules, not n² / limit.
-            overflow = decision.count - decision.limit - 1
-            delay = decision.retry_after + (overflow // limit) * per_seconds
-            raise Reschedule(delay, f"rate limit {limit}/{per_seconds:g}s reached for {key}")
 
 
 def encode_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -213,8 +159,6 @@ class Queue:
 
     def enqueue(self, db, transaction_manager, name: str, *, delay: float | None = None, **kwargs: Any):
         """Record task ``name`` in the outbox of ``db``'s transaction; publish it right after commit."""
-        from kloyst.outbox import Outbox
-
         if name not in self.tasks:
             raise LookupError(f"no task named {name!r} is registered")
         vendor_id = kwargs.get("vendor_id")
@@ -229,14 +173,15 @@ class Queue:
                 raise tenancy.TenancyError(f"task {name!r} enqueued for another vendor than the caller's")
         available_at = None
         if delay:
-            from kloyst.db import utcnow
-
             available_at = utcnow() + dt.timedelta(seconds=delay)
         event = Outbox(db).add(TASK_TOPIC, {"task": name, "kwargs": encode_kwargs(kwargs)}, vendor_id=vendor_id,
                                available_at=available_at)
         if not delay:
-            transaction_manager.get().addAfterCommitHook(
-                lambda committed: committed and self.send_after_commit(event.id, name, kwargs))
+            def publish_after_commit(committed: bool) -> None:
+                if committed:
+                    self.send_after_commit(event.id, name, kwargs)
+
+            transaction_manager.get().addAfterCommitHook(publish_after_commit)
         return event
 
     def send_after_commit(self, event_id: int, name: str, kwargs: dict) -> None:
@@ -244,8 +189,6 @@ class Queue:
 
         Skipped while the queue is backed up: the relay's fair claims decide the order then.
         """
-        from kloyst.outbox.relay import Relay
-
         limit = self.registry.settings["kloyst.outbox.max_queue_depth"]
         try:
             if limit and self.depth() >= limit:
@@ -295,7 +238,7 @@ class Queue:
                 message = deserialize(data)
             except Exception:  # unreadable for the workers too
                 continue
-            args = message.args or ()
+            args: tuple[Any, ...] = message.args or ()
             if message.name == self._deliver_name and len(args) >= 4 and args[3] is not None:
                 found.add((int(args[0]), int(args[3])))
         return found
@@ -310,6 +253,7 @@ class Queue:
         if ctx.vendor_id is not None and plugin not in ctx.plugins:
             log.info("task %s skipped: plugin %s is not enabled for vendor %s", name, plugin, ctx.vendor_id)
             return None
+        ctx.plugin = plugin  # ctx.plugin_settings() reads this plugin's
         return spec.func(ctx, **kwargs)
 
 

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
+from pathlib import Path
 
+import plaster
+
+from kloyst.config import CORE_SETTINGS, ConfigurationError, environment, resolve
 from kloyst.sandbox.embedded import DEMO_NUMBERS, seed
 from kloyst.sandbox.server import SandboxServer
 from kloyst.sandbox.state import Behaviour, SandboxState
 
 
 def _meta_settings(ini: str) -> dict:
-    from pathlib import Path
-
-    import plaster
-
-    from kloyst.config import CORE_SETTINGS, ConfigurationError, environment, resolve
-
     path = Path(ini)
     if not path.is_file():
         raise ConfigurationError(f"ini file {ini!r} not found")
@@ -49,8 +48,6 @@ def build_sandbox(args):
 
 
 def cmd_sandbox(args) -> int:
-    import gc
-
     sandbox = build_sandbox(args)
     # Meta's clock does not stop for a garbage collection. Ours would: a full pass over the records of
     # tens of thousands of sends pauses every handler thread for tens of milliseconds, the requests that

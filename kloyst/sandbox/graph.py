@@ -74,6 +74,7 @@ def _send(state: SandboxState, phone_number_id: str, body, on_accepted, arrived:
     wa_id = to.lstrip("+")
     opaque = body.get("biz_opaque_callback_data")
     with state.lock:
+        code: int | None
         if wa_id in state.undeliverable:
             code = 131026
         else:
@@ -207,6 +208,8 @@ def create_template(state: SandboxState, waba_id: str, body) -> tuple[int, dict]
             return error_response(100, f"The parameter {key} is required.")
     if not isinstance(name, str) or not TEMPLATE_NAME.match(name):
         return error_response(100, "name may contain only lowercase letters, digits and underscores.")
+    if not isinstance(language, str):
+        return error_response(100, "language must be a string.")
     if category not in CATEGORIES:
         return error_response(100, f"category must be one of {', '.join(CATEGORIES)}.")
     if parameter_format not in ("POSITIONAL", "NAMED"):

@@ -50,6 +50,9 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # small answers must not wait for the client's delayed ACK
     server: _Server
+    # Set by BaseHTTPRequestHandler, and not declared by its stubs.
+    raw_requestline: bytes
+    _headers_buffer: list[bytes]
 
     def log_message(self, format, *args):  # noqa: A002 - the stdlib's signature
         pass
@@ -80,7 +83,7 @@ class _Handler(BaseHTTPRequestHandler):
                 break
             name, _, value = raw.decode("iso-8859-1").partition(":")
             headers[name.strip().lower()] = value.strip()
-        self.headers = headers
+        self.headers = headers  # type: ignore[assignment]  # a plain mapping: the handler only calls .get()
         connection = headers.get("connection", "").lower()
         self.close_connection = connection == "close" or (self.request_version == "HTTP/1.0"
                                                           and connection != "keep-alive")
@@ -139,7 +142,7 @@ class SandboxServer:
 
     @property
     def url(self) -> str:
-        host, port = self.httpd.server_address[:2]
+        host, port = self.httpd.socket.getsockname()[:2]
         return f"http://{host}:{port}"
 
     def start(self) -> SandboxServer:

@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 from kloyst.clamav import Clamd
 from kloyst.testing.processes import free_port, stop_process
@@ -71,7 +72,7 @@ class ClamdServer:
             "",
         ]))
         log = open(self.root / "clamd.log", "wb")  # noqa: SIM115 - handed to the child, closed in stop()
-        self._log = log
+        self._log: BinaryIO | None = log
         self.process = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL)
         client = Clamd(self.address, timeout=2.0)
@@ -89,6 +90,7 @@ class ClamdServer:
 
     def stop(self) -> None:
         stop_process(self.process)
-        if getattr(self, "_log", None) is not None:
-            self._log.close()
+        log: BinaryIO | None = getattr(self, "_log", None)
+        if log is not None:
+            log.close()
             self._log = None

@@ -116,21 +116,23 @@ class Service:
 
     def kill(self) -> None:
         """SIGKILL: no clean-up of any kind, as an OOM kill or a lost host."""
-        if self.alive:
-            self.process.send_signal(signal.SIGKILL)
+        process = self.process
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGKILL)
             self.kills.append(time.time())
-            self.process.wait(timeout=10)
+            process.wait(timeout=10)
 
     def terminate(self, timeout: float = 60) -> int | None:
         """SIGTERM and the exit status (None if it had already exited); SIGKILL after ``timeout``."""
-        if not self.alive:
+        process = self.process
+        if process is None or process.poll() is not None:
             return None
-        self.process.send_signal(signal.SIGTERM)
+        process.send_signal(signal.SIGTERM)
         try:
-            return self.process.wait(timeout=timeout)
+            return process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
+            process.kill()
+            process.wait(timeout=10)
             raise RuntimeError(f"{self.name} did not stop within {timeout:.0f} s of SIGTERM:\n{self.tail()}") from None
 
     def tail(self, lines: int = 40) -> str:
@@ -217,9 +219,10 @@ class Sandbox:
 
     def start(self) -> Sandbox:
         output = self.log.open("a")
-        self.process = subprocess.Popen(self.args, env=process_env(), stdout=subprocess.PIPE, stderr=output,
-                                        text=True)
-        self.url = json.loads(self.process.stdout.readline())["url"]
+        self.process = process = subprocess.Popen(self.args, env=process_env(), stdout=subprocess.PIPE,
+                                                  stderr=output, text=True)
+        assert process.stdout is not None  # stdout=PIPE
+        self.url = json.loads(process.stdout.readline())["url"]
         return self
 
     def api(self, action: str, body: dict | None = None, *, query: str = "") -> dict:

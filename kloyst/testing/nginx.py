@@ -284,21 +284,23 @@ _TOKEN = re.compile(r"""#[^\n]*|'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|[{};]|[^\s{}
 def parse(text: str) -> Directive:
     """``text`` (one config file, includes not followed) as the block of a root :class:`Directive`."""
     root = Directive("", [], [])
-    stack, words = [root], []
+    blocks: list[list[Directive]] = [[]]  # the open blocks, innermost last
+    root.block = blocks[0]
+    words: list[str] = []
     for match in _TOKEN.finditer(text):
         token = match.group()
         if token.startswith("#"):
             continue
         if token == ";":
-            stack[-1].block.append(Directive(words[0], words[1:]))
+            blocks[-1].append(Directive(words[0], words[1:]))
             words = []
         elif token == "{":
-            directive = Directive(words[0], words[1:], [])
-            stack[-1].block.append(directive)
-            stack.append(directive)
+            block: list[Directive] = []
+            blocks[-1].append(Directive(words[0], words[1:], block))
+            blocks.append(block)
             words = []
         elif token == "}":
-            stack.pop()
+            blocks.pop()
         else:
             words.append(token[1:-1] if token[0] in "'\"" else token)
     return root

@@ -15,9 +15,9 @@ import uuid
 
 import sqlalchemy as sa
 from pyramid.interfaces import IRoutesMapper
-from sqlalchemy import inspect as sa_inspect
+from sqlalchemy import Table, inspect as sa_inspect
 
-from kloyst.db import tenancy
+from kloyst.db import Base, tenancy
 
 _PLACEHOLDER = re.compile(r"\{(\w+)(?::[^}]*)?\}")
 
@@ -100,10 +100,8 @@ def _value_for(column, session, vendor_id, owner_id):
 
 
 def _model_for_table(table_name: str):
-    from kloyst.db import Base
-
     for mapper in Base.registry.mappers:
-        if mapper.local_table is not None and mapper.local_table.name == table_name:
+        if isinstance(mapper.local_table, Table) and mapper.local_table.name == table_name:
             return mapper.class_
     raise LookupError(table_name)
 

@@ -40,13 +40,16 @@ from __future__ import annotations
 
 from pyramid.security import NO_PERMISSION_REQUIRED
 
-from kloyst.runner import WEBHOOK_PREFIX
+from kloyst.webhooks import views
 from kloyst.webhooks.changes import MalformedDelivery, RetryLater, WebhookChange, parse_envelope
 from kloyst.webhooks.deliveries import insert_skipping_conflicts, unprocessed_changes
+from kloyst.webhooks.receiver import ROUTE_NAME, Receiver
 
 __all__ = ["WebhookChange", "RetryLater", "MalformedDelivery", "parse_envelope", "insert_skipping_conflicts",
-           "unprocessed_changes", "WEBHOOK_PATH", "MAX_BODY_BYTES", "includeme"]
+           "unprocessed_changes", "WEBHOOK_PREFIX", "WEBHOOK_PATH", "MAX_BODY_BYTES", "includeme"]
 
+# Every webhook route starts here; the WEBHOOK mode (kloyst.runner) serves nothing else but health.
+WEBHOOK_PREFIX = "/webhook/"
 WEBHOOK_PATH = WEBHOOK_PREFIX + "whatsapp"
 # Meta documents webhook payloads of up to 3 MB.
 MAX_BODY_BYTES = 3 * 1024 * 1024
@@ -78,9 +81,6 @@ RECEIVE_DOC = {
 
 def includeme(config) -> None:
     """The public webhook route (outside the API prefix), its body limit, and its receiver (with its committer)."""
-    from kloyst.webhooks import views
-    from kloyst.webhooks.receiver import ROUTE_NAME, Receiver
-
     registry = config.registry
     config.add_body_limit(WEBHOOK_PATH, MAX_BODY_BYTES, exact=True)
     config.add_route(ROUTE_NAME, WEBHOOK_PATH)

@@ -36,11 +36,15 @@ import datetime as dt
 import logging
 import threading
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import Connection
 
 from kloyst.db import utcnow
 from kloyst.webhooks import deliveries
+
+if TYPE_CHECKING:  # the drainer is attached at run time; it does not import this module either
+    from kloyst.webhooks.drainer import Drainer
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +87,7 @@ class GroupCommitter:
         self._arrived = threading.Condition(self._lock)
         self._waiting: list[_Waiting] = []
         self._thread: threading.Thread | None = None
-        self._drainer = None
+        self._drainer: Drainer | None = None
 
     def attach(self, drainer) -> None:
         """Hand this process's new deliveries to ``drainer`` (its ``accepts``/``hand_over``/``wake``)."""
@@ -135,7 +139,7 @@ class GroupCommitter:
         drainer = self._drainer
         in_hand = drainer is not None and drainer.accepts(len(group))
         now = utcnow()
-        next_attempt_at = now + dt.timedelta(seconds=drainer.lease_seconds) if in_hand else now
+        next_attempt_at = now + dt.timedelta(seconds=drainer.lease_seconds) if drainer is not None and in_hand else now
         stored = False
         try:
             with connection.transaction() as conn:

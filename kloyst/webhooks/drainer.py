@@ -44,7 +44,9 @@ import transaction
 
 from kloyst import metrics as kmetrics
 from kloyst.db import session_scope, tenancy, utcnow
+from kloyst.outbox.context import TaskContext
 from kloyst.outbox.delivery import backoff_seconds
+from kloyst.plugins.enablement import enabled_plugins
 from kloyst.webhooks import deliveries
 from kloyst.webhooks.changes import MalformedDelivery, RetryLater, WebhookChange, parse_envelope
 from kloyst.webhooks.deliveries import Delivery
@@ -291,9 +293,6 @@ class Drainer:
 
     def _call_plugins(self, vendor_id: uuid.UUID, changes: list[WebhookChange]) -> tuple[str, bool] | None:
         """Run the vendor's enabled plugins on ``changes`` in one transaction; the error if it failed."""
-        from kloyst.plugins.enablement import enabled_plugins
-        from kloyst.queue import TaskContext
-
         pm = self.registry["kloyst.plugin_manager"]
         manager = transaction.TransactionManager(explicit=True)
         ids = sorted({c.delivery_id for c in changes})

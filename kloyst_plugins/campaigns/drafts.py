@@ -26,17 +26,22 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from kloyst.db import utcnow
-from kloyst.errors import Conflict, Unprocessable
-from kloyst.http.validation import validation_details
+from kloyst.api import Conflict, Unprocessable, utcnow, validation_details
 from kloyst_plugins.campaigns.models import Campaign, CampaignStatus
 from kloyst_plugins.campaigns.schemas import CampaignCreate, CampaignPatch, Schedule
-from kloyst_plugins.contacts.audience import Audience
-from kloyst_plugins.templates import parameters
-from kloyst_plugins.templates.models import MessageTemplate, TemplateCategory, TemplateStatus
-from kloyst_plugins.waba.models import PhoneNumber
-from kloyst_plugins.waba.access import meta_waba_id_of
-from kloyst_plugins.waba.services import CONNECTED
+from kloyst_plugins.contacts.api import Audience
+from kloyst_plugins.templates.api import (
+    MEDIA_FORMATS,
+    TemplateParameterError,
+    check_mapping,
+    header_format,
+    mapping_keys,
+    validate_send,
+)
+from kloyst_plugins.templates.api import MessageTemplate, TemplateCategory, TemplateStatus
+from kloyst_plugins.waba.api import PhoneNumber
+from kloyst_plugins.waba.api import meta_waba_id_of
+from kloyst_plugins.waba.api import CONNECTED
 
 ALWAYS_PRESENT_FIELDS = frozenset({"mobile"})
 
@@ -133,7 +138,7 @@ def check(db: Session, campaign: Campaign, *, schedule: Schedule | None = None, 
                                    "APPROVED templates can be sent")
         if template.category not in {c.value for c in TemplateCategory}:
             problem("template_id", f"template category {template.category!r} cannot be priced")
-        if parameters.header_format(template.components) in parameters.MEDIA_FORMATS:
+        if header_format(template.components) in MEDIA_FORMATS:
             problem("template_id", "templates with a media header cannot be sent by campaigns; use a template "
                                    "with a text header or none")
     if number is None:
@@ -165,10 +170,10 @@ def check(db: Session, campaign: Campaign, *, schedule: Schedule | None = None, 
 
 def _check_variables(template: MessageTemplate, campaign: Campaign, problem) -> dict:
     given = campaign.variable_mapping or {}
-    for text in parameters.check_mapping(template, given):
+    for text in check_mapping(template, given):
         problem("variables", text)
     merged = {**(template.variable_mapping or {}), **given}
-    for key in parameters.mapping_keys(template):
+    for key in mapping_keys(template):
         spec = merged.get(key)
         if not isinstance(spec, dict):
             problem("variables", f"variable {key!r} has no mapping; map it to a contact field with a default, or "
@@ -179,8 +184,8 @@ def _check_variables(template: MessageTemplate, campaign: Campaign, problem) -> 
     try:
         sample = {"body": _sample(template.body_variables, template), "header": _sample(template.header_variables,
                                                                                      template)}
-        parameters.validate_send(template, buttons=campaign.buttons or (), **sample)
-    except parameters.TemplateParameterError as exc:
+        validate_send(template, buttons=campaign.buttons or (), **sample)
+    except TemplateParameterError as exc:
         for text in exc.problems:
             problem("buttons", text)
     return merged

@@ -18,9 +18,9 @@ import uuid
 
 from sqlalchemy import Integer, Uuid, and_, bindparam, case, func, insert, literal, select, text
 
-from kloyst.db import tenancy, utcnow
+from kloyst.api import tenancy, utcnow
 from kloyst_plugins.campaigns.models import CampaignChunk, CampaignRecipient
-from kloyst_plugins.contacts.audience import Audience, audience_query
+from kloyst_plugins.contacts.api import Audience, audience_query
 
 UnitPrices = dict  # country (None: unknown) → [(quantity, unit_price_micros), …] in band order
 

@@ -11,7 +11,8 @@ The launch is one transaction, in this order, so that any refusal leaves nothing
    price of a different audience is not what the vendor accepted;
 5. the quote's total is held in the wallet (402 ``insufficient_funds`` with the amounts);
 6. the quotation is marked accepted (it now counts toward the month's volume tiers), the
-   fan-out chunks are written and their tasks sent after commit.
+   fan-out chunks are written and their tasks sent after commit, and ``CampaignLaunched`` is
+   recorded (a replayed launch records nothing more).
 
 An ``Idempotency-Key`` makes a retried launch answer with the launched campaign instead of a
 409; the hold's own key (``campaign:<id>:launch``) means the wallet could not be charged twice
@@ -24,15 +25,14 @@ import uuid
 
 from sqlalchemy import select
 
-from kloyst.db import utcnow
-from kloyst.errors import Conflict, Unprocessable
+from kloyst.api import Conflict, events, Outbox, Unprocessable, utcnow
 from kloyst_plugins.campaigns import drafts, freeze
 from kloyst_plugins.campaigns.models import Campaign, CampaignStatus
 from kloyst_plugins.campaigns.tasks import enqueue_chunks
-from kloyst_plugins.contacts.audience import count_by_country
-from kloyst_plugins.pricing.models import Quotation
-from kloyst_plugins.pricing.services import QuotationService, expire_if_due, mark_accepted, quotation_unit_prices
-from kloyst_plugins.wallet.ledger import Ledger
+from kloyst_plugins.contacts.api import count_by_country
+from kloyst_plugins.pricing.api import Quotation
+from kloyst_plugins.pricing.api import QuotationService, expire_if_due, mark_accepted, quotation_unit_prices
+from kloyst_plugins.wallet.api import Ledger
 
 
 def hold_reference(campaign_id: uuid.UUID) -> str:
@@ -97,6 +97,8 @@ def launch(db, registry, campaign_id: uuid.UUID, *, enqueue, idempotency_key: st
     starts = freeze.add_chunks(db, vendor_id=campaign.vendor_id, campaign_id=campaign.id, recipients=recipients,
                                size=registry.settings["campaigns.chunk_size"])
     enqueue_chunks(enqueue, vendor_id=campaign.vendor_id, campaign_id=campaign.id, seq_froms=starts)
+    events.record_event(Outbox(db), campaign.vendor_id,
+                        events.CampaignLaunched(campaign_id=campaign.id, recipients=recipients))
     db.flush()
     return campaign, False
 

@@ -23,7 +23,7 @@ import uuid
 from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from kloyst.db import Base, TenantScoped, Timestamped, new_id
+from kloyst.api import Base, TenantScoped, Timestamped, new_id
 
 
 class CampaignStatus(str, enum.Enum):

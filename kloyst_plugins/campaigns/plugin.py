@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from kloyst.config import Setting, as_bool
-from kloyst.plugins import PluginMeta, hookimpl
+from kloyst.api import as_bool, hookimpl, PluginMeta, Setting
 
 plugin_meta = PluginMeta(description="Campaigns: a template to an audience, quoted, paid from the wallet, sent, "
                                      "paused, resumed or cancelled, and tracked.",
@@ -28,11 +25,6 @@ def kloyst_settings():
                 help="A fan-out chunk still not written this long after its task was sent is sent again (its "
                      "task was lost: huey does not acknowledge tasks)."),
     ]
-
-
-@hookimpl
-def kloyst_migration_dirs():
-    return [str(Path(__file__).with_name("migrations") / "versions")]
 
 
 @hookimpl

@@ -22,9 +22,9 @@ import uuid
 from dataclasses import dataclass
 from json.encoder import encode_basestring
 
-from kloyst.crypto import FieldCipher
-from kloyst_plugins.messages.content import CONTENT_FIELD
-from kloyst_plugins.templates import parameters
+from kloyst.api import FieldCipher
+from kloyst_plugins.messages.api import CONTENT_FIELD
+from kloyst_plugins.templates.api import ATTRIBUTE_PREFIX, HEADER_KEY_PREFIX, build_payload
 
 _MARK = "\x1fkloyst-{}\x1f"
 _TO, _ID = "to", "id"
@@ -64,9 +64,9 @@ class Renderer:
         self.cipher = cipher
         self.vendor_id = vendor_id
         self.slots: list[Slot] = []
-        header = self._markers(template, template.header_variables, parameters.HEADER_KEY_PREFIX, mapping)
+        header = self._markers(template, template.header_variables, HEADER_KEY_PREFIX, mapping)
         body = self._markers(template, template.body_variables, "", mapping)
-        skeleton = parameters.build_payload(template, _MARK.format(_TO), body=body, header=header,
+        skeleton = build_payload(template, _MARK.format(_TO), body=body, header=header,
                                             buttons=buttons or (), biz_opaque_callback_data=_MARK.format(_ID))
         text = _dumps(skeleton)
         # Split the document at each marker (with its quotes): parts[i] comes before the i-th value.
@@ -84,7 +84,7 @@ class Renderer:
         self.parts.append(text[position:])
         self.fields = {s.field for s in self.slots if s.field}
         self.needs_name = "name" in self.fields
-        self.needs_attributes = any(f.startswith(parameters.ATTRIBUTE_PREFIX) for f in self.fields)
+        self.needs_attributes = any(f.startswith(ATTRIBUTE_PREFIX) for f in self.fields)
 
     def _markers(self, template, variables, prefix: str, mapping: dict):
         if not variables:
@@ -116,7 +116,7 @@ class Renderer:
             elif field == "country":
                 value = country
             else:
-                value = fold((attributes or {}).get(field.removeprefix(parameters.ATTRIBUTE_PREFIX)))
+                value = fold((attributes or {}).get(field.removeprefix(ATTRIBUTE_PREFIX)))
             value = value or slot.default
             if value is None:
                 return None

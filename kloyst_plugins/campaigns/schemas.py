@@ -13,8 +13,7 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from kloyst.http.pagination import Listing, Page
-from kloyst.http.validation import Amount, Answer, PlainText, Schema
+from kloyst.api import Amount, Answer, Listing, Page, PlainText, Schema
 from kloyst_plugins.campaigns.models import CampaignStatus
 
 

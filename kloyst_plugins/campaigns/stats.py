@@ -6,8 +6,9 @@ wallet's holds of the campaign (cost so far = what was captured from them, net o
 for messages Meta later reported undelivered). Nothing has to be incremented on the hot path
 of the sender, and nothing can drift.
 
-The export streams one row per frozen recipient, joined to its message, in ``seq`` batches
-each read in its own short transaction (like the contacts export), with the same
+The export streams one row per frozen recipient, joined to its message (the messages plugin
+looks a batch's messages up by their idempotency keys, one query), in ``seq`` batches each
+read in its own short transaction (like the contacts export), with the same
 formula-injection escaping.
 """
 
@@ -17,31 +18,26 @@ import datetime as dt
 import uuid
 from collections.abc import Iterator
 
-from sqlalchemy import Uuid, bindparam, text
+from sqlalchemy import and_, bindparam, select, text, Uuid
 
-from kloyst.crypto import FieldCipher
-from kloyst.db import session_scope
-from kloyst.db.base import UTCDateTime
-from kloyst.money import format_micros
+from kloyst.api import FieldCipher, format_micros, session_scope, tenancy
 from kloyst_plugins.campaigns.launch import hold_reference
-from kloyst_plugins.campaigns.models import Campaign
-from kloyst_plugins.messages.models import MessageStatus
+from kloyst_plugins.campaigns.models import Campaign, CampaignRecipient
+from kloyst_plugins.contacts.api import Contact
+from kloyst_plugins.messages.api import by_idempotency_keys, count_by_status, MessageStatus
 
 COUNTED = tuple(status.value for status in MessageStatus)
 _C = (bindparam("campaign", type_=Uuid()), bindparam("vendor", type_=Uuid()))
-_BY_STATUS = text("SELECT status, count(*) FROM message_log WHERE campaign_id = :campaign AND vendor_id = :vendor "
-                  "GROUP BY status").bindparams(*_C)
 _CHUNKS = text("SELECT coalesce(sum(written), 0), coalesce(sum(skipped), 0), count(*) - count(done_at) "
                "FROM campaign_chunk WHERE campaign_id = :campaign AND vendor_id = :vendor").bindparams(*_C)
 
 
 def stats(db, campaign: Campaign) -> dict:
-    from kloyst_plugins.wallet.ledger import Ledger
+    from kloyst_plugins.wallet.api import Ledger
 
     params = {"campaign": campaign.id, "vendor": campaign.vendor_id}
-    counts = {status.lower(): 0 for status in COUNTED}
-    for status, count in db.execute(_BY_STATUS, params):
-        counts[str(status).lower()] = int(count)
+    counts = {status.value.lower(): count for status, count in
+              count_by_status(db, campaign.vendor_id, campaign.id).items()}
     written, skipped, pending_chunks = db.execute(_CHUNKS, params).one()
     holds = Ledger(db.connection(), campaign.vendor_id).holds(hold_reference(campaign.id))
     captured = sum(h.captured_micros for h in holds)
@@ -58,25 +54,16 @@ def stats(db, campaign: Campaign) -> dict:
 EXPORT_COLUMNS = ("seq", "contact_id", "phone", "name", "country", "status", "wamid", "price", "sent_at",
                   "delivered_at", "read_at", "failed_at", "error_code", "error", "skipped")
 EXPORT_BATCH = 2000
-_EXPORT = """
-SELECT r.seq, r.contact_id, r.country, r.price_micros, r.skipped, c.mobile_enc, c.name_enc,
-       m.status, m.wamid, m.sent_at, m.delivered_at, m.read_at, m.failed_at, m.error_code, m.error_message
-FROM campaign_recipient r
-LEFT JOIN contact c ON c.id = r.contact_id AND c.vendor_id = :vendor
-LEFT JOIN message_log m ON m.vendor_id = :vendor AND m.idempotency_key = :prefix || {contact_text}
-WHERE r.campaign_id = :campaign AND r.vendor_id = :vendor AND r.seq >= :after
-ORDER BY r.seq LIMIT :limit
-"""
-# The message's idempotency key names the contact as text: a uuid's canonical form on PostgreSQL; on SQLite the
-# column holds 32 hex digits, given their dashes back.
-_CONTACT_TEXT = {"postgresql": "CAST(r.contact_id AS VARCHAR)",
-                 "sqlite": "lower(substr(r.contact_id, 1, 8) || '-' || substr(r.contact_id, 9, 4) || '-' || "
-                           "substr(r.contact_id, 13, 4) || '-' || substr(r.contact_id, 17, 4) || '-' || "
-                           "substr(r.contact_id, 21))"}
-# The result columns typed, so every dialect gives back the same values: SQLite stores a uuid as 32 hex digits and
-# a time as text without a zone, and a plain text() query would hand those through as they are stored.
-_EXPORT_TYPES = {"contact_id": Uuid(), **{name: UTCDateTime() for name in ("sent_at", "delivered_at", "read_at",
-                                                                            "failed_at")}}
+_R, _K = CampaignRecipient.__table__.c, Contact.__table__.c
+# Each recipient with its contact (through the contacts plugin's model: a contact deleted since is a row of NULLs).
+_EXPORT_QUERY = tenancy.caller_scoped(  # names the vendor in both tables
+    select(_R.seq, _R.contact_id, _R.country, _R.price_micros, _R.skipped, _K.mobile_enc, _K.name_enc)
+    .select_from(CampaignRecipient.__table__.outerjoin(
+        Contact.__table__, and_(_K.id == _R.contact_id, _K.vendor_id == bindparam("vendor", type_=Uuid()))))
+    .where(_R.campaign_id == bindparam("campaign", type_=Uuid()), _R.vendor_id == bindparam("vendor", type_=Uuid()),
+           _R.seq >= bindparam("after"))
+    .order_by(_R.seq).limit(bindparam("limit")))
+_NO_MESSAGE = (None,) * 8
 
 
 def _when(value: dt.datetime | None) -> str:
@@ -91,12 +78,13 @@ def export_rows(session_factory, *, vendor_id: uuid.UUID, campaign_id: uuid.UUID
     prefix = f"campaign:{campaign_id}:"
     while True:
         with session_scope(session_factory, vendor_id=vendor_id) as db:
-            query = (text(_EXPORT.format(contact_text=_CONTACT_TEXT[db.get_bind().dialect.name])).bindparams(*_C)
-                     .columns(**_EXPORT_TYPES))
-            rows = db.execute(query, {"campaign": campaign_id, "vendor": vendor_id, "prefix": prefix,
-                                        "after": after, "limit": batch}).all()
-        for (seq, contact_id, country, price, skipped, mobile_enc, name_enc, status, wamid, sent_at, delivered_at,
-             read_at, failed_at, error_code, error) in rows:
+            rows = db.execute(_EXPORT_QUERY, {"campaign": campaign_id, "vendor": vendor_id, "after": after,
+                                              "limit": batch}).all()
+            # Each recipient's message (if it has one) by its idempotency key: one query per batch, messages' own.
+            messages = by_idempotency_keys(db, vendor_id, [f"{prefix}{row[1]}" for row in rows])
+        for seq, contact_id, country, price, skipped, mobile_enc, name_enc in rows:
+            (status, wamid, sent_at, delivered_at, read_at, failed_at, error_code, error) = messages.get(
+                f"{prefix}{contact_id}", _NO_MESSAGE)
             phone = cipher.decrypt(bytes(mobile_enc), vendor_id=vendor_id, field="mobile") if mobile_enc else ""
             name = cipher.decrypt(bytes(name_enc), vendor_id=vendor_id, field="name") if name_enc else ""
             yield [str(seq), str(contact_id), phone, name, country or "", status or "", wamid or "",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 
-from kloyst.queue import Reschedule, task
+from kloyst.api import Reschedule, task
 from kloyst_plugins.campaigns import fanout
 
 log = logging.getLogger(__name__)

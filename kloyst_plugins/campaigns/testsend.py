@@ -13,12 +13,12 @@ number when there is one, else from the mapping's defaults and fixed values (``m
 
 from __future__ import annotations
 
-from kloyst.errors import Unprocessable
+from kloyst.api import Unprocessable
 from kloyst_plugins.campaigns import drafts
 from kloyst_plugins.campaigns.models import Campaign
 from kloyst_plugins.campaigns.render import Renderer
-from kloyst_plugins.contacts.services import read_phone
-from kloyst_plugins.messages.services import Idempotency, MessageService, Queued, TemplateSend
+from kloyst_plugins.contacts.api import read_phone
+from kloyst_plugins.messages.api import Idempotency, MessageService, Queued, TemplateSend
 
 
 def send(service: MessageService, campaign: Campaign, phone: str, *,

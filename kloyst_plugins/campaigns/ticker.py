@@ -13,7 +13,12 @@ that are neither drafts nor finished and, per campaign, in its own short transac
 * finishes a campaign whose messages have all reached an end (nothing QUEUED, SENDING or
   PAUSED): the minimum-charge top-up of its quote is captured if at least one message was
   sent, every hold of the campaign is settled (what is left is released), and it becomes
-  COMPLETED (or CANCELLED).
+  COMPLETED (or CANCELLED); a completed one records ``CampaignCompleted`` (its funnel: sent,
+  delivered, read, failed) in the same transaction.
+
+Every question about the campaign's messages (any still unfinished? any accepted by Meta?)
+and every move of them goes through ``kloyst_plugins.messages.api``, which owns their table
+and state machine.
 
 Several workers may run the loop at once: each campaign row is taken ``FOR UPDATE SKIP
 LOCKED``, so one worker handles a campaign per tick and the others pass over it — as they
@@ -28,27 +33,20 @@ import threading
 import uuid
 
 import transaction
-from sqlalchemy import Uuid, bindparam, select, text
+from sqlalchemy import select, text
 
-from kloyst.db import session_scope, tenancy, utcnow
-from kloyst.db.base import UTCDateTime
-from kloyst_plugins.campaigns import control
+from kloyst.api import events, Outbox, session_scope, tenancy, utcnow
 from kloyst_plugins.campaigns.launch import hold_reference
 from kloyst_plugins.campaigns.models import Campaign, CampaignChunk, CampaignStatus as S
 from kloyst_plugins.campaigns.tasks import enqueue_chunks
+from kloyst_plugins.messages.api import (any_accepted, any_unfinished, cancel_waiting, count_by_status, MessageStatus,
+                                         pause_waiting)
 
 log = logging.getLogger(__name__)
 
-_ACTIVE = text("SELECT id, vendor_id FROM campaign WHERE status IN ('SCHEDULED', 'LAUNCHING', 'RUNNING', 'PAUSED', "
-               "'CANCELLING') ORDER BY updated_at")
-_C = (bindparam("campaign", type_=Uuid()), bindparam("vendor", type_=Uuid()))
-_UNFINISHED = text("SELECT 1 FROM message_log WHERE campaign_id = :campaign AND vendor_id = :vendor "
-                   "AND status IN ('QUEUED', 'SENDING', 'PAUSED') LIMIT 1").bindparams(*_C)
-_ANY_SENT = text("SELECT 1 FROM message_log WHERE campaign_id = :campaign AND vendor_id = :vendor "
-                 "AND status IN ('SENT', 'DELIVERED', 'READ') LIMIT 1").bindparams(*_C)
-_CANCEL_STRAYS = text("UPDATE message_log SET status = 'CANCELLED', status_rank = 5, updated_at = :now "
-                      "WHERE campaign_id = :campaign AND vendor_id = :vendor AND status IN ('QUEUED', 'PAUSED')"
-                      ).bindparams(*_C, bindparam("now", type_=UTCDateTime()))
+ACTIVE = (S.SCHEDULED, S.LAUNCHING, S.RUNNING, S.PAUSED, S.CANCELLING)
+_ACTIVE = text(f"SELECT id, vendor_id FROM campaign WHERE status IN ({', '.join(repr(s.value) for s in ACTIVE)}) "
+               "ORDER BY updated_at")
 
 
 class CampaignLoop:
@@ -109,7 +107,6 @@ class CampaignLoop:
 
 def advance(db, registry, campaign: Campaign, now: dt.datetime, *, manager, stale: dt.timedelta) -> None:
     """Move one locked campaign along (see the module docstring)."""
-    params = {"campaign": campaign.id, "vendor": campaign.vendor_id}
     if campaign.fanout_completed_at is None:
         _fan_out_progress(db, registry, campaign, now, manager=manager, stale=stale)
     status = S(campaign.status)
@@ -120,14 +117,17 @@ def advance(db, registry, campaign: Campaign, now: dt.datetime, *, manager, stal
         status = S.RUNNING
         campaign.started_at = campaign.started_at or now
     elif status is S.PAUSED:
-        db.execute(control.PAUSE_QUEUED, {**params, "now": now})
+        pause_waiting(db, campaign.vendor_id, campaign.id, now)
     elif status is S.CANCELLING:
-        db.execute(_CANCEL_STRAYS, {**params, "now": now})
+        # Their prices stay in the holds, released when the campaign settles.
+        cancel_waiting(db, campaign.vendor_id, campaign.id, now, totals=False)
     if status in (S.RUNNING, S.CANCELLING) and campaign.fanout_completed_at is not None \
-            and db.execute(_UNFINISHED, params).first() is None:
+            and not any_unfinished(db, campaign.vendor_id, campaign.id):
         settle(db, campaign)
         status = S.COMPLETED if status is S.RUNNING else S.CANCELLED
         campaign.completed_at = now
+        if status is S.COMPLETED:
+            events.record_event(Outbox(db), campaign.vendor_id, completed(db, campaign))
         log.info("campaign %s %s", campaign.id, status.value.lower())
     campaign.status = status.value
     db.flush()
@@ -157,14 +157,24 @@ def _fan_out_progress(db, registry, campaign: Campaign, now: dt.datetime, *, man
             campaign.fanout_completed_at = now
 
 
+def completed(db, campaign: Campaign) -> events.CampaignCompleted:
+    """The event of a campaign whose messages all ended, counted as a funnel (one ``GROUP BY``): ``sent`` is every
+    message Meta accepted (SENT, DELIVERED or READ now), ``delivered`` those delivered (DELIVERED or READ), ``read``
+    those read, ``failed`` those FAILED."""
+    counts = count_by_status(db, campaign.vendor_id, campaign.id)
+    read = counts[MessageStatus.READ]
+    delivered = counts[MessageStatus.DELIVERED] + read
+    return events.CampaignCompleted(campaign_id=campaign.id, sent=counts[MessageStatus.SENT] + delivered,
+                                    delivered=delivered, read=read, failed=counts[MessageStatus.FAILED])
+
+
 def settle(db, campaign: Campaign) -> None:
     """Capture the quote's minimum-charge top-up if anything was sent, then release what every hold still keeps."""
-    from kloyst_plugins.wallet.ledger import Ledger
+    from kloyst_plugins.wallet.api import Ledger
 
     ledger = Ledger(db.connection(), campaign.vendor_id)
-    params = {"campaign": campaign.id, "vendor": campaign.vendor_id}
     topup = int(campaign.minimum_topup_micros or 0)
-    if topup > 0 and campaign.hold_id is not None and db.execute(_ANY_SENT, params).first() is not None:
+    if topup > 0 and campaign.hold_id is not None and any_accepted(db, campaign.vendor_id, campaign.id):
         outstanding = ledger.get_hold(campaign.hold_id).outstanding_micros
         if outstanding > 0:
             ledger.capture(campaign.hold_id, min(topup, outstanding),

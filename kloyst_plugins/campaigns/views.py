@@ -15,20 +15,15 @@ import zoneinfo
 from pyramid.response import Response
 from sqlalchemy import select
 
-from kloyst.http.spreadsheet import csv_chunks
-from kloyst.auth.views import no_content
-from kloyst.http.pagination import paginate
-from kloyst.money import format_micros
+from kloyst.api import csv_chunks, format_micros, idempotency_key, no_content, openapi, paginate
 from kloyst_plugins.campaigns import control, drafts, launch, stats, testsend
 from kloyst_plugins.campaigns.models import Campaign
 from kloyst_plugins.campaigns.schemas import (CampaignAnswer, CampaignCreate, CampaignListQuery, CampaignPage,
                                               CampaignPatch, QuoteAnswer, RetryAnswer, StatsAnswer, TestSend)
-from kloyst.http.idempotency import idempotency_key
-from kloyst.http import openapi
-from kloyst_plugins.messages.schemas import MessageAnswer
-from kloyst_plugins.messages.services import Idempotency, MessageService, request_hash
-from kloyst_plugins.messages.views import REPLAYED_HEADER, message_json
-from kloyst_plugins.wallet.ledger import Ledger
+from kloyst_plugins.messages.api import MessageAnswer
+from kloyst_plugins.messages.api import Idempotency, MessageService, request_hash
+from kloyst_plugins.messages.api import REPLAYED_HEADER, message_json
+from kloyst_plugins.wallet.api import Ledger
 
 
 def _schedule_json(campaign: Campaign) -> dict | None:

@@ -16,7 +16,7 @@ import uuid
 from pydantic import Field, model_validator
 from sqlalchemy import and_, false, func, not_, or_, select
 
-from kloyst.http.validation import Schema
+from kloyst.api import Schema
 from kloyst_plugins.contacts.filters import has_all_labels
 from kloyst_plugins.contacts.models import Contact, ContactAuditLog
 from kloyst_plugins.contacts.schemas import Labels

@@ -32,7 +32,7 @@ from sqlalchemy import (Text, Uuid, case, cast, delete, func, insert, literal, n
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, aggregate_order_by
 from sqlalchemy.orm import Session
 
-from kloyst.db import tenancy
+from kloyst.api import tenancy
 from kloyst_plugins.contacts.models import AuditAction, Contact, ContactAuditLog
 from kloyst_plugins.contacts.services import SECRET_MARK, Actor, contact_snapshot
 

@@ -33,8 +33,7 @@ from openpyxl.cell import WriteOnlyCell
 from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from sqlalchemy import and_, or_, select
 
-from kloyst.crypto import FieldCipher
-from kloyst.db import session_scope
+from kloyst.api import FieldCipher, session_scope
 from kloyst_plugins.contacts.models import Contact
 
 COLUMNS = ("id", "mobile", "name", "country", "calling_code", "labels", "attributes", "opted_out", "opted_out_at",

@@ -14,7 +14,7 @@ import uuid
 from sqlalchemy import and_, exists, func, literal, select, type_coerce
 from sqlalchemy.dialects.postgresql import JSONB
 
-from kloyst.crypto import MobileHasher
+from kloyst.api import MobileHasher
 from kloyst_plugins.contacts.models import Contact
 from kloyst_plugins.contacts.schemas import ContactFilter
 from kloyst_plugins.contacts.services import read_phone

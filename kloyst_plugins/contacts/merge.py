@@ -10,31 +10,9 @@ through that same hook.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from collections.abc import Callable
+from dataclasses import replace
 
-
-@dataclass(frozen=True)
-class ContactFields:
-    """The mergeable part of a contact (decrypted); ``name`` is None when unknown or not read."""
-
-    name: str | None = None
-    country: str | None = None
-    labels: tuple[str, ...] = ()
-    attributes: dict = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class MergeStrategy:
-    name: str
-    description: str
-    merge: Callable[[ContactFields, ContactFields], ContactFields | None]
-    reads_name: bool = False  # decrypt the existing name only for strategies that look at it
-
-
-def union_labels(*groups) -> tuple[str, ...]:
-    """Labels of every group, first occurrence first, without duplicates."""
-    return tuple(dict.fromkeys(label for group in groups for label in group))
+from kloyst.api import ContactFields, MergeStrategy, union_labels
 
 
 def _skip(existing: ContactFields, incoming: ContactFields) -> None:

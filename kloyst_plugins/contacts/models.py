@@ -17,7 +17,7 @@ from sqlalchemy import JSON, ForeignKey, Index, LargeBinary, String, UniqueConst
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from kloyst.db import Base, TenantScoped, Timestamped, new_id, utcnow
+from kloyst.api import Base, TenantScoped, Timestamped, new_id, utcnow
 
 # Labels: a JSON array (JSONB on PostgreSQL, with a GIN index for "has label" filters).
 LabelsType = JSON().with_variant(JSONB(), "postgresql")

@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from kloyst.plugins import PluginMeta, hookimpl
+from kloyst.api import PluginMeta, hookimpl
 from kloyst_plugins.contacts import merge
 
 plugin_meta = PluginMeta(description="Contacts: encrypted numbers and names, labels, attributes, opt-outs, audit, "
                                      "export.")
 model_modules = ("kloyst_plugins.contacts.models",)
-
-
-@hookimpl
-def kloyst_migration_dirs():
-    return [str(Path(__file__).with_name("migrations") / "versions")]
 
 
 @hookimpl
@@ -29,7 +22,7 @@ def kloyst_routes(config):
 
 @hookimpl
 def kloyst_encrypted_fields():
-    from kloyst.key_rotation import EncryptedFields
+    from kloyst.api import EncryptedFields
     from kloyst_plugins.contacts.models import Contact
 
     return [EncryptedFields(Contact, {"mobile_enc": "mobile", "name_enc": "name"})]

@@ -16,8 +16,7 @@ from typing import Annotated, Any, Literal
 import phonenumbers
 from pydantic import AfterValidator, BeforeValidator, Field, field_validator
 
-from kloyst.http.pagination import Listing, Page
-from kloyst.http.validation import Answer, PlainText, Schema, iso_timestamp, multi_line, single_line
+from kloyst.api import Answer, iso_timestamp, Listing, multi_line, Page, PlainText, Schema, single_line
 from kloyst_plugins.contacts.models import AuditAction, ContactSource
 
 MAX_LABELS = 50

@@ -14,6 +14,10 @@ tomorrow — so the rules hold everywhere:
 
 Bulk writers (the import pipeline, bulk label/delete in :mod:`.bulk`) work set-based on
 their own, but use :func:`snapshot` and :data:`SECRET_MARK` so their audit rows read the same.
+
+Each single-contact change records its domain event (``ContactCreated``, ``ContactUpdated``,
+``ContactOptedOut``, ``ContactOptedIn``; docs/events.md) in the same transaction. Bulk writers
+record none per contact: an import reports its contacts by ``ImportCompleted`` and its counts.
 """
 
 from __future__ import annotations
@@ -26,11 +30,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from kloyst import events
-from kloyst.crypto import FieldCipher, MobileHasher
-from kloyst.db import tenancy, utcnow
-from kloyst.errors import Conflict, Unprocessable
-from kloyst.outbox import Outbox
+from kloyst.api import Conflict, events, FieldCipher, MobileHasher, Outbox, tenancy, Unprocessable, utcnow
 from kloyst_plugins.contacts import phones
 from kloyst_plugins.contacts.models import AuditAction, Contact, ContactAuditLog, ContactSource
 
@@ -124,6 +124,7 @@ class ContactService:
             raise
         self._audit(contact, AuditAction.CREATE, actor,
                     {key: [None, value] for key, value in contact_snapshot(contact).items()})
+        self._event(events.ContactCreated(contact_id=contact.id, source=actor.source.value))
         return contact
 
     def update(self, contact: Contact, *, actor: Actor, phone: phones.Phone | None = None, name: Any = _KEEP,
@@ -161,6 +162,8 @@ class ContactService:
                 self._refuse_duplicate(contact.mobile_hash, other_than=contact.id)
                 raise
             self._audit(contact, AuditAction.UPDATE, actor, changes)
+            self._event(events.ContactUpdated(contact_id=contact.id, source=actor.source.value,
+                                              changed=tuple(sorted(changes))))
         return changes
 
     def delete(self, contact: Contact, *, actor: Actor) -> None:
@@ -175,8 +178,7 @@ class ContactService:
             return False
         contact.opted_out, contact.opted_out_at = True, utcnow()
         self._audit(contact, AuditAction.OPT_OUT, actor, {"opted_out": [False, True]})
-        events.record(Outbox(self.db), self.vendor_id, "ContactOptedOut", contact_id=str(contact.id),
-                      source=actor.source.value)
+        self._event(events.ContactOptedOut(contact_id=contact.id, source=actor.source.value))
         return True
 
     def opt_in(self, contact: Contact, *, actor: Actor) -> bool:
@@ -184,8 +186,7 @@ class ContactService:
             return False
         contact.opted_out, contact.opted_out_at = False, None
         self._audit(contact, AuditAction.OPT_IN, actor, {"opted_out": [True, False]})
-        events.record(Outbox(self.db), self.vendor_id, "ContactOptedIn", contact_id=str(contact.id),
-                      source=actor.source.value)
+        self._event(events.ContactOptedIn(contact_id=contact.id, source=actor.source.value))
         return True
 
     def opt_out_by_phone(self, e164: str, *, actor: Actor) -> Contact | None:
@@ -195,6 +196,10 @@ class ContactService:
         if contact is not None:
             self.opt_out(contact, actor=actor)
         return contact
+
+    def _event(self, event) -> None:
+        """A domain event in this transaction (nothing is written when no installed plugin subscribes)."""
+        events.record_event(Outbox(self.db), self.vendor_id, event)
 
     def _seal(self, contact: Contact, mobile: str, name: str | None) -> None:
         # Both fields with the active key, always together, so enc_kid describes the whole row.

@@ -17,11 +17,7 @@ import datetime as dt
 from pyramid.response import FileIter, Response
 from sqlalchemy import select
 
-from kloyst.http.spreadsheet import csv_chunks
-from kloyst.auth.views import no_content
-from kloyst.errors import Forbidden
-from kloyst.http.pagination import Page, paginate
-from kloyst.http import openapi
+from kloyst.api import csv_chunks, Forbidden, no_content, openapi, Page, paginate
 from kloyst_plugins.contacts import bulk, export, filters
 from kloyst_plugins.contacts.models import Contact, ContactAuditLog, ContactSource
 from kloyst_plugins.contacts.schemas import (AuditPage, BulkAnswer, BulkBody, ContactAnswer, ContactCreate,

@@ -26,11 +26,8 @@ from pathlib import Path
 import transaction
 from sqlalchemy import select
 
-from kloyst.cli.bootstrap import load
-from kloyst.clamav import Clamd, ScannerUnavailable
-from kloyst.db import session_scope
-from kloyst.plugins.enablement import TenantHooks, enabled_plugins
-from kloyst_plugins.contacts.merge import strategies_for
+from kloyst.api import Clamd, load, ScannerUnavailable, session_scope, TenantHooks
+from kloyst_plugins.contacts.api import strategies_for
 from kloyst_plugins.imports import mapping, processing, scanning, services, sniff, storage, tasks, zipguard
 from kloyst_plugins.imports.models import ContactImportJob, ImportStatus
 
@@ -135,10 +132,10 @@ def confirm(registry, vendor_id: uuid.UUID, job_id: uuid.UUID, body: dict, *, qu
         else:
             def enqueue(name, **kwargs):
                 indexes.append(kwargs["chunk_index"])
-        enabled = enabled_plugins(db, pm, vendor_id)
-        if "imports" not in enabled:
+        hooks = TenantHooks.for_vendor(db, pm, vendor_id, registry.settings)
+        if "imports" not in hooks.enabled:
             raise SystemExit(f"kloyst import: the imports plugin is not enabled for vendor {vendor_id}")
-        mapping.confirm_mapping(db, enqueue, job, body, strategies_for(TenantHooks(pm, enabled)))
+        mapping.confirm_mapping(db, enqueue, job, body, strategies_for(hooks))
     return indexes
 
 

@@ -15,9 +15,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from kloyst.errors import Unprocessable
-from kloyst.http.validation import Schema, parse
-from kloyst_plugins.contacts.merge import MergeStrategy
+from kloyst.api import MergeStrategy, parse, Schema, Unprocessable
 from kloyst_plugins.imports import services
 from kloyst_plugins.imports.models import ChunkStatus, ContactImportChunk, ContactImportJob, ImportStatus
 from kloyst_plugins.imports.phonecache import region_is_supported

@@ -17,7 +17,7 @@ import uuid
 from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from kloyst.db import Base, TenantScoped, Timestamped, new_id, utcnow
+from kloyst.api import Base, TenantScoped, Timestamped, new_id, utcnow
 
 BigId = BigInteger().with_variant(Integer, "sqlite")
 

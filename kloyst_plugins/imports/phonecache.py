@@ -39,7 +39,7 @@ from phonenumbers.phonenumberutil import (
     _test_number_length,
 )
 
-from kloyst_plugins.contacts.phones import MAX_RAW_LENGTH, InvalidPhone, Phone, normalize
+from kloyst_plugins.contacts.api import MAX_RAW_LENGTH, InvalidPhone, Phone, normalize
 
 # Separators phonenumbers treats as punctuation (tabs are not: they go to phonenumbers).
 _SEPARATORS = str.maketrans("", "", " -().\u00a0/")

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from kloyst.config import Setting
-from kloyst.plugins import PluginMeta, hookimpl
+from kloyst.api import hookimpl, PluginMeta, Setting
 from kloyst_plugins.imports import scanning
 
 plugin_meta = PluginMeta(description="Contact imports from CSV and XLSX: hardened upload, virus scan, column "
@@ -66,8 +63,3 @@ def kloyst_cli_commands(subparsers):
     from kloyst_plugins.imports import cli
 
     cli.add_commands(subparsers)
-
-
-@hookimpl
-def kloyst_migration_dirs():
-    return [str(Path(__file__).with_name("migrations") / "versions")]

@@ -57,16 +57,24 @@ import transaction
 from sqlalchemy import Uuid, bindparam, insert, select, text, update
 from sqlalchemy.exc import DBAPIError
 
-from kloyst import metrics as kmetrics
-from kloyst.db import session_scope, tenancy, utcnow
-from kloyst.db.base import UTCDateTime
-from kloyst.plugins.enablement import TenantHooks, enabled_plugins
-from kloyst.queue import Reschedule, TaskContext, task
-from kloyst.http.validation import single_line
-from kloyst_plugins.contacts.merge import ContactFields, MergeStrategy, strategies_for, union_labels
-from kloyst_plugins.contacts.models import Contact, ContactAuditLog
-from kloyst_plugins.contacts.phones import InvalidPhone, first_valid, mask
-from kloyst_plugins.contacts.schemas import clean_labels
+from kloyst.api import (
+    ContactFields,
+    MergeStrategy,
+    metrics as kmetrics,
+    Reschedule,
+    session_scope,
+    single_line,
+    task,
+    TaskContext,
+    tenancy,
+    TenantHooks,
+    union_labels,
+    UTCDateTime,
+    utcnow,
+)
+from kloyst_plugins.contacts.api import Contact, ContactAuditLog
+from kloyst_plugins.contacts.api import InvalidPhone, first_valid, mask
+from kloyst_plugins.contacts.api import clean_labels
 from kloyst_plugins.imports import reader, services
 from kloyst_plugins.imports.mapping import PROCESS_CHUNK, ColumnPlan, split_labels
 from kloyst_plugins.imports.models import (
@@ -171,7 +179,6 @@ def _prepare(ctx, vendor_id: uuid.UUID, job_id: uuid.UUID, chunk_index: int) -> 
 
     Raises :class:`Reschedule` while another worker converts the XLSX file this chunk reads.
     """
-    pm = ctx.plugin_manager
     with session_scope(ctx.registry["kloyst.session_factory"], vendor_id=vendor_id, read_only=True) as look:
         chunk = look.scalars(select(ContactImportChunk).where(ContactImportChunk.job_id == job_id,
                                                               ContactImportChunk.index == chunk_index)).one_or_none()
@@ -179,7 +186,7 @@ def _prepare(ctx, vendor_id: uuid.UUID, job_id: uuid.UUID, chunk_index: int) -> 
         if chunk is None or job is None or chunk.status != ChunkStatus.PENDING.value or \
                 ImportStatus(job.status).is_final:
             return None
-        strategy = strategies_for(TenantHooks(pm, enabled_plugins(look, pm, vendor_id))).get(job.merge_strategy)
+        strategy = strategy_for(ctx.tenant_hooks_on(look), job.merge_strategy)
     # The scope is closed (no snapshot held open while the file is read); job and chunk stay loaded.
     if strategy is None:
         return Prepared(error=f"merge strategy {job.merge_strategy!r} is no longer available to this vendor (was "
@@ -192,6 +199,18 @@ def _prepare(ctx, vendor_id: uuid.UUID, job_id: uuid.UUID, chunk_index: int) -> 
         return Prepared(error=str(exc))
     groups, rejections = prepare_rows(ctx, job, rows, strategy)
     return Prepared(strategy, len(rows), groups, rejections)
+
+
+def strategy_for(hooks: TenantHooks, name: str) -> MergeStrategy | None:
+    """The vendor's merge strategy ``name`` (one of its enabled plugins'), with that plugin's settings bound.
+
+    Once per chunk: a strategy whose ``merge`` takes ``settings`` gets them here (read through the
+    hooks' session), so each row costs one call either way.
+    """
+    for plugin, strategy in hooks.collect("kloyst_merge_strategies"):
+        if strategy.name == name:
+            return strategy.with_settings(hooks.settings_of(plugin)) if strategy.takes_settings else strategy
+    return None
 
 
 def _is_deadlock(exc: Exception) -> bool:

@@ -17,8 +17,7 @@ from collections.abc import Iterator
 
 from sqlalchemy import select, tuple_
 
-from kloyst.db import session_scope
-from kloyst.http.spreadsheet import csv_safe
+from kloyst.api import csv_safe, session_scope
 from kloyst_plugins.imports.models import ContactImportRejection
 
 PAGE = 5000

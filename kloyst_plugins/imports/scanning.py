@@ -25,7 +25,7 @@ import ipaddress
 import logging
 from urllib.parse import urlsplit
 
-from kloyst.config import ConfigurationError
+from kloyst.api import ConfigurationError
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,7 @@ from typing import Any
 
 from pydantic import Field
 
-from kloyst.http.pagination import Listing
-from kloyst.http.validation import Answer
+from kloyst.api import Answer, Listing
 from kloyst_plugins.imports.models import ImportStatus
 
 

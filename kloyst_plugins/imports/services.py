@@ -17,9 +17,9 @@ worker never both win.
 from __future__ import annotations
 
 from sqlalchemy import select, update
+from sqlalchemy.orm import object_session
 
-from kloyst.db import utcnow
-from kloyst.errors import Conflict
+from kloyst.api import Conflict, events, Outbox, utcnow
 from kloyst_plugins.imports.models import (
     FINAL_STATUSES,
     ChunkStatus,
@@ -80,6 +80,23 @@ def transition(job: ContactImportJob, to: ImportStatus, *, error: str | None = N
         job.cancelled_at = now
     if error is not None:
         job.error = error
+    if to in (S.COMPLETED, S.PARTIAL_SUCCESS, S.FAILED, S.QUARANTINED):
+        _record_outcome(job, to)
+
+
+def _record_outcome(job: ContactImportJob, to: ImportStatus) -> None:
+    """``ImportCompleted`` (COMPLETED, PARTIAL_SUCCESS) or ``ImportFailed`` (FAILED, QUARANTINED), in the job's
+    transaction. The import's contacts get no ContactCreated/ContactUpdated each: this event's counts report them."""
+    if to in (S.COMPLETED, S.PARTIAL_SUCCESS):
+        event: events.Event = events.ImportCompleted(
+            import_id=job.id, created=job.created_count or 0, updated=job.updated_count or 0,
+            skipped=job.duplicate_count or 0, failed=job.rejected_count or 0)
+    else:
+        event = events.ImportFailed(import_id=job.id, reason=(job.error or to.value.lower())[:500])
+    session = object_session(job)
+    if session is None:
+        raise RuntimeError(f"import {job.id} ended outside a session: its {event.name} could not be recorded")
+    events.record_event(Outbox(session), job.vendor_id, event)
 
 
 def fail(job: ContactImportJob, error: str) -> None:

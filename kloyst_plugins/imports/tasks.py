@@ -42,10 +42,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from kloyst.clamav import Clamd, ScannerUnavailable, Verdict
-from kloyst.db import session_scope
-from kloyst.outbox.delivery import backoff_seconds
-from kloyst.queue import Reschedule, task
+from kloyst.api import backoff_seconds, Clamd, Reschedule, ScannerUnavailable, session_scope, task, Verdict
 from kloyst_plugins.imports import extract, scanning, services, storage, zipguard
 from kloyst_plugins.imports.models import ContactImportChunk, ContactImportJob, ImportStatus
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from email.message import Message
 from pathlib import Path
 
-from kloyst.errors import BadRequest, PayloadTooLarge, Unprocessable
+from kloyst.api import BadRequest, PayloadTooLarge, Unprocessable
 from kloyst_plugins.imports import storage
 
 BLOCK = 64 * 1024

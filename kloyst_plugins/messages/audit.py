@@ -17,16 +17,19 @@ from __future__ import annotations
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
+from kloyst_plugins.messages.models import sql
+
 LIMIT = 100  # rows listed per kind of disagreement (each kind is also counted in full)
-_EVENT_RANK = "CASE e.status WHEN 'SENT' THEN 2 WHEN 'DELIVERED' THEN 3 WHEN 'READ' THEN 4 END"
+_EVENT_RANK = sql("CASE e.status WHEN {SENT} THEN {SENT_RANK} WHEN {DELIVERED} THEN {DELIVERED_RANK} "
+                  "WHEN {READ} THEN {READ_RANK} END")
 
 # The message's own statuses (same wamid) that rank above it: stored, never applied. FAILED is rank 5, so a
 # failed message never lags; a 'failed' report lags while the message is not FAILED and was never delivered.
-_LAGGING = f"""
+_LAGGING = sql(f"""
 FROM message_log m JOIN message_status_event e ON e.message_id = m.id AND e.wamid = m.wamid
-WHERE (e.status IN ('SENT', 'DELIVERED', 'READ') AND m.status_rank < {_EVENT_RANK})
-   OR (e.status = 'FAILED' AND m.status_rank < 3)
-"""
+WHERE (e.status IN ({{ACCEPTED}}) AND m.status_rank < {_EVENT_RANK})
+   OR (e.status = {{FAILED}} AND m.status_rank < {{FAILABLE_BELOW}})
+""")
 # A status for a wamid a message of its vendor carries, but not linked to that message.
 _UNLINKED = """
 FROM message_status_event e JOIN message_log m ON m.wamid = e.wamid AND m.vendor_id = e.vendor_id
@@ -34,12 +37,12 @@ WHERE e.message_id IS NULL OR e.message_id <> m.id
 """
 # A status naming a message under another wamid that is not a counted second send, while the message could still
 # have taken it (it did not end without one).
-_UNEXPLAINED = """
+_UNEXPLAINED = sql("""
 FROM message_status_event e JOIN message_log m ON m.id = e.message_id
 WHERE (m.wamid IS NULL OR e.wamid <> m.wamid)
   AND NOT EXISTS (SELECT 1 FROM duplicate_send d WHERE d.wamid = e.wamid AND d.message_id = m.id)
-  AND NOT (m.wamid IS NULL AND m.status IN ('FAILED', 'CANCELLED'))
-"""
+  AND NOT (m.wamid IS NULL AND m.status IN ({FAILED}, {CANCELLED}))
+""")
 _FALSE_DUPLICATES = """
 FROM duplicate_send d JOIN message_log m ON m.id = d.message_id
 WHERE d.wamid = m.wamid
@@ -76,14 +79,14 @@ CHECKS = (
      _CROSS_TENANT_DUPLICATES, "d.wamid, d.vendor_id, m.id, m.vendor_id"),
 )
 
-_SUMMARY = text("""
+_SUMMARY = text(sql("""
 SELECT (SELECT count(*) FROM message_status_event),
        (SELECT count(*) FROM message_status_event WHERE message_id IS NULL),
        (SELECT count(*) FROM duplicate_send),
        (SELECT count(DISTINCT d.message_id) FROM duplicate_send d),
        (SELECT count(*) FROM message_status_event e JOIN message_log m ON m.id = e.message_id
-         WHERE m.wamid IS NULL AND m.status IN ('FAILED', 'CANCELLED'))
-""")
+         WHERE m.wamid IS NULL AND m.status IN ({FAILED}, {CANCELLED}))
+"""))
 
 
 def disagreements(conn: Connection) -> dict[str, tuple[int, list[str]]]:

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import sys
 
-from kloyst.cli.bootstrap import load
-from kloyst.db import read_only_connection
+from kloyst.api import load, read_only_connection
 from kloyst_plugins.messages.audit import LIMIT, disagreements, summary
 
 

@@ -12,7 +12,7 @@ import json
 import uuid
 from typing import Any
 
-from kloyst.crypto import FieldCipher
+from kloyst.api import FieldCipher
 
 CONTENT_FIELD = "message.content"
 

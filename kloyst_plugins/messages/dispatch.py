@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import uuid
 
-from kloyst.outbox import Outbox
+from kloyst.api import Outbox
 
 QUEUED_TOPIC = "messages.queued"
 

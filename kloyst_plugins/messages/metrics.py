@@ -18,7 +18,7 @@ from __future__ import annotations
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import text
 
-from kloyst.metrics.collectors import DatabaseCollector
+from kloyst.api import DatabaseCollector
 
 _DEAD_LETTERS = text("SELECT error_kind, count(*) FROM dead_letter WHERE requeued_at IS NULL GROUP BY error_kind")
 _QUEUED = text("SELECT count(*) FROM message_log WHERE status = 'QUEUED'")  # ix_message_log_due

@@ -18,7 +18,7 @@ import uuid
 from sqlalchemy import BigInteger, ForeignKey, Index, Integer, LargeBinary, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from kloyst.db import Base, TenantScoped, Timestamped, new_id, utcnow
+from kloyst.api import Base, TenantScoped, Timestamped, new_id, utcnow
 
 BigId = BigInteger().with_variant(Integer, "sqlite")
 
@@ -34,11 +34,72 @@ class MessageStatus(str, enum.Enum):
     CANCELLED = "CANCELLED"  # will never be sent (its campaign was cancelled before it was)
 
 
+# The message state machine, defined here once (everything else — the sender's statements, the status webhooks,
+# the campaigns plugin through messages.api — reads it from these names).
+#
+# ``status_rank`` orders a message's life: a status only ever moves to a higher rank, except the moves back to the
+# queue listed in TRANSITIONS (a transient failure retried, a paused message resumed, a failed one requeued).
 STATUS_RANK = {MessageStatus.QUEUED: 0, MessageStatus.PAUSED: 0, MessageStatus.SENDING: 1, MessageStatus.SENT: 2,
                MessageStatus.DELIVERED: 3, MessageStatus.READ: 4, MessageStatus.FAILED: 5,
                MessageStatus.CANCELLED: 5}
+# Not sent yet and still to be: its owner (a campaign) is not finished while any of its messages is here.
+UNFINISHED = frozenset({MessageStatus.QUEUED, MessageStatus.SENDING, MessageStatus.PAUSED})
+# Waiting in the queue, unclaimed: what a pause, resume or cancel of its owner moves.
+WAITING = frozenset({MessageStatus.QUEUED, MessageStatus.PAUSED})
+# Meta accepted it (it has a wamid).
+ACCEPTED = frozenset({MessageStatus.SENT, MessageStatus.DELIVERED, MessageStatus.READ})
+# Nothing more happens to it by itself (a FAILED one may still be requeued by hand).
+FINAL = frozenset({MessageStatus.READ, MessageStatus.FAILED, MessageStatus.CANCELLED})
+# Kept for compatibility: no longer sent by us (SENT and later, or given up).
 TERMINAL = frozenset({MessageStatus.SENT, MessageStatus.DELIVERED, MessageStatus.READ, MessageStatus.FAILED,
                       MessageStatus.CANCELLED})
+# A FAILED message Meta never delivered: only below this rank may a ``failed`` status fail a message.
+FAILABLE_BELOW = STATUS_RANK[MessageStatus.DELIVERED]
+
+_S = MessageStatus
+TRANSITIONS: dict[MessageStatus, frozenset[MessageStatus]] = {
+    # claimed by a sender; paused or cancelled by its owner; a wamid adopted (Meta accepted a call we lost)
+    _S.QUEUED: frozenset({_S.SENDING, _S.PAUSED, _S.CANCELLED, _S.SENT}),
+    _S.PAUSED: frozenset({_S.QUEUED, _S.CANCELLED, _S.SENT}),
+    # Meta's answer; a transient failure retried (or its sender gone); a permanent failure
+    _S.SENDING: frozenset({_S.SENT, _S.QUEUED, _S.FAILED}),
+    # status webhooks move forward only; Meta's ``failed`` before delivery
+    _S.SENT: frozenset({_S.DELIVERED, _S.READ, _S.FAILED}),
+    _S.DELIVERED: frozenset({_S.READ}),
+    _S.READ: frozenset(),
+    _S.FAILED: frozenset({_S.QUEUED}),  # a dead letter requeued, a campaign's retry-failed
+    _S.CANCELLED: frozenset(),
+}
+del _S
+
+
+def can_move(old: MessageStatus | str, new: MessageStatus | str) -> bool:
+    """Whether the state machine lets a message go from ``old`` to ``new``."""
+    return MessageStatus(new) in TRANSITIONS[MessageStatus(old)]
+
+
+def values(statuses) -> tuple[str, ...]:
+    """The stored (``status`` column) values of these statuses, sorted: for ``IN`` lists and bound parameters."""
+    return tuple(sorted(MessageStatus(s).value for s in statuses))
+
+
+def _in(statuses) -> str:
+    return ", ".join(f"'{v}'" for v in values(statuses))
+
+
+# The state machine's words as SQL literals, for statements written as text: ``{QUEUED}`` is ``'QUEUED'``,
+# ``{SENT_RANK}`` is ``2``, ``{UNFINISHED}`` an IN list, ``{FAILABLE_BELOW}`` the rank a ``failed`` must be under.
+SQL_WORDS: dict[str, str] = {
+    **{s.name: f"'{s.value}'" for s in MessageStatus},
+    **{f"{s.name}_RANK": str(STATUS_RANK[s]) for s in MessageStatus},
+    "UNFINISHED": _in(UNFINISHED), "WAITING": _in(WAITING), "ACCEPTED": _in(ACCEPTED),
+    "FAILABLE_BELOW": str(FAILABLE_BELOW),
+}
+
+
+def sql(statement: str) -> str:
+    """``statement`` with the state machine's words (:data:`SQL_WORDS`, in braces) filled in."""
+    return statement.format_map(SQL_WORDS)
 
 
 class MessageLog(TenantScoped, Timestamped, Base):

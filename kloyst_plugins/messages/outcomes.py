@@ -21,8 +21,7 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from kloyst import metrics as kmetrics
-from kloyst.meta import ErrorKind, MetaError
+from kloyst.api import ErrorKind, MetaError, metrics as kmetrics
 from kloyst_plugins.messages import settlement, statuses
 from kloyst_plugins.messages import statements as sql
 

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from kloyst.config import Setting, as_bool
-from kloyst.plugins import PluginMeta, hookimpl
+from kloyst.api import as_bool, hookimpl, PluginMeta, Setting
 
 plugin_meta = PluginMeta(description="Sending template messages through Meta at each number's throughput, with "
                                      "retries, dead letters, delivery statuses and inbound messages from webhooks.",
@@ -56,11 +53,6 @@ def kloyst_cli_commands(subparsers):
 
 
 @hookimpl
-def kloyst_migration_dirs():
-    return [str(Path(__file__).with_name("migrations") / "versions")]
-
-
-@hookimpl
 def kloyst_routes(config):
     config.include(".views")
 
@@ -81,7 +73,7 @@ def kloyst_webhook_changes(changes, ctx):
 
 @hookimpl
 def kloyst_encrypted_fields():
-    from kloyst.key_rotation import EncryptedFields
+    from kloyst.api import EncryptedFields
     from kloyst_plugins.messages.content import CONTENT_FIELD
     from kloyst_plugins.messages.models import InboundMessage, MessageLog
     from kloyst_plugins.messages.webhooks import INBOUND_FIELD

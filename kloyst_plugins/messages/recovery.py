@@ -43,10 +43,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Uuid, bindparam, text
 
-from kloyst import metrics as kmetrics
-from kloyst.db import utcnow
-from kloyst.heartbeat import HeartbeatSettings, alive_since
-from kloyst.webhooks import unprocessed_changes
+from kloyst.api import alive_since, HeartbeatSettings, metrics as kmetrics, unprocessed_changes, utcnow
 from kloyst_plugins.messages import settlement, statuses
 from kloyst_plugins.messages import statements as sql
 from kloyst_plugins.messages.webhooks import FIELD

@@ -14,8 +14,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, model_validator
 
-from kloyst.http.pagination import Listing, Page
-from kloyst.http.validation import Answer, PlainText, Schema
+from kloyst.api import Answer, Listing, Page, PlainText, Schema
 from kloyst_plugins.messages.models import MessageStatus
 
 

@@ -46,10 +46,7 @@ import uuid
 from dataclasses import dataclass, field
 
 
-from kloyst import metrics as kmetrics
-from kloyst.db import session_scope, utcnow
-from kloyst.heartbeat import Heartbeat, HeartbeatSettings
-from kloyst.meta import MetaClient, MetaError
+from kloyst.api import Heartbeat, HeartbeatSettings, MetaClient, MetaError, metrics as kmetrics, session_scope, utcnow
 from kloyst_plugins.messages import dispatch, recovery, statuses
 from kloyst_plugins.messages import statements as sql
 from kloyst_plugins.messages.content import open_content_json
@@ -282,8 +279,8 @@ class Sender:
             number.due = count
 
     def _load_number(self, number_id: uuid.UUID, vendor_id: uuid.UUID) -> Number | None:
-        from kloyst_plugins.waba.access import phone_number_access
-        from kloyst_plugins.waba.models import PhoneNumber
+        from kloyst_plugins.waba.api import phone_number_access
+        from kloyst_plugins.waba.api import PhoneNumber
 
         try:
             with session_scope(self.registry["kloyst.session_factory"], vendor_id=vendor_id) as db:

@@ -46,20 +46,25 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from kloyst.crypto import FieldCipher, MobileHasher
-from kloyst.db import new_id, tenancy, utcnow
-from kloyst.errors import Conflict, NotFound, Unprocessable
-from kloyst_plugins.contacts.models import Contact
-from kloyst_plugins.contacts.services import ContactService, read_phone
+from kloyst.api import Conflict, FieldCipher, MobileHasher, new_id, NotFound, tenancy, Unprocessable, utcnow
+from kloyst_plugins.contacts.api import Contact
+from kloyst_plugins.contacts.api import ContactService, read_phone
 from kloyst_plugins.messages import content, dispatch
 from kloyst_plugins.messages.models import STATUS_RANK, DeadLetter, MessageLog, MessageStatus
-from kloyst_plugins.pricing.services import QuotationService
-from kloyst_plugins.templates import parameters, services as template_services
-from kloyst_plugins.templates.models import MessageTemplate
-from kloyst_plugins.waba.models import PhoneNumber
-from kloyst_plugins.waba.access import meta_waba_id_of
-from kloyst_plugins.waba.services import CONNECTED
-from kloyst_plugins.wallet.ledger import Ledger
+from kloyst_plugins.pricing.api import QuotationService
+from kloyst_plugins.templates.api import (
+    Resolved,
+    TemplateParameterError,
+    build_payload,
+    resolve_variables,
+    TemplateNotFound,
+    find_sendable,
+)
+from kloyst_plugins.templates.api import MessageTemplate
+from kloyst_plugins.waba.api import PhoneNumber
+from kloyst_plugins.waba.api import meta_waba_id_of
+from kloyst_plugins.waba.api import CONNECTED
+from kloyst_plugins.wallet.api import Ledger
 
 
 def hold_reference(message_id: uuid.UUID) -> str:
@@ -273,8 +278,8 @@ class MessageService:
     def _template(self, number: PhoneNumber, name: str, language: str) -> MessageTemplate:
         """The APPROVED template of the number's WABA (not approved: the templates plugin's 422)."""
         try:
-            return template_services.find_sendable(self.db, meta_waba_id_of(self.db, number), name, language)
-        except template_services.TemplateNotFound as exc:
+            return find_sendable(self.db, meta_waba_id_of(self.db, number), name, language)
+        except TemplateNotFound as exc:
             # A 404 names the URL's resource; here the template is a field of the body.
             raise Unprocessable(f"template: {exc.message}", code=exc.code,
                                 details={"fields": [{"field": "template", "problem": exc.message}]}) from None
@@ -292,21 +297,42 @@ class MessageService:
                 field = "variables"
                 resolved = self._resolve(template, send.variables, recipient.contact)
                 body, header = resolved.body, resolved.header
-            return parameters.build_payload(template, recipient.e164, body=body, header=header, buttons=send.buttons,
+            return build_payload(template, recipient.e164, body=body, header=header, buttons=send.buttons,
                                             biz_opaque_callback_data=str(message_id))
-        except parameters.TemplateParameterError as exc:
+        except TemplateParameterError as exc:
             raise exc.as_api_error(field) from None
 
     def _resolve(self, template: MessageTemplate, variables: dict | None,
-                 contact: Contact | None) -> parameters.Resolved:
+                 contact: Contact | None) -> Resolved:
         if contact is None:
             raise Unprocessable("variables are filled from a contact, and this number is not one of your contacts; "
                                 "send 'parameters' instead, or add the contact first", code="variables_need_contact")
         fields = {"name": self.contacts.decrypt_name(contact), "mobile": self.contacts.decrypt_mobile(contact),
                   "country": contact.country, "attributes": contact.attributes or {}}
-        return parameters.resolve_variables(template, variables, fields)
+        return resolve_variables(template, variables, fields)
 
 
 def _opted_out(contact: Contact) -> Conflict:
     return Conflict("contact opted out: nothing is sent to a contact who opted out (opt them in first, if they "
                     "asked to be messaged again)", code="contact_opted_out", details={"contact_id": str(contact.id)})
+
+
+# -- answers ------------------------------------------------------------------------------------------------------
+
+REPLAYED_HEADER = "Idempotent-Replayed"  # on an answer replayed for an Idempotency-Key (as Stripe's)
+
+
+def message_json(message: MessageLog, service: MessageService) -> dict:
+    """A message as the API answers it (``MessageAnswer``): the recipient's number read from its sealed content."""
+    return {"id": message.id, "status": message.status, "phone_number_id": message.phone_number_id,
+            "to": service.recipient_number(message), "country": message.country, "contact_id": message.contact_id,
+            "campaign_id": message.campaign_id,
+            "template": {"id": message.template_id, "name": message.template_name,
+                         "language": message.template_language, "category": message.category},
+            "wamid": message.wamid, "attempts": message.attempts, "retry_count": message.retry_count,
+            "next_attempt_at": message.next_attempt_at, "duplicate_sends": message.duplicate_sends,
+            "error_code": message.error_code, "error_subcode": message.error_subcode,
+            "error_message": message.error_message, "pricing_category": message.pricing_category,
+            "billable": message.billable, "idempotency_key": message.idempotency_key,
+            "created_at": message.created_at, "updated_at": message.updated_at, "sent_at": message.sent_at,
+            "delivered_at": message.delivered_at, "read_at": message.read_at, "failed_at": message.failed_at}

@@ -19,21 +19,12 @@ not at all. Unpriced messages (a pricing rule made them free) never reach the ho
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+
+from kloyst.api import SettledMessage
 
 SENT = "sent"
 FAILED = "failed"
 UNDELIVERED = "undelivered"
-
-
-@dataclass(frozen=True)
-class SettledMessage:
-    message_id: uuid.UUID
-    vendor_id: uuid.UUID
-    campaign_id: uuid.UUID | None
-    hold_id: uuid.UUID | None
-    price_micros: int
-    outcome: str
 
 
 def as_uuid(value) -> uuid.UUID | None:

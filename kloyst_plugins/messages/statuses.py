@@ -31,6 +31,12 @@ and batch). Deliveries are at least once and out of order, so everything here is
   while Meta has not delivered it; a priced one is reported undelivered (Meta charges only for
   delivered messages).
 
+**Events.** Each message a batch moved to another status (adopted, advanced or failed) is one
+``MessageStatusChanged`` (old and new status), recorded with ``record_events`` in the batch's
+transaction — only when an installed plugin subscribes to it; otherwise the statements are
+exactly those without it. PostgreSQL reads the status before from the update itself (a
+self-join, ``RETURNING``); SQLite, which has no concurrent writer, reads it around the update.
+
 The race the lock closes: the drainer may look the wamids up just *before* the sender's
 writer commits the wamid of the same message. The look-up misses it, but ``FOR UPDATE`` on the
 named message waits for the writer's commit and then reads the wamid it stored, so the status
@@ -48,15 +54,22 @@ from typing import Any
 
 from sqlalchemy import Uuid, bindparam, select, text
 
-from kloyst import metrics as kmetrics
-from kloyst.db import session_scope, tenancy, utcnow
-from kloyst.db.base import UTCDateTime
-from kloyst.meta.errors import classify
-from kloyst.metrics.definitions import META_STATUSES
-from kloyst.webhooks import insert_skipping_conflicts
+from kloyst.api import (
+    classify,
+    events as kevents,
+    insert_skipping_conflicts,
+    META_STATUSES,
+    metrics as kmetrics,
+    Outbox,
+    session_scope,
+    tenancy,
+    UTCDateTime,
+    utcnow,
+)
 from kloyst_plugins.messages import settlement
 from kloyst_plugins.messages import statements as sql
 from kloyst_plugins.messages.models import STATUS_RANK, DeadLetter, MessageLog, MessageStatus, MessageStatusEvent
+from kloyst_plugins.messages.models import sql as sql_words, UNFINISHED
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +78,7 @@ CHUNK = 1000  # statuses per statement
 ADVANCING = {"SENT": MessageStatus.SENT, "DELIVERED": MessageStatus.DELIVERED, "READ": MessageStatus.READ}
 FAILED = MessageStatus.FAILED.value
 # What a message carrying no wamid may be in to adopt one: not yet sent, being sent, or waiting to be sent again.
-ADOPTABLE = frozenset({MessageStatus.QUEUED.value, MessageStatus.SENDING.value, MessageStatus.PAUSED.value})
+ADOPTABLE = frozenset(s.value for s in UNFINISHED)
 
 
 @dataclass(frozen=True)
@@ -117,21 +130,40 @@ def apply_statuses(ctx, updates: list[StatusUpdate]) -> None:
     ours: dict[str, uuid.UUID] = dict(db.execute(select(MessageLog.wamid, MessageLog.id)
                                                  .where(MessageLog.wamid.in_(wamids))).all())
     settled: list[settlement.SettledMessage] = []
-    matches = _match_unknown_wamids(db, vendor_id, updates, ours, settled)
+    outbox = Outbox(db)
+    changes = _changes(outbox)
+    matches = _match_unknown_wamids(db, vendor_id, updates, ours, settled, changes)
     new = _record_events(db, vendor_id, updates, {**matches.linked, **matches.duplicates, **ours})
     duplicates = sum(count_duplicate(db, vendor_id, matches.duplicates[wamid], wamid, "webhook")
                      for wamid in sorted({u.wamid for u in new if u.wamid in matches.duplicates}))
-    apply_to_messages(db, vendor_id, [u for u in new if u.wamid in ours], settled)
+    apply_to_messages(db, vendor_id, [u for u in new if u.wamid in ours], settled, changes=changes)
+    if changes:
+        kevents.record_events(outbox, vendor_id, changes)
     settlement.report(ctx.plugin_manager, db.connection(), settled)
     _count_after_commit(ctx, [u for u in new if u.wamid in ours], matches.adopted, duplicates)
 
 
-def apply_to_messages(db, vendor_id: uuid.UUID, updates: list[StatusUpdate], settled: list) -> None:
-    """Move the messages carrying these statuses' wamids forward, and fail those Meta failed."""
-    _advance(db, vendor_id, [u for u in updates if u.status in ADVANCING])
+def apply_to_messages(db, vendor_id: uuid.UUID, updates: list[StatusUpdate], settled: list, *,
+                      changes: list | None = None) -> None:
+    """Move the messages carrying these statuses' wamids forward, and fail those Meta failed.
+
+    With a ``changes`` list, one :class:`MessageStatusChanged` is added to it per message whose status moved.
+    """
+    _advance(db, vendor_id, [u for u in updates if u.status in ADVANCING], changes)
     for update in updates:
         if update.status == FAILED:
-            _fail(db, vendor_id, update, settled)
+            _fail(db, vendor_id, update, settled, changes)
+
+
+def _changes(outbox) -> list | None:
+    """A list to collect status changes in when a plugin wants ``MessageStatusChanged`` events, else None."""
+    return [] if kevents.is_subscribed(outbox, kevents.MessageStatusChanged) else None
+
+
+def _changed(message_id, campaign_id, old: str, new: str, wamid: str | None):
+    return kevents.MessageStatusChanged(message_id=_as_uuid(message_id),
+                                        campaign_id=None if campaign_id is None else _as_uuid(campaign_id),
+                                        old_status=str(old), new_status=str(new), wamid=wamid)
 
 
 def adopt(db, vendor_id: uuid.UUID, message_id: uuid.UUID, wamid: str, at: dt.datetime) -> list:
@@ -156,7 +188,7 @@ def count_duplicate(db, vendor_id: uuid.UUID, message_id: uuid.UUID, wamid: str,
 
 
 def _match_unknown_wamids(db, vendor_id: uuid.UUID, updates: list[StatusUpdate], ours: dict[str, uuid.UUID],
-                          settled: list) -> _Matches:
+                          settled: list, changes: list | None = None) -> _Matches:
     """Statuses for wamids no message carried, sorted out by the message they name; adopted wamids join ``ours``."""
     matches = _Matches()
     named: dict[str, StatusUpdate] = {}  # unknown wamid → its earliest status that names a message
@@ -182,6 +214,8 @@ def _match_unknown_wamids(db, vendor_id: uuid.UUID, updates: list[StatusUpdate],
                 rows[message_id] = (wamid, MessageStatus.SENT.value)
                 settled.extend(settlement.settled_from_rows(adopted, settlement.SENT))
                 matches.adopted += 1
+                if changes is not None:
+                    changes.append(_changed(message_id, adopted[0][2], status, MessageStatus.SENT.value, wamid))
                 # Routine while SENDING (a status can beat the answer to its own call); worth telling otherwise.
                 log.log(logging.DEBUG if status == MessageStatus.SENDING.value else logging.INFO,
                         "message %s (%s) adopted wamid %s from a %s status: Meta had accepted it; not sent again",
@@ -283,6 +317,18 @@ FROM unnest(CAST(:wamid AS text[]), CAST(:status AS text[]), CAST(:rank AS integ
 WHERE m.wamid = v.wamid AND m.vendor_id = :vendor
 """).bindparams(bindparam("vendor", type_=Uuid()), bindparam("now", type_=UTCDateTime()))
 
+# The same, telling each message's status before (``o``: the row as the statement found it) and after.
+_ADVANCE_PG_CHANGES = text(f"""
+UPDATE message_log AS m SET {_ADVANCE_SET.format(v="v.")}
+FROM unnest(CAST(:wamid AS text[]), CAST(:status AS text[]), CAST(:rank AS integer[]),
+            CAST(:sent_at AS timestamptz[]), CAST(:delivered_at AS timestamptz[]), CAST(:read_at AS timestamptz[]),
+            CAST(:pricing_category AS text[]), CAST(:billable AS boolean[]))
+     AS v(wamid, status, rank, sent_at, delivered_at, read_at, pricing_category, billable),
+     message_log AS o
+WHERE m.wamid = v.wamid AND m.vendor_id = :vendor AND o.id = m.id
+RETURNING m.id, m.campaign_id, m.wamid, o.status, m.status
+""").bindparams(bindparam("vendor", type_=Uuid()), bindparam("now", type_=UTCDateTime()))
+
 _ADVANCE_SQLITE = text(f"""
 UPDATE message_log AS m SET {_ADVANCE_SET.format(v=":")}
 WHERE m.wamid = :wamid AND m.vendor_id = :vendor
@@ -292,7 +338,7 @@ WHERE m.wamid = :wamid AND m.vendor_id = :vendor
 _TIME_COLUMN = {"SENT": "sent_at", "DELIVERED": "delivered_at", "READ": "read_at"}
 
 
-def _advance(db, vendor_id: uuid.UUID, updates: list[StatusUpdate]) -> None:
+def _advance(db, vendor_id: uuid.UUID, updates: list[StatusUpdate], changes: list | None = None) -> None:
     """Move each message to its highest new status, never back; fill the time of every status seen."""
     rows: dict[str, dict] = {}
     for update in updates:
@@ -311,22 +357,42 @@ def _advance(db, vendor_id: uuid.UUID, updates: list[StatusUpdate]) -> None:
     now = utcnow()
     if db.get_bind().dialect.name == "postgresql":
         columns = {key: [row[key] for row in rows.values()] for key in next(iter(rows.values()))}
-        db.execute(_ADVANCE_PG, {**columns, "vendor": vendor_id, "now": now})
-    else:
-        db.execute(_ADVANCE_SQLITE, [{**row, "vendor": vendor_id, "now": now} for row in rows.values()])
+        if changes is None:
+            db.execute(_ADVANCE_PG, {**columns, "vendor": vendor_id, "now": now})
+            return
+        moved = db.execute(_ADVANCE_PG_CHANGES, {**columns, "vendor": vendor_id, "now": now}).all()
+        changes.extend(_changed(i, c, old, new, w) for i, c, w, old, new in sorted(moved, key=lambda r: str(r[0]))
+                       if old != new)
+        return
+    before = _statuses(db, list(rows)) if changes is not None else None
+    db.execute(_ADVANCE_SQLITE, [{**row, "vendor": vendor_id, "now": now} for row in rows.values()])
+    if before:
+        after = _statuses(db, list(rows))
+        changes.extend(_changed(i, c, old, after[w][2], w) for w, (i, c, old) in sorted(before.items())
+                       if w in after and after[w][2] != old)
 
 
-_FAIL = text("""
-UPDATE message_log SET status = 'FAILED', status_rank = 5, failed_at = :at, error_code = :code,
+def _statuses(db, wamids: list[str]) -> dict[str, tuple]:
+    """``wamid → (id, campaign_id, status)`` of this vendor's messages carrying these wamids (the session's scope)."""
+    return {w: (i, c, s) for w, i, c, s in db.execute(
+        select(MessageLog.wamid, MessageLog.id, MessageLog.campaign_id, MessageLog.status)
+        .where(MessageLog.wamid.in_(wamids)).execution_options(populate_existing=True))}
+
+
+_FAIL = text(sql_words("""
+UPDATE message_log SET status = {FAILED}, status_rank = {FAILED_RANK}, failed_at = :at, error_code = :code,
     error_message = :message, updated_at = :now
-WHERE wamid = :wamid AND vendor_id = :vendor AND status_rank < 3
+WHERE wamid = :wamid AND vendor_id = :vendor AND status_rank < {FAILABLE_BELOW}
 RETURNING id, vendor_id, campaign_id, hold_id, price_micros
-""").bindparams(bindparam("vendor", type_=Uuid()), bindparam("at", type_=UTCDateTime()),
+""")).bindparams(bindparam("vendor", type_=Uuid()), bindparam("at", type_=UTCDateTime()),
                 bindparam("now", type_=UTCDateTime())).columns(id=Uuid(), vendor_id=Uuid(), campaign_id=Uuid(),
                                                                hold_id=Uuid())
 
 
-def _fail(db, vendor_id: uuid.UUID, update: StatusUpdate, settled: list) -> None:
+_STATUS_OF_WAMID = select(MessageLog.status).where(MessageLog.wamid == bindparam("wamid"))
+
+
+def _fail(db, vendor_id: uuid.UUID, update: StatusUpdate, settled: list, changes: list | None = None) -> None:
     """A ``failed`` status: FAILED and one dead letter, unless Meta already delivered (or we already failed) it.
 
     The message had been sent (it has a wamid), so a priced one is reported undelivered: Meta charges
@@ -336,11 +402,17 @@ def _fail(db, vendor_id: uuid.UUID, update: StatusUpdate, settled: list) -> None
     message = " — ".join(str(part) for part in (error.get("title") or error.get("message"), error_data.get("details"))
                          if part)
     message = (message or "Meta reported the message failed")[:500]
+    old = None
+    if changes is not None:  # its status before, read under the lock the update takes anyway
+        old = db.execute(_STATUS_OF_WAMID.with_for_update() if db.get_bind().dialect.name == "postgresql"
+                         else _STATUS_OF_WAMID, {"wamid": update.wamid}).scalar()
     row = db.execute(_FAIL, {"wamid": update.wamid, "vendor": vendor_id, "at": update.at,
                              "code": update.error_code, "message": message, "now": utcnow()}).first()
     if row is None:
         return
     message_id = row[0]
+    if changes is not None and old is not None:
+        changes.append(_changed(message_id, row[2], old, FAILED, update.wamid))
     settled.extend(settlement.settled_from_rows([row], settlement.UNDELIVERED))
     db.add(DeadLetter(vendor_id=vendor_id, message_id=message_id, error_code=update.error_code,
                       error_kind=classify(update.error_code).kind.value, reason=message,
@@ -383,7 +455,11 @@ def link_unlinked(registry, since: dt.datetime) -> int:
                 if db.execute(_LINK, {"id": event_id, "message": _as_uuid(message_id)}).rowcount:
                     error = {"code": error_code} if error_code is not None else None
                     updates.append(StatusUpdate(wamid, status, at, None, error, category, None))
-            apply_to_messages(db, vendor_id, updates, settled)
+            outbox = Outbox(db)
+            changes = _changes(outbox)
+            apply_to_messages(db, vendor_id, updates, settled, changes=changes)
+            if changes:
+                kevents.record_events(outbox, vendor_id, changes)
             settlement.report(registry["kloyst.plugin_manager"], db.connection(), settled)
         if updates:
             log.warning("applied %d statuses of vendor %s that had arrived before their message's wamid was known",

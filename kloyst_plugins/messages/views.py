@@ -15,30 +15,12 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from kloyst.http.pagination import paginate
+from kloyst.api import idempotency_key, openapi, paginate
 from kloyst_plugins.messages.models import DeadLetter, MessageLog
-from kloyst.http import openapi
-from kloyst.http.idempotency import idempotency_key
 from kloyst_plugins.messages.schemas import (DeadLetterAnswer, DeadLetterListQuery, DeadLetterPage, MessageAnswer,
                                              MessageCreate, MessageListQuery, MessagePage)
-from kloyst_plugins.messages.services import Idempotency, MessageService, TemplateSend, request_hash
-
-REPLAYED_HEADER = "Idempotent-Replayed"
-
-
-def message_json(message: MessageLog, service: MessageService) -> dict:
-    return {"id": message.id, "status": message.status, "phone_number_id": message.phone_number_id,
-            "to": service.recipient_number(message), "country": message.country, "contact_id": message.contact_id,
-            "campaign_id": message.campaign_id,
-            "template": {"id": message.template_id, "name": message.template_name,
-                         "language": message.template_language, "category": message.category},
-            "wamid": message.wamid, "attempts": message.attempts, "retry_count": message.retry_count,
-            "next_attempt_at": message.next_attempt_at, "duplicate_sends": message.duplicate_sends,
-            "error_code": message.error_code, "error_subcode": message.error_subcode,
-            "error_message": message.error_message, "pricing_category": message.pricing_category,
-            "billable": message.billable, "idempotency_key": message.idempotency_key,
-            "created_at": message.created_at, "updated_at": message.updated_at, "sent_at": message.sent_at,
-            "delivered_at": message.delivered_at, "read_at": message.read_at, "failed_at": message.failed_at}
+from kloyst_plugins.messages.services import (Idempotency, message_json, MessageService, REPLAYED_HEADER, TemplateSend,
+                                              request_hash)
 
 
 def dead_letter_json(letter: DeadLetter, message: MessageLog | None, service: MessageService) -> dict:

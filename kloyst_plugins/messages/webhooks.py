@@ -22,14 +22,13 @@ from typing import Any
 
 from sqlalchemy import select
 
-from kloyst.errors import Conflict
-from kloyst.webhooks import WebhookChange
-from kloyst_plugins.contacts import phones
-from kloyst_plugins.contacts.models import Contact, ContactSource
-from kloyst_plugins.contacts.services import Actor, ContactService
+from kloyst.api import Conflict, WebhookChange
+from kloyst_plugins.contacts.api import InvalidPhone, normalize
+from kloyst_plugins.contacts.api import Contact, ContactSource
+from kloyst_plugins.contacts.api import Actor, ContactService
 from kloyst_plugins.messages.models import InboundMessage
 from kloyst_plugins.messages.statuses import CHUNK, StatusUpdate, apply_statuses, timestamp
-from kloyst_plugins.waba.models import PhoneNumber
+from kloyst_plugins.waba.api import PhoneNumber
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +109,8 @@ def receive_messages(ctx, change: WebhookChange, keywords: frozenset[str]) -> No
 def _sender_contact(contacts: ContactService, sender: str, name: str | None) -> tuple[Contact | None, str]:
     """The vendor's contact for ``sender`` (created if new) and the number as hashed; no contact for a bad number."""
     try:
-        phone = phones.normalize(sender)
-    except phones.InvalidPhone as exc:
+        phone = normalize(sender)
+    except InvalidPhone as exc:
         log.warning("inbound message from an invalid number (%s): stored without a contact", exc)
         return None, sender
     contact = contacts.find_by_phone(phone)

@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 
-from kloyst.money import MoneyError, to_micros
+from kloyst.api import MoneyError, to_micros
 from kloyst_plugins.pricing.models import Category
 
 # Meta's currency tokens (``$US``) and the symbols other cards use, to ISO 4217.

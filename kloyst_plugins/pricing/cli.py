@@ -21,8 +21,8 @@ def _date(value: str) -> dt.datetime:
 
 
 def cmd_load_card(args) -> int:
-    from kloyst.cli.bootstrap import load
-    from kloyst.db import session_scope, tenancy
+    from kloyst.api import load
+    from kloyst.api import session_scope, tenancy
     from kloyst_plugins.pricing import cards, snapshots
 
     if not args.development and not args.pricing:

@@ -23,8 +23,7 @@ from sqlalchemy import (BigInteger, ForeignKey, Index, Integer, LargeBinary, Str
                         exists, select)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from kloyst.db import Base, TenantScoped, Timestamped, new_id, utcnow
-from kloyst.errors import Conflict
+from kloyst.api import Base, Conflict, new_id, TenantScoped, Timestamped, utcnow
 
 
 class Category(str, enum.Enum):

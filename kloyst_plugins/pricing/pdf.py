@@ -25,7 +25,7 @@ from babel.numbers import format_currency, get_currency_name, get_currency_preci
 from fpdf import FPDF
 from fpdf.fonts import FontFace
 
-from kloyst.money import MICROS, to_micros
+from kloyst.api import MICROS, to_micros
 from kloyst_plugins.pricing.fonts import REPLACEMENT, FontsMissing, font_set
 from kloyst_plugins.pricing.models import PricingSnapshot, Quotation
 from kloyst_plugins.pricing.shaping import ShapedLines, needs_shaping

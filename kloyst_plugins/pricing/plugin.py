@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
-from kloyst.config import Setting, as_list
-from kloyst.plugins import PluginMeta, hookimpl
+from kloyst.api import as_list, hookimpl, PluginMeta, Setting
 from kloyst_plugins.pricing import pdf
 from kloyst_plugins.pricing.fonts import DEFAULT_FONT_DIRS
 
 log = logging.getLogger(__name__)
 
 plugin_meta = PluginMeta(description="Meta rate cards, volume tiers, platform fees and quotations with PDFs.",
-                         requires=("contacts", "wallet"))
+                         requires=("contacts", "templates", "wallet"))
 model_modules = ("kloyst_plugins.pricing.models",)
 
 
@@ -42,14 +40,8 @@ def kloyst_settings():
 
 
 @hookimpl
-def kloyst_migration_dirs():
-    return [str(Path(__file__).with_name("migrations") / "versions")]
-
-
-@hookimpl
 def kloyst_routes(config):
     config.include(".views")
-    config.include(".views_admin")
 
 
 @hookimpl

@@ -18,86 +18,29 @@ A rule can do two things, each optional (the base class does nothing):
 
 Rules are pure functions of their arguments and :class:`RuleContext`; ``ctx.memo`` is a
 per-quotation dict where a rule may keep what it looked up (under its own name), since the
-same rule object may serve many quotations at once.
+same rule object may serve many quotations at once. ``ctx.settings`` is the rule's own
+plugin's :class:`kloyst.api.PluginSettings` for the quoted vendor (its ini settings and the
+vendor's, validated, defaults filled in); ``ctx.plugin_settings`` has every enabled plugin's
+vendor settings.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import uuid
-from dataclasses import dataclass, field
-from decimal import Decimal
-from typing import Any
+from kloyst.api import Charge, Line, PricingRule, RuleContext, SnapshotRef
 
-
-@dataclass(frozen=True)
-class SnapshotRef:
-    id: uuid.UUID
-    currency: str
-    effective_from: dt.datetime
-
-
-@dataclass
-class RuleContext:
-    """What a rule may base its decision on, for one quotation."""
-
-    db: Any  # the ORM session, scoped to the vendor (a rule may read its own plugin's tables)
-    vendor_id: uuid.UUID
-    plugin_settings: dict[str, dict]  # enabled plugin → the vendor's settings for it (VendorPlugin.settings)
-    snapshot: SnapshotRef
-    currency: str
-    category: str
-    month_volume: dict[str, int]  # market → messages of this category already accepted this calendar month
-    now: dt.datetime
-    memo: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Line:
-    """One line of a quotation as rules see it (amounts in micro-units)."""
-
-    country: str | None
-    market: str
-    category: str
-    quantity: int
-    list_rate_micros: int  # Meta's list rate
-    rate_micros: int  # Meta's rate in this volume band (list rate less the tier discount)
-    tier_from: int | None
-    tier_to: int | None
-    discount_micropercent: int
-
-
-@dataclass(frozen=True)
-class Charge:
-    """A quotation-level charge: ``micros`` ≥ 0, shown on the quote with its description."""
-
-    rule: str
-    description: str
-    micros: int
-
-
-class PricingRule:
-    """Subclass, set ``name`` (unique across plugins), ``order`` and ``description``, override what you need."""
-
-    name: str = ""
-    order: int = 100
-    description: str = ""
-
-    def unit_price(self, ctx: RuleContext, line: Line, unit_micros: int) -> int | Decimal:
-        """The price of one message of ``line`` after this rule (``unit_micros`` is the price so far)."""
-        return unit_micros
-
-    def quote_charges(self, ctx: RuleContext, lines: list[tuple[Line, int]], items_micros: int) -> list[Charge]:
-        """Charges on the whole quotation, given every ``(line, unit price)`` and their sum ``items_micros``."""
-        return []
+__all__ = ["Charge", "Line", "PricingRule", "RuleContext", "SnapshotRef", "ordered", "ordered_with_plugins"]
 
 
 def ordered(rules) -> list[PricingRule]:
     """The rules of every enabled plugin (hook results), one per name, in ``(order, name)`` order."""
-    by_name: dict[str, PricingRule] = {}
-    for result in rules:
-        for rule in result or ():
-            if not rule.name:
-                raise ValueError(f"pricing rule {rule!r} has no name")
-            by_name.setdefault(rule.name, rule)
-    return sorted(by_name.values(), key=lambda r: (r.order, r.name))
+    return [rule for _, rule in ordered_with_plugins(("", rule) for result in rules for rule in result or ())]
+
+
+def ordered_with_plugins(pairs) -> list[tuple[str, PricingRule]]:
+    """``(plugin, rule)`` pairs (``TenantHooks.collect``), one per rule name, in ``(order, name)`` order."""
+    by_name: dict[str, tuple[str, PricingRule]] = {}
+    for plugin, rule in pairs:
+        if not rule.name:
+            raise ValueError(f"pricing rule {rule!r} has no name")
+        by_name.setdefault(rule.name, (plugin, rule))
+    return sorted(by_name.values(), key=lambda pair: (pair[1].order, pair[1].name))

@@ -12,10 +12,8 @@ from typing import Annotated, Any
 
 from pydantic import Field, RootModel, field_validator, model_validator
 
-from kloyst.http.pagination import Listing, Page
-from kloyst.http.validation import Amount, Answer, PlainText, Schema
-from kloyst.money import to_micros
-from kloyst_plugins.contacts.audience import Audience
+from kloyst.api import Amount, Answer, Listing, Page, PlainText, Schema, to_micros
+from kloyst_plugins.contacts.api import Audience
 from kloyst_plugins.pricing.models import QUOTABLE, PdfStatus, QuotationStatus
 
 MAX_PERCENT_MICROS = 1000 * 1_000_000  # a markup above 1000 % is a typo, not a price

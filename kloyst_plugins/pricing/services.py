@@ -28,21 +28,18 @@ import datetime as dt
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import object_session
 
-from kloyst.db import utcnow
-from kloyst.errors import Conflict, Unprocessable
-from kloyst.money import format_micros, round_micros
-from kloyst.plugins.enablement import enabled_plugins
-from kloyst.plugins.models import VendorPlugin
+from kloyst.api import (Conflict, events, format_micros, Outbox, round_micros, TenantHooks, Unprocessable,
+                        utcnow)
 from kloyst_plugins.pricing import markets, snapshots
 from kloyst_plugins.pricing.models import (QUOTABLE, PricingMarket, PricingRate, PricingSnapshot, PricingTier,
                                            Quotation, QuotationItem, QuotationStatus)
-from kloyst_plugins.pricing.rules import Charge, Line, RuleContext, SnapshotRef, ordered
+from kloyst_plugins.pricing.rules import Charge, Line, RuleContext, SnapshotRef, ordered_with_plugins
 from kloyst_plugins.pricing.tasks import GENERATE_PDF
 
 DEFAULT_TTL_SECONDS = 24 * 3600
@@ -56,7 +53,7 @@ class WalletView:
 
 def wallet_of(db, vendor_id: uuid.UUID) -> WalletView:
     """The vendor's wallet currency and available funds (the wallet plugin creates the wallet on first use)."""
-    from kloyst_plugins.wallet.ledger import Ledger
+    from kloyst_plugins.wallet.api import Ledger
 
     state = Ledger(db.connection(), vendor_id).wallet()
     return WalletView(currency=state.currency, available_micros=state.available_micros)
@@ -142,15 +139,11 @@ class QuotationService:
     def _ttl(self) -> int:
         return int(self.registry.settings.get("pricing.quote_ttl_seconds", DEFAULT_TTL_SECONDS))
 
-    def _rules(self):
-        pm = self.registry["kloyst.plugin_manager"]
-        enabled = enabled_plugins(self.db, pm, self.vendor_id)
-        return ordered(pm.for_plugins("kloyst_pricing_rules", enabled)()), enabled
-
-    def _plugin_settings(self, enabled) -> dict[str, dict]:
-        rows = self.db.execute(select(VendorPlugin.plugin, VendorPlugin.settings)
-                               .where(VendorPlugin.vendor_id == self.vendor_id)).all()
-        return {plugin: dict(settings or {}) for plugin, settings in rows if plugin in enabled}
+    def _rules(self) -> tuple[list[tuple[str, object]], TenantHooks]:
+        """``(plugin, rule)`` of the vendor's enabled plugins, in order, and the hooks that hold their settings."""
+        hooks = TenantHooks.for_vendor(self.db, self.registry["kloyst.plugin_manager"], self.vendor_id,
+                                       self.registry.settings)
+        return ordered_with_plugins(hooks.collect("kloyst_pricing_rules")), hooks
 
     def month_volume(self, category: str, now: dt.datetime) -> dict[str, int]:
         """Messages per market of ``category`` in this vendor's ACCEPTED quotations of ``now``'s calendar month."""
@@ -193,11 +186,15 @@ class QuotationService:
             raise Unprocessable(f"snapshot {snapshot.id} has no {category} rate for {', '.join(unpriced)}",
                                 code="no_rate", details={"markets": unpriced})
 
-        rules, enabled = self._rules()
+        owned_rules, hooks = self._rules()
         volume = self.month_volume(category, now)
-        ctx = RuleContext(db=self.db, vendor_id=self.vendor_id, plugin_settings=self._plugin_settings(enabled),
+        vendor_settings = {name: dict(hooks.settings_of(name).vendor) for name in sorted(hooks.enabled)}
+        ctx = RuleContext(db=self.db, vendor_id=self.vendor_id, plugin_settings=vendor_settings,
                           snapshot=SnapshotRef(snapshot.id, snapshot.currency, snapshot.effective_from),
                           currency=snapshot.currency, category=category, month_volume=dict(volume), now=now)
+        # Each rule sees its own plugin's settings in ctx.settings; memo and the rest stay shared.
+        contexts = {plugin: replace(ctx, settings=hooks.settings_of(plugin)) for plugin, _ in owned_rules}
+        rules = [(contexts[plugin], rule) for plugin, rule in owned_rules]
         running = dict(volume)
         priced: list[tuple[Line, int]] = []
         for country in ordered_countries:
@@ -209,16 +206,16 @@ class QuotationService:
                             tier_from=band.band_from if band else None, tier_to=band.band_to if band else None,
                             discount_micropercent=band.discount_micropercent if band else 0)
                 unit = line.rate_micros
-                for rule in rules:
-                    unit = max(0, round_micros(Decimal(rule.unit_price(ctx, line, unit))))
+                for rule_ctx, rule in rules:
+                    unit = max(0, round_micros(Decimal(rule.unit_price(rule_ctx, line, unit))))
                 priced.append((line, unit))
             running[market] = running.get(market, 0) + counts[country]
         items_micros = sum(line.quantity * unit for line, unit in priced)
-        charges = [charge for rule in rules for charge in rule.quote_charges(ctx, priced, items_micros)]
+        charges = [charge for rule_ctx, rule in rules for charge in rule.quote_charges(rule_ctx, priced, items_micros)]
         if any(charge.micros < 0 for charge in charges):
             raise ValueError("a pricing rule returned a negative quotation charge; discounts belong in unit_price")
         return Priced(snapshot=snapshot, wallet=wallet, category=category, now=now, lines=priced, charges=charges,
-                      rules=[rule.name for rule in rules])
+                      rules=[rule.name for _, rule in rules])
 
     def quote(self, counts_by_country: dict[str | None, int], category: str, *, source: dict | None = None,
               created_by: uuid.UUID | None = None) -> Quotation:
@@ -246,6 +243,9 @@ class QuotationService:
         self.db.add(quotation)
         self.db.flush()
         self.enqueue(GENERATE_PDF, vendor_id=self.vendor_id, quotation_id=quotation.id)
+        # Ready to read and accept now; its PDF follows (pdf_status), and may fail on its own.
+        events.record_event(Outbox(self.db), self.vendor_id, events.QuotationReady(
+            quotation_id=quotation.id, total_micros=quotation.total_micros, currency=quotation.currency))
         return quotation
 
     def _markets(self, snapshot_id, countries: list[str]) -> dict[str, str]:

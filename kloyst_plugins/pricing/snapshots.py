@@ -16,8 +16,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from kloyst.db import utcnow
-from kloyst.errors import Conflict
+from kloyst.api import Conflict, utcnow
 from kloyst_plugins.pricing import cards, markets
 from kloyst_plugins.pricing.models import PricingMarket, PricingRate, PricingSnapshot, PricingTier
 

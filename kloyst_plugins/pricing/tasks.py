@@ -22,9 +22,7 @@ import uuid
 
 from sqlalchemy import update
 
-from kloyst.accounts.models import Vendor
-from kloyst.db import session_scope
-from kloyst.queue import task
+from kloyst.api import session_scope, task, Vendor
 from kloyst_plugins.pricing import pdf
 from kloyst_plugins.pricing.models import PdfStatus, PricingSnapshot, Quotation
 

@@ -11,15 +11,14 @@ from __future__ import annotations
 from pyramid.response import Response
 from sqlalchemy import select
 
-from kloyst.errors import Conflict, Unprocessable
-from kloyst.http.pagination import paginate
-from kloyst.money import format_micros
-from kloyst.http import openapi
+from kloyst.api import Conflict, format_micros, openapi, paginate, Unprocessable
 from kloyst_plugins.pricing import markets, pdf, snapshots
 from kloyst_plugins.pricing.models import QUOTABLE, PdfStatus, PricingMarket, PricingRate, PricingTier, Quotation
 from kloyst_plugins.pricing.schemas import (QuotationAnswer, QuotationCreate, QuotationListQuery, QuotationPage, Rates,
                                             RatesQuery)
 from kloyst_plugins.pricing.services import QuotationService, expire_if_due, wallet_of
+from kloyst_plugins.contacts.api import count_by_country
+from kloyst_plugins.templates.api import MessageTemplate
 
 
 def percent(micropercent: int) -> str:
@@ -53,11 +52,7 @@ def quotation_json(quotation: Quotation, *, items: bool = True) -> dict:
 
 
 def _template_category(request, template_id) -> str:
-    try:
-        from kloyst_plugins.templates.models import MessageTemplate
-    except ImportError:  # pragma: no cover - the templates plugin ships with Kloyst
-        MessageTemplate = None
-    template = request.db.get(MessageTemplate, template_id) if MessageTemplate is not None else None
+    template = request.db.get(MessageTemplate, template_id)
     if template is None:
         raise Unprocessable(f"template {template_id} is not one of your templates", code="unknown_template",
                             details={"fields": [{"field": "template_id", "problem": "not found"}]})
@@ -65,7 +60,6 @@ def _template_category(request, template_id) -> str:
 
 
 def create_quotation(request):
-    from kloyst_plugins.contacts.audience import count_by_country
 
     body = request.validated()
     category = body.category
@@ -169,3 +163,6 @@ def includeme(config) -> None:
     config.add_route("pricing.quotation.pdf", "/quotations/{id}/pdf", model=Quotation)
     config.add_view(get_quotation_pdf, route_name="pricing.quotation.pdf", request_method="GET",
                     openapi=openapi.download("application/pdf"), rate_cost=5)
+    # The platform-admin routes (admin.pricing.…), registered here so that this includeme is the
+    # plugin's one list of routes: kloyst_routes includes .views and nothing else.
+    config.include(".views_admin")

@@ -13,12 +13,7 @@ import datetime as dt
 
 from sqlalchemy import func, select
 
-from kloyst.accounts.models import Vendor
-from kloyst.errors import Unprocessable
-from kloyst.http.pagination import Page, paginate
-from kloyst.http.resources import load_platform_row
-from kloyst.money import format_micros
-from kloyst.http import openapi
+from kloyst.api import format_micros, load_platform_row, openapi, Page, paginate, Unprocessable, Vendor
 from kloyst_plugins.pricing import cards, snapshots
 from kloyst_plugins.pricing.models import (PlatformFeeRule, PricingMarket, PricingRate, PricingSnapshot, PricingTier,
                                            snapshot_in_use)

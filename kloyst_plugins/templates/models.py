@@ -17,7 +17,7 @@ import uuid
 from sqlalchemy import Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from kloyst.db import Base, TenantScoped, Timestamped, new_id
+from kloyst.api import Base, TenantScoped, Timestamped, new_id
 
 
 class TemplateCategory(str, enum.Enum):

@@ -26,8 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from kloyst.errors import Unprocessable
-from kloyst.meta.payloads import template_payload
+from kloyst.api import template_payload, Unprocessable
 
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z0-9_]+)\s*\}\}")
 MEDIA_FORMATS = ("IMAGE", "VIDEO", "DOCUMENT", "LOCATION")

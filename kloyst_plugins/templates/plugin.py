@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from kloyst.plugins import PluginMeta, hookimpl
+from kloyst.api import PluginMeta, hookimpl
 from kloyst_plugins.templates import webhooks
 
 plugin_meta = PluginMeta(description="Message templates: sync from Meta, submit for review, status from webhooks, "
                                      "parameter validation and variable mapping.", requires=("waba",))
 model_modules = ("kloyst_plugins.templates.models",)
-
-
-@hookimpl
-def kloyst_migration_dirs():
-    return [str(Path(__file__).with_name("migrations") / "versions")]
 
 
 @hookimpl

@@ -12,8 +12,7 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from kloyst.http.pagination import Listing, Page
-from kloyst.http.validation import Answer, PlainText, Schema
+from kloyst.api import Answer, Listing, Page, PlainText, Schema
 from kloyst_plugins.templates.models import ParameterFormat, TemplateCategory, TemplateStatus
 
 MAX_COMPONENTS = 20

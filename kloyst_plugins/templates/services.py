@@ -27,14 +27,21 @@ from typing import Any
 from sqlalchemy import or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from kloyst.crypto import FieldCipher
-from kloyst.db import tenancy, utcnow
-from kloyst.errors import ApiError, Conflict, NotFound, Unprocessable
-from kloyst.meta.client import MetaClient
-from kloyst.meta.errors import ErrorKind, MetaError
+from kloyst.api import (
+    ApiError,
+    Conflict,
+    ErrorKind,
+    FieldCipher,
+    MetaClient,
+    MetaError,
+    NotFound,
+    tenancy,
+    Unprocessable,
+    utcnow,
+)
 from kloyst_plugins.templates import parameters
 from kloyst_plugins.templates.models import MessageTemplate, ParameterFormat, TemplateStatus, TemplateSync
-from kloyst_plugins.waba.access import WabaAccess, accessible_wabas
+from kloyst_plugins.waba.api import WabaAccess, accessible_wabas
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,7 @@ from __future__ import annotations
 import logging
 import uuid
 
-from kloyst.db import session_scope
-from kloyst.queue import task
+from kloyst.api import session_scope, task
 from kloyst_plugins.templates import services
 
 log = logging.getLogger(__name__)

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from kloyst.errors import Forbidden, Unprocessable
-from kloyst.http.pagination import Page, paginate
+from kloyst.api import Forbidden, Page, paginate, Unprocessable
 from kloyst_plugins.templates import definition, parameters, services
 from kloyst_plugins.templates.models import MessageTemplate, TemplateSync
 from kloyst_plugins.templates.schemas import (SyncBody, SyncQueued, SyncStates, TemplateAnswer, TemplateCreate,
                                               TemplateListQuery, TemplatePage, VariableMappingBody)
 from kloyst_plugins.templates.tasks import SYNC
-from kloyst_plugins.waba.access import accessible_wabas
+from kloyst_plugins.waba.api import accessible_wabas
 
 
 def template_json(template: MessageTemplate) -> dict:

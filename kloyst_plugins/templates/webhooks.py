@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from kloyst.webhooks import WebhookChange
+from kloyst.api import WebhookChange
 from kloyst_plugins.templates.models import MessageTemplate, TemplateStatus
 
 log = logging.getLogger(__name__)

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from kloyst.crypto import FieldCipher
-from kloyst.db import tenancy
+from kloyst.api import FieldCipher, tenancy
 from kloyst_plugins.waba.models import PhoneNumber, SharedWaba, Waba
 
 PLATFORM = uuid.UUID(int=0)

@@ -18,7 +18,7 @@ import uuid
 from sqlalchemy import CheckConstraint, ForeignKey, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from kloyst.db import Base, TenantScoped, Timestamped, new_id
+from kloyst.api import Base, TenantScoped, Timestamped, new_id
 
 # The tiers Meta grants a number (messages per second): STANDARD and HIGH.
 THROUGHPUT_STANDARD = 80

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from kloyst.plugins import PluginMeta, hookimpl
+from kloyst.api import PluginMeta, hookimpl
 
 plugin_meta = PluginMeta(description="WhatsApp Business Accounts and phone numbers: own WABAs with encrypted tokens, "
                                      "numbers assigned from the platform's shared WABA, sync from Meta.")
@@ -12,14 +10,8 @@ model_modules = ("kloyst_plugins.waba.models",)
 
 
 @hookimpl
-def kloyst_migration_dirs():
-    return [str(Path(__file__).with_name("migrations") / "versions")]
-
-
-@hookimpl
 def kloyst_routes(config):
     config.include(".views")
-    config.include(".views_admin")
 
 
 @hookimpl
@@ -45,7 +37,7 @@ def kloyst_webhook_changes(changes, ctx):
 
 @hookimpl
 def kloyst_encrypted_fields():
-    from kloyst.key_rotation import EncryptedFields
+    from kloyst.api import EncryptedFields
     from kloyst_plugins.waba.access import PLATFORM, SHARED_TOKEN_FIELD, WABA_TOKEN_FIELD
     from kloyst_plugins.waba.models import SharedWaba, Waba
 

@@ -13,8 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from kloyst.http.pagination import Listing, Page
-from kloyst.http.validation import Answer, PlainText, Schema
+from kloyst.api import Answer, Listing, Page, PlainText, Schema
 from kloyst_plugins.waba.models import SyncStatus
 
 MAX_TOKEN_LENGTH = 4096  # Meta's system-user tokens are a few hundred characters

@@ -32,12 +32,7 @@ from sqlalchemy import exists, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from kloyst import events
-from kloyst.accounts.models import Vendor
-from kloyst.crypto import FieldCipher
-from kloyst.db import Base, tenancy
-from kloyst.errors import Conflict, Unprocessable
-from kloyst.outbox import Outbox
+from kloyst.api import Base, Conflict, events, FieldCipher, Outbox, tenancy, Unprocessable, Vendor
 from kloyst_plugins.waba import access
 from kloyst_plugins.waba.models import PhoneNumber, SharedPhoneNumber, SharedWaba, Waba
 

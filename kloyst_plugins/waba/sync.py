@@ -31,9 +31,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from kloyst.db import tenancy, utcnow
-from kloyst.meta.client import MetaClient
-from kloyst.meta.errors import MetaError
+from kloyst.api import MetaClient, MetaError, tenancy, utcnow
 from kloyst_plugins.waba.models import (THROUGHPUT_HIGH, THROUGHPUT_STANDARD, PhoneNumber, QualityRating,
                                         SharedPhoneNumber, SharedWaba, SyncStatus, Waba)
 from kloyst_plugins.waba.services import CONNECTED, DELETED, copy_shared_fields

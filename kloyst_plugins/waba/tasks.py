@@ -12,9 +12,7 @@ from __future__ import annotations
 import logging
 import uuid
 
-from kloyst.db import session_scope, tenancy
-from kloyst.meta.errors import MetaError
-from kloyst.queue import task
+from kloyst.api import MetaError, session_scope, task, tenancy
 from kloyst_plugins.waba import access, sync
 from kloyst_plugins.waba.models import SharedWaba, SyncStatus, Waba
 

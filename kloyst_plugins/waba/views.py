@@ -22,10 +22,8 @@ import datetime as dt
 
 from sqlalchemy import or_, select, update
 
-from kloyst.db import utcnow
+from kloyst.api import no_content, Page, paginate, utcnow
 
-from kloyst.auth.views import no_content
-from kloyst.http.pagination import Page, paginate
 from kloyst_plugins.waba import services
 from kloyst_plugins.waba.models import PhoneNumber, SharedPhoneNumber, SharedWaba, SyncStatus, Waba
 from kloyst_plugins.waba.schemas import (PhoneNumberAnswer, PhoneNumberPage, PhoneNumberQuery, WabaAnswer, WabaCreate,
@@ -187,3 +185,6 @@ def includeme(config) -> None:
     config.add_route("waba.phone_number", "/phone-numbers/{id}", model=PhoneNumber)
     config.add_view(get_phone_number, route_name="waba.phone_number", request_method="GET", renderer="json",
                     response_schema=PhoneNumberAnswer)
+    # The platform-admin routes (admin.waba.…), registered here so that this includeme is the
+    # plugin's one list of routes: kloyst_routes includes .views and nothing else.
+    config.include(".views_admin")

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from kloyst.http.pagination import Page, paginate
-from kloyst.http.resources import load_platform_row
+from kloyst.api import load_platform_row, Page, paginate
 from kloyst_plugins.waba import services
 from kloyst_plugins.waba.models import SharedPhoneNumber, SharedWaba
 from kloyst_plugins.waba.schemas import (AssignBody, Assignment, SharedPhoneNumberPage, SharedPhoneNumberQuery,

@@ -31,7 +31,7 @@ import uuid
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from kloyst.webhooks import WebhookChange
+from kloyst.api import WebhookChange
 from kloyst_plugins.waba.models import (THROUGHPUT_HIGH, PhoneNumber, QualityRating, SharedPhoneNumber, SharedWaba,
                                         Waba)
 from kloyst_plugins.waba.services import UNASSIGNED

@@ -1,4 +1,4 @@
-"""The low-balance alert: one ``WalletBalanceLow`` domain event per downward crossing of the threshold.
+"""The low-balance alert: one ``WalletLowBalance`` domain event per downward crossing of the threshold.
 
 The wallet row carries ``low_balance_flag``. When a movement leaves *available* (balance −
 held) below a non-zero threshold and the flag is down, the flag goes up and the event is
@@ -6,21 +6,19 @@ recorded; while it is up, further debits stay silent; once available is back at 
 threshold the flag comes down, re-arming the alert. The flag is flipped by a conditional
 UPDATE on the row the movement has just locked, so two debits racing across the threshold
 record one event, not two. The event is written to the outbox on the caller's connection, so
-it exists exactly when the movement commits (:mod:`kloyst.events` delivers it after commit).
+it exists exactly when the movement commits (:mod:`kloyst.events` delivers it after commit, to the
+enabled plugins that subscribe to it; with no subscriber installed nothing is written).
 """
 
 from __future__ import annotations
 
-from sqlalchemy import insert, update
+from sqlalchemy import update
 from sqlalchemy.engine import Connection
 
-from kloyst import events
-from kloyst.db import utcnow
-from kloyst.money import format_micros
-from kloyst.outbox.models import OutboxEvent
+from kloyst.api import events, Outbox
 from kloyst_plugins.wallet.records import WALLET
 
-LOW_BALANCE_EVENT = "WalletBalanceLow"
+LOW_BALANCE_EVENT = events.WalletLowBalance.name
 
 
 def is_low(available_micros: int, threshold_micros: int) -> bool:
@@ -40,9 +38,6 @@ def watch(conn: Connection, row) -> None:
 
 
 def record_low_balance(conn: Connection, row, available_micros: int) -> None:
-    payload = {"wallet_id": str(row.id), "currency": row.currency, "available": format_micros(available_micros),
-               "threshold": format_micros(row.low_balance_threshold_micros)}
-    # kloyst.events.record needs an ORM session; the ledger has a Connection, so the same row is written in Core.
-    conn.execute(insert(OutboxEvent.__table__).values(
-        topic=events.TOPIC, payload={"name": LOW_BALANCE_EVENT, "payload": payload}, vendor_id=row.vendor_id,
-        available_at=utcnow(), created_at=utcnow()))
+    events.record_event(Outbox(conn), row.vendor_id, events.WalletLowBalance(
+        wallet_id=row.id, balance_micros=available_micros, threshold_micros=row.low_balance_threshold_micros,
+        currency=row.currency))

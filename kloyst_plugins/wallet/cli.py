@@ -15,8 +15,8 @@ import sys
 def cmd_check(args) -> int:
     from sqlalchemy import func, select
 
-    from kloyst.cli.bootstrap import load
-    from kloyst.db import read_only_connection
+    from kloyst.api import load
+    from kloyst.api import read_only_connection
     from kloyst_plugins.wallet.audit import invariant_violations
     from kloyst_plugins.wallet.records import HOLD, WALLET
 

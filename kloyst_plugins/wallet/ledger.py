@@ -26,8 +26,7 @@ import uuid
 from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
 
-from kloyst.db import new_id, utcnow
-from kloyst.money import MAX_BALANCE_MICROS
+from kloyst.api import MAX_BALANCE_MICROS, new_id, utcnow
 from kloyst_plugins.wallet import alerts
 from kloyst_plugins.wallet.models import EntryKind
 from kloyst_plugins.wallet.records import (  # noqa: F401 - the ledger's public surface

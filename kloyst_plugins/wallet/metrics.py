@@ -11,9 +11,7 @@ from __future__ import annotations
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import text
 
-from kloyst.db import utcnow
-from kloyst.metrics.collectors import DatabaseCollector, seconds_since
-from kloyst.money import MICROS
+from kloyst.api import DatabaseCollector, MICROS, seconds_since, utcnow
 
 _WALLETS = text("SELECT currency, sum(held_micros), sum(balance_micros) FROM wallet GROUP BY currency")
 _OPEN_HOLDS = text("""

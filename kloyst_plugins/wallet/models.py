@@ -25,7 +25,7 @@ import uuid
 from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from kloyst.db import Base, TenantScoped, Timestamped, new_id, utcnow
+from kloyst.api import Base, TenantScoped, Timestamped, new_id, utcnow
 
 BigId = BigInteger().with_variant(Integer, "sqlite")
 
@@ -55,7 +55,7 @@ class Wallet(TenantScoped, Timestamped, Base):
     balance_micros: Mapped[int] = mapped_column(BigInteger, default=0)
     held_micros: Mapped[int] = mapped_column(BigInteger, default=0)
     low_balance_threshold_micros: Mapped[int] = mapped_column(BigInteger, default=0)  # 0: no alert
-    # True from the moment available fell below the threshold (and WalletBalanceLow was recorded)
+    # True from the moment available fell below the threshold (and WalletLowBalance was recorded)
     # until it is back at or above it: what makes the event once per crossing.
     low_balance_flag: Mapped[bool] = mapped_column(default=False)
 

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from kloyst.config import Setting
-from kloyst.plugins import PluginMeta, hookimpl
+from kloyst.api import hookimpl, PluginMeta, Setting
 
 plugin_meta = PluginMeta(description="A prepaid wallet per vendor: append-only ledger, holds, captures, top-ups.")
 model_modules = ("kloyst_plugins.wallet.models",)
@@ -20,11 +17,6 @@ def kloyst_settings():
                 help="ISO 4217 currency of a vendor's wallet when it is first opened (existing wallets keep "
                      "theirs)."),
     ]
-
-
-@hookimpl
-def kloyst_migration_dirs():
-    return [str(Path(__file__).with_name("migrations") / "versions")]
 
 
 @hookimpl

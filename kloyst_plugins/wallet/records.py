@@ -20,8 +20,7 @@ from typing import Any
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
-from kloyst.errors import Conflict, NotFound, PaymentRequired, Unprocessable
-from kloyst.money import MAX_BALANCE_MICROS, format_micros
+from kloyst.api import Conflict, format_micros, MAX_BALANCE_MICROS, NotFound, PaymentRequired, Unprocessable
 from kloyst_plugins.wallet.models import LedgerEntry, Wallet, WalletHold
 
 WALLET = Wallet.__table__

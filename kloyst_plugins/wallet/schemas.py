@@ -14,9 +14,18 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BeforeValidator, Field
 
-from kloyst.http.idempotency import idempotency_key
-from kloyst.http.pagination import MAX_CURSOR_LENGTH, MAX_LIMIT
-from kloyst.http.validation import Amount, AmountIn, Answer, MultilineText, Schema, SignedAmountIn, iso_timestamp
+from kloyst.api import (
+    Amount,
+    AmountIn,
+    Answer,
+    idempotency_key,
+    iso_timestamp,
+    MAX_CURSOR_LENGTH,
+    MAX_LIMIT,
+    MultilineText,
+    Schema,
+    SignedAmountIn,
+)
 from kloyst_plugins.wallet.models import EntryKind
 
 # Client keys are stored as ``api:<key>`` in a 255-character column: 200 leaves room.

@@ -40,8 +40,7 @@ from dataclasses import dataclass
 from sqlalchemy import ARRAY, String, any_, bindparam, select, text, update
 from sqlalchemy.engine import Connection
 
-from kloyst.db import new_id, utcnow
-from kloyst.money import format_micros
+from kloyst.api import format_micros, new_id, utcnow
 from kloyst_plugins.wallet.models import EntryKind
 from kloyst_plugins.wallet.records import ENTRY, HOLD, WALLET, insert_for, request_hash
 

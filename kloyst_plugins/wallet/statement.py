@@ -22,8 +22,7 @@ from collections.abc import Iterator
 
 from sqlalchemy import func, literal, select
 
-from kloyst.db import session_scope
-from kloyst.money import format_micros
+from kloyst.api import format_micros, session_scope
 from kloyst_plugins.wallet.records import ENTRY
 
 # Columns people or other plugins fill: the ones a formula could hide in.

@@ -19,12 +19,7 @@ import uuid
 from pyramid.response import Response
 from sqlalchemy import select
 
-from kloyst.http.resources import load_platform_row
-from kloyst.http.spreadsheet import csv_chunks
-from kloyst.accounts.models import Vendor
-from kloyst.errors import Unprocessable
-from kloyst.money import format_micros
-from kloyst.http import openapi
+from kloyst.api import csv_chunks, format_micros, load_platform_row, openapi, Unprocessable, Vendor
 from kloyst_plugins.wallet import statement
 from kloyst_plugins.wallet.ledger import Entry, Ledger, WalletState
 from kloyst_plugins.wallet.models import LedgerEntry

@@ -91,27 +91,58 @@ def test_no_stage_copies_an_env_file_and_docker_never_sees_the_staging_one():
     assert ignored_by_docker(".env") and ignored_by_docker(".git") and ignored_by_docker(".venv")
 
 
-def test_every_migration_kloyst_applies_is_copied_into_the_image_at_its_place_in_the_source_tree():
+def _build_stage_steps() -> list[tuple[str, str]]:
+    """Every instruction of the stages before the runtime one, in order."""
+    return [step for stage in dockerfile_stages()[:-1] for step in stage.instructions]
+
+
+def _copied_sources(steps) -> list[str]:
+    sources = []
+    for keyword, args in steps:
+        if keyword == "COPY" and not any(word.startswith("--from") for word in args.split()):
+            sources += [word.rstrip("/") for word in args.split()[:-1] if not word.startswith("--")]
+    return sources
+
+
+def test_kloyst_is_installed_from_its_wheel_not_editable():
+    steps = _build_stage_steps()
+    runs = [(index, args) for index, (keyword, args) in enumerate(steps) if keyword == "RUN"]
+    assert not any(re.search(r"pip install\b[^&]*(--editable|\s-e\s)", args) for _, args in runs), (
+        "Kloyst is installed editable: install the wheel it builds instead")
+    installs = [(index, args) for index, args in runs if re.search(r"pip wheel\b[^&]*--no-deps", args)
+                and re.search(r"pip install\b[^&]*kloyst-\*\.whl", args)]
+    assert installs, "no RUN builds Kloyst's wheel (pip wheel --no-deps) and installs it (pip install kloyst-*.whl)"
+    index = installs[-1][0]
+    # Everything the wheel is built from is in the build context and copied before the wheel is built.
+    copied = _copied_sources(steps[:index])
+    for needed in ("setup.py", "pyproject.toml", "README.md", "kloyst", "kloyst_plugins", "migrations"):
+        assert needed in copied, f"{needed} is not copied before the wheel is built"
+        assert not ignored_by_docker(needed), f".dockerignore excludes {needed}"
+
+
+def test_the_image_gets_no_source_tree_that_could_shadow_the_installed_wheel():
+    """The runtime stage takes the build stage's /app: the sources must have been copied elsewhere."""
+    assert any(" ".join(args.split()) == "--from=build /app /app" for args in runtime().all("COPY"))
+    workdir = "/"
+    for keyword, args in _build_stage_steps():
+        workdir = args if keyword == "WORKDIR" else workdir
+        if keyword == "COPY" and workdir == "/app":
+            sources = set(_copied_sources([(keyword, args)]))
+            assert not sources & {"kloyst", "kloyst_plugins", "migrations"}, f"COPY {args} into /app"
+
+
+def test_every_migration_kloyst_applies_is_in_the_source_the_wheel_is_built_from():
+    from kloyst.db import migrate
     from kloyst.plugins import build_plugin_manager
 
     pm = build_plugin_manager()
     shipped = {name for name, info in pm.infos.items() if info.distribution == IMAGE_DISTRIBUTION}
-    directories = [Path(d).resolve().relative_to(ROOT) for plugin, d in pm.collect("kloyst_migration_dirs")
+    directories = [directory.relative_to(ROOT) for plugin, directory in migrate.migration_dirs(pm)
                    if plugin in shipped]
     assert directories
-    # The core's migrations are found relative to kloyst/db/migrate.py: the package must keep its place too.
-    from kloyst.db import migrate
-
-    directories.append(Path(migrate.__file__).resolve().parent.relative_to(ROOT))
-    copies = []  # (source, destination) relative to the build stage's /app
-    for stage in dockerfile_stages()[:-1]:
-        for args in stage.all("COPY"):
-            words = [word for word in args.split() if not word.startswith("--")]
-            copies += [(source.rstrip("/"), words[-1]) for source in words[:-1]]
+    directories.append(migrate.MIGRATIONS.relative_to(ROOT))  # the core's: the wheel's kloyst/migrations
+    copied = [Path(source) for source in _copied_sources(_build_stage_steps())]
     for directory in directories:
         assert not ignored_by_docker(str(directory)), f".dockerignore excludes {directory}"
-        # kloyst.db.migrate finds the core's migrations beside the package, each plugin beside its module:
-        # the copy must keep the source tree's layout (COPY kloyst ./kloyst).
-        assert any(directory.parts[:len(Path(source).parts)] == Path(source).parts
-                   and Path(destination).parts[-1:] == Path(source).parts[-1:] for source, destination in copies), (
-            f"{directory} is not copied into the image")
+        assert any(directory.parts[:len(source.parts)] == source.parts for source in copied), (
+            f"{directory} is not copied into the build stage, so the wheel would leave it out")

@@ -17,7 +17,8 @@ import pytest
 
 from kloyst.config import parse_rate
 from kloyst.ratelimit import RedisRateLimiter
-from kloyst.runner import Stopper, serve_in_background, start_http
+from kloyst.runner import Stopper, start_http
+from kloyst.serving import serve_in_background
 from kloyst.testing import TEST_PASSWORD
 
 STAGING_INI = Path(__file__).resolve().parents[2] / "staging.ini"

@@ -11,7 +11,7 @@ from kloyst.accounts.models import Role
 from kloyst.testing import route_walk as walk
 
 # Routes whose placeholder is not a tenant row id (a plugin name is public knowledge).
-NOT_TENANT_IDS = {"plugins.item"}
+NOT_TENANT_IDS = {"plugins.item", "plugins.settings"}
 
 
 def _enable_everything(db, registry, *vendor_ids):
@@ -68,7 +68,8 @@ def test_platform_admin_id_routes_are_closed_to_vendors(testapp, registry, accou
     admin_only = [r for r in walk.id_routes(registry) if r not in walk.tenant_id_routes(registry)]
     for route in admin_only:
         for method in walk.route_methods(registry, route.name):
-            response = testapp.request(route.generate({"id": "1"}), method=method, headers=owner.headers,
+            path = route.generate({name: "1" for name in walk.placeholders(route)})
+            response = testapp.request(path, method=method, headers=owner.headers,
                                        expect_errors=True)
             assert response.status_int == 403, f"{method} {route.pattern} gave {response.status_int} to a vendor"
 

@@ -12,7 +12,8 @@ from pyramid.security import NO_PERMISSION_REQUIRED
 
 from kloyst import make_configurator
 from kloyst.config import ConfigurationError
-from kloyst.runner import Stopper, serve_in_background, start_http
+from kloyst.runner import Stopper, start_http
+from kloyst.serving import serve_in_background
 
 SMALL_LIMIT = 1024
 UPLOAD_LIMIT = 4096

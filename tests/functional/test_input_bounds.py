@@ -30,7 +30,8 @@ from kloyst.db import session_scope, tenancy
 from kloyst.errors import Unprocessable
 from kloyst.http.validation import MAX_JSON_DEPTH, MAX_QUERY_PARAMETERS, declared_contracts, parse
 from kloyst.testing import AccountFactory, enable_plugin
-from kloyst.runner import Stopper, serve_in_background, start_http
+from kloyst.runner import Stopper, start_http
+from kloyst.serving import serve_in_background
 from kloyst.testing.route_walk import route_permissions
 from kloyst_plugins.campaigns.schemas import CampaignCreate, Schedule
 from kloyst_plugins.contacts.audience import MAX_EXPLICIT_CONTACTS, Audience, count_by_country

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from kloyst import logs, make_configurator
-from kloyst.runner import Stopper, serve_in_background, start_http
+from kloyst.runner import Stopper, start_http
+from kloyst.serving import serve_in_background
 from kloyst.testing import TEST_PASSWORD
 
 

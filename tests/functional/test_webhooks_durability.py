@@ -19,7 +19,7 @@ from sqlalchemy import event, func, select
 from webhooks_support import (Builder, Line, WebhookProcess, meta_id, post_over_http, status, statuses, stored_bodies,
                               table_lock, wait_until)
 
-from kloyst import runner
+from kloyst import runner, serving
 from kloyst.db import tenancy, utcnow
 from kloyst.webhooks import committer as committer_module
 from kloyst.webhooks.committer import GroupCommitter
@@ -35,7 +35,7 @@ def live_port(wsgi_app, committed_db):
     """The test application behind a real waitress server (40 request threads) in this process."""
     stopper = runner.Stopper()
     server = runner.start_http(wsgi_app, "127.0.0.1", 0, stopper, threads=40)
-    stop = runner.serve_in_background(server)
+    stop = serving.serve_in_background(server)
     yield server.effective_port
     stop()
 

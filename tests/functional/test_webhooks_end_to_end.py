@@ -10,7 +10,7 @@ from pyramid.registry import Registry
 from sqlalchemy import select
 from webhooks_support import RECIPIENT, Builder, Line, inbound, sign, status, statuses
 
-from kloyst import runner
+from kloyst import runner, serving
 from kloyst.db import make_engine, make_session_factory, migrate, tenancy
 from kloyst.sandbox.state import PhoneNumber as SandboxNumber
 from kloyst.webhooks import WEBHOOK_PATH, drainer
@@ -37,7 +37,7 @@ def test_the_sandboxs_signed_webhooks_reach_a_live_server_and_the_drainer_thread
     message = build.message(line)
     stopper = runner.Stopper()
     server = runner.start_http(wsgi_app, "127.0.0.1", 0, stopper, threads=4)
-    stop_server = runner.serve_in_background(server)
+    stop_server = serving.serve_in_background(server)
     thread = drainer.start(registry, stopper.event)
     try:
         meta_sandbox.state.add_number(SandboxNumber(id=line.meta_phone_number_id, waba_id=line.meta_waba_id,

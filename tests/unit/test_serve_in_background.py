@@ -1,7 +1,8 @@
 """A background waitress server stops cleanly, even when its loop already lost its trigger."""
 import socket
 
-from kloyst.runner import Stopper, serve_in_background, start_http
+from kloyst.runner import Stopper, start_http
+from kloyst.serving import serve_in_background
 
 
 def _app(environ, start_response):

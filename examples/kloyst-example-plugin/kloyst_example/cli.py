@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
+from kloyst.api import load, session_scope, tenancy
+from kloyst_example.models import Note
+
 
 def cmd_stats(args) -> int:
-    from kloyst.cli.bootstrap import load
-    from kloyst.db import session_scope, tenancy
-    from kloyst_example.models import Note
-
     _, registry = load(args.ini)
     # Platform-wide on purpose: an operator's report across vendors, not a vendor's request.
     with session_scope(registry["kloyst.session_factory"], vendor_id=tenancy.ALL_VENDORS) as db:

@@ -10,8 +10,8 @@ from __future__ import annotations
 from pydantic import Field
 from sqlalchemy import func, select
 
-from kloyst.http.validation import Answer
-from kloyst.plugins import PluginMeta, hookimpl
+from kloyst.api import Answer, hookimpl, PluginMeta
+from kloyst_example.models import Note
 
 plugin_meta = PluginMeta(description="A count of the vendor's example notes.", requires=("example",),
                          kloyst_versions=">=0.2,<0.3")
@@ -23,8 +23,6 @@ class Summary(Answer):
 
 
 def summary(request):
-    from kloyst_example.models import Note
-
     # Tenant scoping reaches count(*) too: this is the caller's vendor's count, never everyone's.
     notes = request.db.scalar(select(func.count()).select_from(Note))
     pinged = request.db.scalar(select(func.count()).select_from(Note).where(Note.pinged_at.is_not(None)))
@@ -36,3 +34,11 @@ def kloyst_routes(config):
     config.add_route("example_digest.summary", "/example-digest/summary")
     config.add_view(summary, route_name="example_digest.summary", request_method="GET", renderer="json",
                     response_schema=Summary)
+
+
+@hookimpl
+def kloyst_example_import_note(event):
+    # A hook the example plugin offers (its hookspecs.py); Kloyst checks this signature against it.
+    if event.failed:
+        return [f"Digest: {event.failed} rows need a look (GET /v1/imports/{event.import_id}/rejected.csv)."]
+    return []

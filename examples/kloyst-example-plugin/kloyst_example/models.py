@@ -13,7 +13,7 @@ import uuid
 from sqlalchemy import BigInteger, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from kloyst.db import Base, TenantScoped, Timestamped, new_id, utcnow
+from kloyst.api import Base, TenantScoped, Timestamped, new_id, utcnow
 
 
 class Note(TenantScoped, Timestamped, Base):

@@ -12,8 +12,7 @@ import uuid
 
 from sqlalchemy import select
 
-from kloyst.db import utcnow
-from kloyst.queue import task
+from kloyst.api import task, utcnow
 from kloyst_example.models import Note
 
 log = logging.getLogger(__name__)

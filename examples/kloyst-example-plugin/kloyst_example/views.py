@@ -14,8 +14,7 @@ import uuid
 from pydantic import Field
 from sqlalchemy import select
 
-from kloyst.http.pagination import Listing, Page, paginate
-from kloyst.http.validation import Answer, Schema
+from kloyst.api import Answer, Listing, Page, paginate, Schema
 from kloyst_example.models import Note
 from kloyst_example.tasks import PING_NOTE
 

@@ -27,14 +27,24 @@ def test_both_plugins_come_from_the_entry_point_group(pm):
     assert list(pm.infos).index("example") < list(pm.infos).index("example_digest")
 
 
-def test_every_hook_the_example_implements_is_a_kloyst_hookspec(pm):
+def test_every_hook_the_example_implements_is_a_kloyst_hookspec_or_its_own(pm):
+    from kloyst_example import hookspecs as example_hookspecs
+
     for name in ("example", "example_digest"):
         hooks = {caller.name for caller in pm.get_hookcallers(pm.get_plugin(name))}
         assert hooks, name
-        assert all(hasattr(hookspecs, hook) for hook in hooks), hooks
+        assert all(hasattr(hookspecs, hook) or hasattr(example_hookspecs, hook) for hook in hooks), hooks
     assert {caller.name for caller in pm.get_hookcallers(pm.get_plugin("example"))} == {
-        "kloyst_settings", "kloyst_routes", "kloyst_tasks", "kloyst_migration_dirs", "kloyst_cli_commands",
-        "kloyst_vendor_event", "kloyst_merge_strategies", "kloyst_pricing_rules"}
+        "kloyst_settings", "kloyst_routes", "kloyst_tasks", "kloyst_cli_commands", "kloyst_addhooks",
+        "kloyst_event_types", "kloyst_vendor_event", "kloyst_merge_strategies", "kloyst_pricing_rules"}
+    assert {caller.name for caller in pm.get_hookcallers(pm.get_plugin("example_digest"))} == {
+        "kloyst_routes", "kloyst_example_import_note"}
+
+
+def test_the_example_migrations_are_found_beside_its_module_without_a_hook(pm):
+    from kloyst_example import plugin
+
+    assert ("example", plugin.MIGRATIONS) in migrate.migration_dirs(pm)
 
 
 def test_the_example_migration_branch_is_at_head_in_the_test_database(registry):

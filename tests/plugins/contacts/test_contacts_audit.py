@@ -45,7 +45,7 @@ def test_opt_out_and_opt_in_are_audited_and_told_as_events(testapp, db, vendor, 
                                                                ("opt_out", {"opted_out": [False, True]})]
     events = [e.payload for e in db.scalars(select(OutboxEvent).where(OutboxEvent.vendor_id == vendor.vendor_id)
                                              .order_by(OutboxEvent.id))
-              if e.payload.get("name", "").startswith("Contact")]
+              if e.payload.get("name", "").startswith("ContactOpted")]
     assert [e["name"] for e in events] == ["ContactOptedOut", "ContactOptedIn"]
     assert events[0]["payload"] == {"contact_id": contact["id"], "source": "api"}
 

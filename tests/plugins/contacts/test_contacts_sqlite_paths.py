@@ -20,7 +20,8 @@ ACTOR = Actor(ContactSource.API)
 @pytest.fixture
 def sqlite(tmp_path):
     engine = make_engine(f"sqlite:///{tmp_path / 'contacts.sqlite'}")
-    tables = [Base.metadata.tables[name] for name in ("vendor", "contact", "contact_audit_log")]
+    # outbox_event: single-contact writes record their domain events (a bare engine: every event is written).
+    tables = [Base.metadata.tables[name] for name in ("vendor", "contact", "contact_audit_log", "outbox_event")]
     Base.metadata.create_all(engine, tables=tables)
     factory = make_session_factory(engine)
     with session_scope(factory, vendor_id=tenancy.ALL_VENDORS) as db:

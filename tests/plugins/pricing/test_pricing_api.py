@@ -180,7 +180,7 @@ def test_the_plugins_hooks_are_all_kloyst_hookspecs(registry):
     pm = registry["kloyst.plugin_manager"]
     hooks = {caller.name for caller in pm.get_hookcallers(pm.get_plugin("pricing"))}
     assert all(hasattr(hookspecs, hook) for hook in hooks)
-    assert {"kloyst_pricing_rules", "kloyst_routes", "kloyst_tasks", "kloyst_settings", "kloyst_migration_dirs",
+    assert {"kloyst_pricing_rules", "kloyst_routes", "kloyst_tasks", "kloyst_settings",
             "kloyst_cli_commands", "kloyst_demo_data"} <= hooks
 
 

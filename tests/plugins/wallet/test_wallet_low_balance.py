@@ -1,4 +1,4 @@
-"""WalletBalanceLow: recorded once when available falls below the threshold, again only after it recovered."""
+"""WalletLowBalance: recorded once when available falls below the threshold, again only after it recovered."""
 
 from __future__ import annotations
 
@@ -26,20 +26,20 @@ def test_one_event_per_downward_crossing_re_armed_when_available_recovers(ledger
     hold = ledger.hold(60, idempotency_key="h1", reference="r")  # available 90: crossed
     ledger.hold(10, idempotency_key="h2", reference="r")  # 80: still low, no second event
     assert low_balance_events(conn, vendor.vendor_id) == [
-        {"wallet_id": str(ledger.wallet().id), "currency": "USD", "available": "0.000090", "threshold": "0.000100"}]
+        {"wallet_id": str(ledger.wallet().id), "currency": "USD", "balance_micros": 90, "threshold_micros": 100}]
     assert ledger.wallet().low_balance
 
     ledger.release(hold.id, idempotency_key="r1")  # 140: recovered, re-armed
     assert not ledger.wallet().low_balance
     ledger.adjust(-80, idempotency_key="a1", actor_user_id=None, note="fee")  # 60: crossed again
 
-    assert [e["available"] for e in low_balance_events(conn, vendor.vendor_id)] == ["0.000090", "0.000060"]
+    assert [e["balance_micros"] for e in low_balance_events(conn, vendor.vendor_id)] == [90, 60]
 
 
 def test_raising_the_threshold_above_available_is_a_crossing_too(ledger, conn, vendor):
     ledger.set_low_balance_threshold(200)
     ledger.set_low_balance_threshold(300)
-    assert [e["threshold"] for e in low_balance_events(conn, vendor.vendor_id)] == ["0.000200"]
+    assert [e["threshold_micros"] for e in low_balance_events(conn, vendor.vendor_id)] == [200]
 
 
 def test_a_zero_threshold_never_alerts(ledger, conn, vendor):

@@ -34,4 +34,4 @@ def settled(vendor_id: uuid.UUID, hold_id: uuid.UUID | None, price: int, outcome
 def low_balance_events(conn, vendor_id: uuid.UUID) -> list[dict]:
     rows = conn.execute(select(OutboxEvent.__table__.c.payload).where(
         OutboxEvent.__table__.c.vendor_id == vendor_id, OutboxEvent.__table__.c.topic == "vendor.event")).scalars()
-    return [row["payload"] for row in rows if row["name"] == "WalletBalanceLow"]
+    return [row["payload"] for row in rows if row["name"] == "WalletLowBalance"]

@@ -1,0 +1,7 @@
+"""The standard plugin tests (kloyst.testing.StandardPluginTests) run on the waba plugin."""
+
+from kloyst.testing import StandardPluginTests
+
+
+class TestWabaStandard(StandardPluginTests):
+    plugin = "waba"
