@@ -35,16 +35,19 @@ from sqlalchemy import Uuid, bindparam, select, text
 from kloyst.api import utcnow
 from kloyst_plugins.campaigns.models import Campaign, CampaignChunk, CampaignStatus
 from kloyst_plugins.campaigns.render import Renderer
+from kloyst_plugins.contacts.api import sending_columns
 from kloyst_plugins.messages.api import MessageBatch, new_message_id, queue_many
 from kloyst_plugins.templates.api import MessageTemplate
+from kloyst_plugins.wallet.api import Ledger
 
 SKIP_DELETED = "contact deleted"
 SKIP_OPTED_OUT = "contact opted out"
 SKIP_NO_VALUE = "a variable has no value"
 
+# The contact columns and their join come from the contacts plugin, which owns the table.
 _RECIPIENTS = """
-SELECT r.seq, {contact_id}, r.country, r.price_micros, c.id IS NOT NULL, c.mobile_enc, {mobile_hash}, c.opted_out{extra}
-FROM campaign_recipient r LEFT JOIN contact c ON c.id = r.contact_id AND c.vendor_id = :vendor
+SELECT r.seq, {contact_id}, r.country, r.price_micros, {contact_columns}
+FROM campaign_recipient r {contact_join}
 WHERE r.campaign_id = :campaign AND r.seq >= :lo AND r.seq < :hi
 ORDER BY r.seq
 """
@@ -88,8 +91,6 @@ def write_chunk(db, registry, *, vendor_id: uuid.UUID, campaign_id: uuid.UUID, s
     else:
         result = _write(db, registry, campaign, chunk)
         if result.skipped_micros and campaign.hold_id is not None:
-            from kloyst_plugins.wallet.api import Ledger
-
             Ledger(db.connection(), vendor_id).release(campaign.hold_id, result.skipped_micros,
                                                        idempotency_key=f"campaign:{campaign.id}:skip:{seq_from}")
     chunk.done_at = utcnow()
@@ -103,14 +104,15 @@ def _write(db, registry, campaign: Campaign, chunk: CampaignChunk) -> ChunkResul
     template = db.get(MessageTemplate, campaign.template_id)
     mapping = {**(template.variable_mapping or {}), **(campaign.variable_mapping or {})}
     renderer = Renderer(template, mapping, campaign.buttons or [], cipher=cipher, vendor_id=vendor_id)
-    postgres = db.get_bind().dialect.name == "postgresql"
-    extra = (", c.name_enc" if renderer.needs_name else ", NULL") + (", c.attributes" if renderer.needs_attributes
-                                                                     else ", NULL")
+    dialect = db.get_bind().dialect.name
+    postgres = dialect == "postgresql"
     # On PostgreSQL the contact id and the number's hash come as text, as COPY wants them (no UUID or bytes
     # objects per row, no hex encoding in Python).
     contact_id = "CAST(r.contact_id AS TEXT)" if postgres else "r.contact_id"
-    mobile_hash = "encode(c.mobile_hash, 'hex')" if postgres else "c.mobile_hash"
-    query = text(_RECIPIENTS.format(contact_id=contact_id, mobile_hash=mobile_hash, extra=extra)).bindparams(
+    contact = sending_columns("r.contact_id", dialect=dialect, name=renderer.needs_name,
+                              attributes=renderer.needs_attributes)
+    query = text(_RECIPIENTS.format(contact_id=contact_id, contact_columns=contact.columns,
+                                    contact_join=contact.join)).bindparams(
         bindparam("vendor", type_=Uuid()), bindparam("campaign", type_=Uuid()))
     rows = db.execute(query, {"vendor": vendor_id, "campaign": campaign.id, "lo": chunk.seq_from,
                               "hi": chunk.seq_to}).all()

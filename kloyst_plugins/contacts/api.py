@@ -4,7 +4,7 @@ A plugin that ``requires`` contacts imports from here and nowhere else in ``kloy
 everything else in the package may change without notice.
 """
 
-from kloyst_plugins.contacts.audience import Audience, audience_query, count_by_country
+from kloyst_plugins.contacts.audience import Audience, audience_query, count_by_country, sending_columns, SendingColumns
 from kloyst_plugins.contacts.merge import strategies_for
 from kloyst_plugins.contacts.models import Contact, ContactAuditLog, ContactSource
 from kloyst_plugins.contacts.phones import first_valid, InvalidPhone, mask, MAX_RAW_LENGTH, normalize, Phone
@@ -28,5 +28,7 @@ __all__ = [
     "normalize",
     "Phone",
     "read_phone",
+    "sending_columns",
+    "SendingColumns",
     "strategies_for",
 ]
