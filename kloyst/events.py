@@ -177,6 +177,22 @@ class MessageStatusChanged(Event):
     wamid: str | None
 
 
+@dataclass(frozen=True)
+class MessageReceived(Event):
+    """A customer's message was stored (once per wamid). Its content stays encrypted in ``inbound_message``:
+    handlers that need it read it through the messages plugin's api; ``media_id`` is Meta's id of an
+    attached image, video, audio, document or sticker."""
+
+    inbound_id: uuid.UUID
+    wamid: str
+    phone_number_id: uuid.UUID
+    contact_id: uuid.UUID | None
+    type: str
+    sent_at: dt.datetime
+    opt_out: bool
+    media_id: str | None = None
+
+
 # Contacts (kloyst_plugins.contacts)
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from kloyst.api import Conflict, WebhookChange
+from kloyst.api import Conflict, events, Outbox, WebhookChange
 from kloyst_plugins.contacts.api import InvalidPhone, normalize
 from kloyst_plugins.contacts.api import Contact, ContactSource
 from kloyst_plugins.contacts.api import Actor, ContactService
@@ -96,14 +96,30 @@ def receive_messages(ctx, change: WebhookChange, keywords: frozenset[str]) -> No
             contact.last_inbound_at = max(contact.last_inbound_at or sent_at, sent_at)
             if opt_out:
                 contacts.opt_out(contact, actor=WEBHOOK_ACTOR)
-        db.add(InboundMessage(
+        inbound = InboundMessage(
             vendor_id=vendor_id, wamid=wamid, phone_number_id=number.id,
             contact_id=contact.id if contact is not None else None, sender_hash=contacts.mobile_hash(e164),
             type=str(message.get("type") or "unknown")[:32],
             content_enc=cipher.encrypt(json.dumps(message, separators=(",", ":"), ensure_ascii=False),
                                        vendor_id=vendor_id, field=INBOUND_FIELD),
-            enc_kid=cipher.active_kid, opt_out=opt_out, sent_at=sent_at))
+            enc_kid=cipher.active_kid, opt_out=opt_out, sent_at=sent_at)
+        db.add(inbound)
         db.flush()
+        events.record_event(Outbox(db), vendor_id, events.MessageReceived(
+            inbound_id=inbound.id, wamid=wamid, phone_number_id=number.id, contact_id=inbound.contact_id,
+            type=inbound.type, sent_at=sent_at, opt_out=opt_out, media_id=media_id_of(message)))
+
+
+MEDIA_TYPES = frozenset({"image", "video", "audio", "document", "sticker"})
+
+
+def media_id_of(message: dict) -> str | None:
+    """Meta's id of the media an inbound message carries (image, video, audio, document, sticker), else None."""
+    kind = message.get("type")
+    if kind not in MEDIA_TYPES:
+        return None
+    media = message.get(kind)
+    return str(media["id"])[:128] if isinstance(media, dict) and media.get("id") else None
 
 
 def _sender_contact(contacts: ContactService, sender: str, name: str | None) -> tuple[Contact | None, str]:
