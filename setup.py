@@ -78,6 +78,7 @@ setup(
         "test": ["pytest>=8", "pytest-xdist>=3.5", "WebTest>=3.0", "ruff>=0.5",
                  "pyyaml>=6", "jsonschema>=4.18",  # the sandbox test validates against Meta's OpenAPI
                  "pypdf>=4",  # quotation PDF tests read the text back
+                 "pywa==4.5.0",  # a WhatsApp client nobody here wrote parses every sandbox webhook and answer
                  "schemathesis>=4",  # property-based API run against /v1/openapi.json
                  "mypy>=1.11", "types-waitress>=3.0", "types-jsonschema>=4.18",  # make test type-checks kloyst/
                  "pytest-cov>=6", "coverage>=7.10"],  # and prints coverage per package
@@ -95,6 +96,10 @@ setup(
             "wallet = kloyst_plugins.wallet.plugin",
             "pricing = kloyst_plugins.pricing.plugin",
             "campaigns = kloyst_plugins.campaigns.plugin",
+            "autoreplies = kloyst_plugins.autoreplies.plugin",
+            "media = kloyst_plugins.media.plugin",
+            "conversations = kloyst_plugins.conversations.plugin",
+            "vendor_webhooks = kloyst_plugins.vendor_webhooks.plugin",
         ],
         "pytest11": ["kloyst = kloyst.testing.pytest_plugin"],
     },

@@ -1,7 +1,12 @@
 """Benchmark: signed status callbacks into ``SERVICE_TYPE=WEBHOOK`` (waitress → group commit → drainer, PostgreSQL).
 
     .venv/bin/python bench/webhook_ingest.py [--seconds 20] [--connections 32] [--processes 2] [--messages 40000]
-                                             [--servers 2] [--http-threads N]
+                                             [--servers 2] [--http-threads N] [--inbound [--customers 2000]]
+
+``--inbound`` sends customers' inbound text messages instead of statuses (one message per POST, from
+``--customers`` distinct numbers in turn: the first message of each creates its contact, the later ones
+find it) and waits until every accepted one is a stored, queryable
+``inbound_message`` row: the figure is inbound messages/s from the first POST to the last row stored.
 
 Seeds one vendor with a number and ``--messages`` SENT messages (its own database,
 ``kloyst_bench_webhook``), starts ``kloyst run`` in WEBHOOK mode as ``--servers``
@@ -98,14 +103,25 @@ def seed(engine, messages: int) -> None:
         c.execute(sa.text("ANALYZE message_log"))
 
 
-def request_bytes(port: int, wamid: str, status: str, at: int) -> bytes:
+def customer_number(index: int) -> str:
+    """The ``index``-th customer of the inbound mode: valid US numbers, digits only as Meta sends them."""
+    return f"1202555{index % 10_000:04d}" if index < 10_000 else f"1303555{index % 10_000:04d}"
+
+
+def request_bytes(port: int, wamid: str, status: str, at: int, inbound_from: str | None = None) -> bytes:
+    if inbound_from is None:
+        value = {"statuses": [{"id": wamid, "status": status, "timestamp": str(at), "recipient_id": "12025550123",
+                               "pricing": {"billable": True, "pricing_model": "PMP", "category": "utility",
+                                           "type": "regular"}}]}
+    else:
+        value = {"contacts": [{"profile": {"name": "Bench Customer"}, "wa_id": inbound_from}],
+                 "messages": [{"from": inbound_from, "id": wamid, "timestamp": str(at), "type": "text",
+                               "text": {"body": "Hello, is my order on its way?"}}]}
     body = json.dumps({"object": "whatsapp_business_account", "entry": [{"id": WABA_ID, "changes": [{
         "field": "messages", "value": {
             "messaging_product": "whatsapp",
-            "metadata": {"display_phone_number": "15550100000", "phone_number_id": NUMBER_ID},
-            "statuses": [{"id": wamid, "status": status, "timestamp": str(at), "recipient_id": "12025550123",
-                          "pricing": {"billable": True, "pricing_model": "PMP", "category": "utility",
-                                      "type": "regular"}}]}}]}]}, separators=(",", ":")).encode()
+            "metadata": {"display_phone_number": "15550100000", "phone_number_id": NUMBER_ID}, **value}}]}]},
+        separators=(",", ":")).encode()
     signature = hmac.new(APP_SECRET.encode(), body, hashlib.sha256).hexdigest()
     head = (f"POST {WEBHOOK_PATH} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
             f"X-Hub-Signature-256: sha256={signature}\r\nContent-Length: {len(body)}\r\n\r\n")
@@ -132,16 +148,22 @@ async def _connection(requests: list[list[bytes]], port: int, deadline: float, l
         writer.close()
 
 
-def client_process(port: int, slices: list[list[int]], seconds: float, start_at: float) -> tuple:
+def client_process(port: int, slices: list[list[int]], seconds: float, start_at: float,
+                   customers: int = 0) -> tuple:
     """One load process: a keep-alive connection per slice of messages, until ``seconds`` have passed.
 
-    Requests are built and signed before the load starts, so the clients' CPU goes to sending.
+    Requests are built and signed before the load starts, so the clients' CPU goes to sending. With
+    ``customers``, each index is one inbound message from customer ``index % customers``.
     """
     latencies: list[float] = []
     counts = {"accepted": 0, "refused": 0, "complete": 0}
     at = int(time.time())
-    requests = [[[request_bytes(port, f"wamid.bench.{index}", status, at) for status in STATUSES] for index in s]
-                for s in slices]
+    if customers:
+        requests = [[[request_bytes(port, f"wamid.inbound.{index}", "", at, customer_number(index % customers))]
+                     for index in s] for s in slices]
+    else:
+        requests = [[[request_bytes(port, f"wamid.bench.{index}", status, at) for status in STATUSES]
+                     for index in s] for s in slices]
     time.sleep(max(0.0, start_at - time.time()))
     deadline = time.perf_counter() + seconds
 
@@ -177,6 +199,27 @@ def wait_for_health(port: int, process: subprocess.Popen, log: Path) -> None:
     sys.exit(f"kloyst did not answer /healthz:\n{log.read_text()}")
 
 
+def inbound_verdict(engine, accepted: int, started: float, stored_at_end: int, timeout: float) -> int:
+    """Wait until every accepted inbound message is a stored ``inbound_message`` row; print the ingest rate."""
+    while True:
+        with engine.connect() as c:
+            stored, last = c.execute(sa.text("SELECT count(*), max(received_at) FROM inbound_message")).one()
+        if stored >= accepted:
+            break
+        if time.time() - started > timeout:
+            sys.exit(f"not stored after {timeout:g} s: {stored:,} of {accepted:,} inbound messages")
+        time.sleep(0.05)
+    elapsed = last.timestamp() - started
+    with engine.connect() as c:
+        contacts = c.execute(sa.text("SELECT count(*) FROM contact")).scalar()
+    print(f"inbound: {stored:,} messages stored ({contacts:,} contacts) {elapsed:.2f} s after the first POST "
+          f"= {stored / elapsed:,.0f} messages/s through WEBHOOK to a stored, queryable message")
+    if stored_at_end < accepted:
+        print("MISMATCH: some callbacks were answered 200 before they were committed")
+        return 1
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20)
@@ -187,13 +230,15 @@ def main() -> int:
     parser.add_argument("--http-threads", type=int, default=None,
                         help="WEBHOOK_HTTP_THREADS of the servers (default: 16)")
     parser.add_argument("--servers", type=int, default=1, help="WEBHOOK processes sharing the port (REUSE_PORT)")
+    parser.add_argument("--inbound", action="store_true", help="customers' inbound messages instead of statuses")
+    parser.add_argument("--customers", type=int, default=2_000, help="distinct senders of the inbound mode")
     parser.add_argument("--apply-timeout", type=float, default=300, help="give up waiting after this many seconds")
     args = parser.parse_args()
 
     url = testing.create_database(DATABASE)
     engine = make_engine(url)
     migrate.upgrade(build_plugin_manager(), engine)
-    seed(engine, args.messages)
+    seed(engine, 0 if args.inbound else args.messages)
     redis = redis_lib.Redis.from_url(args.redis_url)
     redis.flushdb()
 
@@ -223,7 +268,8 @@ def main() -> int:
         start_at = time.time() + 5.0  # after every client built its requests
         cpu_before = sum(cpu_seconds(p.pid) for p in servers)
         with mp.get_context("spawn").Pool(args.processes) as pool:
-            results = pool.starmap(client_process, [(port, s, args.seconds, start_at) for s in per_process])
+            results = pool.starmap(client_process, [(port, s, args.seconds, start_at,
+                                                     args.customers if args.inbound else 0) for s in per_process])
         load_ended = time.perf_counter()
         server_cpu = sum(cpu_seconds(p.pid) for p in servers) - cpu_before
 
@@ -247,6 +293,8 @@ def main() -> int:
 
         print(f"stored when the load ended: {stored_at_end:,} deliveries "
               f"({'every' if stored_at_end >= accepted else 'NOT every'} accepted callback)", flush=True)
+        if args.inbound:
+            return inbound_verdict(engine, accepted, start_at, stored_at_end, args.apply_timeout)
         while True:
             stored, unprocessed = pending()
             if stored >= accepted and unprocessed == 0:

@@ -14,13 +14,23 @@ and listed here; the hooks themselves are documented in ``docs/plugin_hooks.md``
 """
 
 from kloyst import events, metrics
-from kloyst.accounts.models import Vendor
+from kloyst.accounts.models import User, Vendor
 from kloyst.auth.views import no_content
-from kloyst.clamav import Clamd, ScannerUnavailable, Verdict
+from kloyst.clamav import (
+    as_scan_mode,
+    Clamd,
+    is_loopback,
+    SCAN_OFF,
+    SCAN_REQUIRED,
+    ScannerUnavailable,
+    unscanned_exposure,
+    Verdict,
+)
 from kloyst.cli.bootstrap import load
 from kloyst.config import as_bool, as_list, ConfigurationError, Setting
 from kloyst.crypto import FieldCipher, MobileHasher
 from kloyst.db import tenancy
+from kloyst.batches import write_in_batches
 from kloyst.db import Base, new_id, read_only_connection, session_scope, TenantScoped, Timestamped, utcnow
 from kloyst.db.base import UTCDateTime
 from kloyst.errors import (
@@ -37,6 +47,7 @@ from kloyst.errors import (
 from kloyst.heartbeat import alive_since, Heartbeat, HeartbeatSettings, OWNER_ALIVE
 from kloyst.http import openapi
 from kloyst.http.idempotency import idempotency_key
+from kloyst.http.multipart import display_name, read_form
 from kloyst.http.pagination import Listing, MAX_CURSOR_LENGTH, MAX_LIMIT, Page, paginate
 from kloyst.http.resources import load_platform_row
 from kloyst.http.spreadsheet import csv_chunks, csv_safe
@@ -57,7 +68,7 @@ from kloyst.http.validation import (
 from kloyst.key_rotation import EncryptedFields
 from kloyst.meta import ErrorKind, MetaClient, MetaError
 from kloyst.meta.errors import classify
-from kloyst.meta.payloads import template_payload
+from kloyst.meta.payloads import message_payload, template_payload, text_payload
 from kloyst.metrics.collectors import DatabaseCollector, seconds_since
 from kloyst.metrics.definitions import META_STATUSES
 from kloyst.money import format_micros, MAX_BALANCE_MICROS, MICROS, MoneyError, round_micros, to_micros
@@ -91,6 +102,7 @@ __all__ = [
     "ApiError",
     "as_bool",
     "as_list",
+    "as_scan_mode",
     "backoff_seconds",
     "BadRequest",
     "Base",
@@ -103,6 +115,7 @@ __all__ = [
     "csv_chunks",
     "csv_safe",
     "DatabaseCollector",
+    "display_name",
     "enabled_plugins",
     "EncryptedFields",
     "ErrorKind",
@@ -116,6 +129,7 @@ __all__ = [
     "hookspec",
     "idempotency_key",
     "insert_skipping_conflicts",
+    "is_loopback",
     "iso_timestamp",
     "Line",
     "Listing",
@@ -125,6 +139,7 @@ __all__ = [
     "MAX_CURSOR_LENGTH",
     "MAX_LIMIT",
     "MergeStrategy",
+    "message_payload",
     "META_STATUSES",
     "MetaClient",
     "MetaError",
@@ -147,6 +162,7 @@ __all__ = [
     "PayloadTooLarge",
     "PaymentRequired",
     "PlainText",
+    "read_form",
     "PluginMeta",
     "PluginSettings",
     "PricingRule",
@@ -154,6 +170,8 @@ __all__ = [
     "Reschedule",
     "round_micros",
     "RuleContext",
+    "SCAN_OFF",
+    "SCAN_REQUIRED",
     "ScannerUnavailable",
     "Schema",
     "seconds_since",
@@ -166,6 +184,7 @@ __all__ = [
     "task",
     "TaskContext",
     "template_payload",
+    "text_payload",
     "tenancy",
     "TenantHooks",
     "TenantScoped",
@@ -173,10 +192,13 @@ __all__ = [
     "to_micros",
     "Unprocessable",
     "unprocessed_changes",
+    "unscanned_exposure",
     "union_labels",
     "UnsupportedMediaType",
+    "User",
     "UTCDateTime",
     "utcnow",
+    "write_in_batches",
     "validation_details",
     "Vendor",
     "VendorPlugin",

@@ -11,10 +11,16 @@ without checking the byte count, so a short write goes unnoticed. Speaking the p
 * When no answer can be had at all (no address configured, connection refused, timeout,
   the socket closed without a reply), :class:`ScannerUnavailable` is raised: the caller
   must wait and retry, never treat the file as clean.
+
+Every plugin that scans files (imports, media) has a scan mode: ``required`` (the default
+everywhere) or ``off``, for a developer's own machine only. :func:`as_scan_mode` parses it
+(any other word is refused, never guessed at) and :func:`unscanned_exposure` says why ``off``
+would let a file from beyond this machine in unscanned; the plugins refuse to start then.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import struct
 from collections.abc import Iterable
@@ -22,6 +28,8 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 CHUNK_BYTES = 64 * 1024
+SCAN_REQUIRED = "required"
+SCAN_OFF = "off"
 
 
 class ScannerUnavailable(Exception):
@@ -132,3 +140,44 @@ class Clamd:
                     yield data
 
         return self.scan(blocks())
+
+
+def as_scan_mode(value) -> str:
+    """``required`` or ``off``; anything else (``of``, ``false``, an empty value) is refused, never read as either."""
+    text = str(value).strip().lower() if value is not None else ""
+    if text not in (SCAN_REQUIRED, SCAN_OFF):
+        raise ValueError(f"{text or '(empty)'!r} is not a scan mode: use required (every upload is scanned by "
+                         "clamd) or off (development on this machine only: nothing is scanned)")
+    return text
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or ``localhost``) can only be reached from this machine."""
+    host = host.strip().strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # any other name may resolve to anything
+        return False
+
+
+def unscanned_exposure(settings) -> list[str]:
+    """Why an unscanned upload could come from beyond this machine: the API's address, public URL or proxy.
+
+    Empty when only this machine can reach the API, the one place a scan mode of ``off`` is acceptable.
+    """
+    problems = []
+    host = str(settings["kloyst.http.host"] or "")
+    if not is_loopback(host):
+        problems.append(f"the API listens on {host or '(all addresses)'} (kloyst.http.host / HOST), not on "
+                        "127.0.0.1, ::1 or localhost")
+    public_url = str(settings.get("kloyst.http.public_url") or "")
+    public_host = urlsplit(public_url).hostname
+    if public_host and not is_loopback(public_host):
+        problems.append(f"users reach it at {public_url} (kloyst.http.public_url / PUBLIC_URL)")
+    proxy = str(settings.get("kloyst.http.trusted_proxy") or "")
+    if proxy and not is_loopback(proxy):
+        problems.append(f"it trusts the proxy {proxy} (kloyst.http.trusted_proxy / TRUSTED_PROXY), which is not "
+                        "on this machine")
+    return problems

@@ -35,7 +35,11 @@ from dataclasses import dataclass, field, fields
 from types import NoneType, UnionType
 from typing import Any, ClassVar
 
+from sqlalchemy.orm import Session
+
+from kloyst.db import tenancy
 from kloyst.outbox import Outbox
+from kloyst.plugins.enablement import enabled_plugins
 
 log = logging.getLogger(__name__)
 
@@ -402,19 +406,36 @@ def record_event(outbox: Outbox, vendor_id: uuid.UUID, event: Event) -> None:
 def record_events(outbox: Outbox, vendor_id: uuid.UUID, events: Iterable[Event]) -> int:
     """Record many events of one vendor with one multi-row INSERT; return how many were written.
 
-    Events of a type no installed plugin subscribes to are dropped before anything is built
-    or written. Where the outbox cannot tell which plugins are installed (a bare engine
-    outside an application) every event is written.
+    Events no plugin *the vendor has enabled* subscribes to are dropped before anything is built
+    or written: a plugin that wants every event (vendor webhooks, the event feed) costs the
+    vendors who have not turned it on nothing. That takes one small look-up of the vendor's
+    enabled plugins per call, and none when no installed plugin subscribes to anything. Where
+    the outbox cannot tell which plugins are installed (a bare engine outside an application)
+    every event is written.
     """
-    pm = outbox.plugin_manager
-    wanted = subscriptions(pm).wanted if pm is not None else None
-    payloads = []
+    events = list(events)
     for event in events:
         if not isinstance(event, Event) or type(event) is Event:
             raise TypeError(f"not a catalogued event: {event!r}")
-        if wanted is None or wanted(event.name):
-            payloads.append({"name": event.name, "payload": event.to_payload()})
+    pm = outbox.plugin_manager
+    if pm is not None:
+        installed = subscriptions(pm)
+        events = [event for event in events if installed.wanted(event.name)]
+        if events:  # one look-up, only when an installed plugin wants one of them
+            enabled = _enabled_for(outbox, pm, vendor_id)
+            events = [event for event in events if not installed.plugins_for(event.name).isdisjoint(enabled)]
+    payloads = [{"name": event.name, "payload": event.to_payload()} for event in events]
     return outbox.add_many(TOPIC, payloads, vendor_id=vendor_id) if payloads else 0
+
+
+def _enabled_for(outbox: Outbox, pm, vendor_id: uuid.UUID) -> frozenset[str]:
+    """The vendor's enabled plugins, read in the outbox's transaction (whatever tenant scope its session has:
+    the query names the vendor, and a signup records its first event before any scope exists)."""
+    db = outbox.connection
+    if isinstance(db, Session):
+        with tenancy.unscoped(db):
+            return enabled_plugins(db, pm, vendor_id)
+    return enabled_plugins(db, pm, vendor_id)
 
 
 def record(outbox: Outbox, vendor_id: uuid.UUID, name: str, **payload: Any) -> None:

@@ -6,8 +6,8 @@ See :mod:`kloyst.meta.client` for why it is built on urllib3 and what it guarant
 
 from kloyst.meta.client import MetaClient, MetaResponse
 from kloyst.meta.errors import Classification, ErrorKind, MetaError, classify
-from kloyst.meta.payloads import template_payload, text_payload
+from kloyst.meta.payloads import message_payload, template_payload, text_payload
 from kloyst.meta.usage import Usage, parse_usage
 
 __all__ = ["Classification", "ErrorKind", "MetaClient", "MetaError", "MetaResponse", "Usage", "classify",
-           "parse_usage", "template_payload", "text_payload"]
+           "message_payload", "parse_usage", "template_payload", "text_payload"]

@@ -32,6 +32,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 import urllib3
+from urllib3 import encode_multipart_formdata
 from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError
 
 from kloyst.meta.errors import MetaError
@@ -109,6 +110,85 @@ class MetaClient:
                             maybe_accepted=True) from None
         return wamid, data
 
+    def mark_read(self, meta_phone_number_id: str, wamid: str, *, token: TokenSource | None = None) -> None:
+        """Mark an inbound message (and the earlier ones of its chat) read: the customer sees blue ticks.
+
+        Meta answers ``{"success": true}``; anything else is a :class:`MetaError`.
+        """
+        body = {"messaging_product": "whatsapp", "status": "read", "message_id": wamid}
+        data = self.request("POST", f"{_segment(meta_phone_number_id)}/messages", body=body, token=token).data
+        if not isinstance(data, dict) or data.get("success") is not True:
+            raise MetaError(f"mark as read answered without success: {str(data)[:200]}", http_status=200)
+
+    def upload_media(self, meta_phone_number_id: str, data: bytes, mime_type: str, filename: str, *,
+                     token: TokenSource | None = None) -> str:
+        """Upload a file for the number to send (``POST /{phone-number-id}/media``, multipart); Meta's media id.
+
+        The caller checks type and size against Meta's limits first: Meta refuses the rest (100, 131053).
+        """
+        fields: list[tuple[str, str | tuple[str, bytes, str]]] = [
+            ("messaging_product", "whatsapp"), ("type", mime_type), ("file", (filename, data, mime_type))]
+        body, content_type = encode_multipart_formdata(fields)
+        answer = self._call("POST", f"{_segment(meta_phone_number_id)}/media", body, content_type, token).data
+        media_id = answer.get("id") if isinstance(answer, dict) else None
+        if not media_id:
+            raise MetaError("media upload answered without an id", http_status=200, maybe_accepted=True)
+        return str(media_id)
+
+    def media_info(self, media_id: str, *, token: TokenSource | None = None) -> dict[str, Any]:
+        """``GET /{media-id}``: ``url`` (valid for minutes, fetch it with :meth:`download_media`), ``mime_type``,
+        ``sha256``, ``file_size`` (an int; Meta's document shows it as a string) and ``id``.
+
+        Media Meta no longer keeps (30 days after upload or receipt) is a :class:`MetaError` (code 100).
+        """
+        data = self.request("GET", _segment(media_id), token=token).data
+        if not isinstance(data, dict) or not data.get("url"):
+            raise MetaError(f"media {media_id}: answer without a url", http_status=200)
+        info = dict(data)
+        try:
+            info["file_size"] = int(info["file_size"]) if info.get("file_size") is not None else None
+        except (TypeError, ValueError):
+            info["file_size"] = None
+        return info
+
+    def download_media(self, url: str, *, token: TokenSource | None = None, max_bytes: int) -> bytes:
+        """The bytes behind a media URL from :meth:`media_info`, fetched with the bearer token as Meta requires.
+
+        A body over ``max_bytes`` is refused without being read whole: by its Content-Length when it
+        says so, else once more than ``max_bytes`` have arrived. Either way a :class:`MetaError`.
+        """
+        headers = {"Authorization": f"Bearer {self._resolve_token(token)}"}
+        try:
+            response = self._pool.request("GET", url, headers=headers, redirect=False, retries=False,
+                                          timeout=self._timeout, preload_content=False)
+        except (NewConnectionError, ConnectTimeoutError) as exc:
+            raise MetaError.network(exc, maybe_accepted=False) from None
+        except HTTPError as exc:
+            raise MetaError.network(exc, maybe_accepted=False) from None
+        complete = False
+        try:
+            if not 200 <= response.status < 300:
+                raise MetaError.from_response(response.status, response.read(64 * 1024),
+                                              response.headers.get("x-fb-trace-id"))
+            declared = response.headers.get("Content-Length")
+            if declared and declared.isdigit() and int(declared) > max_bytes:
+                raise MetaError(f"media is {declared} bytes, more than the {max_bytes} allowed",
+                                http_status=response.status)
+            chunks, size = [], 0
+            for chunk in response.stream(64 * 1024):
+                size += len(chunk)
+                if size > max_bytes:
+                    raise MetaError(f"media is more than the {max_bytes} bytes allowed", http_status=response.status)
+                chunks.append(chunk)
+            complete = True
+            return b"".join(chunks)
+        except HTTPError as exc:
+            raise MetaError.network(exc, maybe_accepted=False) from None
+        finally:
+            if not complete:  # unread bytes are left on the wire: the connection cannot serve another request
+                response.close()
+            response.release_conn()
+
     def list_templates(self, waba_id: str, *, limit: int = 100, after: str | None = None,
                        fields: str | None = None, token: TokenSource | None = None) -> list[dict[str, Any]]:
         """Every template of the WABA, following ``paging.cursors.after`` from ``after`` to the end."""
@@ -150,14 +230,18 @@ class MetaClient:
     def request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
                 body: Any = None, token: TokenSource | None = None) -> MetaResponse:
         """One Graph call: parsed JSON on 2xx, :class:`MetaError` otherwise (network failures included)."""
-        url = f"{self.base_url}/{path.lstrip('/')}"
-        if params:
-            url += "?" + urlencode(params)
-        headers = {"Authorization": f"Bearer {self._resolve_token(token)}", "Accept": "application/json"}
         encoded = None
         if body is not None:
             encoded = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
-            headers["Content-Type"] = "application/json"
+        return self._call(method, path, encoded, "application/json" if body is not None else None, token,
+                          "?" + urlencode(params) if params else "")
+
+    def _call(self, method: str, path: str, encoded: bytes | None, content_type: str | None,
+              token: TokenSource | None, query: str = "") -> MetaResponse:
+        url = f"{self.base_url}/{path.lstrip('/')}{query}"
+        headers = {"Authorization": f"Bearer {self._resolve_token(token)}", "Accept": "application/json"}
+        if content_type is not None:
+            headers["Content-Type"] = content_type
         started = time.perf_counter()
         try:
             response = self._pool.request(method, url, body=encoded, headers=headers, redirect=False,

@@ -42,6 +42,11 @@ class Outbox:
         self._plugin_manager = plugin_manager
 
     @property
+    def connection(self) -> Session | Connection:
+        """The session or connection whose transaction this outbox writes in (to read in that transaction too)."""
+        return self._session
+
+    @property
     def plugin_manager(self):
         """The installed plugins of the application writing here; None when unknown (a bare engine)."""
         if self._plugin_manager is None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import delete, false, select, true, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from kloyst.db import utcnow
@@ -24,8 +25,11 @@ from kloyst.plugins.models import VendorPlugin
 from kloyst.plugins.settings import SettingsReader
 
 
-def enabled_plugins(db: Session, pm: KloystPluginManager, vendor_id: uuid.UUID | None) -> frozenset[str]:
-    """Plugin names on for ``vendor_id``: essential plugins plus the vendor's enabled rows that are still installed."""
+def enabled_plugins(db: Session | Connection, pm: KloystPluginManager, vendor_id: uuid.UUID | None) -> frozenset[str]:
+    """Plugin names on for ``vendor_id``: essential plugins plus the vendor's enabled rows that are still installed.
+
+    Read in ``db``'s transaction, a session's or a Core connection's (an outbox writes on either).
+    """
     if vendor_id is None:
         return pm.essential
     rows = db.scalars(select(VendorPlugin.plugin).where(VendorPlugin.vendor_id == vendor_id,

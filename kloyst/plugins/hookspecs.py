@@ -271,7 +271,9 @@ def kloyst_messages_settled(conn, settled):
             exactly when the message state does (both commit, or neither).
         settled: a list of :class:`kloyst.api.SettledMessage` (``message_id``,
             ``vendor_id``, ``campaign_id``, ``hold_id``, ``price_micros``, ``outcome``: ``"sent"``,
-            ``"failed"`` (never sent) or ``"undelivered"`` (sent, then reported failed by Meta)).
+            ``"failed"`` (never sent), ``"undelivered"`` (sent, then reported failed by Meta),
+            ``"free"`` (Meta's pricing says it charges nothing for it) or ``"repriced"`` (Meta
+            charged another category; ``price_micros`` is that category's price)).
     Returns: nothing. A message can be reported more than once (a redelivered webhook): stay
     idempotent per message and outcome.
     Not firstresult.

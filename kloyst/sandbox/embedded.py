@@ -13,6 +13,10 @@ and ``welcome``. The demo vendor's ``200000000000001`` has the numbers ``1000000
 ``100000000000002``; any other id ``W`` has ``1`` + ``W[1:]`` followed by ``1`` and ``2``
 (16 digits, so never another WABA's). A vendor registers any unused id, such as
 ``200000000000002``, with any access token, and its numbers and templates sync.
+
+Customers are simulated as on the standalone sandbox: ``kloyst sandbox inbound --from +49…``
+(or ``POST http://127.0.0.1:6590/_sandbox/customers/inbound``) makes one write to a number, and
+the message reaches this Kloyst's webhook like Meta's would (:mod:`kloyst.sandbox.inbound`).
 """
 
 from __future__ import annotations
@@ -86,7 +90,8 @@ class EmbeddedSandbox(SandboxServer):
     def graph(self, method: str, path: str, query: dict, body, authorization: str,
               arrived: float | None = None) -> tuple[int, dict]:
         match = GRAPH_PATH.match(path)
-        if match is not None and match.group(3) in ("phone_numbers", "message_templates"):
+        if match is not None and (match.group(3) in ("phone_numbers", "message_templates")
+                                  or match.group(3) is None and SANDBOX_WABA_IDS.match(match.group(2))):
             with self._provisioning:
                 provision(self.state, match.group(2))
         return super().graph(method, path, query, body, authorization, arrived)

@@ -26,8 +26,10 @@ CODES: dict[int, tuple[int, str]] = {
     131048: (400, "Spam rate limit hit"),
     131049: (400, "This message was not delivered to maintain healthy ecosystem engagement."),
     131050: (400, "User has stopped marketing messages"),
+    131053: (400, "Media upload error"),
     131056: (400, "(Business Account, Consumer Account) pair rate limit hit"),
     131057: (503, "Account in maintenance mode"),
+    131062: (400, "Business-scoped User ID (BSUID) recipients are not supported for this message"),
     132000: (400, "Number of parameters does not match the expected number of params"),
     132001: (404, "Template name does not exist in the translation"),
     132012: (400, "Parameter format does not match format in the created template"),
@@ -42,11 +44,12 @@ def title(code: int) -> str:
     return CODES.get(code, (400, "Error"))[1]
 
 
-def error_response(code: int, details: str = "", *, subcode: int | None = None) -> tuple[int, dict]:
-    """``(http_status, body)`` in Meta's synchronous envelope (GraphAPIError)."""
+def error_response(code: int, details: str = "", *, subcode: int | None = None,
+                   message: str | None = None) -> tuple[int, dict]:
+    """``(http_status, body)`` in Meta's synchronous envelope (GraphAPIError); ``message`` replaces the title."""
     status, text = CODES.get(code, (400, "Error"))
     error: dict = {
-        "message": f"(#{code}) {text}",
+        "message": f"(#{code}) {message or text}",
         "type": "OAuthException",
         "code": code,
         "error_data": {"messaging_product": "whatsapp", "details": details or text},

@@ -17,7 +17,13 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
+from kloyst.sandbox.customers import Customers
+from kloyst.sandbox.media import MediaStore
+
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z0-9_]+)\s*\}\}")
+VERSION = re.compile(r"^v[0-9]+\.[0-9]+$")
+# Graph API versions Meta serves at the end of 2026 (each lives about two years); Kloyst uses v23.0.
+GRAPH_VERSIONS = ("v21.0", "v22.0", "v23.0", "v24.0", "v25.0", "v26.0")
 
 
 @dataclass
@@ -30,6 +36,10 @@ class PhoneNumber:
     quality_rating: str = "GREEN"
     status: str = "CONNECTED"
     accepted: deque = field(default_factory=deque, repr=False)  # monotonic times of the last second's sends
+    # GET/POST /{phone-number-id}/whatsapp_business_profile
+    profile: dict = field(default_factory=lambda: {
+        "about": "A Kloyst sandbox number.", "address": "1 Sandbox Way", "description": "Simulated by Kloyst.",
+        "email": "sandbox@example.com", "websites": ["https://example.com/"], "vertical": "OTHER"})
 
     def as_json(self) -> dict:
         return {"id": self.id, "display_phone_number": self.display_phone_number,
@@ -37,6 +47,17 @@ class PhoneNumber:
                 "code_verification_status": "VERIFIED", "status": self.status,
                 "platform_type": "CLOUD_API",
                 "throughput": {"level": "HIGH" if self.throughput >= 1000 else "STANDARD"}}
+
+    def all_fields(self) -> dict:
+        """Every field ``GET /{phone-number-id}?fields=…`` can name; None: a real field the sandbox leaves unset."""
+        return {**self.as_json(), "name_status": "APPROVED", "new_name_status": None, "account_mode": "LIVE",
+                "is_official_business_account": False, "is_pin_enabled": True, "is_preverified_number": False,
+                "is_on_biz_app": False, "search_visibility": "VISIBLE", "health_status": None,
+                "conversational_automation": None, "quality_score": {"score": self.quality_rating},
+                "webhook_configuration": None, "eligibility_for_api_business_global_search": None,
+                "certificate": None, "new_certificate": None, "last_onboarded_time": None,
+                "country_code": None, "country_dial_code": None, "messaging_limit_tier": "TIER_UNLIMITED",
+                "whatsapp_business_manager_messaging_limit": "TIER_UNLIMITED", "username": None}
 
 
 @dataclass
@@ -61,6 +82,10 @@ class Template:
                 "category": self.category, "parameter_format": self.parameter_format,
                 "components": self.components}
 
+    def body_text(self) -> str:
+        return next((str(c.get("text", "")) for c in self.components
+                     if str(c.get("type", "")).upper() == "BODY"), "")
+
 
 @dataclass
 class Behaviour:
@@ -81,6 +106,16 @@ class Behaviour:
     # attempt (Meta keeps trying for days): an hour outlasts any restart of Kloyst's webhook process.
     webhook_retry_horizon_seconds: float = 3600.0
     webhook_retry_max_interval_seconds: float = 5.0
+    # The Graph API versions Meta serves (about two years of releases); any other answers "Unknown path".
+    graph_versions: tuple[str, ...] = GRAPH_VERSIONS
+    # The customer-service window (kloyst.sandbox.customers): free-form messages outside it fail with 131047.
+    enforce_window: bool = True
+    window_seconds: float = 24 * 3600.0
+    media_ttl_seconds: float = 30 * 24 * 3600.0  # Meta keeps uploaded and received media 30 days
+    media_url_ttl_seconds: float = 300.0  # and a media URL works for 5 minutes
+    # Meta's BSUID page: failed status webhooks carry no contacts array. pywa 4.5.0 expects one in every
+    # status webhook; its test switches this on to check the rest of a failed status against pywa.
+    contacts_in_failed_statuses: bool = False
 
     def update(self, data: dict) -> None:
         for key, value in data.items():
@@ -88,10 +123,17 @@ class Behaviour:
                 raise ValueError(f"unknown sandbox setting {key!r}")
             if key in ("failure_rates", "status_failure_rates"):
                 value = {int(code): float(rate) for code, rate in value.items()}
-            if key in ("webhook_retry_horizon_seconds", "webhook_retry_max_interval_seconds"):
+            if key in ("webhook_retry_horizon_seconds", "webhook_retry_max_interval_seconds", "window_seconds",
+                       "media_ttl_seconds", "media_url_ttl_seconds"):
                 value = float(value)
                 if not value >= 0:
                     raise ValueError(f"{key} must be a number of seconds, not {value!r}")
+            if key in ("enforce_window", "contacts_in_failed_statuses") and not isinstance(value, bool):
+                raise ValueError(f"{key} must be true or false, not {value!r}")
+            if key == "graph_versions":
+                if isinstance(value, str) or not all(isinstance(v, str) and VERSION.match(v) for v in value):
+                    raise ValueError(f"graph_versions must be a list like ['v23.0'], not {value!r}")
+                value = tuple(value)
             setattr(self, key, value)
 
 
@@ -114,6 +156,10 @@ class SandboxState:
         self.by_recipient: Counter = Counter()
         self.errors: Counter = Counter()  # synchronous error code → how many were returned
         self._pairs: dict[tuple[str, str], tuple[float, float]] = {}  # (number, recipient) → (tokens, at)
+        self.customers = Customers()  # simulated users and their service windows
+        self.media = MediaStore()
+        self.reads: deque = deque(maxlen=self._record_limit)  # mark-as-read (and typing) calls, oldest first
+        self.inbound: deque = deque(maxlen=self._record_limit)  # inbound messages injected, oldest first
 
     def new_id(self) -> str:
         with self.lock:
@@ -164,7 +210,7 @@ class SandboxState:
         return None
 
     def record(self, number: PhoneNumber, recipient: str, wamid: str, kind: str, template: str | None, *,
-               opaque: str | None) -> None:
+               opaque: str | None, user_id: str | None = None, outcome: str = "accepted") -> None:
         """Note an admitted send (call under the lock, right after :meth:`admit`).
 
         Every key a record will ever have is set here: a record is read outside the lock while
@@ -174,8 +220,8 @@ class SandboxState:
         if len(self.sends) == self.sends.maxlen:  # the oldest record falls out: so does its index entry
             self._sends_by_wamid.pop(self.sends[0]["id"], None)
         record = {"at": time.time(), "admitted": number.accepted[-1], "phone_number_id": number.id,
-                  "to": recipient, "id": wamid, "type": kind, "template": template, "opaque": opaque,
-                  "status_acked_at": None}
+                  "to": recipient, "user_id": user_id, "id": wamid, "type": kind, "template": template,
+                  "opaque": opaque, "outcome": outcome, "status_acked_at": None}
         self.sends.append(record)
         self._sends_by_wamid[wamid] = record
         self.by_number[number.id] += 1

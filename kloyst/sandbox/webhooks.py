@@ -31,19 +31,23 @@ import time
 import urllib3
 
 from kloyst.sandbox.errors import webhook_error
+from kloyst.sandbox.graph import message_pricing
 from kloyst.sandbox.retries import RetrySchedule, backoff
 
 log = logging.getLogger(__name__)
-
-PRICING_CATEGORY = {"MARKETING": "marketing", "UTILITY": "utility", "AUTHENTICATION": "authentication"}
-
 
 def sign(app_secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(app_secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-def plan_statuses(behaviour, category: str) -> list[tuple[str, int | None]]:
-    """The statuses one accepted message will produce: sent → delivered → read, or sent → failed."""
+def plan_statuses(behaviour, failure: int | None = None) -> list[tuple[str, int | None]]:
+    """The statuses one accepted message will produce: sent → delivered → read, or sent → failed.
+
+    ``failure`` is a failure decided at send time (131047, outside the service window): Meta
+    never sends such a message, so its one status is ``failed``.
+    """
+    if failure is not None:
+        return [("failed", failure)]
     roll, plan = random.random(), None
     for code, rate in behaviour.status_failure_rates.items():
         if roll < rate:
@@ -101,13 +105,34 @@ class WebhookSender:
         for thread in self._senders + self._retriers:
             thread.start()
 
-    def message_accepted(self, number, recipient: str, wamid: str, template, opaque) -> None:
-        if self.state.behaviour.webhook_url:
-            category = PRICING_CATEGORY.get(template.category, "utility") if template else "service"
-            self._enqueue(("status", number, recipient, wamid, category, opaque))
+    def message_accepted(self, number, recipient, wamid: str, pricing, opaque, failure: int | None = None
+                         ) -> None:
+        """Plan the status webhooks of an accepted send to ``recipient`` (a :class:`~kloyst.sandbox.customers.
+        Recipient`); ``failure``, a code decided at send time, makes its one status ``failed``.
+
+        Tests that play Meta by hand may pass the recipient's phone number instead, and the message's
+        template (or None for free-form) instead of its ``pricing``.
+        """
+        if not self.state.behaviour.webhook_url:
+            return
+        if isinstance(recipient, str):
+            with self.state.lock:
+                recipient = self.state.customers.recipient(recipient.lstrip("+"), None)
+        if not isinstance(pricing, dict):
+            pricing = message_pricing(pricing, False)
+        self._enqueue(("status", number, recipient, wamid, pricing, opaque, failure))
+
+    def inbound(self, number, contact: dict, message: dict) -> None:
+        """Deliver a customer's message: ``value.contacts`` holds ``contact``, ``value.messages`` ``message``."""
+        self._enqueue(("inbound", number, contact, message))
 
     def inbound_text(self, number, sender: str, text: str, name: str, wamid: str) -> None:
-        self._enqueue(("inbound", number, sender, wamid, text, name))
+        """Deliver a text from the phone number ``sender`` (digits) with the profile name ``name``."""
+        with self.state.lock:
+            user_id = self.state.customers.user_id_for_phone(sender)
+        self.inbound(number, {"profile": {"name": name}, "wa_id": sender, "user_id": user_id},
+                     {"from": sender, "from_user_id": user_id, "id": wamid, "timestamp": str(int(time.time())),
+                      "type": "text", "text": {"body": text}})
 
     def stats(self) -> dict:
         with self._counts:
@@ -177,24 +202,29 @@ class WebhookSender:
         stages: list[list[tuple]] = []
         for item in batch:
             if item[0] == "inbound":
-                _, number, sender, wamid, text, name = item
-                self._post(number, {"contacts": [{"profile": {"name": name}, "wa_id": sender}],
-                                    "messages": [{"from": sender, "id": wamid, "timestamp": str(int(time.time())),
-                                                  "type": "text", "text": {"body": text}}]}, wamids=())
+                _, number, contact, message = item
+                self._post(number, {"contacts": [contact], "messages": [message]}, wamids=())
                 continue
-            _, number, recipient, wamid, category, opaque = item
-            for index, (status, code) in enumerate(plan_statuses(behaviour, category)):
+            _, number, recipient, wamid, pricing, opaque, failure = item
+            for index, (status, code) in enumerate(plan_statuses(behaviour, failure)):
                 if len(stages) <= index:
                     stages.append([])
-                stages[index].append((number, _status(wamid, recipient, status, code, category, opaque)))
+                contact = None if code is not None and not behaviour.contacts_in_failed_statuses \
+                    else recipient.contact(status)
+                stages[index].append((number, contact, _status(wamid, recipient, status, code, pricing, opaque)))
         for stage in stages:
             by_number: dict = {}
-            for number, status in stage:
-                by_number.setdefault(number.id, (number, []))[1].append(status)
-            for number, statuses in by_number.values():
-                for start in range(0, len(statuses), limit):
-                    chunk = statuses[start:start + limit]
-                    self._post(number, {"statuses": chunk}, tuple(status["id"] for status in chunk))
+            for number, contact, status in stage:
+                by_number.setdefault(number.id, (number, []))[1].append((contact, status))
+            for number, pairs in by_number.values():
+                for start in range(0, len(pairs), limit):
+                    chunk = pairs[start:start + limit]
+                    value: dict = {}
+                    contacts = _unique([contact for contact, _ in chunk if contact is not None])
+                    if contacts:  # Meta's current status webhooks carry the recipients (not for failed ones)
+                        value["contacts"] = contacts
+                    value["statuses"] = [status for _, status in chunk]
+                    self._post(number, value, tuple(status["id"] for _, status in chunk))
 
     def _post(self, number, value: dict, wamids: tuple[str, ...]) -> None:
         if not self.state.behaviour.webhook_url:
@@ -265,13 +295,31 @@ class WebhookSender:
         self.schedule.put(due, delivery)
 
 
-def _status(wamid: str, recipient: str, status: str, code: int | None, category: str, opaque) -> dict:
-    result: dict = {"id": wamid, "status": status, "timestamp": str(int(time.time())), "recipient_id": recipient}
+def _unique(contacts: list[dict]) -> list[dict]:
+    seen: dict[str, dict] = {}
+    for contact in contacts:
+        seen.setdefault(contact["user_id"], contact)
+    return list(seen.values())
+
+
+_FAILURE_DETAILS = {131047: "Message failed to send because more than 24 hours have passed since the customer "
+                            "last replied to this number."}
+
+
+def _status(wamid: str, recipient, status: str, code: int | None, pricing: dict, opaque) -> dict:
+    """One ``statuses[]`` entry: ``recipient_id`` when the phone is known, ``recipient_user_id`` (the BSUID)
+    except on a failed send that went to a phone number (Meta's BSUID page)."""
+    result: dict = {"id": wamid, "status": status, "timestamp": str(int(time.time()))}
+    if recipient.wa_id:
+        result["recipient_id"] = recipient.wa_id
+    if code is None or not recipient.by_phone:
+        result["recipient_user_id"] = recipient.user_id
+        if recipient.parent_user_id:
+            result["parent_recipient_user_id"] = recipient.parent_user_id
     if opaque:
         result["biz_opaque_callback_data"] = opaque
     if code is not None:
-        result["errors"] = [webhook_error(code)]
+        result["errors"] = [webhook_error(code, _FAILURE_DETAILS.get(code, ""))]
     else:
-        result["pricing"] = {"billable": category != "service", "pricing_model": "PMP", "category": category,
-                             "type": "regular" if category != "service" else "free_customer_service"}
+        result["pricing"] = dict(pricing)
     return result

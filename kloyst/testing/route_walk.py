@@ -117,8 +117,11 @@ def make_row(session, model, vendor_id: uuid.UUID, owner_id: uuid.UUID):
                 column.primary_key and column.default is None):
             values[column.key] = _value_for(column, session, vendor_id, owner_id)
     # A check constraint may ask for one of several optional references (a phone number belongs to
-    # its vendor's own WABA or to the shared one): when the minimal row is refused, try each in turn.
-    optional = [c for c in sa_inspect(model).columns if c.nullable and c.foreign_keys and c.key not in values]
+    # its vendor's own WABA or to the shared one) or columns (a contact has a number or a BSUID): when
+    # the minimal row is refused, try each in turn.
+    checked = " ".join(str(c.sqltext) for c in model.__table__.constraints if isinstance(c, sa.CheckConstraint))
+    optional = [c for c in sa_inspect(model).columns if c.nullable and c.key not in values and (
+        c.foreign_keys or re.search(rf"\b{re.escape(c.name)}\b", checked))]
     attempts = [None, *optional]
     for index, extra in enumerate(attempts):
         attempt = dict(values)

@@ -18,7 +18,9 @@ A chunk holds its campaign row ``FOR SHARE`` while it writes: a pause or cancel 
 the row) waits for the chunks in hand, and chunks that start after it see the new status —
 PAUSED writes its messages PAUSED, CANCELLING writes none. A recipient whose contact was
 deleted or opted out since the freeze gets no message; its price goes back to the wallet
-in the same transaction.
+in the same transaction. A contact known only by its WhatsApp BSUID is addressed by Meta's
+``recipient`` field instead of ``to``, except with an authentication template, which Meta refuses
+for BSUIDs (error 131062): that recipient is skipped with the reason and its price released.
 
 The messages themselves are written by the messages plugin (``messages.api.queue_many``: COPY on
 PostgreSQL, one executemany INSERT on SQLite, and the number's doorbell): this module renders and
@@ -43,6 +45,9 @@ from kloyst_plugins.wallet.api import Ledger
 SKIP_DELETED = "contact deleted"
 SKIP_OPTED_OUT = "contact opted out"
 SKIP_NO_VALUE = "a variable has no value"
+# Meta refuses authentication templates to a business-scoped user id (error 131062): not sent, not paid.
+SKIP_NO_NUMBER = "no number: Meta refuses authentication templates to a BSUID"
+AUTHENTICATION = "AUTHENTICATION"
 
 # The contact columns and their join come from the contacts plugin, which owns the table.
 _RECIPIENTS = """
@@ -125,13 +130,17 @@ def _write(db, registry, campaign: Campaign, chunk: CampaignChunk) -> ChunkResul
                          next_attempt_at=due, now=now, paused=paused)
     result, messages, skipped = ChunkResult(), [], []
     decrypt = cipher.decrypt
-    for seq, contact_id, country, price, found, mobile_enc, mobile_hash, opted_out, name_enc, attributes in rows:
+    authentication = template.category == AUTHENTICATION
+    for (seq, contact_id, country, price, found, mobile_enc, mobile_hash, opted_out, name_enc, attributes,
+         bsuid_enc) in rows:
         if len(contact_id) != 36:  # SQLite keeps 32 hex digits
             contact_id = str(uuid.UUID(contact_id))
         reason = SKIP_DELETED if not found else SKIP_OPTED_OUT if opted_out else None
         values = None
+        if reason is None and mobile_enc is None:  # known only by its BSUID: sent to Meta's ``recipient``
+            reason = SKIP_NO_NUMBER if authentication else None
         if reason is None:
-            mobile = decrypt(bytes(mobile_enc), vendor_id=vendor_id, field="mobile")
+            mobile = decrypt(bytes(mobile_enc), vendor_id=vendor_id, field="mobile") if mobile_enc is not None else None
             name = decrypt(bytes(name_enc), vendor_id=vendor_id, field="name") if name_enc is not None else None
             values = renderer.values(mobile=mobile, name=name, country=country, attributes=attributes)
             reason = SKIP_NO_VALUE if values is None else None
@@ -140,8 +149,13 @@ def _write(db, registry, campaign: Campaign, chunk: CampaignChunk) -> ChunkResul
             result.skipped_micros += int(price or 0)
             continue
         message_id = new_message_id()
+        if mobile is not None:
+            sealed = renderer.seal(mobile, message_id, values)
+        else:
+            sealed = renderer.seal(decrypt(bytes(bsuid_enc), vendor_id=vendor_id, field="bsuid"), message_id, values,
+                                   bsuid=True)
         messages.append((message_id, contact_id, mobile_hash if postgres else bytes(mobile_hash).hex(), country,
-                         renderer.seal(mobile, message_id, values), f"campaign:{campaign.id}:{contact_id}", price))
+                         sealed, f"campaign:{campaign.id}:{contact_id}", price))
     queue_many(db, batch, messages)  # rings the number's doorbell unless paused
     for seq, reason in skipped:
         db.execute(_SKIP, {"reason": reason, "campaign": campaign.id, "seq": seq, "vendor": vendor_id})

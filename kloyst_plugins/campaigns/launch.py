@@ -32,6 +32,7 @@ from kloyst_plugins.campaigns.tasks import enqueue_chunks
 from kloyst_plugins.contacts.api import count_by_country
 from kloyst_plugins.pricing.api import Quotation
 from kloyst_plugins.pricing.api import QuotationService, expire_if_due, mark_accepted, quotation_unit_prices
+from kloyst_plugins.pricing.api import in_window_by_country
 from kloyst_plugins.wallet.api import Ledger
 
 
@@ -50,8 +51,11 @@ def quote(db, registry, campaign: Campaign, *, enqueue, user_id: uuid.UUID | Non
     drafts.require_draft(campaign, "quoted")
     checked = drafts.check(db, campaign)
     counts = count_by_country(db, checked.audience, vendor_id=campaign.vendor_id)
+    # Open customer-service windows are an estimate on the quote; the total, and the hold, stay the full price.
+    in_window = in_window_by_country(db, checked.audience, vendor_id=campaign.vendor_id, at=utcnow())
     quotation = QuotationService(db, vendor_id=campaign.vendor_id, registry=registry, enqueue=enqueue).quote(
-        counts, checked.template.category, source={"campaign_id": str(campaign.id)}, created_by=user_id)
+        counts, checked.template.category, source={"campaign_id": str(campaign.id)}, created_by=user_id,
+        in_window=in_window)
     campaign.quotation_id = quotation.id
     db.flush()
     return quotation

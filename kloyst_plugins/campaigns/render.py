@@ -82,6 +82,12 @@ class Renderer:
             self.order.append(name)
             position = index + len(_dumps(_MARK.format(name)))
         self.parts.append(text[position:])
+        # The same document addressed to a BSUID: Meta's ``recipient`` instead of ``to`` (same place, same order).
+        at = self.order.index(_TO)
+        if not self.parts[at].endswith('"to":'):
+            raise RuntimeError("the payload's recipient number is not its 'to' field")
+        self.bsuid_parts = list(self.parts)
+        self.bsuid_parts[at] = self.parts[at].removesuffix('"to":') + '"recipient":'
         self.fields = {s.field for s in self.slots if s.field}
         self.needs_name = "name" in self.fields
         self.needs_attributes = any(f.startswith(ATTRIBUTE_PREFIX) for f in self.fields)
@@ -100,7 +106,7 @@ class Renderer:
             return markers
         return [markers[v] for v in variables]
 
-    def values(self, *, mobile: str, name: str | None = None, country: str | None = None,
+    def values(self, *, mobile: str | None, name: str | None = None, country: str | None = None,
                attributes: dict | None = None) -> list[str] | None:
         """The variables' values for one contact, in slot order; None if one has no value (then: skip it)."""
         found = []
@@ -123,10 +129,12 @@ class Renderer:
             found.append(value)
         return found
 
-    def text(self, to: str, message_id: uuid.UUID | str, values: list[str]) -> str:
-        """The payload's JSON text (what ``seal_content`` would encrypt)."""
-        pieces = [self.parts[0]]
-        for name, part in zip(self.order, self.parts[1:]):
+    def text(self, to: str, message_id: uuid.UUID | str, values: list[str], *, bsuid: bool = False) -> str:
+        """The payload's JSON text (what ``seal_content`` would encrypt); with ``bsuid``, ``to`` is a BSUID and
+        goes in Meta's ``recipient`` field (what ``addressed(build_payload(...), "recipient")`` would seal)."""
+        parts = self.bsuid_parts if bsuid else self.parts
+        pieces = [parts[0]]
+        for name, part in zip(self.order, parts[1:]):
             if name == _TO:
                 pieces.append(_string(to))
             elif name == _ID:
@@ -136,5 +144,6 @@ class Renderer:
             pieces.append(part)
         return "".join(pieces)
 
-    def seal(self, to: str, message_id: uuid.UUID | str, values: list[str]) -> bytes:
-        return self.cipher.encrypt(self.text(to, message_id, values), vendor_id=self.vendor_id, field=CONTENT_FIELD)
+    def seal(self, to: str, message_id: uuid.UUID | str, values: list[str], *, bsuid: bool = False) -> bytes:
+        return self.cipher.encrypt(self.text(to, message_id, values, bsuid=bsuid), vendor_id=self.vendor_id,
+                                   field=CONTENT_FIELD)

@@ -126,6 +126,14 @@ class QuoteWallet(Answer):
     shortfall: Amount = Field(description="What the wallet lacks to launch; 0 when sufficient.")
 
 
+class QuoteFreeInWindow(Answer):
+    """Recipients whose customer-service window was open at quote time (utility templates only) and what their
+    messages cost: Meta may not charge them. An estimate — the total is held in full."""
+
+    recipients: int
+    amount: Amount
+
+
 class CampaignQuoteOut(Answer):
     """The campaign's quotation, and whether the wallet covers it now."""
 
@@ -137,6 +145,7 @@ class CampaignQuoteOut(Answer):
     fees: Amount
     minimum_charge: Amount
     total: Amount
+    estimated_free_in_window: QuoteFreeInWindow = Field(description="An estimate, not a discount.")
     expires_at: dt.datetime
     snapshot_id: uuid.UUID
     status: str

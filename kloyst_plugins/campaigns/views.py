@@ -60,6 +60,8 @@ def quotation_json(quotation, available: int) -> dict:
             "fees": format_micros(quotation.fees_micros),
             "minimum_charge": format_micros(quotation.minimum_topup_micros),
             "total": format_micros(quotation.total_micros), "expires_at": quotation.expires_at,
+            "estimated_free_in_window": {"recipients": quotation.estimated_free_in_window,
+                                         "amount": format_micros(quotation.estimated_free_in_window_micros)},
             "snapshot_id": quotation.snapshot_id, "status": quotation.status,
             "items": [{"country": i.country, "market": i.market, "quantity": i.quantity,
                        "unit_price": format_micros(i.unit_price_micros), "amount": format_micros(i.amount_micros)}

@@ -67,7 +67,11 @@ def audience_query(audience: Audience, *, vendor_id: uuid.UUID, dialect: str):
 
 
 def count_by_country(db, audience: Audience, *, vendor_id: uuid.UUID) -> dict[str | None, int]:
-    """How many recipients per ISO-3166 country of their number (``None``: a number with no known country)."""
+    """How many recipients per ISO-3166 country of their number (``None``: a number with no known country).
+
+    A contact known only by its BSUID counts under its BSUID's country prefix (``contact.country``,
+    :mod:`.bsuids`); with an unknown prefix it counts under ``None``, which the pricing plugin prices
+    at its "Other" market rate."""
     recipients = audience_query(audience, vendor_id=vendor_id, dialect=db.get_bind().dialect.name).subquery()
     rows = db.execute(select(recipients.c.country, func.count()).group_by(recipients.c.country)).all()
     return {country: int(count) for country, count in rows}
@@ -79,8 +83,11 @@ class SendingColumns:
 
     ``join`` is a ``LEFT JOIN`` of ``contact`` (as ``c``) onto the caller's contact-id column,
     limited to the vendor bound as ``:vendor``; ``columns`` selects, in this order: whether the
-    contact still exists, its sealed number, the number's hash (hex text on PostgreSQL, bytes on
-    SQLite), whether it opted out, and its sealed name and attributes (NULL unless asked for).
+    contact still exists, its sealed number, the hash it is known by — the number's, or for a
+    contact known only by its BSUID the BSUID's — (hex text on PostgreSQL, bytes on SQLite),
+    whether it opted out, its sealed name and attributes (NULL unless asked for), and its sealed
+    BSUID (NULL when it has none). A sender addresses a contact with a number by ``to`` and
+    one without by ``recipient`` (its BSUID).
     The caller's query stays one statement: a fan-out of a million recipients joins, it does not
     look contacts up one chunk at a time.
     """
@@ -90,8 +97,9 @@ class SendingColumns:
 
 
 def sending_columns(contact_id_column: str, *, dialect: str, name: bool, attributes: bool) -> SendingColumns:
-    mobile_hash = "encode(c.mobile_hash, 'hex')" if dialect == "postgresql" else "c.mobile_hash"
+    known_by = "COALESCE(c.mobile_hash, c.bsuid_hash)"
+    mobile_hash = f"encode({known_by}, 'hex')" if dialect == "postgresql" else known_by
     columns = (f"c.id IS NOT NULL, c.mobile_enc, {mobile_hash}, c.opted_out, "
-               f"{'c.name_enc' if name else 'NULL'}, {'c.attributes' if attributes else 'NULL'}")
+               f"{'c.name_enc' if name else 'NULL'}, {'c.attributes' if attributes else 'NULL'}, c.bsuid_enc")
     return SendingColumns(columns=columns,
                           join=f"LEFT JOIN contact c ON c.id = {contact_id_column} AND c.vendor_id = :vendor")

@@ -75,7 +75,11 @@ def _postgresql(db, vendor_id, action, labels, where, actor) -> int:
     if action == "delete":
         source = (delete(table).where(table.c.vendor_id == vendor_id, *where)
                   .returning(table.c.id, table.c.country, table.c.labels, table.c.attributes, table.c.opted_out,
-                             table.c.name_enc.is_not(None).label("had_name"))
+                             table.c.name_enc.is_not(None).label("had_name"),
+                             table.c.mobile_hash.is_not(None).label("had_mobile"),
+                             table.c.bsuid_hash.is_not(None).label("had_bsuid"),
+                             table.c.parent_bsuid_hash.is_not(None).label("had_parent_bsuid"),
+                             table.c.username_enc.is_not(None).label("had_username"))
                   .cte("gone"))
         changes = _deleted_snapshot_sql(source)
         audit_action = AuditAction.DELETE
@@ -116,13 +120,17 @@ def _deleted_snapshot_sql(gone):
     def pair(value):
         return func.jsonb_build_array(value, null())
 
-    base = func.jsonb_build_object("mobile", pair(SECRET_MARK), "labels", pair(gone.c.labels),
-                                   "attributes", pair(gone.c.attributes), "opted_out", pair(gone.c.opted_out))
+    base = func.jsonb_build_object("labels", pair(gone.c.labels), "attributes", pair(gone.c.attributes),
+                                   "opted_out", pair(gone.c.opted_out))
     empty = literal({}, JSONB)
-    name = case((gone.c.had_name, func.jsonb_build_object("name", pair(SECRET_MARK))), else_=empty)
+    secrets = [case((getattr(gone.c, f"had_{field}"), func.jsonb_build_object(field, pair(SECRET_MARK))),
+                    else_=empty) for field in ("mobile", "name", "bsuid", "parent_bsuid", "username")]
     country = case((gone.c.country.is_not(None), func.jsonb_build_object("country", pair(gone.c.country))),
                    else_=empty)
-    return type_coerce(base, JSONB).concat(name).concat(country)
+    result = type_coerce(base, JSONB)
+    for secret in secrets:
+        result = result.concat(secret)
+    return result.concat(country)
 
 
 def _portable(db, action, labels, where, actor) -> int:

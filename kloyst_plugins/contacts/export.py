@@ -36,8 +36,9 @@ from sqlalchemy import and_, or_, select
 from kloyst.api import FieldCipher, session_scope
 from kloyst_plugins.contacts.models import Contact
 
+# The WhatsApp identity columns come last, so files and scripts that read the earlier columns by position still do.
 COLUMNS = ("id", "mobile", "name", "country", "calling_code", "labels", "attributes", "opted_out", "opted_out_at",
-           "source", "created_at", "updated_at")
+           "source", "created_at", "updated_at", "bsuid", "parent_bsuid", "username")
 BATCH = 1000
 
 
@@ -56,10 +57,15 @@ def _text(value) -> str:
 def contact_row(contact: Contact, cipher: FieldCipher) -> list[str]:
     """One contact as the export's columns, decrypted, every value text."""
     vendor_id = contact.vendor_id
-    name = None if contact.name_enc is None else cipher.decrypt(contact.name_enc, vendor_id=vendor_id, field="name")
-    values = (contact.id, cipher.decrypt(contact.mobile_enc, vendor_id=vendor_id, field="mobile"), name,
+
+    def opened(token, field):
+        return None if token is None else cipher.decrypt(token, vendor_id=vendor_id, field=field)
+
+    values = (contact.id, opened(contact.mobile_enc, "mobile"), opened(contact.name_enc, "name"),
               contact.country, contact.calling_code, contact.labels or [], contact.attributes or {},
-              contact.opted_out, contact.opted_out_at, contact.source, contact.created_at, contact.updated_at)
+              contact.opted_out, contact.opted_out_at, contact.source, contact.created_at, contact.updated_at,
+              opened(contact.bsuid_enc, "bsuid"), opened(contact.parent_bsuid_enc, "parent_bsuid"),
+              opened(contact.username_enc, "username"))
     return [_text(v) for v in values]
 
 

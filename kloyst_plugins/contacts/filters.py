@@ -2,7 +2,7 @@
 
 The conditions are chosen to use the indexes: "has these labels" is ``labels @> '[…]'`` on
 PostgreSQL (the GIN ``jsonb_path_ops`` index answers it), the phone is looked up by its
-keyed hash (the per-vendor unique index), the created range rides on
+keyed hash (the per-vendor unique index), so is a BSUID (its partial unique index), the created range rides on
 ``ix_contact_vendor_created``. SQLite, the embedded default, gets an equivalent ``json_each``
 test. None of them names the vendor: tenant scoping adds it.
 """
@@ -50,4 +50,8 @@ def conditions(flt: ContactFilter, *, vendor_id: uuid.UUID, hasher: MobileHasher
     if flt.phone:
         phone = read_phone(flt.phone, flt.default_country, field="phone")
         where.append(Contact.mobile_hash == hasher(vendor_id, phone.e164))
+    if flt.bsuid:
+        # Both on their partial (vendor_id, …) indexes; a parent BSUID (US.ENT.…) may match several contacts.
+        column = Contact.parent_bsuid_hash if ".ENT." in flt.bsuid else Contact.bsuid_hash
+        where.append(column == hasher(vendor_id, flt.bsuid))
     return where

@@ -25,4 +25,5 @@ def kloyst_encrypted_fields():
     from kloyst.api import EncryptedFields
     from kloyst_plugins.contacts.models import Contact
 
-    return [EncryptedFields(Contact, {"mobile_enc": "mobile", "name_enc": "name"})]
+    return [EncryptedFields(Contact, {"mobile_enc": "mobile", "name_enc": "name", "bsuid_enc": "bsuid",
+                                     "parent_bsuid_enc": "parent_bsuid", "username_enc": "username"})]

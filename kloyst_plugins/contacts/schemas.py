@@ -14,9 +14,10 @@ import uuid
 from typing import Annotated, Any, Literal
 
 import phonenumbers
-from pydantic import AfterValidator, BeforeValidator, Field, field_validator
+from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 
 from kloyst.api import Answer, iso_timestamp, Listing, multi_line, Page, PlainText, Schema, single_line
+from kloyst_plugins.contacts.bsuids import MAX_LENGTH as MAX_BSUID_LENGTH, MAX_USERNAME_LENGTH, normalize_bsuid
 from kloyst_plugins.contacts.models import AuditAction, ContactSource
 
 MAX_LABELS = 50
@@ -98,23 +99,55 @@ UTCTime = Annotated[dt.datetime, BeforeValidator(iso_timestamp), AfterValidator(
 Name = Annotated[PlainText, Field(max_length=MAX_NAME_LENGTH), BeforeValidator(lambda v: v.strip() if isinstance(v, str)
                                                                                else v)]
 
+# WhatsApp's business-scoped user ids (see .bsuids) and usernames.
+Bsuid = Annotated[str, Field(min_length=1, max_length=MAX_BSUID_LENGTH), AfterValidator(normalize_bsuid)]
+ParentBsuid = Annotated[str, Field(min_length=1, max_length=MAX_BSUID_LENGTH),
+                        AfterValidator(lambda v: normalize_bsuid(v, parent=True))]
+
+
+def _any_bsuid(value: str) -> str:
+    try:
+        return normalize_bsuid(value)
+    except ValueError:
+        return normalize_bsuid(value, parent=True)
+
+
+AnyBsuid = Annotated[str, Field(min_length=1, max_length=MAX_BSUID_LENGTH), AfterValidator(_any_bsuid)]
+Username = Annotated[PlainText, Field(max_length=MAX_USERNAME_LENGTH), BeforeValidator(lambda v: v.strip()
+                                                                                       if isinstance(v, str) else v)]
+
 
 class ContactCreate(Schema):
-    mobile: str = Field(min_length=1, max_length=64)
+    """A contact is known by ``mobile``, by ``bsuid`` (a WhatsApp user whose number is withheld), or both."""
+
+    mobile: str | None = Field(default=None, min_length=1, max_length=64)
     default_country: Country | None = None  # for numbers written without +country code
     name: Name | None = None
     labels: Labels = []
     attributes: Attributes = {}
+    bsuid: Bsuid | None = None
+    parent_bsuid: ParentBsuid | None = None
+    username: Username | None = None
+
+    @model_validator(mode="after")
+    def _has_an_identity(self) -> ContactCreate:
+        if self.mobile is None and self.bsuid is None:
+            raise ValueError("give the contact a mobile number, a bsuid (WhatsApp business-scoped user id), or both")
+        return self
 
 
 class ContactPatch(Schema):
-    """Fields left out are kept; ``name: null`` clears the name; labels and attributes are replaced whole."""
+    """Fields left out are kept; ``name``, ``bsuid``, ``parent_bsuid`` or ``username`` as null clear them (a
+    contact keeps a mobile or a BSUID); labels and attributes are replaced whole."""
 
     mobile: str | None = Field(default=None, min_length=1, max_length=64)
     default_country: Country | None = None
     name: Name | None = None
     labels: Labels | None = None
     attributes: Attributes | None = None
+    bsuid: Bsuid | None = None
+    parent_bsuid: ParentBsuid | None = None
+    username: Username | None = None
 
 
 class ContactFilter(Schema):
@@ -127,6 +160,7 @@ class ContactFilter(Schema):
     created_to: UTCTime | None = None  # exclusive
     phone: str | None = Field(default=None, min_length=1, max_length=64)
     default_country: Country | None = None  # how to read ``phone`` when it has no +country code
+    bsuid: AnyBsuid | None = None  # the contact with this BSUID (or, for a US.ENT.… id, this parent BSUID)
 
     @field_validator("label", mode="before")
     @classmethod
@@ -169,9 +203,14 @@ class ContactOut(Answer):
     """A contact, decrypted for the vendor that owns it."""
 
     id: uuid.UUID
-    mobile: str = Field(description="E.164, such as +12025550140.")
+    mobile: str | None = Field(description="E.164, such as +12025550140; null for a contact known only by its BSUID.")
+    bsuid: str | None = Field(description="The WhatsApp business-scoped user id (Meta's `user_id`), such as "
+                                          "US.13491208655302741918.")
+    parent_bsuid: str | None = Field(description="The parent BSUID shared across a managed business's portfolios.")
+    username: str | None = Field(description="The WhatsApp username, as the user's profile last showed it.")
     name: str | None
-    country: str | None = Field(description="ISO 3166-1 alpha-2, from the number.")
+    country: str | None = Field(description="ISO 3166-1 alpha-2, from the number (or the BSUID's prefix when the "
+                                            "number is unknown).")
     calling_code: int | None
     labels: list[str]
     attributes: dict[str, Any]

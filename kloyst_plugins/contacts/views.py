@@ -27,7 +27,9 @@ XLSX_MEDIA_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.s
 
 
 def contact_json(contact: Contact, service: ContactService) -> dict:
-    return {"id": contact.id, "mobile": service.decrypt_mobile(contact), "name": service.decrypt_name(contact),
+    return {"id": contact.id, "mobile": service.decrypt_mobile(contact), "bsuid": service.decrypt_bsuid(contact),
+            "parent_bsuid": service.decrypt_parent_bsuid(contact), "username": service.decrypt_username(contact),
+            "name": service.decrypt_name(contact),
             "country": contact.country, "calling_code": contact.calling_code, "labels": contact.labels or [],
             "attributes": contact.attributes or {}, "opted_out": contact.opted_out,
             "opted_out_at": contact.opted_out_at, "source": contact.source, "last_inbound_at": contact.last_inbound_at,
@@ -60,8 +62,10 @@ def list_contacts(request):
 def create_contact(request):
     body = request.validated()
     service = ContactService.for_request(request)
-    contact = service.create(read_phone(body.mobile, body.default_country), actor=_actor(request), name=body.name,
-                             labels=body.labels, attributes=body.attributes)
+    phone = read_phone(body.mobile, body.default_country) if body.mobile is not None else None
+    contact = service.create(phone, actor=_actor(request), name=body.name, labels=body.labels,
+                             attributes=body.attributes, bsuid=body.bsuid, parent_bsuid=body.parent_bsuid,
+                             username=body.username)
     request.response.status_int = 201
     return {"contact": contact_json(contact, service)}
 
@@ -83,6 +87,9 @@ def patch_contact(request):
         fields["labels"] = body.labels
     if "attributes" in given and body.attributes is not None:
         fields["attributes"] = body.attributes
+    for field in ("bsuid", "parent_bsuid", "username"):
+        if field in given:
+            fields[field] = getattr(body, field)
     service.update(request.context, actor=_actor(request), **fields)
     return {"contact": contact_json(request.context, service)}
 

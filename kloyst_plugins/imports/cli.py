@@ -41,8 +41,8 @@ def _mapping_from_args(args) -> dict:
         except ValueError as exc:
             raise SystemExit(f"kloyst import: --mapping is not JSON: {exc}") from None
     else:
-        columns: dict = {"phone": args.phone_column}
-        for key in ("name", "country", "labels"):
+        columns: dict = {"phone": args.phone_column} if args.phone_column else {}
+        for key in ("name", "country", "labels", "bsuid"):
             if getattr(args, f"{key}_column"):
                 columns[key] = getattr(args, f"{key}_column")
         if args.attribute:
@@ -196,6 +196,8 @@ def add_commands(subparsers) -> None:
     parser.add_argument("--vendor", required=True, help="the vendor's id")
     parser.add_argument("--mapping", help='the mapping as JSON: {"columns": {"phone": "Mobile", ...}, ...}')
     parser.add_argument("--phone-column", default="phone", help="header of the phone column (default: phone)")
+    parser.add_argument("--bsuid-column", help="a column of WhatsApp business-scoped user ids (a row may have one "
+                                               "instead of a number; --phone-column '' for a file without numbers)")
     parser.add_argument("--name-column")
     parser.add_argument("--country-column")
     parser.add_argument("--labels-column", help="a column of labels separated by , or ;")

@@ -26,7 +26,11 @@ MAX_LABEL = 64
 
 
 class ColumnsBody(Schema):
-    phone: str = Field(min_length=1, max_length=255)
+    """The file's column for each field. ``phone``, ``bsuid`` (WhatsApp business-scoped user ids), or both: a
+    row is imported when it has either (a row with a BSUID and no number is a contact known by its BSUID)."""
+
+    phone: str | None = Field(default=None, min_length=1, max_length=255)
+    bsuid: str | None = Field(default=None, min_length=1, max_length=255)
     name: str | None = Field(default=None, max_length=255)
     country: str | None = Field(default=None, max_length=255)
     labels: str | None = Field(default=None, max_length=255)
@@ -44,12 +48,13 @@ class MappingBody(Schema):
 class ColumnPlan:
     """The mapping as positions in a row, resolved once per chunk."""
 
-    phone: int
+    phone: int | None
     name: int | None
     country: int | None
     labels: int | None
     attributes: tuple[tuple[str, int], ...]
     headers: tuple[str, ...]
+    bsuid: int | None = None
 
     @classmethod
     def for_job(cls, job: ContactImportJob) -> ColumnPlan:
@@ -61,9 +66,9 @@ class ColumnPlan:
             header = columns.get(key)
             return position[header] if header is not None else None
 
-        return cls(phone=position[columns["phone"]], name=at("name"), country=at("country"), labels=at("labels"),
+        return cls(phone=at("phone"), name=at("name"), country=at("country"), labels=at("labels"),
                    attributes=tuple((key, position[h]) for key, h in (columns.get("attributes") or {}).items()),
-                   headers=headers)
+                   headers=headers, bsuid=at("bsuid"))
 
 
 def split_labels(cell: str) -> list[str]:
@@ -76,7 +81,11 @@ def validate(job: ContactImportJob, body: MappingBody, strategies: dict[str, Mer
     problems: list[dict] = []
     headers = list(job.headers or [])
     columns = body.columns
-    singles = {"phone": columns.phone, "name": columns.name, "country": columns.country, "labels": columns.labels}
+    singles = {"phone": columns.phone, "bsuid": columns.bsuid, "name": columns.name, "country": columns.country,
+               "labels": columns.labels}
+    if columns.phone is None and columns.bsuid is None:
+        problems.append({"field": "columns.phone", "problem": "map the column of phone numbers, the column of WhatsApp "
+                                                              "BSUIDs (columns.bsuid), or both"})
     for field, header in [*singles.items(), *((f"attributes.{k}", h) for k, h in columns.attributes.items())]:
         if header is not None and header not in headers:
             problems.append({"field": f"columns.{field}", "problem": f"no column {header!r} in the file; its "

@@ -59,6 +59,7 @@ from sqlalchemy.exc import DBAPIError
 
 from kloyst.api import (
     ContactFields,
+    insert_skipping_conflicts,
     MergeStrategy,
     metrics as kmetrics,
     Reschedule,
@@ -74,7 +75,7 @@ from kloyst.api import (
 )
 from kloyst_plugins.contacts.api import Contact, ContactAuditLog
 from kloyst_plugins.contacts.api import InvalidPhone, first_valid, mask
-from kloyst_plugins.contacts.api import clean_labels
+from kloyst_plugins.contacts.api import bsuid_country, clean_labels, InvalidBsuid, normalize_bsuid
 from kloyst_plugins.imports import reader, services
 from kloyst_plugins.imports.mapping import PROCESS_CHUNK, ColumnPlan, split_labels
 from kloyst_plugins.imports.models import (
@@ -98,11 +99,19 @@ _phones = PhoneCache()
 
 @dataclass
 class Group:
-    """Every row of one number in this chunk, in file order."""
+    """Every row of one number in this chunk, in file order — or, with ``e164`` None, of one BSUID alone.
 
-    e164: str
-    calling_code: int
+    ``bsuid`` is the WhatsApp business-scoped user id the rows give (None when the file has no BSUID
+    column or the rows leave it empty); ``row_numbers`` are kept only for files with a BSUID column,
+    so a BSUID another contact holds can be reported on its rows.
+    """
+
+    e164: str | None
+    calling_code: int | None
     rows: list[ContactFields] = field(default_factory=list)
+    bsuid: str | None = None
+    bsuid_hash: bytes | None = None
+    row_numbers: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -238,7 +247,9 @@ def prepare_rows(ctx, job: ContactImportJob, rows, strategy: MergeStrategy):
     normalize = _phones.normalize
     groups: dict[bytes, Group] = {}
     rejections: list[dict] = []
-    phone_at, name_at, country_at, labels_at = plan.phone, plan.name, plan.country, plan.labels
+    phone_at, name_at, country_at, labels_at, bsuid_at = plan.phone, plan.name, plan.country, plan.labels, plan.bsuid
+    # Files with a BSUID column: which group carries each BSUID, so one BSUID is one contact.
+    bsuid_owner: dict[bytes, bytes] = {}
     attribute_plan = plan.attributes
     # A file repeats the same few labels cells and countries: split and check each once.
     labels_of: dict[str, tuple[str, ...]] = {}
@@ -248,7 +259,14 @@ def prepare_rows(ctx, job: ContactImportJob, rows, strategy: MergeStrategy):
         return cells[index].strip() if index is not None and index < len(cells) else ""
 
     for number, cells in rows:
-        raw = cells[phone_at].strip() if phone_at < len(cells) else ""
+        raw = (cells[phone_at].strip() if phone_at < len(cells) else "") if phone_at is not None else ""
+        bsuid = None
+        if bsuid_at is not None and (bsuid_raw := cell(cells, bsuid_at)):
+            try:
+                bsuid = normalize_bsuid(bsuid_raw)
+            except InvalidBsuid as exc:
+                rejections.append(_rejection(number, headers[bsuid_at], bsuid_raw, str(exc)))
+                continue
         region = default_region
         if country_at is not None:
             given = cell(cells, country_at).upper()
@@ -261,11 +279,15 @@ def prepare_rows(ctx, job: ContactImportJob, rows, strategy: MergeStrategy):
                                                  "not an ISO 3166 country code phone numbers are known for"))
                     continue
                 region = given
-        try:
-            phone, other_phones = first_valid(raw, region, normalize)
-        except InvalidPhone as exc:
-            rejections.append(_rejection(number, headers[phone_at], raw, str(exc)))
-            continue
+        phone, other_phones = None, ()
+        if raw or bsuid is None:  # a row with a BSUID may leave the number empty
+            try:
+                phone, other_phones = first_valid(raw, region, normalize)
+            except InvalidPhone as exc:
+                column = headers[phone_at] if phone_at is not None else headers[bsuid_at or 0]
+                rejections.append(_rejection(number, column, raw, str(exc) if phone_at is not None
+                                             else "neither a number nor a BSUID"))
+                continue
         name = cell(cells, name_at) or None
         if name is not None and len(name) > MAX_NAME:
             rejections.append(_rejection(number, headers[name_at], name, f"longer than {MAX_NAME} characters"))
@@ -295,13 +317,63 @@ def prepare_rows(ctx, job: ContactImportJob, rows, strategy: MergeStrategy):
             kept = ", ".join(other_phones)
             mapped = attributes.get(OTHER_PHONES)
             attributes[OTHER_PHONES] = (f"{mapped}, {kept}" if mapped else kept)[:MAX_ATTRIBUTE]
-        incoming = ContactFields(name=name, country=phone.region, labels=labels, attributes=attributes)
+        if bsuid is None:
+            assert phone is not None
+            incoming = ContactFields(name=name, country=phone.region, labels=labels, attributes=attributes)
+            mobile_hash = hash_for(phone.e164)
+            group = groups.get(mobile_hash)
+            if group is None:
+                group = groups[mobile_hash] = Group(phone.e164, phone.calling_code)
+            group.rows.append(incoming)
+            if bsuid_at is not None:
+                group.row_numbers.append(number)
+            continue
+        problem = _add_with_bsuid(groups, bsuid_owner, hash_for, phone, bsuid, number, ContactFields(
+            name=name, country=phone.region if phone is not None else bsuid_country(bsuid), labels=labels,
+            attributes=attributes))
+        if problem is not None:
+            rejections.append(_rejection(number, headers[bsuid_at or 0], bsuid, problem))
+    return groups, rejections
+
+
+def _add_with_bsuid(groups: dict[bytes, Group], owner: dict[bytes, bytes], hash_for, phone, bsuid: str, number: int,
+                    incoming: ContactFields) -> str | None:
+    """Put a row that has a BSUID in its group: its number's (which then carries the BSUID), else the BSUID's own.
+
+    One BSUID is one person: a BSUID-only row joins the group of the number an earlier row gave it,
+    and a number arriving for a BSUID seen alone takes that group's rows (they came first). A row whose
+    BSUID an earlier row gave another number, or whose number an earlier row gave another BSUID, is
+    refused with the reason (returned).
+    """
+    bsuid_hash = hash_for(bsuid)
+    key = owner.get(bsuid_hash)
+    if phone is None:
+        if key is None:
+            key = owner[bsuid_hash] = bsuid_hash
+            groups[key] = Group(None, None, bsuid=bsuid, bsuid_hash=bsuid_hash)
+    else:
         mobile_hash = hash_for(phone.e164)
+        if key is not None and key != mobile_hash and groups[key].e164 is not None:
+            return "an earlier row gives this BSUID to another number"
         group = groups.get(mobile_hash)
         if group is None:
             group = groups[mobile_hash] = Group(phone.e164, phone.calling_code)
-        group.rows.append(incoming)
-    return groups, rejections
+        if group.bsuid is not None and group.bsuid_hash != bsuid_hash:
+            return "an earlier row gives this number another BSUID"
+        if key is not None and key != mobile_hash:  # the BSUID's own group, from earlier BSUID-only rows
+            alone = groups.pop(key)
+            group.rows.extend(alone.rows)
+            group.row_numbers.extend(alone.row_numbers)
+        group.bsuid, group.bsuid_hash = bsuid, bsuid_hash
+        key = owner[bsuid_hash] = mobile_hash
+    groups[key].rows.append(incoming)
+    groups[key].row_numbers.append(number)
+    return None
+
+
+def _create_changes(row: dict) -> dict:
+    changes = _changes(None, row["fields"], name_known=True)
+    return {"bsuid": [None, "set"], **changes} if row.get("bsuid_hash") is not None else changes
 
 
 def _rejection(number: int, column: str | None, value: str, reason: str) -> dict:
@@ -374,8 +446,20 @@ class Writer:
         self.insert_first = _insert_first(job)
 
     def write(self, groups: dict[bytes, Group], rejections: list[dict], outcome: Outcome) -> None:
-        hashes = sorted(groups)
         strategy = self.strategy
+        alone = {h: g for h, g in groups.items() if g.e164 is None}
+        if alone:  # rows with a BSUID and no number
+            groups = {h: g for h, g in groups.items() if g.e164 is not None}
+            self.write_bsuid_only(alone, outcome)
+        carried = [h for h, g in groups.items() if g.bsuid_hash is not None]
+        if carried:
+            for h in self.bsuids_held_elsewhere(groups, carried):
+                group = groups.pop(h)
+                outcome.rejected += len(group.rows)
+                rejections.extend(_rejection(number, self.bsuid_column, group.bsuid or "",
+                                             "another contact already has this BSUID")
+                                  for number in group.row_numbers)
+        hashes = sorted(groups)
         # Read without locks: most existing contacts of an import are left as they are (a
         # re-import changes nothing), and a contact that is not written needs no lock. Only the
         # contacts a merge changes are locked and read again below, and merged from that.
@@ -391,6 +475,18 @@ class Writer:
             outcome.duplicate += len(groups[h].rows) - 1
         if lost:
             existing.update(self.fetch_existing(sorted(lost)))
+        gains: set[bytes] = set()
+        if carried:
+            # Contacts of these numbers that have no BSUID yet take the one the file gives them; a contact
+            # with another BSUID keeps it, and the row saying otherwise is refused.
+            gains, other = self.bsuids_of([h for h in existing if groups[h].bsuid_hash is not None], groups)
+            for h in other:
+                del existing[h]
+                group = groups.pop(h)
+                outcome.rejected += len(group.rows)
+                rejections.extend(_rejection(number, self.bsuid_column, group.bsuid or "",
+                                             "this number's contact already has another BSUID")
+                                  for number in group.row_numbers)
         results = {}
         for h in sorted(existing):
             after = merged(strategy, existing[h].fields, groups[h].rows)
@@ -412,19 +508,145 @@ class Writer:
             contact = existing[h]
             group = groups[h]
             after = results.get(h, contact.fields)
-            if after == contact.fields:
+            if after == contact.fields and h not in gains:
                 outcome.duplicate += len(group.rows)
                 continue
             outcome.updated += 1
             outcome.duplicate += len(group.rows) - 1
-            updates.append((contact, after))
-            changes = _changes(contact.fields, after, name_known=strategy.reads_name)
+            changes = {}
+            if after != contact.fields:
+                updates.append((contact, after))
+                changes = _changes(contact.fields, after, name_known=strategy.reads_name)
+            if h in gains:
+                changes["bsuid"] = [None, "set"]
             self.audit.append((contact.id, "merge", changes))
         if updates:
             self.apply_updates(updates)
+        if gains:
+            self.set_bsuids([(existing[h].id, groups[h]) for h in sorted(gains)])
         self.insert_audit()  # the merges' audit rows (PostgreSQL writes the creates' with the inserts)
         if rejections:
             self.insert_rejections(rejections)
+
+    # -- WhatsApp BSUIDs (files with a bsuid column; none of this runs for a file without one) ------
+
+    @property
+    def bsuid_column(self) -> str | None:
+        return (self.job.mapping or {}).get("bsuid")
+
+    def bsuids_held_elsewhere(self, groups: dict[bytes, Group], carried: list[bytes]) -> list[bytes]:
+        """The groups whose BSUID a contact of another number (or of none) already has: one query per chunk."""
+        wanted = {groups[h].bsuid_hash: h for h in carried}
+        held = []
+        keys = sorted(k for k in wanted if k is not None)
+        for start in range(0, len(keys), 500):
+            for bsuid_hash, mobile_hash in self.db.execute(select(Contact.bsuid_hash, Contact.mobile_hash).where(
+                    Contact.bsuid_hash.in_(keys[start:start + 500]))):
+                h = wanted[bytes(bsuid_hash)]
+                if mobile_hash is None or bytes(mobile_hash) != h:
+                    held.append(h)
+        return held
+
+    def bsuids_of(self, hashes: list[bytes], groups: dict[bytes, Group]) -> tuple[set[bytes], set[bytes]]:
+        """Of these numbers' contacts: those without a BSUID yet, and those with another than the file's.
+
+        A file never overwrites a contact's BSUID (Meta gives a user a new one only with a new number).
+        """
+        gains: set[bytes] = set()
+        other: set[bytes] = set()
+        for start in range(0, len(hashes), 500):
+            for mobile_hash, bsuid_hash in self.db.execute(select(Contact.mobile_hash, Contact.bsuid_hash).where(
+                    Contact.mobile_hash.in_(hashes[start:start + 500]))):
+                h = bytes(mobile_hash)
+                if bsuid_hash is None:
+                    gains.add(h)
+                elif bytes(bsuid_hash) != groups[h].bsuid_hash:
+                    other.add(h)
+        return gains, other
+
+    def set_bsuids(self, contacts: list[tuple[uuid.UUID, Group]]) -> None:
+        table = Contact.__table__
+        statement = (update(table).where(table.c.id == bindparam("contact"), table.c.vendor_id == self.vendor_id,
+                                         table.c.bsuid_hash.is_(None))
+                     .values(bsuid_hash=bindparam("hash"), bsuid_enc=bindparam("sealed"), updated_at=self.now))
+        encrypt = self.cipher.encrypt
+        with tenancy.unscoped(self.db):
+            self.db.execute(statement, [{"contact": contact_id, "hash": group.bsuid_hash,
+                                         "sealed": encrypt(group.bsuid or "", vendor_id=self.vendor_id, field="bsuid")}
+                                        for contact_id, group in contacts])
+
+    def fetch_by_bsuid(self, hashes: list[bytes], lock: bool = False) -> dict[bytes, Existing]:
+        found = {}
+        lock = lock and self.db.get_bind().dialect.name == "postgresql"
+        for start in range(0, len(hashes), 500):
+            query = (select(Contact.id, Contact.bsuid_hash, Contact.name_enc, Contact.country, Contact.labels,
+                            Contact.attributes).where(Contact.bsuid_hash.in_(hashes[start:start + 500]))
+                     .order_by(Contact.bsuid_hash))
+            for row in self.db.execute(query.with_for_update() if lock else query):
+                found[bytes(row.bsuid_hash)] = Existing(row.id, self._fields_of(row))
+        return found
+
+    def write_bsuid_only(self, groups: dict[bytes, Group], outcome: Outcome) -> None:
+        """Contacts known by a BSUID alone: created, or merged by the job's strategy like any existing contact.
+
+        Portable statements on both databases (rows without a number are few); a new BSUID is
+        inserted ``ON CONFLICT DO NOTHING`` on its partial unique index, and one another writer
+        inserted meanwhile is merged into instead.
+        """
+        strategy = self.strategy
+        hashes = sorted(groups)
+        existing = self.fetch_by_bsuid(hashes)
+        new = [h for h in hashes if h not in existing]
+        if new:
+            encrypt, vendor_id = self.cipher.encrypt, self.vendor_id
+            rows = []
+            for h in new:
+                group = groups[h]
+                fields_ = merged(strategy, group.rows[0], group.rows[1:])
+                rows.append({"id": uuid.uuid4(), "vendor_id": vendor_id, "mobile_hash": None, "mobile_enc": None,
+                             "bsuid_hash": h, "bsuid_enc": encrypt(group.bsuid or "", vendor_id=vendor_id,
+                                                                   field="bsuid"),
+                             "name_enc": encrypt(fields_.name, vendor_id=vendor_id, field="name")
+                             if fields_.name else None, "enc_kid": self.cipher.active_kid,
+                             "country": fields_.country, "calling_code": None, "labels": list(fields_.labels),
+                             "attributes": fields_.attributes, "source": "import", "opted_out": False,
+                             "created_at": self.now, "updated_at": self.now, "fields": fields_})
+            table = Contact.__table__
+            statement = insert_skipping_conflicts(self.db, table).on_conflict_do_nothing(
+                index_elements=["vendor_id", "bsuid_hash"], index_where=text("bsuid_hash IS NOT NULL"))
+            with tenancy.unscoped(self.db):
+                for row in rows:  # one statement each: a conflict must skip one row, not fail a batch
+                    done = self.db.execute(statement.values({k: v for k, v in row.items() if k != "fields"}))
+                    if done.rowcount:
+                        outcome.created += 1
+                        outcome.duplicate += len(groups[row["bsuid_hash"]].rows) - 1
+                        self.audit.append((row["id"], "create", {
+                            "bsuid": [None, "set"], **_changes(None, row["fields"], name_known=True)}))
+                    else:
+                        existing[row["bsuid_hash"]] = Existing(row["id"], row["fields"])  # read again below
+            lost = [h for h in new if h in existing]
+            if lost:
+                existing.update(self.fetch_by_bsuid(lost))
+        changed = sorted(h for h in existing if merged(strategy, existing[h].fields, groups[h].rows)
+                         != existing[h].fields)
+        locked = self.fetch_by_bsuid(changed, lock=True) if changed else {}
+        updates = []
+        for h in sorted(existing):
+            rows_ = groups[h].rows
+            if h not in locked:
+                outcome.duplicate += len(rows_)
+                continue
+            after = merged(strategy, locked[h].fields, rows_)
+            if after == locked[h].fields:
+                outcome.duplicate += len(rows_)
+                continue
+            outcome.updated += 1
+            outcome.duplicate += len(rows_) - 1
+            updates.append((locked[h], after))
+            self.audit.append((locked[h].id, "merge", _changes(locked[h].fields, after,
+                                                               name_known=strategy.reads_name)))
+        if updates:
+            self.apply_updates(updates)
 
     # -- shared helpers -----------------------------------------------------------------------
 
@@ -444,7 +666,9 @@ class Writer:
             fields_ = merged(self.strategy, group.rows[0], group.rows[1:])
             rows.append({
                 "id": uuid.uuid4(), "mobile_hash": h,
-                "mobile_enc": encrypt(group.e164, vendor_id=vendor_id, field="mobile"),
+                "mobile_enc": encrypt(group.e164 or "", vendor_id=vendor_id, field="mobile"),
+                "bsuid_hash": group.bsuid_hash,
+                "bsuid_enc": encrypt(group.bsuid, vendor_id=vendor_id, field="bsuid") if group.bsuid else None,
                 "name_enc": encrypt(fields_.name, vendor_id=vendor_id, field="name") if fields_.name else None,
                 "enc_kid": self.cipher.active_kid, "country": fields_.country, "calling_code": group.calling_code,
                 "labels": list(fields_.labels), "attributes": fields_.attributes, "fields": fields_,
@@ -485,7 +709,7 @@ class PortableWriter(Writer):
                                                                  "opted_out": False, "created_at": self.now,
                                                                  "updated_at": self.now} for r in rows])
         for r in rows:
-            self.audit.append((r["id"], "create", _changes(None, r["fields"], name_known=True)))
+            self.audit.append((r["id"], "create", _create_changes(r)))
         return []
 
     def apply_updates(self, updates) -> None:
@@ -533,7 +757,7 @@ class SqliteWriter(PortableWriter):
                           {"vendor_id": self.vendor_id, "source": "import", "opted_out": False,
                            "created_at": self.now, "updated_at": self.now})
         for r in rows:
-            self.audit.append((r["id"], "create", _changes(None, r["fields"], name_known=True)))
+            self.audit.append((r["id"], "create", _create_changes(r)))
         return []
 
     def insert_audit(self) -> None:
@@ -656,7 +880,10 @@ class PostgresWriter(Writer):
             fields_ = merged(strategy, rows[0], rows[1:]) if len(rows) > 1 else rows[0]
             name = fields_.name
             lines.append(next(ids) + "\t" + next(ids) + "\t\\\\x" + h.hex()
-                         + "\t\\\\x" + encrypt(group.e164, vendor_id=vendor_id, field="mobile").hex()
+                         + "\t\\\\x" + encrypt(group.e164 or "", vendor_id=vendor_id, field="mobile").hex()
+                         + ("\t\\\\x" + group.bsuid_hash.hex() + "\t\\\\x"
+                            + encrypt(group.bsuid or "", vendor_id=vendor_id, field="bsuid").hex()
+                            if group.bsuid_hash is not None else "\t\\N\t\\N")
                          + ("\t\\\\x" + encrypt(name, vendor_id=vendor_id, field="name").hex() if name else "\t\\N")
                          + "\t" + (_copy_text(fields_.country) if fields_.country else "\\N")
                          + "\t" + str(group.calling_code)
@@ -664,7 +891,7 @@ class PostgresWriter(Writer):
                          + "\n")
         with self._cursor() as cursor:
             cursor.execute("CREATE TEMP TABLE import_stage_new (id uuid, audit_id uuid, mobile_hash bytea, "
-                           "mobile_enc bytea, name_enc bytea, "
+                           "mobile_enc bytea, bsuid_hash bytea, bsuid_enc bytea, name_enc bytea, "
                            "country text, calling_code int, labels jsonb, attributes jsonb) ON COMMIT DROP")
             cursor.copy_expert("COPY import_stage_new FROM STDIN", io.StringIO("".join(lines)))
             cursor.execute(_INSERT_NEW, {"vendor": str(vendor_id), "now": self.now, "kid": self.cipher.active_kid,
@@ -726,18 +953,19 @@ class PostgresWriter(Writer):
 # _changes(None, fields) records: name only as the fact it was set, country, labels, attributes.
 _INSERT_NEW = """
 WITH inserted AS (
-    INSERT INTO contact (id, mobile_hash, mobile_enc, name_enc, enc_kid, country, calling_code, labels, attributes,
-                         vendor_id, source, opted_out, created_at, updated_at)
-    SELECT id, mobile_hash, mobile_enc, name_enc, %(kid)s, country, calling_code, labels, attributes,
-           %(vendor)s, 'import', false, %(now)s, %(now)s
+    INSERT INTO contact (id, mobile_hash, mobile_enc, bsuid_hash, bsuid_enc, name_enc, enc_kid, country, calling_code,
+                         labels, attributes, vendor_id, source, opted_out, created_at, updated_at)
+    SELECT id, mobile_hash, mobile_enc, bsuid_hash, bsuid_enc, name_enc, %(kid)s, country, calling_code, labels,
+           attributes, %(vendor)s, 'import', false, %(now)s, %(now)s
       FROM import_stage_new ORDER BY mobile_hash
     ON CONFLICT (vendor_id, mobile_hash) DO NOTHING
-    RETURNING id, mobile_hash, name_enc, country, labels, attributes
+    RETURNING id, mobile_hash, bsuid_hash, name_enc, country, labels, attributes
 ), audit AS (
     INSERT INTO contact_audit_log (id, contact_id, action, source, actor_user_id, import_job_id, changes, created_at,
                                    vendor_id)
     SELECT s.audit_id, i.id, 'create', 'import', %(actor)s, %(job)s,
            '{}'::jsonb
+           || CASE WHEN i.bsuid_hash IS NOT NULL THEN '{"bsuid": [null, "set"]}'::jsonb ELSE '{}'::jsonb END
            || CASE WHEN i.name_enc IS NOT NULL THEN '{"name": [null, "set"]}'::jsonb ELSE '{}'::jsonb END
            || CASE WHEN i.country IS NOT NULL
                    THEN jsonb_build_object('country', jsonb_build_array(NULL::text, i.country)) ELSE '{}'::jsonb END

@@ -21,11 +21,10 @@ the only person who can upload is the developer at this machine, so the mode is:
 
 from __future__ import annotations
 
-import ipaddress
 import logging
-from urllib.parse import urlsplit
 
-from kloyst.api import ConfigurationError
+from kloyst.api import as_scan_mode as as_scan_mode  # the setting's parser, shared with every scanning plugin
+from kloyst.api import ConfigurationError, unscanned_exposure
 
 log = logging.getLogger(__name__)
 
@@ -34,47 +33,15 @@ OFF = "off"
 NOT_SCANNED = "not scanned: imports.scan = off (development only)"
 
 
-def as_scan_mode(value) -> str:
-    """``required`` or ``off``; anything else (``of``, ``false``, an empty value) is refused, never read as either."""
-    text = str(value).strip().lower() if value is not None else ""
-    if text not in (REQUIRED, OFF):
-        raise ValueError(f"{text or '(empty)'!r} is not a scan mode: use required (every upload is scanned by "
-                         "clamd) or off (development on this machine only: nothing is scanned)")
-    return text
-
-
 def is_off(settings) -> bool:
     return settings["imports.scan"] == OFF
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` (an address or ``localhost``) can only be reached from this machine."""
-    host = host.strip().strip("[]").lower()
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:  # any other name may resolve to anything
-        return False
 
 
 def check_settings(settings) -> None:
     """Refuse ``imports.scan = off`` wherever an upload could come from beyond this machine (see the module)."""
     if not is_off(settings):
         return
-    problems = []
-    host = str(settings["kloyst.http.host"] or "")
-    if not is_loopback(host):
-        problems.append(f"the API listens on {host or '(all addresses)'} (kloyst.http.host / HOST), not on "
-                        "127.0.0.1, ::1 or localhost")
-    public_url = str(settings.get("kloyst.http.public_url") or "")
-    public_host = urlsplit(public_url).hostname
-    if public_host and not is_loopback(public_host):
-        problems.append(f"users reach it at {public_url} (kloyst.http.public_url / PUBLIC_URL)")
-    proxy = str(settings.get("kloyst.http.trusted_proxy") or "")
-    if proxy and not is_loopback(proxy):
-        problems.append(f"it trusts the proxy {proxy} (kloyst.http.trusted_proxy / TRUSTED_PROXY), which is not "
-                        "on this machine")
+    problems = unscanned_exposure(settings)
     address = settings["imports.clamd_address"]
     if address:
         problems.append(f"a scanner is configured ({address}, imports.clamd_address / CLAMD_ADDRESS): set "

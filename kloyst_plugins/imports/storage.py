@@ -1,7 +1,7 @@
 """Where uploaded files live: ``<imports.storage_dir>/<vendor id>/<generated name>``.
 
 The client's filename never reaches the filesystem: files are stored under a uuid, and the
-original name is kept on the job for display only (:func:`display_name`). A file being
+original name is kept on the job for display only (:func:`kloyst.api.display_name`). A file being
 received is written as ``<name>.part`` and renamed when complete, so a half-written upload
 is never mistaken for a stored one and can be removed on any failure.
 """
@@ -9,11 +9,10 @@ is never mistaken for a stored one and can be removed on any failure.
 from __future__ import annotations
 
 import os
-import unicodedata
 import uuid
 from pathlib import Path
 
-MAX_DISPLAY_NAME = 255
+from kloyst.api import display_name as display_name  # the shared rule; kloyst import names its jobs with it
 
 
 def storage_root(settings) -> Path:
@@ -53,11 +52,3 @@ def remove_quietly(path: Path | None) -> None:
             path.unlink()
         except FileNotFoundError:
             pass
-
-
-def display_name(raw: str | None) -> str:
-    """The client's filename made safe to show: no path, no control characters, at most 255 characters."""
-    name = (raw or "").replace("\\", "/").rsplit("/", 1)[-1]
-    name = "".join(ch for ch in name if unicodedata.category(ch) not in ("Cc", "Cf", "Zl", "Zp"))
-    name = name.strip().strip(".").strip()
-    return name[:MAX_DISPLAY_NAME] or "upload"

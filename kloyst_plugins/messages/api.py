@@ -22,6 +22,7 @@ from kloyst_plugins.messages.bulk import (
 )
 from kloyst_plugins.messages.content import CONTENT_FIELD
 from kloyst_plugins.messages.dispatch import notify_queued
+from kloyst_plugins.messages.inbound import inbound_json
 from kloyst_plugins.messages.models import (
     ACCEPTED,
     can_move,
@@ -33,8 +34,23 @@ from kloyst_plugins.messages.models import (
     UNFINISHED,
     WAITING,
 )
-from kloyst_plugins.messages.schemas import MessageAnswer
+from kloyst_plugins.messages.replies import (
+    count_inbound_since,
+    inbound_by_ids,
+    latest_inbound,
+    messages_by_ids,
+    open_inbound,
+    open_outbound,
+    queue_reply,
+    replayed,
+    Reply,
+    SERVICE,
+    thread_page,
+    ThreadItem,
+)
+from kloyst_plugins.messages.schemas import MessageAnswer, SendParameters, TemplateRef
 from kloyst_plugins.messages.services import (
+    addressed,
     Idempotency,
     message_json,
     MessageService,
@@ -55,8 +71,10 @@ __all__ = [
     "UNFINISHED",
     "WAITING",
     # single sends and their answers
+    "addressed",
     "CONTENT_FIELD",
     "Idempotency",
+    "inbound_json",
     "message_json",
     "MessageAnswer",
     "MessageLog",
@@ -66,6 +84,21 @@ __all__ = [
     "REPLAYED_HEADER",
     "request_hash",
     "TemplateSend",
+    "SendParameters",
+    "TemplateRef",
+    # free-form replies, and one conversation's messages (the conversations plugin)
+    "count_inbound_since",
+    "inbound_by_ids",
+    "latest_inbound",
+    "messages_by_ids",
+    "open_inbound",
+    "open_outbound",
+    "queue_reply",
+    "replayed",
+    "Reply",
+    "SERVICE",
+    "thread_page",
+    "ThreadItem",
     # many messages at once (a campaign's)
     "any_accepted",
     "any_unfinished",

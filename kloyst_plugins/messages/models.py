@@ -120,6 +120,10 @@ class MessageLog(TenantScoped, Timestamped, Base):
         # Campaign messages only: a message sent through the API costs no entry here.
         Index("ix_message_log_campaign", "campaign_id", "status",
               postgresql_where=text("campaign_id IS NOT NULL"), sqlite_where=text("campaign_id IS NOT NULL")),
+        # A conversation's thread (conversations plugin): one contact's messages from one number, in order. The
+        # one index a campaign's fan-out pays for that it does not use (measured: docs/conversations.md).
+        Index("ix_message_log_thread", "contact_id", "phone_number_id", "created_at", "id",
+              postgresql_where=text("contact_id IS NOT NULL"), sqlite_where=text("contact_id IS NOT NULL")),
     )
 
     # Only phone_number_id is a foreign key (it cascades, so deleting a vendor's WABA or the vendor still removes its
@@ -219,7 +223,10 @@ class InboundMessage(TenantScoped, Base):
 
     __tablename__ = "inbound_message"
     __api_name__ = "inbound_message"
-    __table_args__ = (Index("ix_inbound_message_vendor_received", "vendor_id", "received_at", "id"),)
+    __table_args__ = (Index("ix_inbound_message_vendor_received", "vendor_id", "received_at", "id"),
+                      # A conversation's thread and its customer-service window: one contact's messages to one
+                      # number by the time the customer sent them.
+                      Index("ix_inbound_message_thread", "contact_id", "phone_number_id", "sent_at", "id"))
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     wamid: Mapped[str] = mapped_column(String(128), unique=True)

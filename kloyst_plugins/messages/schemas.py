@@ -43,7 +43,7 @@ class SendParameters(Schema):
 
 class MessageCreate(Schema):
     phone_number_id: uuid.UUID  # our phone number's id (GET /v1/phone-numbers), not Meta's
-    to: str | None = Field(default=None, min_length=1, max_length=64)  # +E.164
+    to: str | None = Field(default=None, min_length=1, max_length=140)  # +E.164, or a BSUID (US.1349…)
     contact_id: uuid.UUID | None = None
     template: TemplateRef
     parameters: SendParameters | None = None
@@ -83,7 +83,8 @@ class MessageOut(Answer):
     id: uuid.UUID
     status: MessageStatus
     phone_number_id: uuid.UUID
-    to: str = Field(description="The recipient, +E.164 (read from the sealed content).")
+    to: str = Field(description="The recipient, +E.164, or the WhatsApp business-scoped user id it was sent to when "
+                                "no number is known (read from the sealed content).")
     country: str | None
     contact_id: uuid.UUID | None
     campaign_id: uuid.UUID | None

@@ -46,7 +46,16 @@ import uuid
 from dataclasses import dataclass, field
 
 
-from kloyst.api import Heartbeat, HeartbeatSettings, MetaClient, MetaError, metrics as kmetrics, session_scope, utcnow
+from kloyst.api import (
+    Heartbeat,
+    HeartbeatSettings,
+    MetaClient,
+    MetaError,
+    metrics as kmetrics,
+    session_scope,
+    utcnow,
+    write_in_batches,
+)
 from kloyst_plugins.messages import dispatch, recovery, statuses
 from kloyst_plugins.messages import statements as sql
 from kloyst_plugins.messages.content import open_content_json
@@ -361,34 +370,7 @@ class Sender:
     # ---- recording outcomes -----------------------------------------------------------------------------
 
     def _write_loop(self) -> None:
-        closing = False
-        while not closing:
-            first = self.outcomes.get()
-            if first is None:
-                break
-            batch = [first]
-            deadline = time.monotonic() + 0.02
-            while len(batch) < WRITE_BATCH:
-                try:
-                    item = self.outcomes.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
-                    break
-                if item is None:
-                    closing = True
-                    break
-                batch.append(item)
-            self._write_with_retry(batch)
-        # Whatever is still queued after the stop: write it, then nothing is left in memory.
-        rest = []
-        while True:
-            try:
-                item = self.outcomes.get_nowait()
-            except queue.Empty:
-                break
-            if item is not None:
-                rest.append(item)
-        if rest:
-            self._write_with_retry(rest)
+        write_in_batches(self.outcomes, self._write_with_retry, batch_size=WRITE_BATCH)
 
     def _write_with_retry(self, batch: list[Outcome]) -> None:
         """Record the batch, retrying while the database is away.

@@ -4,8 +4,11 @@ A send is checked whole before anything is written, so a refused request leaves 
 no outbox event and nothing reaches Meta:
 
 * the number is the vendor's (another vendor's is "not found") and in service (``CONNECTED``);
-* the recipient is a valid number, or one of the vendor's contacts; a recipient known as a
-  contact who opted out is never queued, however it is named;
+* the recipient is a valid number, a WhatsApp business-scoped user id (BSUID), or one of the
+  vendor's contacts; a recipient known as a contact who opted out is never queued, however it is
+  named. A contact without a known number, and a BSUID, are addressed by Meta's ``recipient``
+  field instead of ``to`` (:func:`addressed`); an authentication template to one is refused here
+  with a 422 ``bsuid_recipient_unsupported``, because Meta refuses it (error 131062);
 * the template exists in the number's WABA, is APPROVED, and the parameters fit its
   variables exactly (the templates plugin's ``validate_send``, naming each problem).
 
@@ -48,7 +51,7 @@ from sqlalchemy.orm import Session
 
 from kloyst.api import Conflict, FieldCipher, MobileHasher, new_id, NotFound, tenancy, Unprocessable, utcnow
 from kloyst_plugins.contacts.api import Contact
-from kloyst_plugins.contacts.api import ContactService, read_phone
+from kloyst_plugins.contacts.api import bsuid_country, ContactService, looks_like_bsuid, read_bsuid, read_phone
 from kloyst_plugins.messages import content, dispatch
 from kloyst_plugins.messages.models import STATUS_RANK, DeadLetter, MessageLog, MessageStatus
 from kloyst_plugins.pricing.api import QuotationService
@@ -106,10 +109,25 @@ class TemplateSend:
 
 @dataclass(frozen=True)
 class Recipient:
-    e164: str
+    e164: str  # or, when ``field`` is "recipient", the BSUID of a user whose number Kloyst does not know
     country: str | None
-    mobile_hash: bytes
+    mobile_hash: bytes  # the keyed hash of the number, or of the BSUID
     contact: Contact | None
+    field: str = "to"  # Meta's addressee field: "to" (a number) or "recipient" (a BSUID)
+
+
+AUTHENTICATION = "AUTHENTICATION"
+
+
+def addressed(payload: dict, field: str) -> dict:
+    """Meta's send body addressed by ``field``: "to" leaves it as built; "recipient" moves the address there.
+
+    Meta's ``recipient`` takes a business-scoped user id (BSUID) or parent BSUID; with both, ``to``
+    wins, so a BSUID send carries no ``to``. The key keeps its place, so the JSON differs only in the name.
+    """
+    if field == "to":
+        return payload
+    return {("recipient" if key == "to" else key): value for key, value in payload.items()}
 
 
 @dataclass(frozen=True)
@@ -146,7 +164,8 @@ class MessageService:
 
     def recipient_number(self, message: MessageLog) -> str:
         """The number a message goes to, read from its sealed content (only the payload holds it)."""
-        return content.open_content(self.cipher, self.vendor_id, message.content_enc)["to"]
+        payload = content.open_content(self.cipher, self.vendor_id, message.content_enc)
+        return payload.get("to") or payload["recipient"]  # "recipient": a BSUID (see addressed())
 
     def queue(self, send: TemplateSend, *, idempotency: Idempotency | None = None) -> Queued:
         """Check ``send`` whole, then queue it with its doorbell; a known key answers with its message as it is now."""
@@ -155,6 +174,12 @@ class MessageService:
         number = self.sending_number(send.phone_number_id)
         recipient = self._recipient(send)
         template = self._template(number, send.template_name, send.template_language)
+        if recipient.field == "recipient" and template.category == AUTHENTICATION:
+            raise Unprocessable("authentication templates cannot be sent to a WhatsApp business-scoped user id (Meta's "
+                                "error 131062): this contact is known only by its BSUID; add its phone number to "
+                                "send it an authentication template", code="bsuid_recipient_unsupported",
+                                details={"fields": [{"field": "template", "problem": "AUTHENTICATION needs a number"}],
+                                         "meta_error_code": 131062})
         price = self.unit_price(recipient.country, template.category)
         message_id = new_id()
         payload = self._payload(send, recipient, template, message_id)
@@ -184,8 +209,12 @@ class MessageService:
         return Queued(message, replayed=False)
 
     def unit_price(self, country: str | None, category: str) -> int:
-        """What one message of ``category`` to ``country`` costs this vendor now (the pricing plugin's answer)."""
-        return self.pricing.price({country: 1}, category).items_micros
+        """What one message of ``category`` to ``country`` costs this vendor now (the pricing plugin's answer).
+
+        A free-form message inside the customer-service window (category ``SERVICE``,
+        ``pricing.api.SERVICE``) costs 0: it is queued unpriced and holds nothing.
+        """
+        return self.pricing.message_price(country, category)
 
     def _hold(self, message: MessageLog, *, key: str) -> None:
         """Hold ``message.price_micros`` and name the hold on the message (402 when the wallet cannot pay).
@@ -266,14 +295,20 @@ class MessageService:
             if contact is None:
                 raise NotFound("contact not found", code="contact_not_found",
                                details={"contact_id": str(send.contact_id)})
-            e164, country = self.contacts.decrypt_mobile(contact), contact.country
+            to = self.contacts.addressee(contact)
+            address, field, country = to.value, to.field, contact.country
+        elif looks_like_bsuid(send.to or ""):  # a WhatsApp user known by BSUID (US.1349…), not a number
+            address, field = read_bsuid(send.to or "", field="to"), "recipient"
+            contact = self.contacts.find_by_bsuid(address)
+            country = contact.country if contact is not None else bsuid_country(address)
         else:
             phone = read_phone(send.to, None, field="to")
-            e164, country = phone.e164, phone.region
+            address, field, country = phone.e164, "to", phone.region
             contact = self.contacts.find_by_phone(phone)
         if contact is not None and contact.opted_out:
             raise _opted_out(contact)
-        return Recipient(e164, country, self.contacts.mobile_hash(e164), contact)
+        known_by = self.contacts.mobile_hash(address) if field == "to" else self.contacts.bsuid_hash(address)
+        return Recipient(address, country, known_by, contact, field)
 
     def _template(self, number: PhoneNumber, name: str, language: str) -> MessageTemplate:
         """The APPROVED template of the number's WABA (not approved: the templates plugin's 422)."""
@@ -297,8 +332,8 @@ class MessageService:
                 field = "variables"
                 resolved = self._resolve(template, send.variables, recipient.contact)
                 body, header = resolved.body, resolved.header
-            return build_payload(template, recipient.e164, body=body, header=header, buttons=send.buttons,
-                                            biz_opaque_callback_data=str(message_id))
+            return addressed(build_payload(template, recipient.e164, body=body, header=header, buttons=send.buttons,
+                                           biz_opaque_callback_data=str(message_id)), recipient.field)
         except TemplateParameterError as exc:
             raise exc.as_api_error(field) from None
 

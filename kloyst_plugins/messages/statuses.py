@@ -55,6 +55,7 @@ from typing import Any
 from sqlalchemy import Uuid, bindparam, select, text
 
 from kloyst.api import (
+    ApiError,
     classify,
     events as kevents,
     insert_skipping_conflicts,
@@ -70,6 +71,7 @@ from kloyst_plugins.messages import settlement
 from kloyst_plugins.messages import statements as sql
 from kloyst_plugins.messages.models import STATUS_RANK, DeadLetter, MessageLog, MessageStatus, MessageStatusEvent
 from kloyst_plugins.messages.models import sql as sql_words, UNFINISHED
+from kloyst_plugins.pricing.api import QuotationService
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +101,9 @@ class StatusUpdate:
         errors = raw.get("errors")
         pricing = raw.get("pricing") if isinstance(raw.get("pricing"), dict) else {}
         billable = pricing.get("billable")
-        if not isinstance(billable, bool):  # deprecated under per-message pricing: "regular" messages are billed
+        if pricing.get("type") in settlement.FREE_TYPES:  # per-message pricing's word wins over deprecated billable
+            billable = False
+        elif not isinstance(billable, bool):  # deprecated under per-message pricing: "regular" messages are billed
             billable = pricing["type"] == "regular" if "type" in pricing else None
         category = pricing.get("category")
         return cls(wamid=str(raw["id"])[:128], status=str(raw["status"]).upper()[:16],
@@ -137,10 +141,40 @@ def apply_statuses(ctx, updates: list[StatusUpdate]) -> None:
     duplicates = sum(count_duplicate(db, vendor_id, matches.duplicates[wamid], wamid, "webhook")
                      for wamid in sorted({u.wamid for u in new if u.wamid in matches.duplicates}))
     apply_to_messages(db, vendor_id, [u for u in new if u.wamid in ours], settled, changes=changes)
+    applied = [u for u in new if u.wamid in ours and u.status in ADVANCING]
+    price_of = _price_of(db, getattr(ctx, "registry", None), vendor_id)
+    settled.extend(settlement.by_meta_price(db, vendor_id, applied, price_of))
     if changes:
         kevents.record_events(outbox, vendor_id, changes)
     settlement.report(ctx.plugin_manager, db.connection(), settled)
     _count_after_commit(ctx, [u for u in new if u.wamid in ours], matches.adopted, duplicates)
+
+
+def _price_of(db, registry, vendor_id: uuid.UUID):
+    """``(country, category) → price`` of one message for this vendor now: what Meta's category is settled at.
+
+    Remembered for the batch: a campaign Meta recategorised reports a thousand messages of one
+    country and category, priced once.
+    """
+    prices: dict[tuple[str | None, str], int | ApiError] = {}
+
+    def price_of(country: str | None, category: str) -> int:
+        key = (country, category)
+        if key not in prices:
+            try:
+                prices[key] = QuotationService(db, vendor_id=vendor_id, registry=registry,
+                                               enqueue=_no_quotation).message_price(country, category)
+            except ApiError as exc:  # unpriceable (no card, no rate): the same answer for the whole batch
+                prices[key] = exc
+        found = prices[key]
+        if isinstance(found, ApiError):
+            raise found
+        return found
+    return price_of
+
+
+def _no_quotation(*args, **kwargs):
+    raise RuntimeError("pricing one message never creates a quotation, so it has nothing to enqueue")
 
 
 def apply_to_messages(db, vendor_id: uuid.UUID, updates: list[StatusUpdate], settled: list, *,
@@ -458,6 +492,8 @@ def link_unlinked(registry, since: dt.datetime) -> int:
             outbox = Outbox(db)
             changes = _changes(outbox)
             apply_to_messages(db, vendor_id, updates, settled, changes=changes)
+            settled.extend(settlement.by_meta_price(db, vendor_id, [u for u in updates if u.status in ADVANCING],
+                                                    _price_of(db, registry, vendor_id)))
             if changes:
                 kevents.record_events(outbox, vendor_id, changes)
             settlement.report(registry["kloyst.plugin_manager"], db.connection(), settled)

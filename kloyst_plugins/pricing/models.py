@@ -155,6 +155,10 @@ class Quotation(TenantScoped, Timestamped, Base):
     status: Mapped[str] = mapped_column(String(16), default=QuotationStatus.ACTIVE.value)
     accepted_at: Mapped[dt.datetime | None]
     source: Mapped[dict] = mapped_column(default=dict)  # what was quoted: {"audience": …, "template_id": …}
+    # An estimate, never a discount: recipients of a UTILITY quote whose customer-service window was open when
+    # quoted (Meta does not charge a utility template delivered inside it), and what their messages would cost.
+    estimated_free_in_window: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    estimated_free_in_window_micros: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     wallet_available_micros: Mapped[int | None] = mapped_column(BigInteger)  # at quoting time
     wallet_sufficient: Mapped[bool] = mapped_column(default=False)
     pdf_status: Mapped[str] = mapped_column(String(16), default=PdfStatus.PENDING.value)

@@ -130,6 +130,17 @@ class Page:
             yield from row
 
 
+def in_window_note(quotation: Quotation) -> tuple[str, ...]:
+    """The estimate of messages Meta may not charge (open customer-service windows), as a note: never a total."""
+    count = quotation.estimated_free_in_window
+    if not count:
+        return ()
+    return (f"Estimate, not deducted: {count:,} recipient{'' if count == 1 else 's'} had an open customer-service "
+            f"window when quoted. Meta does not charge a utility template delivered inside it, so about "
+            f"{amount(quotation.estimated_free_in_window_micros, quotation.currency)} may come back after delivery; "
+            "the total is held in full and each message is settled at the price Meta reports.",)
+
+
 def page_of(quotation: Quotation, snapshot: PricingSnapshot, vendor_name: str, issuer: Issuer) -> Page:
     currency = quotation.currency
     facts = (
@@ -158,7 +169,7 @@ def page_of(quotation: Quotation, snapshot: PricingSnapshot, vendor_name: str, i
         "with it by the time above is charged these prices.",
         "Unit prices are shown to the precision they are charged at; amounts and totals are rounded to the "
         "currency's smallest unit.",
-    )
+    ) + in_window_note(quotation)
     return Page(issuer=issuer, facts=facts, items=items, totals=tuple(totals), notes=notes,
                 title=f"Quotation {reference(quotation)}")
 

@@ -164,6 +164,15 @@ class QuotationWallet(Answer):
     sufficient: bool
 
 
+class FreeInWindowEstimate(Answer):
+    """Recipients of a UTILITY quote whose customer-service window was open at quote time, and what their
+    messages cost: Meta does not charge a utility template delivered inside the window, so this much may come
+    back after delivery. An estimate only — the total is held in full and settlement follows Meta."""
+
+    recipients: int
+    amount: Amount
+
+
 class QuotationOut(Answer):
     """A priced audience: Meta's rates, the platform's fees, and the total the wallet must hold."""
 
@@ -177,6 +186,8 @@ class QuotationOut(Answer):
     fees: Amount = Field(description="What the per-message pricing rules added (or took off).")
     minimum_topup: Amount = Field(description="Added to reach a minimum charge.")
     total: Amount
+    estimated_free_in_window: FreeInWindowEstimate = Field(
+        description="An estimate, not a discount: the total is what is held.")
     adjustments: list[dict[str, Any]] = Field(description="Quote-level charges: `{rule, description, micros}`.")
     rules: list[str] = Field(description="The pricing rules that priced it, in order.")
     expires_at: dt.datetime

@@ -37,12 +37,15 @@ from sqlalchemy.orm import object_session
 from kloyst.api import (Conflict, events, format_micros, Outbox, round_micros, TenantHooks, Unprocessable,
                         utcnow)
 from kloyst_plugins.pricing import markets, snapshots
-from kloyst_plugins.pricing.models import (QUOTABLE, PricingMarket, PricingRate, PricingSnapshot, PricingTier,
-                                           Quotation, QuotationItem, QuotationStatus)
+from kloyst_plugins.pricing.models import (QUOTABLE, Category, PricingMarket, PricingRate, PricingSnapshot,
+                                           PricingTier, Quotation, QuotationItem, QuotationStatus)
 from kloyst_plugins.pricing.rules import Charge, Line, RuleContext, SnapshotRef, ordered_with_plugins
 from kloyst_plugins.pricing.tasks import GENERATE_PDF
+from kloyst_plugins.pricing.window import SERVICE
 
 DEFAULT_TTL_SECONDS = 24 * 3600
+# What one message may be priced as: a template's category, or the one Meta reports charging (settlement).
+PRICEABLE = (*QUOTABLE, Category.AUTHENTICATION_INTERNATIONAL.value)
 
 
 @dataclass(frozen=True)
@@ -158,10 +161,10 @@ class QuotationService:
         return {market: int(total) for market, total in rows}
 
     def price(self, counts_by_country: dict[str | None, int], category: str, *,
-              now: dt.datetime | None = None) -> Priced:
-        """Price without saving: what :meth:`quote` would persist."""
-        if category not in QUOTABLE:
-            raise Unprocessable(f"category must be one of {', '.join(QUOTABLE)}", code="invalid_category")
+              now: dt.datetime | None = None, categories: tuple[str, ...] = QUOTABLE) -> Priced:
+        """Price without saving: what :meth:`quote` would persist (``categories``: those accepted)."""
+        if category not in categories:
+            raise Unprocessable(f"category must be one of {', '.join(categories)}", code="invalid_category")
         counts = {country: int(n) for country, n in counts_by_country.items() if n}
         if sum(counts.values()) <= 0:
             raise Unprocessable("the audience has no recipients (opted-out contacts are never counted)",
@@ -217,18 +220,38 @@ class QuotationService:
         return Priced(snapshot=snapshot, wallet=wallet, category=category, now=now, lines=priced, charges=charges,
                       rules=[rule.name for _, rule in rules])
 
+    def message_price(self, country: str | None, category: str) -> int:
+        """What one message of ``category`` to ``country`` costs this vendor now, to hold when it is queued.
+
+        A free-form message inside the customer-service window (category ``SERVICE``) costs 0
+        — Meta charges nothing for it and no pricing rule or platform fee applies — so it is
+        queued unpriced and never held. A template is priced from the rate card, tiers and rules,
+        a utility template at its full price even when the recipient's window is open: the
+        window may close before delivery, and settlement follows Meta's word (:mod:`.window`).
+        """
+        if category.upper() == SERVICE:
+            return 0
+        return self.price({country: 1}, category.upper(), categories=PRICEABLE).items_micros
+
     def quote(self, counts_by_country: dict[str | None, int], category: str, *, source: dict | None = None,
-              created_by: uuid.UUID | None = None) -> Quotation:
+              created_by: uuid.UUID | None = None, in_window: dict[str | None, int] | None = None) -> Quotation:
         """Price ``counts_by_country`` (recipients per ISO country, None = unknown), save the quotation and ask
-        for its PDF (sent once the caller's transaction commits)."""
+        for its PDF (sent once the caller's transaction commits).
+
+        ``in_window`` counts, per country, the recipients whose customer-service window is open
+        now (:func:`.window.in_window_by_country`): for a UTILITY quote they become the estimate
+        ``estimated_free_in_window`` (:func:`estimate_free_in_window`); the total is unchanged.
+        """
         priced = self.price(counts_by_country, category)
         total = priced.total_micros
         available = priced.wallet.available_micros
+        free_count, free_micros = estimate_free_in_window(priced, in_window or {})
         quotation = Quotation(
             vendor_id=self.vendor_id, snapshot_id=priced.snapshot.id, currency=priced.snapshot.currency,
             category=category, recipients=sum(line.quantity for line, _ in priced.lines),
             subtotal_micros=priced.subtotal_micros, fees_micros=priced.items_micros - priced.subtotal_micros,
             minimum_topup_micros=priced.charges_micros, total_micros=total, rules=priced.rules,
+            estimated_free_in_window=free_count, estimated_free_in_window_micros=free_micros,
             adjustments=[{"rule": c.rule, "description": c.description, "amount": format_micros(c.micros)}
                          for c in priced.charges],
             expires_at=priced.now + dt.timedelta(seconds=self._ttl()), source=source or {},
@@ -259,6 +282,29 @@ class QuotationService:
 
     def mark_accepted(self, quotation: Quotation) -> Quotation:
         return mark_accepted(quotation)
+
+
+def estimate_free_in_window(priced: Priced, in_window: dict[str | None, int]) -> tuple[int, int]:
+    """``(recipients, micros)`` a UTILITY quote's open windows might save, as an estimate; ``(0, 0)`` otherwise.
+
+    Only utility templates are free inside the window (marketing and authentication are charged
+    wherever they are delivered). A country's in-window recipients (at most its quoted ones) are
+    valued at the lowest unit price the quote gives that country, so the estimate never
+    overstates the saving; whether a message really is free is Meta's word at delivery.
+    """
+    if priced.category != Category.UTILITY.value:
+        return 0, 0
+    lowest: dict[str | None, int] = {}
+    quoted: dict[str | None, int] = defaultdict(int)
+    for line, unit in priced.lines:
+        lowest[line.country] = min(unit, lowest.get(line.country, unit))
+        quoted[line.country] += line.quantity
+    count = micros = 0
+    for country, open_windows in in_window.items():
+        recipients = min(int(open_windows), quoted.get(country, 0))
+        count += recipients
+        micros += recipients * lowest.get(country, 0)
+    return count, micros
 
 
 def quotation_unit_prices(quotation: Quotation) -> dict[str | None, list[tuple[int, int]]]:

@@ -11,12 +11,13 @@ from __future__ import annotations
 from pyramid.response import Response
 from sqlalchemy import select
 
-from kloyst.api import Conflict, format_micros, openapi, paginate, Unprocessable
+from kloyst.api import Conflict, format_micros, openapi, paginate, Unprocessable, utcnow
 from kloyst_plugins.pricing import markets, pdf, snapshots
 from kloyst_plugins.pricing.models import QUOTABLE, PdfStatus, PricingMarket, PricingRate, PricingTier, Quotation
 from kloyst_plugins.pricing.schemas import (QuotationAnswer, QuotationCreate, QuotationListQuery, QuotationPage, Rates,
                                             RatesQuery)
 from kloyst_plugins.pricing.services import QuotationService, expire_if_due, wallet_of
+from kloyst_plugins.pricing.window import in_window_by_country
 from kloyst_plugins.contacts.api import count_by_country
 from kloyst_plugins.templates.api import MessageTemplate
 
@@ -33,13 +34,20 @@ def item_json(item) -> dict:
             "unit_price": format_micros(item.unit_price_micros), "amount": format_micros(item.amount_micros)}
 
 
+def estimate_json(quotation: Quotation) -> dict:
+    """The recipients whose customer-service window was open at quote time: an estimate, not part of the total."""
+    return {"recipients": quotation.estimated_free_in_window,
+            "amount": format_micros(quotation.estimated_free_in_window_micros)}
+
+
 def quotation_json(quotation: Quotation, *, items: bool = True) -> dict:
     answer = {"id": quotation.id, "status": quotation.status, "category": quotation.category,
               "currency": quotation.currency, "snapshot_id": quotation.snapshot_id,
               "recipients": quotation.recipients, "subtotal": format_micros(quotation.subtotal_micros),
               "fees": format_micros(quotation.fees_micros),
               "minimum_topup": format_micros(quotation.minimum_topup_micros),
-              "total": format_micros(quotation.total_micros), "adjustments": quotation.adjustments,
+              "total": format_micros(quotation.total_micros),
+              "estimated_free_in_window": estimate_json(quotation), "adjustments": quotation.adjustments,
               "rules": quotation.rules, "expires_at": quotation.expires_at, "accepted_at": quotation.accepted_at,
               "wallet": {"available": None if quotation.wallet_available_micros is None
                          else format_micros(quotation.wallet_available_micros),
@@ -72,8 +80,9 @@ def create_quotation(request):
     counts = count_by_country(request.db, body.audience, vendor_id=request.vendor_id)
     source = {"audience": body.audience.model_dump(mode="json"),
               "template_id": str(body.template_id) if body.template_id else None}
+    in_window = in_window_by_country(request.db, body.audience, vendor_id=request.vendor_id, at=utcnow())
     quotation = QuotationService.for_request(request).quote(counts, category, source=source,
-                                                            created_by=request.identity.user_id)
+                                                            created_by=request.identity.user_id, in_window=in_window)
     request.response.status_int = 201
     request.response.headers["Location"] = request.route_path("pricing.quotation", id=quotation.id)
     return {"quotation": quotation_json(quotation)}

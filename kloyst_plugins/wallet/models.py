@@ -36,7 +36,7 @@ class EntryKind(str, enum.Enum):
     CAPTURE = "CAPTURE"  # balance −, held − (a hold's money spent)
     RELEASE = "RELEASE"  # held − (a hold's money back to available)
     REFUND = "REFUND"  # balance + (a capture given back)
-    ADJUSTMENT = "ADJUSTMENT"  # balance ± (a platform admin's correction)
+    ADJUSTMENT = "ADJUSTMENT"  # balance ± (an admin's correction; Meta charging a dearer category than held)
 
 
 class Wallet(TenantScoped, Timestamped, Base):

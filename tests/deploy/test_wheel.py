@@ -30,7 +30,8 @@ from kloyst.version import __version__
 
 SOURCES = ("setup.py", "pyproject.toml", "README.md", "kloyst", "kloyst_plugins", "migrations")
 EXAMPLE = ROOT / "examples" / "kloyst-example-plugin"
-FIRST_PARTY = ("contacts", "imports", "waba", "templates", "messages", "wallet", "pricing", "campaigns")
+FIRST_PARTY = ("contacts", "imports", "waba", "templates", "messages", "wallet", "pricing", "campaigns", "media",
+               "conversations", "autoreplies", "vendor_webhooks")
 LEFT_OUT = ("kloyst", "__editable__", "_kloyst")  # the checkout's own installs (kloyst, the example plugin)
 
 

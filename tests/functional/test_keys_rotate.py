@@ -150,7 +150,8 @@ def seed(db, registry) -> Seeder:
 def test_the_first_party_plugins_declare_every_table_they_encrypt(registry):
     declared = {spec.name: spec for spec in encrypted_tables(registry["kloyst.plugin_manager"])}
     assert set(declared) >= ENCRYPTED_TABLES
-    assert declared["contact"].columns == {"mobile_enc": "mobile", "name_enc": "name"}
+    assert declared["contact"].columns == {"mobile_enc": "mobile", "name_enc": "name", "bsuid_enc": "bsuid",
+                                           "parent_bsuid_enc": "parent_bsuid", "username_enc": "username"}
     assert declared["shared_waba"].vendor == access.PLATFORM
     assert declared["message_log"].vendor == "vendor_id"
 

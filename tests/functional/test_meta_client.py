@@ -361,3 +361,124 @@ def test_the_meta_settings_resolve_from_the_environment_into_the_client(meta):
     with MetaClient.from_settings(settings, TOKEN) as client:
         assert client.send_message("5", text_payload("1", "x"))[0].startswith("wamid.")
     assert meta.requests[0]["path"] == "/v23.0/5/messages"
+
+
+# --- media, read receipts and BSUID recipients, against the Meta sandbox ------------------------------------
+
+@pytest.fixture
+def sandboxed():
+    """The Meta sandbox with its demo WABA, and a client of it; a customer has written, so the window is open."""
+    from kloyst.sandbox import SandboxServer, SandboxState
+    from kloyst.sandbox.embedded import DEMO_NUMBERS, seed
+    from kloyst.sandbox.state import Behaviour
+
+    state = SandboxState(app_secret="client-test", behaviour=Behaviour(latency_ms=0))
+    seed(state)
+    server = SandboxServer(state).start()
+    number = DEMO_NUMBERS[0][0]
+    status, customer = server.control("POST", "customers/inbound", {"phone_number_id": number,
+                                                                    "username": "ada.l", "text": "hi"}, {})
+    assert status == 200
+    with MetaClient(server.url, "v23.0", TOKEN, timeout=5.0) as client:
+        yield server, client, number, customer
+    server.close()
+
+
+def test_media_goes_up_comes_back_described_and_downloads_whole(sandboxed):
+    server, client, number, _ = sandboxed
+    data = b"%PDF-1.4 " + bytes(range(256)) * 40
+    media_id = client.upload_media(number, data, "application/pdf", "invoice.pdf", token="vendor-token")
+    info = client.media_info(media_id, token="vendor-token")
+    assert info["id"] == media_id and info["mime_type"] == "application/pdf"
+    assert info["file_size"] == len(data) and isinstance(info["file_size"], int)
+    assert client.download_media(info["url"], token="vendor-token", max_bytes=len(data)) == data
+
+
+def test_a_download_over_max_bytes_is_refused_by_its_declared_length(sandboxed):
+    _, client, number, _ = sandboxed
+    info = client.media_info(client.upload_media(number, b"\xff\xd8\xff" * 1000, "image/jpeg", "a.jpg"))
+    with pytest.raises(MetaError) as refused:
+        client.download_media(info["url"], max_bytes=2999)
+    assert "more than the 2999" in str(refused.value) and refused.value.kind == ErrorKind.PERMANENT
+
+
+def test_a_download_without_a_length_is_cut_off_past_max_bytes():
+    """A body sent chunked (no Content-Length) is read only until it passes ``max_bytes``."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    sent_chunks = []
+
+    def serve():
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nTransfer-Encoding: chunked\r\n\r\n")
+            try:
+                for _ in range(1000):  # up to 64 MB, if anyone read that far
+                    conn.sendall(b"10000\r\n" + b"x" * 0x10000 + b"\r\n")
+                    sent_chunks.append(1)
+            except OSError:
+                pass  # the client hung up, as it should
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    with MetaClient(url, "v23.0", TOKEN, timeout=5.0) as client, \
+            pytest.raises(MetaError, match="more than the 100000 bytes"):
+        client.download_media(f"{url}/media", max_bytes=100_000)
+    thread.join(timeout=10)
+    listener.close()
+    assert len(sent_chunks) < 1000
+
+
+def test_expired_or_unknown_media_is_a_meta_error(sandboxed):
+    server, client, number, _ = sandboxed
+    with pytest.raises(MetaError) as unknown:
+        client.media_info("123456789")
+    assert (unknown.value.code, unknown.value.subcode) == (100, 33)
+    media_id = client.upload_media(number, b"RIFF....WEBP", "image/webp", "s.webp")
+    server.state.behaviour.update({"media_url_ttl_seconds": 0})  # a URL Meta gave out lives minutes
+    info = client.media_info(media_id)
+    with pytest.raises(MetaError) as expired:
+        client.download_media(info["url"], max_bytes=1000)
+    assert expired.value.http_status == 404
+
+
+def test_an_upload_meta_refuses_is_a_meta_error(sandboxed):
+    _, client, number, _ = sandboxed
+    with pytest.raises(MetaError) as refused:
+        client.upload_media(number, b"GIF89a", "image/gif", "a.gif")
+    assert refused.value.code == 100 and "image/gif" in refused.value.details
+
+
+def test_mark_read_sends_metas_read_receipt(sandboxed):
+    server, client, number, customer = sandboxed
+    assert client.mark_read(number, customer["id"], token="vendor-token") is None
+    assert [r["message_id"] for r in server.state.reads] == [customer["id"]]
+    with pytest.raises(MetaError) as refused:
+        client.mark_read(number, "not-a-wamid")
+    assert refused.value.code == 100
+
+
+def test_send_message_takes_a_bsuid_recipient(sandboxed):
+    from kloyst.meta import message_payload
+
+    _, client, number, customer = sandboxed
+    wamid, answer = client.send_message(number, text_payload(None, "Thanks!", recipient=customer["user_id"]))
+    assert wamid.startswith("wamid.")
+    assert answer["contacts"] == [{"input": customer["user_id"], "user_id": customer["user_id"]}]
+    location = message_payload(None, "location", {"latitude": 52.5, "longitude": 13.4},
+                               recipient=customer["user_id"])
+    assert client.send_message(number, location)[0].startswith("wamid.")
+    with pytest.raises(MetaError) as refused:
+        client.send_message(number, template_payload(None, "order_update", "en_US", body=["Ann"],
+                                                     recipient=customer["user_id"]))
+    assert refused.value.code == 132000
+
+
+def test_payload_builders_take_a_phone_or_a_bsuid_never_both():
+    assert text_payload(None, "hi", recipient="US.1")["recipient"] == "US.1"
+    assert "recipient" not in text_payload("+15551234567", "hi")
+    with pytest.raises(ValueError):
+        text_payload("+15551234567", "hi", recipient="US.1")
+    with pytest.raises(ValueError):
+        template_payload(None, "welcome", "en_US")

@@ -35,8 +35,13 @@ AUTH = {"Authorization": "Bearer sandbox-token", "Content-Type": "application/js
 
 
 def start_sandbox(webhook_threads: int = 4) -> SandboxServer:
-    """A sandbox with a 1,000-mps and an 80-mps number and two templates, serving on a free port."""
-    state = SandboxState(app_secret=APP_SECRET, behaviour=Behaviour(latency_ms=0))
+    """A sandbox with a 1,000-mps and an 80-mps number and two templates, serving on a free port.
+
+    Its customer-service window is off: these tests send free-form text to thousands of numbers
+    to exercise limits and webhook delivery. The window is on by default and has its own tests
+    (test_sandbox_conversations.py).
+    """
+    state = SandboxState(app_secret=APP_SECRET, behaviour=Behaviour(latency_ms=0, enforce_window=False))
     state.add_number(PhoneNumber(id=FAST, waba_id=WABA, display_phone_number="+1 555-000-0001", throughput=1000))
     state.add_number(PhoneNumber(id=SLOW, waba_id=WABA, display_phone_number="+1 555-000-0002", throughput=80))
     server = SandboxServer(state, webhook_threads=webhook_threads).start()
@@ -476,9 +481,12 @@ def test_inbound_text_message_webhook_can_be_injected(sandbox, receiver):
     headers, raw = receiver.wait_for(1)[0]
     assert _valid_signature(headers, raw)
     value = json.loads(raw)["entry"][0]["changes"][0]["value"]
-    assert value["contacts"] == [{"profile": {"name": "Ada"}, "wa_id": "4917100000009"}]
+    user_id = value["contacts"][0]["user_id"]
+    assert value["contacts"] == [{"profile": {"name": "Ada"}, "wa_id": "4917100000009", "user_id": user_id}]
+    assert user_id.startswith("DE.")  # a business-scoped user id, with the country of +49
     assert value["messages"][0]["id"] == wamid
     assert value["messages"][0]["from"] == "4917100000009"
+    assert value["messages"][0]["from_user_id"] == user_id
     assert value["messages"][0]["type"] == "text" and value["messages"][0]["text"] == {"body": "STOP"}
 
 
@@ -784,3 +792,94 @@ def test_kloyst_sandbox_command_refuses_a_throughput_that_is_not_a_positive_whol
     with pytest.raises(SystemExit):
         parser.parse_args(["sandbox", "development.ini", "--number", number])
     assert "PHONE_NUMBER_ID[:MPS]" in capsys.readouterr().err
+
+
+def _operation_schema(document, validator, path, method, status="200"):
+    """The validator of an operation's JSON answer in Meta's document (inline schemas resolved in place)."""
+    content = document["paths"][path][method]["responses"][status]["content"]["application/json"]["schema"]
+    if "$ref" in content:
+        return validator(content["$ref"].removeprefix("#"))
+    from jsonschema import Draft202012Validator
+
+    return Draft202012Validator(content)
+
+
+def test_media_profile_number_waba_and_template_answers_validate_against_metas_openapi_document(sandbox, openapi):
+    document, validator = openapi
+    fields, content_type = urllib3.encode_multipart_formdata({
+        "messaging_product": "whatsapp", "type": "image/jpeg", "file": ("a.jpg", b"\xff\xd8\xff" * 40, "image/jpeg")})
+    upload = sandbox.http.request("POST", f"{sandbox.url}/v23.0/{FAST}/media", body=fields,
+                                  headers={"Authorization": "Bearer t", "Content-Type": content_type})
+    media_id = json.loads(upload.data)["id"]
+    answers = [
+        ("/{Version}/{Phone-Number-ID}/media", "post", (upload.status, json.loads(upload.data))),
+        ("/{Version}/{Media-ID}", "get", call(sandbox, "GET", f"/v23.0/{media_id}")),
+        ("/{Version}/{Phone-Number-ID}", "get", call(sandbox, "GET", f"/v23.0/{FAST}")),
+        ("/{Version}/{Phone-Number-ID}", "get",
+         call(sandbox, "GET", f"/v23.0/{FAST}?fields=id,display_phone_number,name_status,code_verification_status")),
+        ("/{Version}/{Phone-Number-ID}/whatsapp_business_profile", "get",
+         call(sandbox, "GET", f"/v23.0/{FAST}/whatsapp_business_profile")),
+        ("/{Version}/{Phone-Number-ID}/whatsapp_business_profile", "post",
+         call(sandbox, "POST", f"/v23.0/{FAST}/whatsapp_business_profile",
+              {"messaging_product": "whatsapp", "about": "Open 9-5"})),
+        ("/{Version}/{WABA-ID}", "get", call(sandbox, "GET", f"/v23.0/{WABA}")),
+        ("/{Version}/{WABA-ID}", "get", call(sandbox, "GET", f"/v23.0/{WABA}?fields=id,name,currency,country,"
+                                                              "account_review_status,ownership_type,"
+                                                              "business_verification_status,timezone_id")),
+        ("/{Version}/{WABA-ID}/message_templates", "get",
+         call(sandbox, "GET", f"/v23.0/{WABA}/message_templates?summary=total_count&fields=name,status")),
+        ("/{Version}/{Media-ID}", "delete", call(sandbox, "DELETE", f"/v23.0/{media_id}")),
+    ]
+    for path, method, (status, data) in answers:
+        assert status == 200, (path, data)
+        _operation_schema(document, validator, path, method).validate(data)
+    for status, data in (call(sandbox, "GET", f"/v23.0/{media_id}"), call(sandbox, "GET", "/v99.9/x"),
+                         call(sandbox, "GET", f"/v23.0/{FAST}?fields=nope")):
+        assert status == 400
+        validator("/components/schemas/GraphAPIError").validate(data)
+
+
+def _key_paths(node, prefix="") -> set[str]:
+    """Every key path of a JSON value (``messages[].text.body``): its shape, without its values."""
+    if isinstance(node, dict):
+        return {path for key, value in node.items() for path in {prefix + key} | _key_paths(value, prefix + key + ".")}
+    if isinstance(node, list):
+        return {path for item in node for path in _key_paths(item, prefix.removesuffix(".") + "[].")}
+    return set()
+
+
+# What Meta's webhooks gained after the v23.0 document: business-scoped user ids (and the envelope's time).
+BSUID_PATHS = {"contacts[].user_id", "contacts[].parent_user_id", "contacts[].profile.username",
+               "messages[].from_user_id", "messages[].from_parent_user_id"}
+
+
+def test_inbound_webhooks_have_the_shape_of_metas_webhook_examples(sandbox, receiver, openapi):
+    """Meta's ``WebhookPayload`` schema rejects Meta's own examples (its incoming messages point at the outgoing
+    message schemas), so the sandbox's inbound webhooks are held to the examples instead: the same key paths,
+    plus only the BSUID fields Meta added since (BSUID-only shapes are pywa's to check, test_sandbox_pywa.py)."""
+    document, _ = openapi
+    examples = {name: example["value"]["entry"][0]["changes"][0]["value"] for name, example in
+                document["paths"]["/whatsapp/webhooks"]["post"]["requestBody"]["content"]["application/json"][
+                    "examples"].items()}
+    image = {"data_base64": "/9j/4AAQ", "mime_type": "image/jpeg", "caption": "Taj Mahal"}
+    location = {"latitude": 1.5, "longitude": 2.5, "name": "Philz", "address": "101 Forest Ave",
+                "url": "https://philzcoffee.com/"}
+    cases = {"Text Message": {"text": "hi"},
+             "Image Message": {"type": "image", "media": image},
+             "Location Message": {"type": "location", "location": location},
+             "Button Message": {"type": "button", "button": {"payload": "STOP", "text": "Stop"}},
+             "Interactive Button Reply Message": {"type": "interactive", "interactive": {
+                 "type": "button_reply", "id": "y", "title": "Yes"}},
+             "Interactive List Reply Message": {"type": "interactive", "interactive": {
+                 "type": "list_reply", "id": "s", "title": "Small", "description": "250 ml"}},
+             "Reaction Message": {"type": "reaction", "reaction": {"message_id": "wamid.X", "emoji": "👍"}}}
+    for name, extra in cases.items():
+        receiver.deliveries.clear()
+        control(sandbox, "customers/inbound", {"phone_number_id": FAST, "from": "+4917100000001", **extra})
+        (_, raw), = receiver.wait_for(1)
+        envelope = json.loads(raw)
+        assert _key_paths(envelope) - _key_paths({"entry": [{"changes": [{}]}]}) >= {
+            "object", "entry[].id", "entry[].changes[].field", "entry[].changes[].value"}, name
+        ours, metas = _key_paths(envelope["entry"][0]["changes"][0]["value"]), _key_paths(examples[name])
+        assert metas <= ours, (name, metas - ours)
+        assert ours - metas <= BSUID_PATHS, (name, ours - metas - BSUID_PATHS)

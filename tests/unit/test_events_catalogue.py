@@ -127,11 +127,27 @@ def test_docs_events_md_lists_every_type_with_exactly_its_fields():
 
 # --- subscriptions -----------------------------------------------------------------------------------------------
 
-class RecordingOutbox:
-    """An Outbox stand-in that records what would be inserted (one call = one multi-row INSERT)."""
+class EnabledPlugins:
+    """A stand-in for the outbox's session: its one query (the vendor's enabled plugins) answers ``names``."""
 
-    def __init__(self, pm) -> None:
+    def __init__(self, names) -> None:
+        self.names = list(names)
+        self.queries = 0
+
+    def scalars(self, statement):
+        self.queries += 1
+        return iter(self.names)
+
+
+class RecordingOutbox:
+    """An Outbox stand-in that records what would be inserted (one call = one multi-row INSERT).
+
+    Every installed plugin counts as enabled for the vendor unless ``enabled`` names them.
+    """
+
+    def __init__(self, pm, enabled=None) -> None:
         self.plugin_manager = pm
+        self.connection = EnabledPlugins(pm.infos.keys() if enabled is None and pm is not None else enabled or ())
         self.inserts: list[list[dict]] = []
 
     def add_many(self, topic, payloads, *, vendor_id=None):
@@ -141,8 +157,12 @@ class RecordingOutbox:
 
 
 def manager(**plugins):
-    return build_plugin_manager([(name, plugin_module(f"kloyst_test_ev_{name}", **hooks))
-                                 for name, hooks in plugins.items()])
+    pm = build_plugin_manager([(name, plugin_module(f"kloyst_test_ev_{name}", **hooks))
+                               for name, hooks in plugins.items()])
+    # The installed vendor_webhooks plugin subscribes to every catalogued type; these tests are about the others.
+    if pm.has_plugin("vendor_webhooks"):
+        pm.unregister(name="vendor_webhooks")
+    return pm
 
 
 def listen(*types_):
@@ -177,6 +197,23 @@ def test_recording_an_event_nobody_subscribes_to_writes_nothing():
     events.record_event(outbox, vendor, statuses[0])
     assert outbox.inserts == []
     assert not events.is_subscribed(outbox, events.MessageStatusChanged)
+
+
+def test_an_event_is_written_only_when_a_plugin_the_vendor_enabled_subscribes_to_it():
+    pm = manager(imports_only=listen(events.ImportCompleted))
+    done = events.ImportCompleted(import_id=uuid.uuid4(), created=1, updated=0, skipped=0, failed=0)
+    elsewhere = RecordingOutbox(pm, enabled=[])  # installed, but this vendor has not turned it on
+    assert events.record_events(elsewhere, uuid.uuid4(), [done]) == 0
+    assert elsewhere.inserts == [] and elsewhere.connection.queries == 1
+    here = RecordingOutbox(pm, enabled=["imports_only"])
+    assert events.record_events(here, uuid.uuid4(), [done]) == 1
+
+
+def test_events_no_installed_plugin_wants_cost_no_look_up():
+    pm = manager(imports_only=listen(events.ImportCompleted))
+    outbox = RecordingOutbox(pm)
+    events.record_events(outbox, uuid.uuid4(), [events.CampaignCancelled(campaign_id=uuid.uuid4())])
+    assert outbox.connection.queries == 0 and outbox.inserts == []
 
 
 def test_record_events_writes_the_subscribed_ones_in_one_insert():

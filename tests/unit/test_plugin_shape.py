@@ -61,8 +61,8 @@ def _modules(package: Path) -> list[Path]:
 
 
 def test_the_plugins_to_check_are_found():
-    assert set(FIRST_PARTY) == {"campaigns", "contacts", "imports", "messages", "pricing", "templates", "waba",
-                                "wallet"}
+    assert set(FIRST_PARTY) == {"autoreplies", "campaigns", "contacts", "conversations", "imports", "media",
+                                "messages", "pricing", "templates", "vendor_webhooks", "waba", "wallet"}
     assert (PACKAGES["example"] / "plugin.py").is_file()
 
 

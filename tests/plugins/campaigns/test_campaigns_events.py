@@ -1,7 +1,8 @@
 """Domain events of campaigns: CampaignLaunched at launch, CampaignCancelled at cancel, CampaignCompleted at the end.
 
-In Kloyst's own test run the ``probe`` plugin subscribes to every event type, so each one recorded is an outbox row
-(topic ``vendor.event``) of the campaign's vendor, written in the transaction that made the change.
+In Kloyst's own test run the ``probe`` plugin subscribes to every event type; enabled for the campaign's vendor
+(an event no plugin the vendor enabled wants is not written), each event recorded is an outbox row (topic
+``vendor.event``) of that vendor, written in the transaction that made the change.
 """
 
 from __future__ import annotations
@@ -12,8 +13,15 @@ from campaigns_support import messages
 from sqlalchemy import select
 from test_campaigns_control import action, launched, set_messages, tick  # noqa: F401 (launched is a fixture)
 
+import pytest
+
 from kloyst import events
 from kloyst.outbox import OutboxEvent
+
+
+@pytest.fixture(autouse=True)
+def probe_listens(vendor, enable_plugin):
+    enable_plugin(vendor, "probe")
 
 
 def campaign_events(db, vendor_id, name: str | None = None) -> list[events.Event]:

@@ -32,7 +32,8 @@ def test_every_change_has_an_audit_row_newest_first(testapp, vendor, add_contact
                                   "calling_code": [44, 1]}
 
 
-def test_opt_out_and_opt_in_are_audited_and_told_as_events(testapp, db, vendor, add_contact):
+def test_opt_out_and_opt_in_are_audited_and_told_as_events(testapp, db, vendor, add_contact, enable_plugin):
+    enable_plugin(vendor, "probe")  # a plugin the vendor enabled wants the events (the probe wants every one)
     contact = add_contact(vendor, MOBILE)
     url = f"/v1/contacts/{contact['id']}"
     out = testapp.post(f"{url}/opt-out", headers=vendor.headers).json

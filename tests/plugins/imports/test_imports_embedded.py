@@ -250,3 +250,19 @@ def test_a_waiting_upload_is_scanned_within_seconds_of_clamd_coming_up_without_a
     finally:
         server.stop()
         scanner.stop()
+
+
+def test_rows_with_a_bsuid_and_no_number_import_as_contacts_known_by_it_on_sqlite(embedded):
+    number = numbers(1, start=700)[0]
+    rows = [[number, "US.5000000000000001", "Both"], ["", "US.5000000000000002", "Bsuid only"],
+            ["", "US.5000000000000002", "again"], ["", "", "neither"]]
+    job = embedded.import_unscanned("bsuids.csv", csv_bytes(["phone", "bsuid", "name"], rows)[0],
+                                    {"phone": "phone", "bsuid": "bsuid", "name": "name"})
+    assert job["counts"] == {"total": 4, "created": 2, "updated": 0, "skipped_duplicate": 1, "rejected": 1}, job
+    [alone] = embedded.get("/v1/contacts?bsuid=US.5000000000000002")["items"]
+    assert (alone["mobile"], alone["name"], alone["country"]) == (None, "Bsuid only", "US")
+    [both] = embedded.get("/v1/contacts?bsuid=US.5000000000000001")["items"]
+    assert both["mobile"] == number and both["name"] == "Both"
+    again = embedded.import_unscanned("more.csv", csv_bytes(["phone", "bsuid"], [["", "US.5000000000000002"]])[0],
+                                      {"phone": "phone", "bsuid": "bsuid"})
+    assert again["counts"]["skipped_duplicate"] == 1 and again["counts"]["created"] == 0, again

@@ -8,6 +8,12 @@ from kloyst_plugins.wallet.ledger import Ledger
 from wallet_support import low_balance_events
 
 
+@pytest.fixture(autouse=True)
+def probe_listens(vendor, enable_plugin):
+    """A plugin the vendor enabled wants WalletLowBalance (the probe wants every event): else it is not written."""
+    enable_plugin(vendor, "probe")
+
+
 @pytest.fixture
 def conn(db):
     return db.connection()

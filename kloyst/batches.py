@@ -1,0 +1,52 @@
+"""Writing what worker threads produce in batches: one writer thread, a queue, and a stop marker.
+
+The sender (messages) and the vendor webhook deliverer both make many small outcomes on many
+threads and record them with one statement per batch. :func:`write_in_batches` is that writer's
+loop: it waits for a first item, gathers more for a moment (``linger_seconds``) up to
+``batch_size``, hands the batch over, and on ``None`` (the stop marker) writes whatever is
+still queued, so nothing handed to the queue before the stop is lost in memory.
+"""
+
+from __future__ import annotations
+
+import queue
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+Item = TypeVar("Item")
+
+STOP = None  # put on the queue to end the loop (after what is already queued is written)
+
+
+def write_in_batches(source: queue.Queue | queue.SimpleQueue, write: Callable[[list[Item]], None], *, batch_size: int,
+                     linger_seconds: float = 0.02) -> None:
+    """Hand ``source``'s items to ``write`` in batches of at most ``batch_size`` until :data:`STOP` arrives."""
+    closing = False
+    while not closing:
+        first = source.get()
+        if first is STOP:
+            break
+        batch = [first]
+        deadline = time.monotonic() + linger_seconds
+        while len(batch) < batch_size:
+            try:
+                item = source.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if item is STOP:
+                closing = True
+                break
+            batch.append(item)
+        write(batch)
+    # Whatever is still queued after the stop: write it, then nothing is left in memory.
+    rest = []
+    while True:
+        try:
+            item = source.get_nowait()
+        except queue.Empty:
+            break
+        if item is not STOP:
+            rest.append(item)
+    if rest:
+        write(rest)
