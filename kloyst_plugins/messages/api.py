@@ -22,7 +22,7 @@ from kloyst_plugins.messages.bulk import (
 )
 from kloyst_plugins.messages.content import CONTENT_FIELD
 from kloyst_plugins.messages.dispatch import notify_queued
-from kloyst_plugins.messages.inbound import inbound_json
+from kloyst_plugins.messages.inbound import inbound_json, open_inbound
 from kloyst_plugins.messages.models import (
     ACCEPTED,
     can_move,
@@ -39,7 +39,6 @@ from kloyst_plugins.messages.replies import (
     inbound_by_ids,
     latest_inbound,
     messages_by_ids,
-    open_inbound,
     open_outbound,
     queue_reply,
     replayed,

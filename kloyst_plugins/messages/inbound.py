@@ -39,8 +39,16 @@ def inbound_json(db, cipher: FieldCipher, vendor_id: uuid.UUID,
     found: dict[uuid.UUID, dict[str, Any]] = {}
     for inbound_id, content_enc in rows:
         try:
-            found[inbound_id] = json.loads(cipher.decrypt(bytes(content_enc), vendor_id=vendor_id,
-                                                          field=INBOUND_FIELD))
+            found[inbound_id] = _open(cipher, vendor_id, content_enc)
         except Exception as exc:
             log.error("inbound message %s cannot be read: %s", inbound_id, type(exc).__name__)
     return found
+
+
+def open_inbound(cipher: FieldCipher, message: InboundMessage) -> dict[str, Any]:
+    """The message object Meta delivered (text, media id, location…), decrypted for its vendor."""
+    return _open(cipher, message.vendor_id, message.content_enc)
+
+
+def _open(cipher: FieldCipher, vendor_id: uuid.UUID, content_enc: bytes) -> dict[str, Any]:
+    return json.loads(cipher.decrypt(bytes(content_enc), vendor_id=vendor_id, field=INBOUND_FIELD))

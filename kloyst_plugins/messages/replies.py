@@ -23,7 +23,6 @@ merged, whatever the vendor's volume.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -36,7 +35,6 @@ from kloyst.api import FieldCipher, new_id, Unprocessable, utcnow
 from kloyst_plugins.messages import content, dispatch
 from kloyst_plugins.messages.models import STATUS_RANK, InboundMessage, MessageLog, MessageStatus
 from kloyst_plugins.messages.services import Idempotency, Queued
-from kloyst_plugins.messages.webhooks import INBOUND_FIELD
 
 SERVICE = "service"  # the category of a free-form message: Meta's "service" conversation, free in the window
 INBOUND = "inbound"
@@ -183,11 +181,6 @@ def inbound_by_ids(db: Session, ids) -> dict[uuid.UUID, InboundMessage]:
 def messages_by_ids(db: Session, ids) -> dict[uuid.UUID, MessageLog]:
     ids = list(ids)
     return {m.id: m for m in db.scalars(select(MessageLog).where(MessageLog.id.in_(ids)))} if ids else {}
-
-
-def open_inbound(cipher: FieldCipher, message: InboundMessage) -> dict[str, Any]:
-    """The message object Meta delivered (text, media id, location…), decrypted for its vendor."""
-    return json.loads(cipher.decrypt(message.content_enc, vendor_id=message.vendor_id, field=INBOUND_FIELD))
 
 
 def open_outbound(cipher: FieldCipher, message: MessageLog) -> dict[str, Any]:
