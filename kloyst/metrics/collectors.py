@@ -164,7 +164,7 @@ class OutboxGauges(DatabaseCollector):
 
 
 # Stored deliveries not yet applied: the drainer's partial index (next_attempt_at) WHERE processed_at IS NULL.
-_WEBHOOKS_UNPROCESSED = text("SELECT count(*) FROM webhook_delivery WHERE processed_at IS NULL")
+_WEBHOOKS_UNPROCESSED = text("SELECT count(*), min(received_at) FROM webhook_delivery WHERE processed_at IS NULL")
 
 
 class WebhookBacklog(DatabaseCollector):
@@ -175,12 +175,17 @@ class WebhookBacklog(DatabaseCollector):
 
     def families(self) -> list:
         return [GaugeMetricFamily("kloyst_webhook_backlog", "Webhook deliveries stored (answered 200) and not "
-                                  "applied yet: waiting for a drainer, being applied, or waiting for a retry.")]
+                                  "applied yet: waiting for a drainer, being applied, or waiting for a retry."),
+                GaugeMetricFamily("kloyst_webhook_oldest_unapplied_age_seconds",
+                                  "Age of the oldest stored webhook delivery not applied yet (0 when none): how far "
+                                  "behind Meta's statuses and customers' messages the vendors' data is.")]
 
     def measure(self, conn) -> list:
-        family, = self.families()
-        family.add_metric([], float(conn.execute(_WEBHOOKS_UNPROCESSED).scalar_one()))
-        return [family]
+        backlog, age = self.families()
+        count, oldest = conn.execute(_WEBHOOKS_UNPROCESSED).one()
+        backlog.add_metric([], float(count))
+        age.add_metric([], seconds_since(oldest, utcnow()))
+        return [backlog, age]
 
 
 class _CheapCollector:

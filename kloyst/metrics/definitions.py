@@ -36,6 +36,24 @@ META_STATUSES = frozenset({"sent", "delivered", "read", "failed", "deleted", "wa
 # kloyst_webhook_deliveries_received_total{outcome}, by the receiver's answer.
 RECEIVED_OUTCOMES = {200: "accepted", 401: "invalid_signature", 413: "too_large", 503: "store_failed"}
 
+# Every label value a labelled counter can take, where it is known in advance: each child is exported at 0
+# from the start, so rate() and increase() see a series's first increment (a series born at 5 is 5 lost)
+# and a panel or alert on a rare outcome (an invalid signature) has a series to read before it ever happens.
+KNOWN_LABELS: dict[str, tuple[str, ...]] = {
+    "webhook_deliveries_received": (*RECEIVED_OUTCOMES.values(), "error"),
+    "webhook_deliveries_drained": ("processed", "retry", "gave_up", "malformed"),
+    "webhook_changes_dropped": ("unknown_phone_number", "unknown_waba"),
+    "import_rows": ("created", "updated", "duplicate", "rejected"),
+    "import_chunks": ("done", "failed"),
+    "message_wamids_adopted": (WEBHOOK, SENDER, RECOVERY),
+    "message_duplicate_sends": (SENDER, WEBHOOK),
+}
+# kloyst_message_status_total's (status, source) pairs: all of a vendor's are exported at 0 with its first count.
+STATUS_SOURCES: tuple[tuple[str, str], ...] = (
+    *((status, SENDER) for status in ("sent", "retry", "failed")),
+    *((status, WEBHOOK) for status in (*sorted(META_STATUSES), "other")),
+)
+
 
 SAMPLE_SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "info": ("_info",),
                    "summary": ("", "_sum", "_count"), "gauge": ("",)}
@@ -123,6 +141,10 @@ class Metrics:
                                self.webhook_deliveries_drained, self.webhook_changes_dropped, self.message_status,
                                self.import_rows, self.import_chunks, self.outbox_published, self.message_wamids_adopted,
                                self.message_duplicate_sends]
+        for attribute, values in KNOWN_LABELS.items():
+            for value in values:
+                getattr(self, attribute).labels(value)
+        self._vendors_counted: set[str] = set()
         # The loops this process runs (kloyst run adds them); /healthz and kloyst_process_loop_up read it.
         self.liveness = Liveness()
         self.add(self.liveness)
@@ -195,7 +217,17 @@ class Metrics:
             self.message_duplicate_sends.labels(detected_by).inc(count)
 
     def messages_reached(self, counts: dict[tuple[str, str], int], source: str) -> None:
-        """Add ``{(vendor id, status): n}`` to ``kloyst_message_status_total`` (status in lower case)."""
+        """Add ``{(vendor id, status): n}`` to ``kloyst_message_status_total`` (status in lower case).
+
+        A vendor's first count in this process exports every (status, source) pair of that vendor at 0
+        too, so later statuses (delivered, read, failed…) increase series that exist: rate() loses only
+        that very first increment, not the first of every pair (the vendors are not known in advance).
+        """
         for (vendor, status), n in counts.items():
             if n:
-                self.message_status.labels(str(vendor), status, source).inc(n)
+                vendor = str(vendor)
+                if vendor not in self._vendors_counted:
+                    self._vendors_counted.add(vendor)
+                    for known_status, known_source in STATUS_SOURCES:
+                        self.message_status.labels(vendor, known_status, known_source)
+                self.message_status.labels(vendor, status, source).inc(n)

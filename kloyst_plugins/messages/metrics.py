@@ -18,7 +18,9 @@ from __future__ import annotations
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import text
 
-from kloyst.api import DatabaseCollector
+from kloyst.api import DatabaseCollector, ErrorKind
+
+ERROR_KINDS = (*(kind.value for kind in ErrorKind), "refused")  # refused: never sent (opted out, number unusable)
 
 _DEAD_LETTERS = text("SELECT error_kind, count(*) FROM dead_letter WHERE requeued_at IS NULL GROUP BY error_kind")
 _QUEUED = text("SELECT count(*) FROM message_log WHERE status = 'QUEUED'")  # ix_message_log_due
@@ -36,7 +38,8 @@ class DeadLetterGauges(DatabaseCollector):
 
     def measure(self, conn) -> list:
         family, = self.families()
-        for kind, count in sorted(conn.execute(_DEAD_LETTERS).all()):
+        counts = dict.fromkeys(ERROR_KINDS, 0) | dict(conn.execute(_DEAD_LETTERS).all())
+        for kind, count in sorted(counts.items()):  # every kind, 0 included: a rise from nothing is seen
             family.add_metric([kind], float(count))
         return [family]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from kloyst.api import PluginMeta, hookimpl
+from kloyst_plugins.waba.metrics import PhoneNumberQuality
 
 plugin_meta = PluginMeta(description="WhatsApp Business Accounts and phone numbers: own WABAs with encrypted tokens, "
                                      "numbers assigned from the platform's shared WABA, sync from Meta.")
@@ -43,3 +44,8 @@ def kloyst_encrypted_fields():
 
     return [EncryptedFields(Waba, {"access_token_enc": WABA_TOKEN_FIELD}),
             EncryptedFields(SharedWaba, {"access_token_enc": SHARED_TOKEN_FIELD}, vendor=PLATFORM)]
+
+
+@hookimpl
+def kloyst_metrics(registry):
+    return [PhoneNumberQuality(registry)]

@@ -11,6 +11,7 @@ from sqlalchemy import update
 from webhooks_support import Builder, status, statuses
 
 from kloyst import metrics as kmetrics
+from kloyst.metrics.definitions import STATUS_SOURCES
 from kloyst.db import tenancy, utcnow
 from kloyst.meta import MetaError
 from kloyst_plugins.messages import settlement
@@ -28,10 +29,29 @@ def metrics(registry):
 
 
 def statuses_of(metrics, vendor_id, source: str) -> dict[str, float]:
-    """``{status: count}`` of one vendor's messages as ``source`` saw them."""
+    """``{status: count}`` of one vendor's messages as ``source`` saw them (the pairs exported at 0 left out)."""
     metrics.expire_shared()
     return {s.labels["status"]: s.value for family in metrics.registry.collect() for s in family.samples
-            if s.name == STATUS and s.labels["vendor"] == str(vendor_id) and s.labels["source"] == source}
+            if s.name == STATUS and s.labels["vendor"] == str(vendor_id) and s.labels["source"] == source
+            and s.value}
+
+
+def test_a_vendors_first_count_exports_its_other_statuses_at_zero(build, line, deliver, metrics):
+    """rate() sees a series's increments, not its birth: delivered and read exist (at 0) once the vendor's first
+    status is counted, so their own first increments are not lost."""
+    metrics.messages_reached({(line.vendor_id, "sent"): 1}, kmetrics.SENDER)
+    exported = {(s.labels["status"], s.labels["source"]): s.value for family in metrics.registry.collect()
+                for s in family.samples if s.name == STATUS and s.labels["vendor"] == str(line.vendor_id)}
+    assert exported[("sent", kmetrics.SENDER)] == 1
+    assert exported[("delivered", kmetrics.WEBHOOK)] == exported[("read", kmetrics.WEBHOOK)] == 0
+    assert set(exported) == set(STATUS_SOURCES)
+
+
+def test_outcomes_known_in_advance_are_exported_at_zero_before_they_happen(metrics):
+    samples = {(s.name, tuple(sorted(s.labels.items()))) for family in metrics.registry.collect()
+               for s in family.samples}
+    assert ("kloyst_webhook_deliveries_received_total", (("outcome", "invalid_signature"),)) in samples
+    assert ("kloyst_import_rows_total", (("outcome", "rejected"),)) in samples
 
 
 def test_the_plugins_scrape_time_gauges_come_through_the_kloyst_metrics_hook(registry):
