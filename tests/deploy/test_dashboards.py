@@ -374,15 +374,21 @@ def test_scrape_targets_are_services_of_the_staging_compose_file_with_their_metr
         assert not any(port == "9464" or port.endswith(":9464") for port in ports), f"{name} publishes port 9464"
 
 
+def staging_project() -> str:
+    """The staging compose project's name: COMPOSE_PROJECT_NAME in docker/.env (beside the compose file)."""
+    lines = (ROOT / "docker" / ".env").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))["COMPOSE_PROJECT_NAME"]
+
+
 def _docker_names(compose: dict, section: str) -> dict[str, str]:
     """``{key: the name Docker gives it}``: its ``name:``, else ``<project>_<key>`` as compose names it."""
-    project = compose.get("name")
+    project = staging_project()
     return {key: (spec or {}).get("name", f"{project}_{key}") for key, spec in (compose.get(section) or {}).items()}
 
 
 def test_the_external_network_and_log_volume_are_the_staging_compose_files(staging_compose):
     monitoring = monitoring_compose()
-    assert staging_compose.get("name") == "kloyst-staging"
+    assert staging_project() == "kloyst-staging"
     assert monitoring["networks"]["staging"]["name"] in _docker_names(staging_compose, "networks").values()
     # The volume every Kloyst service writes its log files to, under the name Docker really gives it.
     staging_volumes = _docker_names(staging_compose, "volumes")
