@@ -12,6 +12,7 @@ naming the field; notes may hold line breaks and nothing else.
 
 from __future__ import annotations
 
+import gc
 import http.client
 import json
 import re
@@ -64,9 +65,17 @@ def vendor(accounts, db, registry):
 
 
 def timed(call, *args, **kwargs):
+    gc.collect()  # a collection of an earlier test's garbage is not this call's work
     started = time.perf_counter()
     result = call(*args, **kwargs)
     return result, time.perf_counter() - started
+
+
+def fastest_of_three(call, *args):
+    """``(result, seconds)`` of the fastest of three calls of a pure function: the work it does, not how long the
+    shared machine kept the process waiting (a refusal that takes 7 ms was once measured at 1.3 s)."""
+    runs = [timed(call, *args) for _ in range(3)]
+    return min(runs, key=lambda run: run[1])
 
 
 def fields_of(response) -> list[str]:
@@ -291,7 +300,7 @@ def test_the_largest_audience_is_counted_within_a_second(db, vendor):
                                           ("labels_include", many_labels(HOSTILE_ITEMS)),
                                           ("labels_exclude", many_labels(HOSTILE_ITEMS))])
 def test_an_audience_over_its_limits_is_refused_at_once(field, value):
-    fields, seconds = timed(refused_fields, Audience, {field: value})
+    fields, seconds = fastest_of_three(refused_fields, Audience, {field: value})
     assert seconds < BUDGET_SECONDS
     assert fields == [field]
 
