@@ -30,7 +30,7 @@ from kloyst.cli.bootstrap import load
 from kloyst.config import as_bool, as_list, ConfigurationError, Setting
 from kloyst.crypto import FieldCipher, MobileHasher
 from kloyst.db import tenancy
-from kloyst.batches import write_in_batches
+from kloyst.batches import write_in_batches, write_until_done
 from kloyst.db import Base, new_id, read_only_connection, session_scope, TenantScoped, Timestamped, utcnow
 from kloyst.db.base import UTCDateTime
 from kloyst.errors import (
@@ -199,6 +199,7 @@ __all__ = [
     "UTCDateTime",
     "utcnow",
     "write_in_batches",
+    "write_until_done",
     "validation_details",
     "Vendor",
     "VendorPlugin",

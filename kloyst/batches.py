@@ -9,12 +9,14 @@ still queued, so nothing handed to the queue before the stop is lost in memory.
 
 from __future__ import annotations
 
+import logging
 import queue
 import time
 from collections.abc import Callable
 from typing import TypeVar
 
 Item = TypeVar("Item")
+log = logging.getLogger(__name__)
 
 STOP = None  # put on the queue to end the loop (after what is already queued is written)
 
@@ -50,3 +52,22 @@ def write_in_batches(source: queue.Queue | queue.SimpleQueue, write: Callable[[l
             rest.append(item)
     if rest:
         write(rest)
+
+
+def write_until_done(write: Callable[[list[Item]], None], batch: list[Item], *, stopping, what: str) -> bool:
+    """``write(batch)``, retried with backoff (to 30 s) while it fails; True once it succeeded.
+
+    Giving up would be worse than waiting (an outcome not recorded comes back through its lease as a
+    second call), so only a process that is ``stopping`` (an Event) gives up, after five tries: False.
+    """
+    attempt = 0
+    while True:
+        try:
+            write(batch)
+            return True
+        except Exception:
+            attempt += 1
+            log.exception("%s: could not record %d outcomes (try %d); retrying", what, len(batch), attempt)
+            if stopping.is_set() and attempt >= 5:
+                return False
+            time.sleep(min(30.0, 0.5 * 2 ** (attempt - 1)))

@@ -55,6 +55,7 @@ from kloyst.api import (
     session_scope,
     utcnow,
     write_in_batches,
+    write_until_done,
 )
 from kloyst_plugins.messages import dispatch, recovery, statuses
 from kloyst_plugins.messages import statements as sql
@@ -379,19 +380,9 @@ class Sender:
         through the lease as a second send. So this keeps trying (backing off to 30 s) until it works;
         only a stopping process gives up after a few tries, and then the leases take over.
         """
-        attempt = 0
-        while True:
-            try:
-                self.write(batch)
-                break
-            except Exception:
-                attempt += 1
-                log.exception("sender could not record %d outcomes (try %d); retrying", len(batch), attempt)
-                if self.stopping.is_set() and attempt >= 5:
-                    log.error("sender stopping with %d outcomes unrecorded: their leases will return them, and "
-                              "any that Meta accepted will be counted as sent twice", len(batch))
-                    break
-                time.sleep(min(30.0, 0.5 * 2 ** (attempt - 1)))
+        if not write_until_done(self.write, batch, stopping=self.stopping, what="sender"):
+            log.error("sender stopping with %d outcomes unrecorded: their leases will return them, and "
+                      "any that Meta accepted will be counted as sent twice", len(batch))
         with self._in_flight_lock:
             self._in_flight -= len(batch)
 

@@ -50,6 +50,7 @@ from kloyst.api import (
     UTCDateTime,
     utcnow,
     write_in_batches,
+    write_until_done,
 )
 from kloyst_plugins.vendor_webhooks import client
 from kloyst_plugins.vendor_webhooks.addresses import AddressPolicy
@@ -498,17 +499,8 @@ class Deliverer:
         write_in_batches(self.outcomes, self._write_with_retry, batch_size=WRITE_BATCH)
 
     def _write_with_retry(self, batch: list[Outcome]) -> None:
-        attempt = 0
-        while True:
-            try:
-                self.write(batch)
-                break
-            except Exception:
-                attempt += 1
-                log.exception("vendor webhooks: could not record %d outcomes (try %d)", len(batch), attempt)
-                if self.stopping.is_set() and attempt >= 5:
-                    break  # the leases return them: sent again, which receivers dedupe
-                time.sleep(min(30.0, 0.5 * 2 ** (attempt - 1)))
+        # Given up only while stopping: the leases return them, sent again, which receivers dedupe.
+        write_until_done(self.write, batch, stopping=self.stopping, what="vendor webhooks")
         with self._lock:
             self._claimed -= len(batch)
         self._wake.set()

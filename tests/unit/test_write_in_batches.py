@@ -5,7 +5,7 @@ from __future__ import annotations
 import queue
 import threading
 
-from kloyst.batches import STOP, write_in_batches
+from kloyst.batches import STOP, write_in_batches, write_until_done
 
 
 def test_every_item_queued_before_the_stop_is_written_in_batches_of_at_most_the_size():
@@ -33,3 +33,27 @@ def test_a_batch_gathers_what_arrives_within_the_linger_then_is_written():
     writer.join(timeout=5)
     assert not writer.is_alive()
     assert written == [["a", "b"]]
+
+
+def test_a_failing_write_is_retried_until_it_succeeds_and_given_up_only_when_stopping(monkeypatch):
+    monkeypatch.setattr("kloyst.batches.time.sleep", lambda seconds: None)
+    calls: list[int] = []
+
+    def flaky(batch):
+        calls.append(len(batch))
+        if len(calls) < 3:
+            raise OSError("database away")
+
+    assert write_until_done(flaky, [1, 2], stopping=threading.Event(), what="test") is True
+    assert calls == [2, 2, 2]
+
+    stopping = threading.Event()
+    stopping.set()
+    attempts: list[int] = []
+
+    def down(batch):
+        attempts.append(1)
+        raise OSError("database away")
+
+    assert write_until_done(down, [1], stopping=stopping, what="test") is False
+    assert len(attempts) == 5
