@@ -38,7 +38,9 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["kloyst", "kloyst.*", "kloyst_plugins", "kloyst_plugins.*"])
-    + ["kloyst_plugins.pricing.seed"]  # data only: the development rate card's CSVs (pricing/snapshots.py)
+    # data only: the development rate card's CSVs (pricing/snapshots.py); absent where the Dockerfile's
+    # dependency layer builds from setup.py alone
+    + (["kloyst_plugins.pricing.seed"] if (HERE / "kloyst_plugins" / "pricing" / "seed").is_dir() else [])
     + list(MIGRATION_PACKAGES),
     # kloyst.migrations <- migrations/ (and its versions/); the plugins' migrations map to where they are.
     package_dir={"kloyst.migrations": "migrations"},

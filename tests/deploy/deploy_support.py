@@ -1,6 +1,8 @@
 """What the deployment tests read: the compose file, the Dockerfile, the env example, and what Kloyst reads.
 
-Docker cannot run where the tests run, so the deployment files are checked against each
+Kloyst's own image is built and run by a real Docker engine (test_docker_image.py), but no
+registry is reachable where the tests run, so the compose file's other images cannot be pulled
+and the deployment files are also checked against each
 other and against the application itself: the settings it declares, the ``${NAME}``
 references of staging.ini and the migrations it applies. Only the ``kloyst`` distribution
 counts as "the application" here, because it is the only one the image installs.

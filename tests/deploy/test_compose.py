@@ -1,8 +1,11 @@
 """docker/docker-compose.staging.yml: one image, migrations before services, health, restarts, volumes, ports.
 
-Docker cannot run here, so these tests hold the compose file to what the deployment promises
-(issue 7, the seeds' staging layout) and to the rest of the repository: the Dockerfile's
-targets, staging.ini's ports and log directory, the imports storage setting.
+The compose file's third-party images (PostgreSQL, Redis, clamd…) cannot be pulled here, so it is
+never brought up whole: these tests hold it to what the deployment promises (issue 7, the seeds'
+staging layout) and to the rest of the repository: the Dockerfile's targets, staging.ini's ports
+and log directory, the imports storage setting. Kloyst's own image is built and run for real in
+test_docker_image.py, with each container's environment taken from this file; Debian's
+docker-compose checks the file itself (test_compose_config.py).
 """
 
 from __future__ import annotations
