@@ -363,3 +363,17 @@ def clamd(tmp_path_factory):
         pytest.fail(str(exc))
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def pgbouncer_server(tmp_path_factory):
+    """One PgBouncer in transaction pooling for this test worker, in front of the test PostgreSQL.
+
+    ``pgbouncer_server.url(database_url)`` is that database's URL through it: give it to the processes
+    under test (their pool is bigger than PgBouncer's, so pooling is exercised); keep the test's own
+    connections direct. Fails, rather than skips, when pgbouncer is not installed.
+    """
+    from kloyst.testing import pgbouncer
+
+    with pgbouncer.running(tmp_path_factory.mktemp("pgbouncer"), testing.postgres_admin_url()) as bouncer:
+        yield bouncer

@@ -17,11 +17,13 @@ request is committed at once.
 
 Bounded: a request waits at most ``kloyst.webhooks.commit_timeout_seconds`` and then
 answers 503 — Meta retries anything but a 2xx, so a 503 loses nothing. On PostgreSQL the
-group's statements run under the same ``statement_timeout`` and ``lock_timeout``, so a
-locked table fails the group (and stores none of it) instead of holding the committer. A
-group may still commit just after its requests gave up; Meta's retry of those bodies is
-then a no-op (``dedupe_key``). The wait stays under waitress's 5 s shutdown grace, so on
-SIGTERM every request in hand is committed and answered before the process stops.
+group's statement runs under the same ``statement_timeout`` and ``lock_timeout``, so a
+locked table fails the group (and stores none of it) instead of holding the committer; they
+are set for that statement alone, so nothing of them stays on the server connection (safe
+behind PgBouncer in transaction pooling). A group may still commit just after its requests
+gave up; Meta's retry of those bodies is then a no-op (``dedupe_key``). The wait stays under
+waitress's 5 s shutdown grace, so on SIGTERM every request in hand is committed and answered
+before the process stops.
 
 Handing over: when this process runs a drainer (:mod:`kloyst.webhooks.drainer`, attached
 with :meth:`GroupCommitter.attach`), the new rows are stored already claimed by it
@@ -31,17 +33,16 @@ with :meth:`GroupCommitter.attach`), the new rows are stored already claimed by 
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
 import threading
-from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import Connection
 
 from kloyst.db import utcnow
 from kloyst.webhooks import deliveries
+from kloyst.webhooks.deliveries import Delivery
 
 if TYPE_CHECKING:  # the drainer is attached at run time; it does not import this module either
     from kloyst.webhooks.drainer import Drainer
@@ -142,9 +143,7 @@ class GroupCommitter:
         next_attempt_at = now + dt.timedelta(seconds=drainer.lease_seconds) if drainer is not None and in_hand else now
         stored = False
         try:
-            with connection.transaction() as conn:
-                fresh = deliveries.store(conn, [(item.body, item.received_at) for item in group],
-                                         next_attempt_at=next_attempt_at)
+            fresh = connection.store([(item.body, item.received_at) for item in group], next_attempt_at)
             stored = True
         except Exception:  # every request of the group answers 503; Meta sends them again
             log.exception("committing %s webhook deliveries failed; answering 503 so that Meta retries them",
@@ -172,12 +171,14 @@ class _OwnConnection:
     CPU and the GIL.
 
     Its own connection, not a pooled one per group: a checkout pings the server, one more
-    round trip per group. On PostgreSQL it carries ``statement_timeout`` and ``lock_timeout``,
-    so a locked table fails the group instead of holding the committer (its requests have
-    answered 503 by then); they are reset before it goes back to the pool. Under the test
-    fixtures the session factory is bound to the test's connection, inside the test's
-    transaction: a savepoint on that one is used instead, so the test sees the rows and rolls
-    them back.
+    round trip per group. On PostgreSQL each statement carries its own ``statement_timeout``
+    and ``lock_timeout`` (``SET LOCAL`` in the same query string), so a locked table fails the
+    group instead of holding the committer (its requests have answered 503 by then). Nothing is
+    set for the session: behind PgBouncer in transaction pooling each statement may run on
+    another server connection, and a session ``SET`` would stay on one that other clients get.
+    Under the test fixtures the session factory is bound to the test's connection, inside the
+    test's transaction: a savepoint on that one is used instead, so the test sees the rows and
+    rolls them back.
     """
 
     def __init__(self, registry, timeout_seconds: float) -> None:
@@ -185,42 +186,28 @@ class _OwnConnection:
         self.timeout_ms = int(timeout_seconds * 1000)
         self._connection: Connection | None = None
 
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[Connection]:
-        """A connection whose one statement in the block is committed when it returns."""
+    def store(self, items: list[tuple[bytes, dt.datetime]], next_attempt_at: dt.datetime) -> list[Delivery]:
+        """Store ``items`` in one statement, committed when this returns; the new deliveries."""
         bind = self.registry["kloyst.session_factory"].kw["bind"]
         if isinstance(bind, Connection):
             with bind.begin_nested():
-                yield bind
-        elif bind.dialect.name == "sqlite":
+                return deliveries.store(bind, items, next_attempt_at=next_attempt_at)
+        if bind.dialect.name == "sqlite":
             # One writer at a time, in line (kloyst.db.sqlite): a statement in autocommit would bypass the
             # line and poll for SQLite's lock; BEGIN, INSERT and COMMIT cost no round trips here.
             with bind.begin() as connection:
-                yield connection
-        else:
-            yield self._connection or self._open(bind)
+                return deliveries.store(connection, items, next_attempt_at=next_attempt_at)
+        if self._connection is None:
+            self._connection = bind.connect().execution_options(isolation_level="AUTOCOMMIT")
+        return deliveries.store(self._connection, items, next_attempt_at=next_attempt_at, timeout_ms=self.timeout_ms)
 
     def group_limit(self) -> int:
         """The most deliveries one statement stores on every database."""
         bind = self.registry["kloyst.session_factory"].kw["bind"]
         return bind.dialect.insertmanyvalues_page_size
 
-    def _open(self, engine) -> Connection:
-        connection = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-        if connection.dialect.name == "postgresql":
-            connection.exec_driver_sql(f"SET statement_timeout = {self.timeout_ms}; "
-                                       f"SET lock_timeout = {self.timeout_ms}")
-        self._connection = connection
-        return connection
-
     def close(self) -> None:
+        """Give the connection back to the pool (a broken one is discarded by it)."""
         connection, self._connection = self._connection, None
-        if connection is None:
-            return
-        try:
-            if connection.dialect.name == "postgresql" and not connection.invalidated:
-                connection.exec_driver_sql("RESET statement_timeout; RESET lock_timeout")
-        except Exception:  # broken: the pool discards it rather than hand it out again
-            connection.invalidate()
-        finally:
+        if connection is not None:
             connection.close()

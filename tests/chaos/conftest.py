@@ -1,9 +1,17 @@
 """The deployment people run, on this machine: API_GATEWAY, WEBHOOK, two WORKERs and OUTBOX as separate
 ``kloyst run`` processes on PostgreSQL and Redis, and the Meta sandbox in a process of its own.
 
-One deployment per module (starting it costs seconds; every test leaves it running). Its
-database is its own (``kloyst_chaos_<worker>``), migrated by ``kloyst db upgrade`` as an operator
+One deployment per module and connection (starting it costs seconds; every test leaves it running).
+Its database is its own (``kloyst_chaos_<worker>``), migrated by ``kloyst db upgrade`` as an operator
 does, and its Redis database is this test worker's.
+
+How Kloyst reaches PostgreSQL is the fixture's parameter: ``pgbouncer`` (every process and every
+CLI run, migrations included, through a PgBouncer in transaction pooling whose pool is smaller than
+the processes' connections: :mod:`kloyst.testing.pgbouncer`) or ``direct``. The whole suite runs
+through PgBouncer, the stricter of the two: a session ``SET``, lock or prepared statement that
+transaction pooling breaks fails there. Running every test both ways would add the fault run's two
+minutes for nothing PgBouncer-specific, so only the fault-free campaign also runs on a direct
+connection (marked ``direct_too``), the deployment most operators start with.
 """
 
 from __future__ import annotations
@@ -45,12 +53,29 @@ class Chaos:
     directory: Path
 
 
+CONNECTIONS = ("pgbouncer", "direct")  # PgBouncer first: a test on it alone shares that deployment
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "direct_too: also run this chaos test with Kloyst connected to PostgreSQL "
+                                       "directly (tests/chaos/conftest.py)")
+
+
+def pytest_generate_tests(metafunc) -> None:
+    """The ``chaos`` deployment through PgBouncer for every test, and direct too for those marked ``direct_too``."""
+    if "chaos" in metafunc.fixturenames:
+        routes = CONNECTIONS if metafunc.definition.get_closest_marker("direct_too") else CONNECTIONS[:1]
+        metafunc.parametrize("chaos", routes, indirect=True, scope="module")
+
+
 @pytest.fixture(scope="module")
 def chaos(request, tmp_path_factory, kloyst_redis_url):
     worker = getattr(request.config, "workerinput", {}).get("workerid", "main")
     name = f"kloyst_chaos_{worker}"
     database_url = testing.create_database(name)
-    directory = tmp_path_factory.mktemp("chaos")
+    if request.param == "pgbouncer":
+        database_url = request.getfixturevalue("pgbouncer_server").url(database_url)
+    directory = tmp_path_factory.mktemp(f"chaos-{request.param}")
     sandbox_port = free_port()
     deployment = Deployment.from_settings(directory, deployment_settings(database_url, kloyst_redis_url,
                                                                          f"http://127.0.0.1:{sandbox_port}"))

@@ -36,6 +36,7 @@ from chaos_support import (
 pytestmark = pytest.mark.slow
 
 
+@pytest.mark.direct_too
 def test_without_faults_every_recipient_gets_one_send_and_every_status_is_applied(chaos):
     campaign_id = launch_campaign(chaos.deployment, chaos.vendor, CALM_NUMBER, "Calm")
     eventually(lambda: campaign_stats(chaos.deployment, chaos.vendor, campaign_id)["status"],

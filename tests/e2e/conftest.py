@@ -1,5 +1,12 @@
-"""Fixtures for the end-to-end tests: an embedded-default ini in a fresh directory, and `kloyst` processes
-that are killed by their own pid if a test leaves them running (helpers in e2e_support.py)."""
+"""Fixtures for the end-to-end tests: an embedded-default ini in a fresh directory, `kloyst` processes
+that are killed by their own pid if a test leaves them running (helpers in e2e_support.py), and the
+route from Kloyst's processes to PostgreSQL.
+
+``kloyst_route`` is the PostgreSQL connection of the multi-process tests: ``direct``, or ``pgbouncer``
+(a PgBouncer in transaction pooling whose pool is smaller than the processes' connections,
+:mod:`kloyst.testing.pgbouncer`). Every Kloyst process and CLI run of a test goes the route; the
+test's own connections (creating the database, arranging and inspecting rows) stay direct. A test
+asking for it runs both ways."""
 
 from __future__ import annotations
 
@@ -44,3 +51,12 @@ def start_kloyst(tmp_path):
         if service.process.poll() is None:
             service.process.kill()
             service.process.wait(timeout=10)
+
+
+@pytest.fixture(params=["direct", "pgbouncer"])
+def kloyst_route(request):
+    """``kloyst_route(url)``: the URL Kloyst's processes use for the test database at ``url``, direct or through
+    PgBouncer (the fixture's parameter)."""
+    if request.param == "direct":
+        return lambda url: url
+    return request.getfixturevalue("pgbouncer_server").url

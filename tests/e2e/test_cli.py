@@ -45,8 +45,9 @@ def staging_ini(tmp_path):
     return target
 
 
-def test_db_check_fails_before_upgrade_and_passes_after(embedded_ini, fresh_database):
-    env = process_env(DATABASE_URL=fresh_database)
+def test_db_check_fails_before_upgrade_and_passes_after(embedded_ini, fresh_database, kloyst_route):
+    """Directly and through PgBouncer in transaction pooling: the migrations need no session of their own."""
+    env = process_env(DATABASE_URL=kloyst_route(fresh_database))
     ini = str(embedded_ini)
 
     before = kloyst("db", "check", ini, env=env)

@@ -9,7 +9,8 @@ clock and Meta's disagree), and the next reply comes back FAILED with Meta's 131
 message in the thread.
 
 Multi-process: API_GATEWAY, WEBHOOK, WORKER and OUTBOX as separate ``kloyst run`` processes on
-PostgreSQL and Redis, and ``kloyst sandbox`` in its own. Embedded: one ``kloyst run
+PostgreSQL (directly, and through PgBouncer in transaction pooling) and Redis, and ``kloyst sandbox``
+in its own. Embedded: one ``kloyst run
 development.ini`` (SQLite, its in-process sandbox).
 """
 
@@ -100,9 +101,9 @@ def converse(api: Client, sandbox_url: str) -> None:
     assert failed["error"]["code"] == 131047 and "template" in failed["error"]["title"]
 
 
-def test_a_conversation_through_api_webhook_worker_and_outbox_processes(tmp_path, kloyst_redis_url):
+def test_a_conversation_through_api_webhook_worker_and_outbox_processes(tmp_path, kloyst_redis_url, kloyst_route):
     name = f"kloyst_conversations_e2e_{uuid.uuid4().hex[:8]}"
-    database_url = testing.create_database(name)
+    database_url = kloyst_route(testing.create_database(name))
     sandbox_port = free_port()
     keys = {k: v for k, v in testing.TEST_SETTINGS.items() if not k.startswith("kloyst.queue.")}
     deployment = Deployment.from_settings(tmp_path / "deployment", {

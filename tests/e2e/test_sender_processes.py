@@ -1,6 +1,7 @@
 """Real WORKER processes sending through the Meta sandbox: four at once stay under each number's throughput,
 and a worker SIGKILLed mid-send loses nothing, its messages are taken back within 10 s of the kill, and
-duplicates happen only inside the counted crash window."""
+duplicates happen only inside the counted crash window. The senders reach PostgreSQL directly and, in a second
+run, through PgBouncer in transaction pooling (``kloyst_route`` in conftest.py)."""
 
 from __future__ import annotations
 
@@ -53,9 +54,11 @@ def sandbox_api(url: str, action: str, body: dict | None = None) -> dict:
 
 
 @pytest.fixture
-def start_sender(kloyst_settings, tmp_path):
-    """``start_sender(graph_url=None)`` runs ``SERVICE_TYPE=WORKER`` (huey consumer + the sender) in a new process."""
+def start_sender(kloyst_settings, kloyst_route, tmp_path):
+    """``start_sender(graph_url=None)`` runs ``SERVICE_TYPE=WORKER`` (huey consumer + the sender) in a new process,
+    on the suite's database reached directly or through PgBouncer (``kloyst_route``)."""
     settings = {**kloyst_settings, "messages.sender_concurrency": str(CONCURRENCY),
+                "kloyst.database.url": kloyst_route(kloyst_settings["kloyst.database.url"]),
                 "kloyst.queue.backend": "redis", "kloyst.queue.immediate": "false",
                 "kloyst.queue.name": f"e2e-{uuid.uuid4().hex[:8]}", "kloyst.log.dir": str(tmp_path / "log")}
     started: list[subprocess.Popen] = []

@@ -7,6 +7,9 @@ killed between its claim and its publish are all repaired by the relay's reconci
 10 s, and every task takes effect exactly once. A SIGTERM-ed worker finishes what it holds
 and a SIGTERM-ed relay leaves nothing claimed behind. The embedded default (one ALL process
 on SQLite and SqliteHuey) recovers from its own SIGKILL as soon as it is started again.
+The PostgreSQL tests run twice: the processes connected directly, and through PgBouncer in
+transaction pooling (``kloyst_route`` in conftest.py), where a killed process's transaction
+ends with its client connection while the server connection serves others.
 """
 
 from __future__ import annotations
@@ -113,7 +116,17 @@ class Processes:
 
 
 @pytest.fixture
-def processes(queue_settings, tmp_path):
+def processes(queue_settings, kloyst_route, tmp_path):
+    """Processes on the suite's database, reached directly or through PgBouncer (``kloyst_route``)."""
+    routed = {**queue_settings, "kloyst.database.url": kloyst_route(queue_settings["kloyst.database.url"])}
+    started = Processes(routed, tmp_path)
+    yield started
+    started.stop_all()
+
+
+@pytest.fixture
+def embedded_processes(queue_settings, tmp_path):
+    """Processes whose settings the test gives in full (the embedded default: its own SQLite)."""
     started = Processes(queue_settings, tmp_path)
     yield started
     started.stop_all()
@@ -278,7 +291,7 @@ def test_a_sigterm_ed_relay_leaves_nothing_claimed_behind(producer, processes):
 
 
 def test_the_embedded_default_recovers_a_task_its_own_sigkill_interrupted_as_soon_as_it_restarts(
-        processes, kloyst_settings, tmp_path):
+        embedded_processes, kloyst_settings, tmp_path):
     import probe_plugin
 
     settings = {**kloyst_settings, "kloyst.database.url": f"sqlite:///{tmp_path}/kloyst.sqlite",
@@ -289,7 +302,7 @@ def test_the_embedded_default_recovers_a_task_its_own_sigkill_interrupted_as_soo
                               environ={}).registry
     migrate.upgrade(local["kloyst.plugin_manager"], local["kloyst.engine"])
     try:
-        everything = processes.start("ALL", settings=settings)
+        everything = embedded_processes.start("ALL", settings=settings)
         marker = tmp_path / "running"
         [event_id] = enqueue(local, "probe.sleep", seconds=60, marker=str(marker))
         wait_until(marker.exists, 30, "the task to start")
@@ -297,7 +310,7 @@ def test_the_embedded_default_recovers_a_task_its_own_sigkill_interrupted_as_soo
         everything.wait(timeout=10)
         assert done(local) == {}
 
-        processes.start("ALL", settings={**settings, "kloyst.http.port": str(free_port())})
+        embedded_processes.start("ALL", settings={**settings, "kloyst.http.port": str(free_port())})
         restarted_at = time.time()
         wait_until(lambda: done(local) == {0: 1}, 2 * RECOVERY_SECONDS, "the task to run again")
         event = outbox_events(local, [event_id])[event_id]

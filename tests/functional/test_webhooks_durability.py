@@ -51,7 +51,7 @@ def inserts(engine):
     sent: list[str] = []
 
     def record(conn, cursor, statement, parameters, context, executemany):
-        if statement.lstrip().startswith("INSERT INTO webhook_delivery"):
+        if "INSERT INTO webhook_delivery" in statement:  # after the SET LOCALs bounding it
             sent.append(statement)
 
     event.listen(engine, "before_cursor_execute", record)
@@ -253,7 +253,7 @@ def test_sigterm_commits_and_answers_the_delivery_in_hand_then_exits_0(kloyst_se
                     with engine.connect() as connection:
                         return bool(connection.scalar(sa.text(
                             "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                            "AND query LIKE 'INSERT INTO webhook_delivery%'")))
+                            "AND query LIKE '%INSERT INTO webhook_delivery%'")))
 
                 wait_until(inserting, "the delivery's commit to wait for the lock")
                 process.process.send_signal(signal.SIGTERM)
