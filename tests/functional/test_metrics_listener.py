@@ -190,3 +190,34 @@ def test_kloyst_run_serves_metrics_and_the_liveness_of_its_loops(run_mode, mode,
     assert (b"kloyst_queue_depth" in text) is shared
     assert service.terminate() == 0
     assert f"{mode} stopped" in service.output()
+
+
+def _sample(text: str, series: str) -> float | None:
+    for line in text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[-1])
+    return None
+
+
+def test_a_new_counter_series_shows_0_in_its_first_scrape_and_its_value_from_the_next(fresh, listener):
+    """Prometheus takes a series' first sample as its start: born at 3, the 3 would never count in rate()."""
+    fresh.messages_reached({("v-1", "sent"): 3}, kmetrics.definitions.SENDER)
+    sent = 'kloyst_message_status_total{source="sender",status="sent",vendor="v-1"}'
+    assert _sample(listener.get("/metrics").text, sent) == 0.0
+    assert _sample(listener.get("/metrics").text, sent) == 3.0
+    fresh.messages_reached({("v-1", "sent"): 2, ("v-2", "sent"): 5}, kmetrics.definitions.SENDER)
+    third = listener.get("/metrics").text
+    assert _sample(third, sent) == 5.0  # a series already seen: its value at once
+    assert _sample(third, sent.replace("v-1", "v-2")) == 0.0  # a new vendor's: 0 once
+    assert _sample(listener.get("/metrics").text, sent.replace("v-1", "v-2")) == 5.0
+
+
+def test_a_new_histogram_series_shows_0_once_in_every_sample_and_a_filtered_scrape_counts_as_seen(fresh,
+                                                                                                  listener):
+    fresh.observe_request("contacts.item", "GET", 404, 0.003)
+    route = 'method="GET",route="contacts.item",status="404"'
+    first = listener.get("/metrics", params={"name[]": "kloyst_http_request_duration_seconds_count"}).text
+    assert _sample(first, f"kloyst_http_request_duration_seconds_count{{{route}}}") == 0.0
+    full = listener.get("/metrics").text
+    assert _sample(full, f"kloyst_http_request_duration_seconds_count{{{route}}}") == 1.0
+    assert _sample(full, f'kloyst_http_request_duration_seconds_bucket{{le="0.005",{route}}}') == 1.0
