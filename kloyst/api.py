@@ -38,6 +38,7 @@ from kloyst.errors import (
     BadRequest,
     Conflict,
     Forbidden,
+    Gone,
     NotFound,
     PayloadTooLarge,
     PaymentRequired,
@@ -92,6 +93,7 @@ from kloyst.plugins.enablement import enabled_plugins, TenantHooks
 from kloyst.plugins.hookspecs import hookspec
 from kloyst.plugins.models import VendorPlugin
 from kloyst.queue import Reschedule, task, TaskContext
+from kloyst.retention import ByGroupAndTime, BySequence, RetentionPolicy
 from kloyst.webhooks import insert_skipping_conflicts, unprocessed_changes, WebhookChange
 
 __all__ = [
@@ -106,6 +108,8 @@ __all__ = [
     "backoff_seconds",
     "BadRequest",
     "Base",
+    "ByGroupAndTime",
+    "BySequence",
     "Charge",
     "Clamd",
     "classify",
@@ -122,6 +126,7 @@ __all__ = [
     "events",
     "FieldCipher",
     "Forbidden",
+    "Gone",
     "format_micros",
     "Heartbeat",
     "HeartbeatSettings",
@@ -168,6 +173,7 @@ __all__ = [
     "PricingRule",
     "read_only_connection",
     "Reschedule",
+    "RetentionPolicy",
     "round_micros",
     "RuleContext",
     "SCAN_OFF",

@@ -8,15 +8,26 @@ vendor, never disabled.
 
 from __future__ import annotations
 
-from kloyst import events, mail
+from kloyst import events, mail, retention
 from kloyst.cli import commands
 from kloyst.config import Setting
 from kloyst.outbox import cli as outbox_cli
+from kloyst.outbox.models import OutboxEvent, OutboxStatus
 from kloyst.plugins.manager import PluginMeta, hookimpl
 from kloyst.queue import TASK_TOPIC, run_task_event
 from kloyst.sandbox import cli as sandbox_cli
+from kloyst.webhooks.models import WebhookDelivery
 
 plugin_meta = PluginMeta(description="Kloyst core: accounts, auth, outbox, queue, mail.", essential=True)
+
+WEBHOOK_RETENTION = Setting(
+    "kloyst.webhooks.retention_days", "WEBHOOK_RETENTION_DAYS", 7, int,
+    help="Days a processed Meta webhook delivery (its raw body) is kept: Meta retries a delivery for up to 7 days, "
+         "and a week of raw bodies is what an investigation of a status reads.")
+OUTBOX_RETENTION = Setting(
+    "kloyst.outbox.retention_days", "OUTBOX_RETENTION_DAYS", 7, int,
+    help="Days a delivered outbox event is kept: its work is done, a week covers looking into a delivery. Dead "
+         "events are never pruned: an operator requeues or discards them.")
 
 
 @hookimpl
@@ -46,8 +57,9 @@ def kloyst_settings():
                      "Keep it under waitress's 5 s shutdown grace, so SIGTERM answers every request in hand."),
         Setting("kloyst.webhooks.max_attempts", "WEBHOOK_MAX_ATTEMPTS", 8, int,
                 help="Failed applications of a webhook delivery before it is left processed with its error."),
-        Setting("kloyst.webhooks.retention_days", "WEBHOOK_RETENTION_DAYS", 7, int,
-                help="Processed webhook deliveries are deleted after this many days."),
+        WEBHOOK_RETENTION,
+        OUTBOX_RETENTION,
+        *retention.SETTINGS,
         Setting("kloyst.heartbeat.interval_seconds", "HEARTBEAT_INTERVAL_SECONDS", 1.0, float,
                 help="How often every kloyst process records that it is alive (process_heartbeat)."),
         Setting("kloyst.heartbeat.dead_after_seconds", "HEARTBEAT_DEAD_AFTER_SECONDS", 6.0, float,
@@ -59,6 +71,30 @@ def kloyst_settings():
 @hookimpl
 def kloyst_outbox_handlers():
     return {mail.TOPIC: mail.deliver, events.TOPIC: events.deliver, TASK_TOPIC: run_task_event}
+
+
+@hookimpl
+def kloyst_retention_policies():
+    outbox, webhooks = OutboxEvent.__table__, WebhookDelivery.__table__
+    return [
+        retention.RetentionPolicy(
+            "kloyst.outbox_events", OUTBOX_RETENTION, removes="delivered outbox events",
+            rows=retention.BySequence(outbox, age=outbox.c.created_at,
+                                      where=[outbox.c.status == OutboxStatus.DELIVERED],
+                                      also_older=[outbox.c.delivered_at])),
+        retention.RetentionPolicy(
+            "kloyst.webhook_deliveries", WEBHOOK_RETENTION, removes="processed Meta webhook deliveries",
+            rows=retention.BySequence(webhooks, age=webhooks.c.received_at,
+                                      also_older=[webhooks.c.processed_at])),
+    ]
+
+
+@hookimpl
+def kloyst_background_services(registry, mode):
+    """The retention pass on a timer, beside the relay (OUTBOX; ALL on the embedded default)."""
+    if mode not in ("OUTBOX", "ALL") or registry.settings["kloyst.retention.interval_seconds"] <= 0:
+        return []
+    return [retention.RetentionService(registry, retention.policies(registry)).start()]
 
 
 @hookimpl

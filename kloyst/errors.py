@@ -52,6 +52,12 @@ class Conflict(ApiError):
     status, code = 409, "conflict"
 
 
+class Gone(ApiError):
+    """What was asked for existed and will not again (pruned by retention, quarantined): retrying cannot help."""
+
+    status, code = 410, "gone"
+
+
 class PayloadTooLarge(ApiError):
     status, code = 413, "payload_too_large"
 

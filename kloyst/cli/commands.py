@@ -5,13 +5,15 @@ from __future__ import annotations
 import getpass
 import os
 import secrets
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from pydantic import EmailStr
 from sqlalchemy import func, select
 
-from kloyst import runner
+from kloyst import retention, runner
 from kloyst.accounts.models import Role, User, Vendor
 from kloyst.auth.passwords import hash_password
 from kloyst.auth.services import create_platform_admin
@@ -115,6 +117,8 @@ def cmd_db(args) -> int:
     ensure_var_dirs(registry)
     engine = registry["kloyst.engine"]
     pm = registry["kloyst.plugin_manager"]
+    if args.action == "prune":
+        return _prune(registry, args.only)
     if args.action == "upgrade":
         migrate.upgrade(pm, engine, args.revision)
         print("database at", ", ".join(sorted(migrate.current(pm, engine))))
@@ -137,6 +141,29 @@ def cmd_db(args) -> int:
         return 1
     print("database is up to date and matches the models")
     return 0
+
+
+def _prune(registry, only: list[str] | None) -> int:
+    """``kloyst db prune``: one retention pass now, a line per policy as it finishes."""
+    policies = retention.policies(registry)
+    unknown = sorted(set(only or ()) - {policy.name for policy in policies})
+    if unknown:
+        print(f"no retention policy named {', '.join(unknown)}; there are: "
+              + ", ".join(policy.name for policy in policies), file=sys.stderr)
+        return 2
+
+    def report(pruned: retention.Pruned) -> None:
+        if pruned.days <= 0:
+            print(f"{pruned.policy}: kept forever (its setting is 0 days)")
+        else:
+            print(f"{pruned.policy}: removed {pruned.removed} older than {pruned.days} days "
+                  f"(before {pruned.cutoff:%Y-%m-%d %H:%M}) in {pruned.seconds:.1f} s")
+
+    stop = threading.Event()  # SIGTERM/SIGINT: finish the batch in hand (one short transaction), then stop
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    retention.Pruner(registry, policies, stop=stop).run(only=only or (), progress=report)
+    return 130 if stop.is_set() else 0
 
 
 def cmd_create_admin(args) -> int:
@@ -245,10 +272,13 @@ def add_commands(subparsers) -> None:
     run.add_argument("--migrate", action="store_true", help="apply migrations before starting")
     run.set_defaults(handler=cmd_run)
 
-    db = subparsers.add_parser("db", help="database migrations")
-    db.add_argument("action", choices=["upgrade", "current", "check"])
+    db = subparsers.add_parser("db", help="database migrations, and pruning what has expired")
+    db.add_argument("action", choices=["upgrade", "current", "check", "prune"],
+                    help="prune: remove the data older than its retention setting (docs/retention.md)")
     _ini(db)
     db.add_argument("--revision", default="heads", help="upgrade target (default: every head)")
+    db.add_argument("--only", action="append", metavar="POLICY",
+                    help="prune: only this retention policy (repeatable; default: every one)")
     db.set_defaults(handler=cmd_db)
 
     admin = subparsers.add_parser("create-admin", help="create a platform administrator")

@@ -137,10 +137,15 @@ class Metrics:
             "Second wamids Meta gave for one message (it was sent twice: a call whose answer and status both "
             "never reached Kloyst before it was sent again), counted once each, by who found it.",
             ["detected_by"], registry=r)
+        self.retention_removed = Counter(
+            "kloyst_retention_removed_rows",
+            "Rows the retention pass removed (or, for files, emptied) because they expired, by policy "
+            "(docs/retention.md); every policy of the process is exported from 0.",
+            ["policy"], registry=r)
         self.own_collectors = [self.http_request_duration, self.webhook_deliveries_received,
                                self.webhook_deliveries_drained, self.webhook_changes_dropped, self.message_status,
                                self.import_rows, self.import_chunks, self.outbox_published, self.message_wamids_adopted,
-                               self.message_duplicate_sends]
+                               self.message_duplicate_sends, self.retention_removed]
         for attribute, values in KNOWN_LABELS.items():
             for value in values:
                 getattr(self, attribute).labels(value)

@@ -299,6 +299,22 @@ def kloyst_metrics(registry):
 
 
 @hookspec
+def kloyst_retention_policies(settings):
+    """Say what of the plugin's data expires, and after how long (a platform hook).
+
+    Called: by the retention pass (``kloyst db prune`` and the OUTBOX process's timer, see
+    :mod:`kloyst.retention`), on every installed plugin: expiry does not depend on which vendors
+    enabled the plugin.
+    Args:
+        settings: the application's settings (where the plugin keeps files, for a policy that deletes them).
+    Returns: a list of :class:`kloyst.api.RetentionPolicy`; names (``"<plugin>.<data>"``) are
+    unique across plugins. Each policy's setting is also declared in ``kloyst_settings``, with a
+    default an operator would expect and its reason in ``help``; document both in the plugin's docs.
+    Not firstresult: every plugin's list is collected.
+    """
+
+
+@hookspec
 def kloyst_demo_data(db, vendor_id):
     """Seed what the embedded default's demo vendor needs to try the plugin end to end.
 

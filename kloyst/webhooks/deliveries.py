@@ -13,7 +13,7 @@ import datetime as dt
 import hashlib
 from dataclasses import dataclass
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -132,12 +132,6 @@ def mark_failed(db, delivery: Delivery, error: str, *, retry_in: float | None) -
     else:
         values["next_attempt_at"] = now + dt.timedelta(seconds=retry_in)
     db.execute(update(_TABLE).where(_TABLE.c.id == delivery.id).values(**values))
-
-
-def purge_processed(db, older_than: dt.datetime, chunk: int = 10_000) -> int:
-    """Delete up to ``chunk`` deliveries processed before ``older_than``; how many went."""
-    old = select(_TABLE.c.id).where(_TABLE.c.processed_at < older_than).limit(chunk)
-    return db.execute(delete(_TABLE).where(_TABLE.c.id.in_(old.scalar_subquery()))).rowcount
 
 
 def unprocessed_changes(db, *, received_since: dt.datetime, limit: int = 50_000) -> list[WebhookChange]:

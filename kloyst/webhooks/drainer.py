@@ -28,12 +28,11 @@ that the next batch gathers (the per-delivery cost of a pass falls fourfold from
 deliveries: measured 0.37 → 0.08 ms of CPU); an idle drainer wakes the moment its process
 stores a delivery, and otherwise polls for due rows, backing off to a second. Stopping, it
 gives back what it holds in hand (due at once, for another drainer). Processed deliveries
-older than ``kloyst.webhooks.retention_days`` are deleted every few minutes.
+expire after ``kloyst.webhooks.retention_days`` (the core's retention policy, :mod:`kloyst.retention`).
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import threading
 import time
@@ -43,7 +42,7 @@ from collections import defaultdict
 import transaction
 
 from kloyst import metrics as kmetrics
-from kloyst.db import session_scope, tenancy, utcnow
+from kloyst.db import session_scope, tenancy
 from kloyst.outbox.context import TaskContext
 from kloyst.outbox.delivery import backoff_seconds
 from kloyst.plugins.enablement import enabled_plugins
@@ -56,7 +55,6 @@ log = logging.getLogger(__name__)
 # A claimed delivery not finished by then is due again: its drainer died. Short, so that a killed process's
 # deliveries are applied within seconds; a pass takes well under a second, and applying twice is harmless.
 LEASE_SECONDS = 10
-PURGE_EVERY_SECONDS = 600
 MIN_PAUSE_SECONDS = 0.05
 MAX_PAUSE_SECONDS = 1.0
 LINGER_SECONDS = 0.2  # after a partial batch: what the next one may wait for more webhooks to join it
@@ -123,7 +121,6 @@ class Drainer:
         self.batch_size = self.settings["kloyst.webhooks.batch_size"]
         self.lease_seconds = LEASE_SECONDS
         self._in_hand = _InHand(LEASE_SECONDS)
-        self._next_purge = 0.0
 
     def _session(self, vendor_id=tenancy.ALL_VENDORS, manager=None):
         # Looked up on every use: tests swap the session factory for one inside their transaction.
@@ -179,7 +176,6 @@ class Drainer:
         if due:
             handled += len(due)
             self.apply(due)
-        self._purge_when_due()
         return handled
 
     def _give_back(self) -> None:
@@ -194,19 +190,6 @@ class Drainer:
                         type(exc).__name__, exc)
             return
         log.info("gave back %s webhook deliveries this drainer held", len(held))
-
-    def _purge_when_due(self) -> None:
-        now = time.monotonic()
-        if now < self._next_purge:
-            return
-        self._next_purge = now + PURGE_EVERY_SECONDS
-        cutoff = utcnow() - dt.timedelta(days=self.settings["kloyst.webhooks.retention_days"])
-        purged = chunk = 10_000
-        while purged == chunk:
-            with self._session() as db:
-                purged = deliveries.purge_processed(db, cutoff, chunk)
-            if purged:
-                log.info("deleted %s processed webhook deliveries older than %s", purged, cutoff.date())
 
     # -- applying ------------------------------------------------------------------------
 

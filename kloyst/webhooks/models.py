@@ -25,9 +25,6 @@ class WebhookDelivery(Base):
         # The drainer's claim of retries and of rows a dead drainer left behind.
         Index("ix_webhook_delivery_due", "next_attempt_at", postgresql_where=text("processed_at IS NULL"),
               sqlite_where=text("processed_at IS NULL")),
-        # Retention: processed rows past their age.
-        Index("ix_webhook_delivery_processed", "processed_at", postgresql_where=text("processed_at IS NOT NULL"),
-              sqlite_where=text("processed_at IS NOT NULL")),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)

@@ -98,7 +98,9 @@ class ContactAuditLog(TenantScoped, Base):
     """
 
     __tablename__ = "contact_audit_log"
-    __table_args__ = (Index("ix_contact_audit_log_contact", "vendor_id", "contact_id", "created_at"),)
+    __table_args__ = (Index("ix_contact_audit_log_contact", "vendor_id", "contact_id", "created_at"),
+                      # Retention: each vendor's entries oldest first (kloyst_plugins.contacts.retention).
+                      Index("ix_contact_audit_log_vendor_created", "vendor_id", "created_at", "id"))
 
     # Indexed by ix_contact_audit_log_contact, which leads with it.
     vendor_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("vendor.id", ondelete="CASCADE"), nullable=False)

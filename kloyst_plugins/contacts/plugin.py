@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from kloyst.api import PluginMeta, hookimpl
-from kloyst_plugins.contacts import merge
+from kloyst_plugins.contacts import merge, retention
 
 plugin_meta = PluginMeta(description="Contacts: encrypted numbers and names, labels, attributes, opt-outs, audit, "
                                      "export.")
@@ -27,3 +27,13 @@ def kloyst_encrypted_fields():
 
     return [EncryptedFields(Contact, {"mobile_enc": "mobile", "name_enc": "name", "bsuid_enc": "bsuid",
                                      "parent_bsuid_enc": "parent_bsuid", "username_enc": "username"})]
+
+
+@hookimpl
+def kloyst_settings():
+    return [retention.AUDIT_LOG]
+
+
+@hookimpl
+def kloyst_retention_policies():
+    return [retention.POLICY]

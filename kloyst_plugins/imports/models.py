@@ -93,6 +93,8 @@ class ContactImportJob(TenantScoped, Timestamped, Base):
     started_at: Mapped[dt.datetime | None]
     finished_at: Mapped[dt.datetime | None]
     cancelled_at: Mapped[dt.datetime | None]
+    # When retention deleted the file, its sample rows and its rejected rows (imports.file_retention_days).
+    file_removed_at: Mapped[dt.datetime | None]
 
 
 class ContactImportChunk(TenantScoped, Base):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from kloyst.api import hookimpl, PluginMeta, Setting
-from kloyst_plugins.imports import scanning
+from kloyst_plugins.imports import retention, scanning
 
 plugin_meta = PluginMeta(description="Contact imports from CSV and XLSX: hardened upload, virus scan, column "
                                      "mapping, merge strategies, parallel chunks.", requires=("contacts",))
@@ -33,6 +33,7 @@ def kloyst_settings():
         Setting("imports.xlsx_max_ratio", "IMPORTS_XLSX_MAX_RATIO", 100, int,
                 help="Zip guard: the highest compression ratio a part (of 1 MiB or more) may have; higher is "
                      "how zip bombs look. This, with imports.max_upload_bytes, is what stops bombs."),
+        retention.FILES,
     ]
 
 
@@ -42,6 +43,11 @@ def kloyst_routes(config):
     # an unscanned mode that could be reached from beyond this machine, before anything runs.
     scanning.check_settings(config.get_settings())
     config.include(".views")
+
+
+@hookimpl
+def kloyst_retention_policies(settings):
+    return [retention.policy(settings)]
 
 
 @hookimpl

@@ -67,6 +67,9 @@ class ImportJobOut(Answer):
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
     cancelled_at: dt.datetime | None
+    file_removed_at: dt.datetime | None = Field(
+        description="When the uploaded file, its sample rows and its rejected rows were deleted (retention: "
+                    "imports.file_retention_days); the counts stay.")
 
 
 class ImportAnswer(Answer):

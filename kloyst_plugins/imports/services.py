@@ -178,4 +178,5 @@ def job_json(job: ContactImportJob) -> dict:
         "started_at": job.started_at,
         "finished_at": job.finished_at,
         "cancelled_at": job.cancelled_at,
+        "file_removed_at": job.file_removed_at,
     }

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from pyramid.response import Response
 from sqlalchemy import select
 
-from kloyst.api import as_bool, Conflict, openapi, Page, paginate, Unprocessable, UnsupportedMediaType
+from kloyst.api import as_bool, Conflict, Gone, openapi, Page, paginate, Unprocessable, UnsupportedMediaType
 from kloyst_plugins.contacts.api import strategies_for
 from kloyst_plugins.imports import mapping, report, scanning, services, sniff, storage, upload, zipguard
 from kloyst_plugins.imports.mapping import MappingBody
@@ -118,6 +118,10 @@ def put_mapping(request):
 
 def rejected_csv(request):
     job = request.context
+    if job.file_removed_at is not None:
+        raise Gone(f"the rejected rows were deleted with the file on {job.file_removed_at:%Y-%m-%d} (imports are "
+                   "kept imports.file_retention_days days); the counts are still in GET /v1/imports/{job.id}",
+                   code="report_removed")
     response = Response(content_type="text/csv", charset="utf-8")
     response.content_disposition = f'attachment; filename="import-{job.id}-rejected.csv"'
     response.app_iter = report.iter_report(request.registry["kloyst.session_factory"], job.vendor_id, job.id)

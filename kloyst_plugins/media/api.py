@@ -36,7 +36,7 @@ class MediaItem:
     vendor_id: uuid.UUID
     direction: str  # Direction: outbound (uploaded) | inbound (from a customer)
     kind: str  # image | video | audio | document | sticker
-    status: str  # MediaStatus: pending | stored | quarantined | expired | failed
+    status: str  # MediaStatus: pending | stored | quarantined | expired | failed | removed
     mime_type: str | None
     size_bytes: int | None
     sha256: str | None

@@ -9,7 +9,9 @@
   disk, the row says what happened, and the content is never served;
 * ``expired`` — Meta no longer has the media (its ids from webhooks live 7 days);
 * ``failed`` — given up, ``error`` says why (retries exhausted, a permanent Meta error, a file
-  WhatsApp would not take).
+  WhatsApp would not take);
+* ``removed`` — its retention ran out (``media.retention_days``): the file and its key are gone,
+  the row says what it was.
 
 Uploaded media (``direction = outbound``) are only ever recorded ``stored``: a refused upload
 leaves no row. Inbound media are linked to their message (``inbound_id``, unique per vendor:
@@ -36,6 +38,7 @@ class MediaStatus(str, enum.Enum):
     QUARANTINED = "quarantined"
     EXPIRED = "expired"
     FAILED = "failed"
+    REMOVED = "removed"
 
 
 class Direction(str, enum.Enum):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from kloyst.api import as_scan_mode, EncryptedFields, events, hookimpl, PluginMeta, SCAN_REQUIRED, Setting
-from kloyst_plugins.media import scanning, services, tasks
+from kloyst_plugins.media import retention, scanning, services, tasks
 from kloyst_plugins.media.models import Media
 from kloyst_plugins.media.storage import KEY_FIELD
 
@@ -27,7 +27,13 @@ def kloyst_settings():
                      "machine only (development.ini): nothing is scanned and every media says so; refused when "
                      "the API can be reached from beyond this machine. With a scanner configured (CLAMD_ADDRESS, "
                      "shared with imports) media are scanned even when this says off."),
+        retention.FILES,
     ]
+
+
+@hookimpl
+def kloyst_retention_policies(settings):
+    return [retention.policy(settings)]
 
 
 @hookimpl

@@ -22,7 +22,7 @@ class MediaOut(Answer):
     kind: Kind
     status: MediaStatus = Field(description="`pending`, `stored` (the only one whose content is served), "
                                             "`quarantined` (failed the virus scan), `expired` (gone at Meta), "
-                                            "`failed` (see `error`).")
+                                            "`failed` (see `error`), `removed` (its retention ran out).")
     phone_number_id: uuid.UUID
     inbound_id: uuid.UUID | None = Field(description="The inbound message that carried it.")
     meta_media_id: str | None = Field(description="Meta's media id (an upload's is what a reply sends).")

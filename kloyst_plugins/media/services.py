@@ -153,6 +153,9 @@ def content_or_refusal(media: Media) -> None:
     if media.status == MediaStatus.EXPIRED.value:
         raise _status_error(410, "media_expired", "WhatsApp no longer has this media (media ids in messages live 7 "
                             "days), so it cannot be served; ask the customer to send it again", media)
+    if media.status == MediaStatus.REMOVED.value:
+        raise _status_error(410, "media_removed", "the media was deleted when its retention ran out "
+                            "(media.retention_days); it cannot be served any more", media)
     raise _status_error(410, "media_failed", f"the media could not be stored: {media.error}", media)
 
 

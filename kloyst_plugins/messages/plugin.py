@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from kloyst.api import as_bool, hookimpl, PluginMeta, Setting
+from kloyst_plugins.messages import retention
 
 plugin_meta = PluginMeta(description="Sending template messages through Meta at each number's throughput, with "
                                      "retries, dead letters, delivery statuses and inbound messages from webhooks.",
@@ -33,7 +34,13 @@ def kloyst_settings():
         Setting("messages.opt_out_keywords", "MESSAGES_OPT_OUT_KEYWORDS", "", parse_keywords,
                 help="Comma-separated words that, sent alone by a customer, opt them out (STOP and UNSUBSCRIBE "
                      "always do); compared trimmed and upper-case."),
+        *retention.SETTINGS,
     ]
+
+
+@hookimpl
+def kloyst_retention_policies():
+    return list(retention.POLICIES)
 
 
 @hookimpl

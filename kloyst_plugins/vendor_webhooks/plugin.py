@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from kloyst.api import as_bool, events, hookimpl, PluginMeta, Setting
+from kloyst_plugins.vendor_webhooks import retention
 
 plugin_meta = PluginMeta(description="Outgoing webhooks a vendor registers (signed, retried for a day, "
                                      "dead-lettered, redeliverable) and an event feed to poll.",
@@ -46,7 +47,13 @@ def kloyst_settings():
                 help="Endpoints one vendor may register."),
         Setting(key + "secret_overlap_seconds", "VENDOR_WEBHOOKS_SECRET_OVERLAP_SECONDS", 86400.0, float,
                 help="After a secret rotation, how long the previous secret also signs deliveries."),
+        retention.EVENTS,
     ]
+
+
+@hookimpl
+def kloyst_retention_policies():
+    return [retention.POLICY]
 
 
 @hookimpl

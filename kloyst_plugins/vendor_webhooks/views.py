@@ -11,9 +11,9 @@ from __future__ import annotations
 import base64
 import binascii
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from kloyst.api import no_content, Page, paginate, Unprocessable
+from kloyst.api import Gone, no_content, Page, paginate, Unprocessable
 from kloyst_plugins.vendor_webhooks.bodies import event_id, events_json, FeedRow
 from kloyst_plugins.vendor_webhooks.models import VendorEvent, VendorEventCounter, WebhookDelivery, WebhookEndpoint
 from kloyst_plugins.vendor_webhooks.schemas import (DeliveryAnswer, DeliveryListQuery, DeliveryPage, EndpointAnswer,
@@ -141,12 +141,29 @@ def event_feed(request):
     else:
         latest = 0
     rows = request.db.scalars(statement.order_by(VendorEvent.seq).limit(query.limit)).all()
+    if after and (not rows or rows[0].seq > after + 1):
+        _check_not_pruned(request, after)
     feed = [FeedRow(r.id, r.vendor_id, r.type, r.occurred_at, r.payload) for r in rows]
     last = rows[-1].seq if rows else after
     if len(rows) < query.limit:
         last = max(last, latest)
     return {"items": events_json(request.db, request.registry["kloyst.cipher"], feed),
             "next_cursor": encode_feed_cursor(last)}
+
+
+def _check_not_pruned(request, after: int) -> None:
+    """410 when events after the cursor were pruned (``vendor_webhooks.retention_days``): the poller missed them.
+
+    Only asked when the page does not start right after the cursor (a filtered page, an empty one, or a gap),
+    so a poller that keeps up pays nothing for it; then it is one look-up on ``(vendor_id, seq)``.
+    """
+    oldest = request.db.scalar(select(func.min(VendorEvent.seq)))
+    latest = request.db.scalar(select(VendorEventCounter.last_seq)) or 0
+    missing = oldest - 1 if oldest is not None else latest  # the newest seq that is gone
+    if missing > after:
+        days = request.registry.settings["vendor_webhooks.retention_days"]
+        raise Gone(f"events after this cursor were pruned (the feed keeps {days} days): poll again without "
+                   f"`after` to start from the oldest event kept", code="cursor_expired", details={"field": "after"})
 
 
 # Where a vendor's events (customers' messages among them) are sent is the admins' decision; members read.

@@ -178,19 +178,6 @@ def test_a_delivery_whose_claim_ran_out_is_applied_by_the_next_drainer(registry,
     assert build.reload(message).status == MessageStatus.DELIVERED.value
 
 
-def test_processed_deliveries_past_the_retention_are_deleted(registry, db):
-    now = utcnow()
-    rows = {name: WebhookDelivery(dedupe_key=delivery_rows.dedupe_key(name.encode()), body=name.encode(),
-                                  received_at=now - dt.timedelta(days=30), next_attempt_at=now + dt.timedelta(days=1),
-                                  processed_at=processed)
-            for name, processed in (("old", now - dt.timedelta(days=8)), ("recent", now - dt.timedelta(days=1)),
-                                    ("unfinished", None))}
-    db.add_all(rows.values())
-    db.commit()
-    drain_once(registry)
-    assert sorted(d.body.decode() for d in deliveries(db)) == ["recent", "unfinished"]
-
-
 def test_a_plugin_applies_a_field_of_its_own_only_for_vendors_that_enabled_it(testapp, registry, db, build):
     with_probe = build.line("With probe", plugins=(*PLUGINS, "probe"))
     without = build.line("Without probe")
