@@ -1,5 +1,6 @@
-"""Retention in the deployments people run: an OUTBOX process on PostgreSQL and Redis, and the embedded default's
-one process on SQLite, each prune what has expired on their own timer and stop cleanly on SIGTERM.
+"""Retention in the deployments people run: an OUTBOX process on PostgreSQL and Redis (directly and through
+PgBouncer), and the embedded default's one process on SQLite, each prune what has expired on their own timer and
+stop cleanly on SIGTERM.
 
 The rows are aged by hand (a week and a day old); ``RETENTION_INTERVAL_SECONDS=1`` makes the first pass
 come a second after start-up instead of a minute.
@@ -63,14 +64,15 @@ def _wait_pruned(engine: sa.Engine, service_output, timeout: float = 60) -> None
     raise AssertionError(f"not pruned within {timeout} s: {_left(engine)}\n{service_output()}")
 
 
-def test_an_outbox_process_on_postgresql_prunes_on_its_timer_and_stops_cleanly(request, tmp_path, kloyst_redis_url):
+def test_an_outbox_process_on_postgresql_prunes_on_its_timer_and_stops_cleanly(request, tmp_path, kloyst_redis_url,
+                                                                               kloyst_route):
     worker = getattr(request.config, "workerinput", {}).get("workerid", "main")
     name = f"kloyst_retention_{worker}"
     database_url = testing.create_database(name)
     engine = sa.create_engine(database_url)
     keys = {k: v for k, v in testing.TEST_SETTINGS.items() if not k.startswith("kloyst.queue.")}
     deployment = Deployment.from_settings(tmp_path, {
-        **keys, "kloyst.database.url": database_url, "kloyst.redis.url": kloyst_redis_url,
+        **keys, "kloyst.database.url": kloyst_route(database_url), "kloyst.redis.url": kloyst_redis_url,
         "kloyst.queue.backend": "redis", "kloyst.queue.name": f"retention-{uuid.uuid4().hex[:8]}",
         "kloyst.retention.interval_seconds": "1", "kloyst.retention.batch_size": "500"})
     outbox = deployment.add("outbox", "OUTBOX")
@@ -83,7 +85,9 @@ def test_an_outbox_process_on_postgresql_prunes_on_its_timer_and_stops_cleanly(r
         with engine.connect() as connection:  # OUTBOX runs no drainer: the unprocessed delivery is untouched
             assert connection.scalar(sa.text("SELECT count(*) FROM webhook_delivery WHERE processed_at IS NULL")) == 1
         assert http_json(f"http://127.0.0.1:{outbox.metrics_port}/healthz")[0] == 200
-        scraped = urllib.request.urlopen(f"http://127.0.0.1:{outbox.metrics_port}/metrics", timeout=5).read().decode()
+        metrics_url = f"http://127.0.0.1:{outbox.metrics_port}/metrics"
+        urllib.request.urlopen(metrics_url, timeout=5).read()  # a series' first scrape shows it at 0
+        scraped = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
         assert f'kloyst_retention_removed_rows_total{{policy="kloyst.outbox_events"}} {EXPIRED}.0' in scraped
         assert 'kloyst_retention_removed_rows_total{policy="messages.messages"} 0.0' in scraped
         assert deployment.stop() == {"outbox": 0}
