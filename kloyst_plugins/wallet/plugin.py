@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from kloyst.api import hookimpl, PluginMeta, Setting
+from kloyst_plugins.wallet.check import INTERVAL, WalletCheck
 
 plugin_meta = PluginMeta(description="A prepaid wallet per vendor: append-only ledger, holds, captures, top-ups.")
 model_modules = ("kloyst_plugins.wallet.models",)
@@ -16,6 +17,7 @@ def kloyst_settings():
         Setting("wallet.default_currency", "WALLET_DEFAULT_CURRENCY", "USD", parse_currency,
                 help="ISO 4217 currency of a vendor's wallet when it is first opened (existing wallets keep "
                      "theirs)."),
+        INTERVAL,
     ]
 
 
@@ -54,4 +56,12 @@ def kloyst_demo_data(db, vendor_id):
 def kloyst_metrics(registry):
     from kloyst_plugins.wallet.metrics import WalletGauges
 
-    return [WalletGauges(registry)]
+    return [WalletGauges(registry), WalletCheck.of(registry)]
+
+
+@hookimpl
+def kloyst_background_services(registry, mode):
+    """The wallet check on its timer, beside the relay (OUTBOX; ALL on the embedded default)."""
+    if mode not in ("OUTBOX", "ALL") or registry.settings[INTERVAL.key] <= 0:
+        return []
+    return [WalletCheck.of(registry).start()]

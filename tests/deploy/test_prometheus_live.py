@@ -262,7 +262,8 @@ def live(tmp_path_factory, kloyst_redis_url):
         clamd.start()
         deployment = Deployment.from_settings(directory / "kloyst", deployment_settings(
             database_url, kloyst_redis_url, f"http://127.0.0.1:{sandbox_port}", **{
-                "imports.clamd_address": clamd.address}))
+                "imports.clamd_address": clamd.address,
+                "wallet.check_interval_seconds": "1"}))  # the wallet check's gauges within the traffic window
         for service, mode in SERVICES:
             deployment.add(service, mode)
         for command in (("db", "upgrade"), ("pricing", "load-card", "--development")):
@@ -392,6 +393,12 @@ def test_every_alert_rule_is_evaluated_without_error(live):
         assert [rule["name"] for rule in group["rules"]] == shipped
         for rule in group["rules"]:
             assert rule["health"] == "ok" and not rule.get("lastError"), (group["name"], rule)
+
+
+def test_the_relay_checks_the_wallets_and_prometheus_reads_that_they_agree(live):
+    [violations] = live.prometheus.query('kloyst_wallet_check_violations{job="outbox-relay"}')
+    [finished] = live.prometheus.query("time() - kloyst_wallet_check_last_success_timestamp_seconds")
+    assert float(violations["value"][1]) == 0 and float(finished["value"][1]) < 60
 
 
 def test_no_alert_fires_on_a_healthy_deployment_even_without_its_wait(live):
