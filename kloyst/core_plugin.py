@@ -11,6 +11,7 @@ from __future__ import annotations
 from kloyst import events, mail, retention
 from kloyst.cli import commands
 from kloyst.config import Setting
+from kloyst.metrics import tls
 from kloyst.outbox import cli as outbox_cli
 from kloyst.outbox.models import OutboxEvent, OutboxStatus
 from kloyst.plugins.manager import PluginMeta, hookimpl
@@ -59,6 +60,10 @@ def kloyst_settings():
                 help="Failed applications of a webhook delivery before it is left processed with its error."),
         WEBHOOK_RETENTION,
         OUTBOX_RETENTION,
+        Setting(tls.SETTING, "TLS_PROBE_TARGETS", "", tls.as_probe_targets,
+                help="Comma-separated host or host:port (443) whose TLS certificate OUTBOX and ALL probe every five "
+                     "minutes and export the expiry of (kloyst_tls_certificate_expiry_timestamp_seconds): the public "
+                     "names nginx serves. Empty: no probe."),
         *retention.SETTINGS,
         Setting("kloyst.heartbeat.interval_seconds", "HEARTBEAT_INTERVAL_SECONDS", 1.0, float,
                 help="How often every kloyst process records that it is alive (process_heartbeat)."),

@@ -30,6 +30,7 @@ from sqlalchemy import func, select, text
 
 from kloyst.db import utcnow
 from kloyst.outbox.connections import Transaction
+from kloyst.metrics.tls import TlsCertificates
 from kloyst.outbox.models import OutboxEvent, OutboxStatus
 from kloyst.version import __version__
 
@@ -240,4 +241,4 @@ class BuildInfo(_CheapCollector):
 
 def core_collectors(registry) -> list:
     """The core's shared collectors (plugins add theirs through ``kloyst_metrics``)."""
-    return [OutboxGauges(registry), QueueDepth(registry), WebhookBacklog(registry)]
+    return [OutboxGauges(registry), QueueDepth(registry), WebhookBacklog(registry), TlsCertificates(registry)]

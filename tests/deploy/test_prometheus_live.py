@@ -54,6 +54,7 @@ from kloyst.testing.clamd import ClamdServer
 from kloyst.testing.deployment import Deployment, Sandbox, http_json
 from kloyst.testing.processes import eventually, free_port
 from kloyst.testing.prometheus import Prometheus, render, render_config
+from kloyst.testing.tls import TlsServer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "chaos"))
 
@@ -256,6 +257,8 @@ def live(tmp_path_factory, kloyst_redis_url):
     database_url = testing.create_database(name)
     directory = tmp_path_factory.mktemp("prometheus-live")
     clamd = ClamdServer(directory / "clamd")
+    # The certificate nginx would serve, 60 days from its end: the OUTBOX process probes it.
+    certificate = TlsServer(directory / "tls", datetime.now(timezone.utc) + timedelta(days=60)).start()
     sandbox_port = free_port()
     deployment = sandbox = prometheus = registry = None
     try:
@@ -263,7 +266,8 @@ def live(tmp_path_factory, kloyst_redis_url):
         deployment = Deployment.from_settings(directory / "kloyst", deployment_settings(
             database_url, kloyst_redis_url, f"http://127.0.0.1:{sandbox_port}", **{
                 "imports.clamd_address": clamd.address,
-                "wallet.check_interval_seconds": "1"}))  # the wallet check's gauges within the traffic window
+                "wallet.check_interval_seconds": "1",  # the wallet check's gauges within the traffic window
+                "kloyst.metrics.tls_probe_targets": certificate.target}))
         for service, mode in SERVICES:
             deployment.add(service, mode)
         for command in (("db", "upgrade"), ("pricing", "load-card", "--development")):
@@ -303,6 +307,7 @@ def live(tmp_path_factory, kloyst_redis_url):
         if sandbox is not None:
             sandbox.stop()
         clamd.stop()
+        certificate.stop()
         if registry is not None:
             registry["kloyst.engine"].dispose()
         testing.drop_database(name)
@@ -399,6 +404,12 @@ def test_the_relay_checks_the_wallets_and_prometheus_reads_that_they_agree(live)
     [violations] = live.prometheus.query('kloyst_wallet_check_violations{job="outbox-relay"}')
     [finished] = live.prometheus.query("time() - kloyst_wallet_check_last_success_timestamp_seconds")
     assert float(violations["value"][1]) == 0 and float(finished["value"][1]) < 60
+
+
+def test_the_relay_probes_the_certificate_and_prometheus_reads_when_it_expires(live):
+    [expiry] = live.prometheus.query('kloyst_tls_certificate_expiry_timestamp_seconds{job="outbox-relay"} - time()')
+    [success] = live.prometheus.query('kloyst_tls_probe_success{job="outbox-relay"}')
+    assert 59 * 86400 < float(expiry["value"][1]) < 60 * 86400 and float(success["value"][1]) == 1
 
 
 def test_no_alert_fires_on_a_healthy_deployment_even_without_its_wait(live):
