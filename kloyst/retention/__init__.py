@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, delete
+from sqlalchemy import Connection
 
 from kloyst import metrics
 from kloyst.config import Setting
@@ -42,6 +42,9 @@ SETTINGS = (
                  "timer off (then run `kloyst db prune` from cron)."),
     Setting("kloyst.retention.batch_size", "RETENTION_BATCH_SIZE", 5000, int,
             help="Rows removed per transaction while pruning: each batch holds its locks this long only."),
+    Setting("kloyst.retention.pause_ratio", "RETENTION_PAUSE_RATIO", 1.0, float,
+            help="After each batch, the pass waits this many times as long as the batch took (1: it prunes at most "
+                 "half the time), so the loops writing the same tables keep their pace; 0: no pause."),
 )
 
 # What a policy does with one batch of expired rows, in the batch's transaction. It may give back a callable to
@@ -65,12 +68,13 @@ class RetentionPolicy:
     removes: str
     action: Action | None = None
 
-    def apply(self, connection: Connection, rows: Sequence) -> Callable[[], None] | None:
-        if self.action is not None:
-            return self.action(connection, rows)
-        if rows:
-            connection.execute(delete(self.rows.table).where(self.rows.key.in_([row[0] for row in rows])))
-        return None
+    def prune_batch(self, connection: Connection, cutoff: dt.datetime, limit: int,
+                    cursor: Cursor) -> tuple[int, Callable[[], None] | None]:
+        """One batch in ``connection``'s transaction: how many rows, and what to run once it committed."""
+        if self.action is None:
+            return self.rows.delete(connection, cutoff, limit, cursor), None
+        rows = self.rows.batch(connection, cutoff, limit, cursor)
+        return len(rows), self.action(connection, rows)
 
 
 @dataclass(frozen=True)
@@ -128,14 +132,17 @@ class Pruner:
         cutoff = now - dt.timedelta(days=days)
         limit = self.registry.settings["kloyst.retention.batch_size"]
         started, removed, cursor = time.monotonic(), 0, Cursor()
+        pause_ratio = self.registry.settings["kloyst.retention.pause_ratio"]
         while not cursor.done and not self.stop.is_set():
+            begun = time.monotonic()
             with Transaction(self.registry) as connection:
-                rows = policy.rows.batch(connection, cutoff, limit, cursor)
-                after_commit = policy.apply(connection, rows)
+                count, after_commit = policy.prune_batch(connection, cutoff, limit, cursor)
             if after_commit is not None:
                 after_commit()
-            removed += len(rows)
-            self.removed.labels(policy.name).inc(len(rows))
+            removed += count
+            self.removed.labels(policy.name).inc(count)
+            if not cursor.done:  # room for the loops writing the same tables (the relay beside us)
+                self.stop.wait((time.monotonic() - begun) * pause_ratio)
         seconds = time.monotonic() - started
         if removed:
             log.info("retention: %s: %s older than %s days (before %s) in %.1f s", policy.name, removed, days,

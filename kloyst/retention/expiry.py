@@ -30,7 +30,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Column, ColumnElement, Connection, Table, select, tuple_
+from sqlalchemy import Column, ColumnElement, Connection, Table, func, select, tuple_
+from sqlalchemy import delete as sa_delete
 
 
 @dataclass
@@ -51,8 +52,70 @@ def _locked(statement, connection: Connection):
     return statement
 
 
+class _Finder:
+    """What both finders share: a batch is a selection (:meth:`_selection`, ordered by :meth:`_order`) whose
+    last row moves the cursor (:meth:`_advance`); the rows can be fetched (:meth:`batch`) or deleted where
+    they are (:meth:`delete`)."""
+
+    table: Table
+    columns: Sequence[Column]
+
+    @property
+    def key(self) -> Column:
+        (key,) = self.table.primary_key.columns
+        return key
+
+    def batch(self, connection: Connection, cutoff: dt.datetime, limit: int, cursor: Cursor) -> Sequence:
+        """Up to ``limit`` expired rows after the cursor (locked until the transaction ends); moves the cursor.
+
+        Each row is the key, then ``columns``."""
+        selection = self._selection(connection, cutoff, limit, cursor)
+        if selection is None:
+            return []
+        order = self._order()
+        rows = connection.execute(_locked(select(*order, *self.columns).where(*selection)
+                                          .order_by(*order).limit(limit), connection)).all()
+        self._advance(connection, cursor, len(rows), tuple(rows[-1][:len(order)]) if rows else None, limit)
+        return [(row[len(order) - 1], *row[len(order):]) for row in rows]
+
+    def delete(self, connection: Connection, cutoff: dt.datetime, limit: int, cursor: Cursor) -> int:
+        """Delete up to ``limit`` expired rows after the cursor; how many. Moves the cursor.
+
+        On PostgreSQL one statement selects, locks and deletes them and answers one row (how many, and
+        the last one's key): a batch costs the process that prunes (an OUTBOX process, beside its relay)
+        almost nothing. Elsewhere the rows are fetched, then deleted by key.
+        """
+        if connection.dialect.name != "postgresql":
+            rows = self.batch(connection, cutoff, limit, cursor)
+            if rows:
+                connection.execute(sa_delete(self.table).where(self.key.in_([row[0] for row in rows])))
+            return len(rows)
+        selection = self._selection(connection, cutoff, limit, cursor)
+        if selection is None:
+            return 0
+        order = self._order()
+        doomed = select(self.key).where(*selection).order_by(*order).limit(limit).with_for_update(
+            skip_locked=True).cte("doomed")
+        gone = (sa_delete(self.table).where(self.key.in_(select(doomed.c[self.key.name])))
+                .returning(*order).cte("gone"))
+        last = connection.execute(select(func.count().over(), *(gone.c[c.name] for c in order))
+                                  .order_by(*(gone.c[c.name].desc() for c in order)).limit(1)).first()
+        count = last[0] if last is not None else 0
+        self._advance(connection, cursor, count, tuple(last[1:]) if last is not None else None, limit)
+        return count
+
+    def _order(self) -> tuple[Column, ...]:
+        raise NotImplementedError
+
+    def _selection(self, connection: Connection, cutoff: dt.datetime, limit: int, cursor: Cursor) -> list | None:
+        raise NotImplementedError
+
+    def _advance(self, connection: Connection, cursor: Cursor, count: int, last: tuple | None, limit: int) -> None:
+        raise NotImplementedError
+
+
 @dataclass(frozen=True)
-class BySequence:
+class BySequence(_Finder):
     """Expired rows of a table whose sequence key grows with ``age`` (written in time order).
 
     ``where`` narrows the rows that may go (``status = 'delivered'``), and ``also_older`` names times
@@ -67,14 +130,11 @@ class BySequence:
     also_older: Sequence[Column] = ()
     columns: Sequence[Column] = ()
 
-    @property
-    def key(self) -> Column:
-        (key,) = self.table.primary_key.columns
-        return key
+    def _order(self) -> tuple[Column, ...]:
+        return (self.key,)
 
-    def batch(self, connection: Connection, cutoff: dt.datetime, limit: int, cursor: Cursor) -> Sequence:
-        """Up to ``limit`` expired rows after the cursor (locked until the transaction ends); moves the cursor."""
-        if not cursor.bound_known:
+    def _selection(self, connection: Connection, cutoff: dt.datetime, limit: int, cursor: Cursor) -> list | None:
+        if not cursor.bound_known:  # the first key that has not expired: the pass stops there
             cursor.bound = connection.execute(select(self.key).where(self.age >= cutoff)
                                               .order_by(self.key).limit(1)).scalar()
             cursor.bound_known = True
@@ -83,17 +143,17 @@ class BySequence:
             conditions.append(self.key < cursor.bound)
         if cursor.after is not None:
             conditions.append(self.key > cursor.after)
-        rows = connection.execute(_locked(select(self.key, *self.columns).where(*conditions)
-                                          .order_by(self.key).limit(limit), connection)).all()
-        if len(rows) < limit:
+        return conditions
+
+    def _advance(self, connection: Connection, cursor: Cursor, count: int, last: tuple | None, limit: int) -> None:
+        if count < limit:
             cursor.done = True
-        if rows:
-            cursor.after = rows[-1][0]
-        return rows
+        if last is not None:
+            cursor.after = last[0]
 
 
 @dataclass(frozen=True)
-class ByGroupAndTime:
+class ByGroupAndTime(_Finder):
     """Expired rows of a table with an index on ``(group, age, id)``, group by group.
 
     ``groups`` is the table whose primary key lists the groups (``vendor`` for ``vendor_id``): it is
@@ -107,10 +167,8 @@ class ByGroupAndTime:
     where: Sequence[ColumnElement] = ()
     columns: Sequence[Column] = ()
 
-    @property
-    def key(self) -> Column:
-        (key,) = self.table.primary_key.columns
-        return key
+    def _order(self) -> tuple[Column, ...]:
+        return (self.age, self.key)
 
     def _next_group(self, connection: Connection, after) -> Any:
         (group_key,) = self.groups.primary_key.columns
@@ -119,21 +177,20 @@ class ByGroupAndTime:
             query = query.where(group_key > after)
         return connection.execute(query).scalar()
 
-    def batch(self, connection: Connection, cutoff: dt.datetime, limit: int, cursor: Cursor) -> Sequence:
-        """Up to ``limit`` expired rows of one group after the cursor; moves on to the next group when it is done."""
+    def _selection(self, connection: Connection, cutoff: dt.datetime, limit: int, cursor: Cursor) -> list | None:
         if cursor.group is None:
             cursor.group = self._next_group(connection, None)
             if cursor.group is None:
                 cursor.done = True
-                return []
+                return None
         conditions = [self.group == cursor.group, self.age < cutoff, *self.where]
         if cursor.after is not None:
             conditions.append(tuple_(self.age, self.key) > tuple_(*cursor.after))
-        rows = connection.execute(_locked(select(self.key, self.age, *self.columns).where(*conditions)
-                                          .order_by(self.age, self.key).limit(limit), connection)).all()
-        if len(rows) < limit:  # this group is done: the next one starts from its beginning
+        return conditions
+
+    def _advance(self, connection: Connection, cursor: Cursor, count: int, last: tuple | None, limit: int) -> None:
+        if count < limit:  # this group is done: the next one starts from its beginning
             cursor.group, cursor.after = self._next_group(connection, cursor.group), None
             cursor.done = cursor.group is None
-        else:
-            cursor.after = (rows[-1][1], rows[-1][0])
-        return [(row[0], *row[2:]) for row in rows]
+        elif last is not None:
+            cursor.after = last
