@@ -76,6 +76,7 @@ from kloyst.money import format_micros, MAX_BALANCE_MICROS, MICROS, MoneyError, 
 from kloyst.outbox import Outbox
 from kloyst.outbox.delivery import backoff_seconds
 from kloyst.outbox.models import OutboxEvent
+from kloyst.periodic import Periodic
 from kloyst.plugins import hookimpl, PluginMeta
 from kloyst.plugins.contracts import (
     Charge,
@@ -163,6 +164,7 @@ __all__ = [
     "OWNER_ALIVE",
     "Page",
     "paginate",
+    "Periodic",
     "parse",
     "PayloadTooLarge",
     "PaymentRequired",

@@ -99,7 +99,7 @@ def kloyst_background_services(registry, mode):
     """The retention pass on a timer, beside the relay (OUTBOX; ALL on the embedded default)."""
     if mode not in ("OUTBOX", "ALL") or registry.settings["kloyst.retention.interval_seconds"] <= 0:
         return []
-    return [retention.RetentionService(registry, retention.policies(registry)).start()]
+    return [retention.service(registry, retention.policies(registry)).start()]
 
 
 @hookimpl

@@ -4,7 +4,7 @@ Nothing Kloyst stores grows without bound. Each plugin declares, through ``kloys
 what of its data expires (a :class:`RetentionPolicy`: the rows, the setting that holds how many
 days they are kept, and what happens to an expired row), and one pass applies them all:
 ``kloyst db prune <ini>`` runs it once, and every OUTBOX process (ALL on the embedded default)
-runs it on a timer (:class:`RetentionService`). A setting of 0 days keeps that data forever.
+runs it on a timer (:func:`service`). A setting of 0 days keeps that data forever.
 
 The pass works in short batches (:mod:`kloyst.retention.expiry`): each is its own transaction of at
 most ``kloyst.retention.batch_size`` rows, so it holds no lock for long and the loops that write
@@ -29,10 +29,11 @@ from kloyst import metrics
 from kloyst.config import Setting
 from kloyst.db import utcnow
 from kloyst.outbox.connections import Transaction
+from kloyst.periodic import Periodic
 from kloyst.retention.expiry import ByGroupAndTime, BySequence, Cursor
 
-__all__ = ["ByGroupAndTime", "BySequence", "Pruned", "Pruner", "RetentionPolicy", "RetentionService",
-           "SETTINGS", "policies"]
+__all__ = ["ByGroupAndTime", "BySequence", "Pruned", "Pruner", "RetentionPolicy", "SETTINGS",
+           "policies", "service"]
 
 log = logging.getLogger(__name__)
 
@@ -150,37 +151,9 @@ class Pruner:
         return Pruned(policy.name, days, cutoff, removed, seconds)
 
 
-class RetentionService:
-    """The pruning pass on a timer, beside an OUTBOX (or ALL) process's relay.
-
-    The first pass comes a minute after start-up (or one interval, if shorter), so a restart
-    does not add a prune to the work of starting; a pass that fails is logged and tried again
-    at the next interval.
-    """
-
-    def __init__(self, registry, policies: Sequence[RetentionPolicy]) -> None:
-        self.interval = registry.settings["kloyst.retention.interval_seconds"]
-        self._stop = threading.Event()
-        self.pruner = Pruner(registry, policies, stop=self._stop)
-        self._thread = threading.Thread(target=self._loop, name="kloyst-retention", daemon=True)
-
-    def start(self) -> RetentionService:
-        self._thread.start()
-        return self
-
-    def is_alive(self) -> bool:
-        return self._thread.is_alive()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop between two batches: a batch in hand commits (it is one short transaction) or rolls back."""
-        self._stop.set()
-        self._thread.join(timeout)
-
-    def _loop(self) -> None:
-        wait = min(60.0, self.interval)
-        while not self._stop.wait(wait):
-            wait = self.interval
-            try:
-                self.pruner.run()
-            except Exception:
-                log.exception("retention: the pass failed; trying again in %s s", self.interval)
+def service(registry, policies: Sequence[RetentionPolicy]) -> Periodic:
+    """The pruning pass on a timer, beside an OUTBOX (or ALL) process's relay; stopping ends a pass between two
+    batches (a batch in hand is one short transaction: it commits or rolls back)."""
+    stop = threading.Event()
+    pruner = Pruner(registry, policies, stop=stop)
+    return Periodic("retention", registry.settings["kloyst.retention.interval_seconds"], pruner.run, stop=stop)

@@ -24,7 +24,6 @@ As with clamd (:mod:`kloyst.testing.clamd`), a missing nginx is a failure, never
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import re
 import shutil
@@ -35,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kloyst.testing.processes import free_port, stop_process
+from kloyst.testing.tls import self_signed_certificate
 
 MISSING = ("nginx is not installed: the nginx tests run the shipped config (nginx/) with a real nginx. Install "
            "Debian's nginx (apt-get install nginx); `make test` (scripts/run-tests) does.")
@@ -87,40 +87,6 @@ def _main_conf(root: Path) -> str:
     temp = "".join(f"\t{name} {root / 'temp' / name};\n" for name in TEMP_PATHS)
     return _replace(text, r"^\s*include\s+/etc/nginx/sites-enabled/\*;", f"{temp}\tinclude sites-enabled/*;",
                     where=where)
-
-
-def self_signed_certificate(hosts: list[str], directory: Path) -> tuple[Path, Path]:
-    """An ECDSA P-256 certificate for ``hosts`` (certbot's default key type) and its key, as PEM files.
-
-    It is its own CA (basicConstraints CA:TRUE, keyCertSign), so a client can trust exactly this
-    certificate with ``ssl.create_default_context(cafile=...)`` and keep hostname checks on.
-    """
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])])
-    now = dt.datetime.now(dt.timezone.utc)
-    certificate = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host) for host in hosts]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, content_commitment=False,
-                                     key_encipherment=False, data_encipherment=False, key_agreement=False,
-                                     crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    directory.mkdir(parents=True, exist_ok=True)
-    cert_path, key_path = directory / "fullchain.pem", directory / "privkey.pem"
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_path, key_path
 
 
 def htpasswd_line(user: str, password: str) -> str:

@@ -13,19 +13,18 @@ OUTBOX process (ALL on the embedded default) runs the same check every
 
 Nothing is exported before the first check has finished, a minute after start-up. The check only
 reads (each of its statements sees one snapshot, so money moving meanwhile is no disagreement),
-in a read-only transaction that on SQLite takes no write lock. :class:`WalletCheck` is both the
-service and the collector of its result: one per application (:meth:`WalletCheck.of`).
+in a read-only transaction that on SQLite takes no write lock. :class:`WalletCheck` runs it and is the
+collector of its result, one per application (:meth:`WalletCheck.of`); :func:`service` is its timer.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 
 from prometheus_client.core import GaugeMetricFamily
 
-from kloyst.api import read_only_connection, Setting
+from kloyst.api import Periodic, read_only_connection, Setting
 from kloyst_plugins.wallet.audit import invariant_violations
 
 log = logging.getLogger(__name__)
@@ -38,8 +37,13 @@ LOGGED = 20  # disagreements logged per check; the count says how many there are
 _REGISTRY_KEY = "wallet.check"
 
 
+def service(registry) -> Periodic:
+    """The check on its timer (``wallet.check_interval_seconds``), for ``kloyst_background_services``."""
+    return Periodic("wallet-check", registry.settings[INTERVAL.key], WalletCheck.of(registry).run_once)
+
+
 class WalletCheck:
-    """The periodic wallet check of this process: a service (``start``/``stop``) and a collector (its gauges)."""
+    """The wallet check of this process, and the collector of its last result (its gauges)."""
 
     @classmethod
     def of(cls, registry) -> WalletCheck:
@@ -52,8 +56,6 @@ class WalletCheck:
     def __init__(self, registry) -> None:
         self.registry = registry  # made while the application is configured: its engine comes later
         self._result: tuple[int, float] | None = None  # (violations, when the check finished: time.time())
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="kloyst-wallet-check", daemon=True)
 
     # -- the check -----------------------------------------------------------------------------
 
@@ -67,30 +69,6 @@ class WalletCheck:
             log.error("wallet check: %s disagreement(s) between wallets and their ledger", len(problems))
         self._result = (len(problems), time.time())
         return problems
-
-    # -- the service -----------------------------------------------------------------------------
-
-    def start(self) -> WalletCheck:
-        self._thread.start()
-        return self
-
-    def is_alive(self) -> bool:
-        return self._thread.is_alive()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop waiting for the next check; a check in progress (reads only) is left to finish or die with us."""
-        self._stop.set()
-        self._thread.join(timeout)
-
-    def _loop(self) -> None:
-        interval = self.registry.settings[INTERVAL.key]
-        wait = min(60.0, interval)
-        while not self._stop.wait(wait):
-            wait = interval
-            try:
-                self.run_once()
-            except Exception:
-                log.exception("wallet check: it could not finish; trying again in %s s", interval)
 
     # -- the collector ---------------------------------------------------------------------------
 

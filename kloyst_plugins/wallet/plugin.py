@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from kloyst.api import hookimpl, PluginMeta, Setting
+from kloyst_plugins.wallet import check
 from kloyst_plugins.wallet.check import INTERVAL, WalletCheck
 
 plugin_meta = PluginMeta(description="A prepaid wallet per vendor: append-only ledger, holds, captures, top-ups.")
@@ -64,4 +65,4 @@ def kloyst_background_services(registry, mode):
     """The wallet check on its timer, beside the relay (OUTBOX; ALL on the embedded default)."""
     if mode not in ("OUTBOX", "ALL") or registry.settings[INTERVAL.key] <= 0:
         return []
-    return [WalletCheck.of(registry).start()]
+    return [check.service(registry).start()]

@@ -10,7 +10,7 @@ from sqlalchemy import text
 
 from kloyst import metrics as kmetrics
 from kloyst import testing
-from kloyst_plugins.wallet.check import WalletCheck
+from kloyst_plugins.wallet.check import service, WalletCheck
 from kloyst_plugins.wallet.ledger import Ledger
 
 
@@ -58,15 +58,15 @@ def test_a_wallet_that_disagrees_with_its_ledger_is_logged_and_counted(committed
 
 def test_the_check_runs_on_its_timer_and_stops_when_asked(registry, monkeypatch):
     monkeypatch.setitem(registry.settings, "wallet.check_interval_seconds", 0.05)
-    check = WalletCheck(registry).start()
+    timer = service(registry).start()
     try:
         deadline = time.monotonic() + 10
-        while not check.collect()[0].samples and time.monotonic() < deadline:
+        while not WalletCheck.of(registry).collect()[0].samples and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert check.collect()[0].samples, "no check finished within 10 s"
+        assert WalletCheck.of(registry).collect()[0].samples, "no check finished within 10 s"
     finally:
-        check.stop(5)
-    assert not check.is_alive()
+        timer.stop(5)
+    assert not timer.is_alive()
 
 
 def test_the_check_is_served_with_the_shared_gauges(registry):
