@@ -221,15 +221,19 @@ def build_image(root: Path, base: str, tag: str, log: Path) -> str:
     """
     iidfile = log.with_suffix(".iid")
     with build_lock():
-        previous = cli("image", "inspect", "--format", "{{.Id}}", tag, check=False, timeout=30).stdout.strip()
-        _logged(log, cli("build", "--force-rm", "--network", "host", "--file", str(root / "docker" / "Dockerfile"),
-                            "--target", "runtime", "--build-arg", f"PYTHON_IMAGE={base}", "--iidfile", str(iidfile),
-                            "--tag", tag, str(root), timeout=1800))
-        image_id = iidfile.read_text().strip()
-        if previous and previous != image_id:
-            # The image the tag named before, untagged now: removed so that run after run does not fill the disk
-            # (Docker refuses while a container still uses it, which is fine).
-            cli("image", "rm", previous, check=False, timeout=120)
+        # The build stage under a tag of its own too: untagged, each rebuild would leave it behind, dangling.
+        for target, target_tag in (("build", f"{tag}-build"), ("runtime", tag)):
+            previous = cli("image", "inspect", "--format", "{{.Id}}", target_tag, check=False,
+                           timeout=30).stdout.strip()
+            _logged(log, cli("build", "--force-rm", "--network", "host", "--file",
+                             str(root / "docker" / "Dockerfile"), "--target", target, "--build-arg",
+                             f"PYTHON_IMAGE={base}", "--iidfile", str(iidfile), "--tag", target_tag, str(root),
+                             timeout=1800))
+            image_id = iidfile.read_text().strip()
+            if previous and previous != image_id:
+                # The image the tag named before, untagged now: removed so that run after run does not fill the
+                # disk (Docker refuses while a container still uses it, which is fine).
+                cli("image", "rm", previous, check=False, timeout=120)
     return image_id
 
 
