@@ -1,6 +1,7 @@
 """Benchmark: what one message costs the deployment people run: CPU per mode, rows, bytes and WAL, Redis per task.
 
-    .venv/bin/python bench/capacity.py [--recipients 20000] [--idle-seconds 10]
+    .venv/bin/python bench/capacity.py [--recipients 20000] [--idle-seconds 10] [--workers 1] [--webhooks 1]
+                                       [--relays 1]
 
 Starts the multi-process deployment (API_GATEWAY, WEBHOOK, WORKER, OUTBOX as separate ``kloyst run``
 processes on PostgreSQL and Redis) and the Meta sandbox (its own process, 1,000 mps, 100 ms latency,
@@ -14,6 +15,10 @@ until every message is read and every webhook applied. Measured around the campa
   table) and WAL bytes per message (``pg_current_wal_lsn``) in PostgreSQL;
 * Redis memory per queued task: outbox events relayed into a queue no worker reads
   (``INFO memory``'s ``used_memory``, before and after).
+
+``--workers``, ``--webhooks`` and ``--relays`` run that many processes of the mode (scaled out: the
+WEBHOOK processes share one port with ``REUSE_PORT``); CPU is then reported per process and summed
+per mode.
 
 Prints a JSON document with every figure (docs/capacity.md reads them). Uses its own database
 (``kloyst_bench_capacity``) and Redis database 14.
@@ -54,7 +59,6 @@ from kloyst.testing.deployment import Deployment, Sandbox  # noqa: E402
 from kloyst.testing.processes import eventually, free_port  # noqa: E402
 
 DATABASE = "kloyst_bench_capacity"
-MODES = (("api", "API_GATEWAY"), ("webhook", "WEBHOOK"), ("worker", "WORKER"), ("outbox", "OUTBOX"))
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -87,13 +91,13 @@ def cpu_of(deployment: Deployment) -> dict[str, float]:
 
 
 def database_state(engine) -> dict:
-    """Rows per table, bytes of every table (with its indexes and TOAST), and the WAL position."""
+    """Rows and bytes (with indexes and TOAST) per table, and the WAL position."""
     with engine.connect() as c:
-        tables = c.execute(sa.text("SELECT relname FROM pg_stat_user_tables ORDER BY relname")).scalars().all()
+        tables = dict(c.execute(sa.text("SELECT relname, pg_total_relation_size(relid) FROM pg_stat_user_tables "
+                                        "ORDER BY relname")).all())
         rows = {t: c.execute(sa.text(f'SELECT count(*) FROM "{t}"')).scalar() for t in tables}
-        size = c.execute(sa.text("SELECT sum(pg_total_relation_size(relid)) FROM pg_stat_user_tables")).scalar()
         wal = c.execute(sa.text("SELECT pg_current_wal_lsn()::text")).scalar()
-    return {"rows": rows, "bytes": int(size), "wal": wal}
+    return {"rows": rows, "table_bytes": tables, "bytes": sum(tables.values()), "wal": wal}
 
 
 def wal_bytes(engine, start: str, end: str) -> int:
@@ -127,8 +131,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipients", type=int, default=20_000)
     parser.add_argument("--idle-seconds", type=float, default=10.0)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--webhooks", type=int, default=1)
+    parser.add_argument("--relays", type=int, default=1)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
     args = parser.parse_args()
+    modes = [("api", "API_GATEWAY", {}),
+             *((f"webhook-{i}", "WEBHOOK", {"REUSE_PORT": "true"}) for i in range(1, args.webhooks + 1)),
+             *((f"worker-{i}", "WORKER", {}) for i in range(1, args.workers + 1)),
+             *((f"outbox-{i}", "OUTBOX", {}) for i in range(1, args.relays + 1))]
 
     database_url = testing.create_database(DATABASE)
     directory = Path(tempfile.mkdtemp(prefix="kloyst-capacity-"))
@@ -138,8 +149,8 @@ def main() -> int:
                                       "kloyst.retention.interval_seconds": "0",  # nothing pruned under the bench
                                       "wallet.check_interval_seconds": "0"})
     deployment = Deployment.from_settings(directory, settings)
-    for name, mode in MODES:
-        deployment.add(name, mode)
+    for name, mode, env in modes:
+        deployment.add(name, mode, **env)
     sandbox = Sandbox(deployment.ini, directory / "sandbox.log", numbers={CALM_NUMBER: 1000, CHAOS_NUMBER: 80},
                       waba=WABA, port=sandbox_port, latency_ms=100, webhook_url=deployment.webhook_url)
     registry = None
@@ -175,11 +186,20 @@ def main() -> int:
                       "idle_cpu_percent": round(idle[name] * 100, 2)} for name in after_cpu}
         rows = {t: round((after_db["rows"][t] - before_db["rows"].get(t, 0)) / n, 3) for t in after_db["rows"]
                 if after_db["rows"][t] != before_db["rows"].get(t, 0)}
+        table_bytes = {t: round((after_db["table_bytes"][t] - before_db["table_bytes"].get(t, 0)) / n)
+                       for t in after_db["table_bytes"]
+                       if after_db["table_bytes"][t] - before_db["table_bytes"].get(t, 0) >= n}  # ≥ 1 B/message
+        by_mode: dict[str, int] = {}
+        for name, mode, _ in modes:
+            by_mode[mode] = by_mode.get(mode, 0) + cpu[name]["cpu_us_per_message"]
         result = {
             "recipients": n, "seconds_launch_to_quiet": round(seconds, 1),
             "messages_per_second": round(n / seconds, 1),
+            "processes": {mode: sum(1 for _, m, _ in modes if m == mode) for _, mode, _ in modes},
             "cpu_by_process": cpu,
+            "cpu_us_per_message_by_mode": by_mode,
             "rows_per_message": rows,
+            "bytes_per_message_by_table": table_bytes,
             "bytes_per_message": round((after_db["bytes"] - before_db["bytes"]) / n),
             "wal_bytes_per_message": round(wal_bytes(engine, before_db["wal"], after_db["wal"]) / n),
             "redis_bytes_per_queued_task": round(redis_bytes_per_task(registry, engine)),
