@@ -25,6 +25,7 @@ deleted; media and import files clear a file and keep the row).
 
 from __future__ import annotations
 
+import abc
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -52,7 +53,7 @@ def _locked(statement, connection: Connection):
     return statement
 
 
-class _Finder:
+class _Finder(abc.ABC):
     """What both finders share: a batch is a selection (:meth:`_selection`, ordered by :meth:`_order`) whose
     last row moves the cursor (:meth:`_advance`); the rows can be fetched (:meth:`batch`) or deleted where
     they are (:meth:`delete`)."""
@@ -104,14 +105,17 @@ class _Finder:
         self._advance(connection, cursor, count, tuple(last[1:]) if last is not None else None, limit)
         return count
 
+    @abc.abstractmethod
     def _order(self) -> tuple[Column, ...]:
-        raise NotImplementedError
+        """The columns a batch is ordered by, the key last: a batch's last row is where the next one starts."""
 
+    @abc.abstractmethod
     def _selection(self, connection: Connection, cutoff: dt.datetime, limit: int, cursor: Cursor) -> list | None:
-        raise NotImplementedError
+        """The conditions of the next batch's rows (None: there is nothing left to look at)."""
 
+    @abc.abstractmethod
     def _advance(self, connection: Connection, cursor: Cursor, count: int, last: tuple | None, limit: int) -> None:
-        raise NotImplementedError
+        """Move the cursor past a batch of ``count`` rows whose last one had the order columns ``last``."""
 
 
 @dataclass(frozen=True)
