@@ -14,6 +14,7 @@ Nothing here knows a plugin: seeding vendors and launching campaigns is the call
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -22,9 +23,13 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kloyst import testing
+from kloyst.cli.bootstrap import load
 from kloyst.testing.processes import free_port
 
 KLOYST = str(Path(sys.executable).with_name("kloyst"))
@@ -240,3 +245,57 @@ class Sandbox:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+# The deployment people run: each SERVICE_TYPE in a process of its own.
+SERVICE_MODES = (("api", "API_GATEWAY"), ("webhook", "WEBHOOK"), ("worker", "WORKER"), ("outbox", "OUTBOX"))
+SETUP_COMMANDS = (("db", "upgrade"), ("pricing", "load-card", "--development"))
+
+
+def staging_settings(database_url: str, redis_url: str, *, queue: str, **extra: str) -> dict[str, str]:
+    """What a multi-process deployment's ini says: staging's shape (PostgreSQL, Redis, a real queue of its own,
+    named after ``queue``) with the test keys, and ``extra`` on top."""
+    keys = {k: v for k, v in testing.TEST_SETTINGS.items() if not k.startswith("kloyst.queue.")}
+    return {**keys, "kloyst.database.url": database_url, "kloyst.redis.url": redis_url,
+            "kloyst.queue.backend": "redis", "kloyst.queue.name": f"{queue}-{uuid.uuid4().hex[:8]}", **extra}
+
+
+@dataclass
+class Running:
+    """A started deployment, the sandbox it talks to, and the test's own application over the same ini."""
+
+    deployment: Deployment
+    sandbox: Sandbox
+    registry: object
+
+
+@contextlib.contextmanager
+def running(directory: Path, settings: dict[str, str], *, numbers: dict[str, int], waba: str,
+            services=SERVICE_MODES, commands=SETUP_COMMANDS, **sandbox: float) -> Iterator[Running]:
+    """The deployment of ``settings`` with the sandbox as its Meta, set up by ``commands`` (as an operator runs
+    them) and started; every process is killed and the registry's engine disposed on the way out.
+
+    ``numbers`` and ``waba`` are the sandbox's; ``sandbox`` passes the rest of :class:`Sandbox`'s options
+    (``latency_ms``, ``retry_max_interval``…). The Graph URL of ``settings`` is set to the sandbox's port.
+    """
+    port = free_port()
+    deployment = Deployment.from_settings(directory, {**settings, "kloyst.meta.graph_url": f"http://127.0.0.1:{port}"})
+    for name, mode in services:
+        deployment.add(name, mode)
+    meta = Sandbox(deployment.ini, directory / "sandbox.log", numbers=numbers, waba=waba, port=port,
+                   webhook_url=deployment.webhook_url, **sandbox)
+    registry = None
+    try:
+        for command in commands:
+            done = deployment.cli(*command)
+            assert done.returncode == 0, done.stdout + done.stderr
+        meta.start()
+        deployment.start()
+        registry = load(str(deployment.ini))[1]
+        yield Running(deployment, meta, registry)
+    finally:
+        deployment.kill_all()
+        meta.stop()
+        if registry is not None:
+            registry["kloyst.engine"].dispose()
+

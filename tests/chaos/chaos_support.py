@@ -29,7 +29,7 @@ import sqlalchemy as sa
 from kloyst import testing
 from kloyst.cli.bootstrap import load
 from kloyst.db import session_scope, tenancy, utcnow
-from kloyst.testing.deployment import Deployment, Sandbox, http_json
+from kloyst.testing.deployment import Deployment, http_json, Sandbox, staging_settings
 from kloyst.testing.processes import eventually
 from kloyst_plugins.contacts.models import Contact
 
@@ -48,12 +48,10 @@ SERVICES = (("api", "API_GATEWAY"), ("webhook", "WEBHOOK"), ("worker-1", "WORKER
 
 def deployment_settings(database_url: str, redis_url: str, graph_url: str, **extra: str) -> dict[str, str]:
     """What the ini says: staging's shape (PostgreSQL, Redis, a real queue) with the test keys."""
-    keys = {k: v for k, v in testing.TEST_SETTINGS.items() if not k.startswith("kloyst.queue.")}
-    return {**keys, "kloyst.database.url": database_url, "kloyst.redis.url": redis_url,
-            "kloyst.queue.backend": "redis", "kloyst.queue.name": f"chaos-{uuid.uuid4().hex[:8]}",
-            "kloyst.meta.graph_url": graph_url, "kloyst.meta.timeout_seconds": "5",
-            # Small fan-out chunks, so that the fan-out is still under way when OUTBOX is killed.
-            "campaigns.chunk_size": "250", "campaigns.tick_seconds": "0.5", **extra}
+    return staging_settings(database_url, redis_url, queue="chaos", **{
+        "kloyst.meta.graph_url": graph_url, "kloyst.meta.timeout_seconds": "5",
+        # Small fan-out chunks, so that the fan-out is still under way when OUTBOX is killed.
+        "campaigns.chunk_size": "250", "campaigns.tick_seconds": "0.5", **extra})
 
 
 TOKEN_RENEWAL_SECONDS = 300  # well inside the access token's ten minutes

@@ -24,9 +24,8 @@ import pytest
 from test_sqlite_smoke import DEMO
 
 from kloyst import testing
-from kloyst.cli.bootstrap import load
 from kloyst.db import session_scope, tenancy
-from kloyst.testing.deployment import Deployment, http_json, process_env, Sandbox
+from kloyst.testing.deployment import http_json, process_env, running, staging_settings
 from kloyst.testing.processes import eventually, free_port
 
 pytestmark = pytest.mark.slow
@@ -103,40 +102,21 @@ def converse(api: Client, sandbox_url: str) -> None:
 
 def test_a_conversation_through_api_webhook_worker_and_outbox_processes(tmp_path, kloyst_redis_url, kloyst_route):
     name = f"kloyst_conversations_e2e_{uuid.uuid4().hex[:8]}"
-    database_url = kloyst_route(testing.create_database(name))
-    sandbox_port = free_port()
-    keys = {k: v for k, v in testing.TEST_SETTINGS.items() if not k.startswith("kloyst.queue.")}
-    deployment = Deployment.from_settings(tmp_path / "deployment", {
-        **keys, "kloyst.database.url": database_url, "kloyst.redis.url": kloyst_redis_url,
-        "kloyst.queue.backend": "redis", "kloyst.queue.name": f"conversations-{uuid.uuid4().hex[:8]}",
-        "kloyst.meta.graph_url": f"http://127.0.0.1:{sandbox_port}"})
-    for service, mode in (("api", "API_GATEWAY"), ("webhook", "WEBHOOK"), ("worker", "WORKER"),
-                          ("outbox", "OUTBOX")):
-        deployment.add(service, mode)
-    sandbox = Sandbox(deployment.ini, tmp_path / "sandbox.log", numbers={NUMBER: 1000, "100000000000002": 80},
-                      waba=WABA, port=sandbox_port, latency_ms=20, webhook_url=deployment.webhook_url)
-    registry = None
+    settings = staging_settings(kloyst_route(testing.create_database(name)), kloyst_redis_url, queue="conversations")
     try:
-        for command in (("db", "upgrade"), ("pricing", "load-card", "--development")):
-            done = deployment.cli(*command)
-            assert done.returncode == 0, done.stdout + done.stderr
-        sandbox.start()
-        deployment.start()
-        registry = load(str(deployment.ini))[1]
-        with session_scope(registry["kloyst.session_factory"], vendor_id=tenancy.ALL_VENDORS) as db:
-            owner = testing.AccountFactory(db, registry["kloyst.access_tokens"]).vendor("Conversing Co")
-            for plugin in PLUGINS:
-                testing.enable_plugin(db, owner.vendor_id, plugin)
-        api = Client(deployment.api_url, owner.token)
-        api("POST", "/wabas", {"meta_waba_id": WABA, "name": "Sandbox", "access_token": "x"})
-        converse(api, sandbox.url)
-        stopped = deployment.stop()
-        assert all(code == 0 for code in stopped.values()), {n: deployment[n].tail() for n in stopped}
+        with running(tmp_path / "deployment", settings, numbers={NUMBER: 1000, "100000000000002": 80}, waba=WABA,
+                     latency_ms=20) as up:
+            deployment, sandbox, registry = up.deployment, up.sandbox, up.registry
+            with session_scope(registry["kloyst.session_factory"], vendor_id=tenancy.ALL_VENDORS) as db:
+                owner = testing.AccountFactory(db, registry["kloyst.access_tokens"]).vendor("Conversing Co")
+                for plugin in PLUGINS:
+                    testing.enable_plugin(db, owner.vendor_id, plugin)
+            api = Client(deployment.api_url, owner.token)
+            api("POST", "/wabas", {"meta_waba_id": WABA, "name": "Sandbox", "access_token": "x"})
+            converse(api, sandbox.url)
+            stopped = deployment.stop()
+            assert all(code == 0 for code in stopped.values()), {n: deployment[n].tail() for n in stopped}
     finally:
-        deployment.kill_all()
-        sandbox.stop()
-        if registry is not None:
-            registry["kloyst.engine"].dispose()
         testing.drop_database(name)
 
 

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from e2e_support import http_json
 
 from kloyst import testing
-from kloyst.testing.deployment import Deployment, process_env
+from kloyst.testing.deployment import Deployment, process_env, staging_settings
 from kloyst.testing.processes import free_port
 from kloyst.outbox.models import OutboxEvent
 from kloyst.webhooks.models import WebhookDelivery
@@ -70,11 +70,9 @@ def test_an_outbox_process_on_postgresql_prunes_on_its_timer_and_stops_cleanly(r
     name = f"kloyst_retention_{worker}"
     database_url = testing.create_database(name)
     engine = sa.create_engine(database_url)
-    keys = {k: v for k, v in testing.TEST_SETTINGS.items() if not k.startswith("kloyst.queue.")}
-    deployment = Deployment.from_settings(tmp_path, {
-        **keys, "kloyst.database.url": kloyst_route(database_url), "kloyst.redis.url": kloyst_redis_url,
-        "kloyst.queue.backend": "redis", "kloyst.queue.name": f"retention-{uuid.uuid4().hex[:8]}",
-        "kloyst.retention.interval_seconds": "1", "kloyst.retention.batch_size": "500"})
+    deployment = Deployment.from_settings(tmp_path, staging_settings(
+        kloyst_route(database_url), kloyst_redis_url, queue="retention",
+        **{"kloyst.retention.interval_seconds": "1", "kloyst.retention.batch_size": "500"}))
     outbox = deployment.add("outbox", "OUTBOX")
     try:
         done = deployment.cli("db", "upgrade")

@@ -9,24 +9,23 @@ the outbox, and is fetched, scanned and stored by the WORKER; the API process se
 from __future__ import annotations
 
 import base64
-import uuid
 
 import pytest
 import requests
 from media_support import sample
 
 from kloyst import testing
-from kloyst.api import load, session_scope, tenancy
+from kloyst.api import session_scope, tenancy
 from kloyst.testing.clamd import EICAR
-from kloyst.testing.deployment import Deployment, Sandbox
-from kloyst.testing.processes import eventually, free_port
+from kloyst.testing.deployment import Deployment, Sandbox, staging_settings
+from kloyst.testing.deployment import running as running_deployment
+from kloyst.testing.processes import eventually
 
 pytestmark = pytest.mark.slow
 
 WABA = "300000000000001"
 NUMBER = "100000000000071"
 PLUGINS = ("contacts", "waba", "templates", "messages", "media")
-SERVICES = (("api", "API_GATEWAY"), ("webhook", "WEBHOOK"), ("worker", "WORKER"), ("outbox", "OUTBOX"))
 
 
 class Running:
@@ -45,42 +44,24 @@ class Running:
 def running(request, tmp_path_factory, kloyst_redis_url, media_clamd):
     worker = getattr(request.config, "workerinput", {}).get("workerid", "main")
     name = f"kloyst_media_{worker}"
-    database_url = testing.create_database(name)
-    directory = tmp_path_factory.mktemp("media-deployment")
-    sandbox_port = free_port()
-    keys = {k: v for k, v in testing.TEST_SETTINGS.items() if not k.startswith("kloyst.queue.")}
-    deployment = Deployment.from_settings(directory, {
-        **keys, "kloyst.database.url": database_url, "kloyst.redis.url": kloyst_redis_url,
-        "kloyst.queue.backend": "redis", "kloyst.queue.name": f"media-{uuid.uuid4().hex[:8]}",
-        "kloyst.meta.graph_url": f"http://127.0.0.1:{sandbox_port}", "media.clamd_address": media_clamd.address,
-        "media.scan": "required"})
-    for service, mode in SERVICES:
-        deployment.add(service, mode)
-    sandbox = Sandbox(deployment.ini, directory / "sandbox.log", numbers={NUMBER: 80}, waba=WABA, port=sandbox_port,
-                      latency_ms=0, webhook_url=deployment.webhook_url, retry_max_interval=1.0)
-    registry = None
+    settings = staging_settings(testing.create_database(name), kloyst_redis_url, queue="media",
+                                **{"media.clamd_address": media_clamd.address, "media.scan": "required"})
     try:
-        done = deployment.cli("db", "upgrade")
-        assert done.returncode == 0, done.stdout + done.stderr
-        sandbox.start()
-        deployment.start()
-        registry = load(str(deployment.ini))[1]
-        with session_scope(registry["kloyst.session_factory"], vendor_id=tenancy.ALL_VENDORS) as db:
-            owner = testing.AccountFactory(db, registry["kloyst.access_tokens"]).vendor("Media Processes Co")
-            for plugin in PLUGINS:
-                testing.enable_plugin(db, owner.vendor_id, plugin)
-        created = requests.post(f"{deployment.api_url}/v1/wabas", headers=owner.headers, timeout=30,
-                                json={"meta_waba_id": WABA, "name": "Sandbox", "access_token": "sandbox-token"})
-        assert created.status_code in (200, 201), created.text
-        numbers = eventually(lambda: requests.get(f"{deployment.api_url}/v1/phone-numbers", headers=owner.headers,
-                                                  timeout=30).json()["items"],
-                             bool, "the sandbox's number to sync", 60)
-        yield Running(deployment, sandbox, owner.headers, numbers[0]["id"])
+        with running_deployment(tmp_path_factory.mktemp("media-deployment"), settings, numbers={NUMBER: 80},
+                                waba=WABA, commands=(("db", "upgrade"),), latency_ms=0, retry_max_interval=1.0) as up:
+            with session_scope(up.registry["kloyst.session_factory"], vendor_id=tenancy.ALL_VENDORS) as db:
+                owner = testing.AccountFactory(db, up.registry["kloyst.access_tokens"]).vendor("Media Processes Co")
+                for plugin in PLUGINS:
+                    testing.enable_plugin(db, owner.vendor_id, plugin)
+            api_url = up.deployment.api_url
+            created = requests.post(f"{api_url}/v1/wabas", headers=owner.headers, timeout=30,
+                                    json={"meta_waba_id": WABA, "name": "Sandbox", "access_token": "sandbox-token"})
+            assert created.status_code in (200, 201), created.text
+            numbers = eventually(lambda: requests.get(f"{api_url}/v1/phone-numbers", headers=owner.headers,
+                                                      timeout=30).json()["items"],
+                                 bool, "the sandbox's number to sync", 60)
+            yield Running(up.deployment, up.sandbox, owner.headers, numbers[0]["id"])
     finally:
-        deployment.kill_all()
-        sandbox.stop()
-        if registry is not None:
-            registry["kloyst.engine"].dispose()
         testing.drop_database(name)
 
 

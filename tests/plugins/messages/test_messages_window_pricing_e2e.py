@@ -16,10 +16,9 @@ import uuid
 import pytest
 
 from kloyst import testing
-from kloyst.cli.bootstrap import load
 from kloyst.db import session_scope, tenancy
-from kloyst.testing.deployment import Deployment, http_json, Sandbox
-from kloyst.testing.processes import eventually, free_port
+from kloyst.testing.deployment import http_json, running, staging_settings
+from kloyst.testing.processes import eventually
 from kloyst_plugins.wallet.ledger import Ledger
 
 pytestmark = pytest.mark.slow
@@ -60,67 +59,47 @@ def _settled(api: Client, message_id: str, kinds: int) -> list[dict]:
 def test_a_utility_template_inside_the_window_is_refunded_and_outside_it_charged_across_processes(
         tmp_path, kloyst_redis_url):
     name = f"kloyst_window_pricing_{uuid.uuid4().hex[:8]}"
-    database_url = testing.create_database(name)
-    sandbox_port = free_port()
-    keys = {k: v for k, v in testing.TEST_SETTINGS.items() if not k.startswith("kloyst.queue.")}
-    deployment = Deployment.from_settings(tmp_path / "deployment", {
-        **keys, "kloyst.database.url": database_url, "kloyst.redis.url": kloyst_redis_url,
-        "kloyst.queue.backend": "redis", "kloyst.queue.name": f"window-pricing-{uuid.uuid4().hex[:8]}",
-        "kloyst.meta.graph_url": f"http://127.0.0.1:{sandbox_port}"})
-    for service, mode in (("api", "API_GATEWAY"), ("webhook", "WEBHOOK"), ("worker", "WORKER"),
-                          ("outbox", "OUTBOX")):
-        deployment.add(service, mode)
-    sandbox = Sandbox(deployment.ini, tmp_path / "sandbox.log", numbers={NUMBER: 1000}, waba=WABA,
-                      port=sandbox_port, latency_ms=20, webhook_url=deployment.webhook_url)
-    registry = None
+    settings = staging_settings(testing.create_database(name), kloyst_redis_url, queue="window-pricing")
     try:
-        for command in (("db", "upgrade"), ("pricing", "load-card", "--development")):
-            done = deployment.cli(*command)
-            assert done.returncode == 0, done.stdout + done.stderr
-        sandbox.start()
-        deployment.start()
-        registry = load(str(deployment.ini))[1]
-        with session_scope(registry["kloyst.session_factory"], vendor_id=tenancy.ALL_VENDORS) as db:
-            owner = testing.AccountFactory(db, registry["kloyst.access_tokens"]).vendor("Window Pricing Co")
-            for plugin in PLUGINS:
-                testing.enable_plugin(db, owner.vendor_id, plugin)
-            Ledger(db.connection(), owner.vendor_id).topup(FUNDS, idempotency_key="e2e:funds")
-        api = Client(deployment.api_url, owner.token)
-        api("POST", "/wabas", {"meta_waba_id": WABA, "name": "Sandbox", "access_token": "x"})
-        [number] = eventually(lambda: api("GET", "/phone-numbers")["items"], lambda items: len(items) >= 1,
-                              "the sandbox's number to sync", 60)
-        api("POST", "/templates/sync", {})
-        eventually(lambda: api("GET", "/templates?status=APPROVED")["items"],
-                   lambda items: any(t["name"] == "order_update" for t in items), "the templates to sync", 60)
+        with running(tmp_path / "deployment", settings, numbers={NUMBER: 1000}, waba=WABA, latency_ms=20) as up:
+            deployment, sandbox, registry = up.deployment, up.sandbox, up.registry
+            with session_scope(registry["kloyst.session_factory"], vendor_id=tenancy.ALL_VENDORS) as db:
+                owner = testing.AccountFactory(db, registry["kloyst.access_tokens"]).vendor("Window Pricing Co")
+                for plugin in PLUGINS:
+                    testing.enable_plugin(db, owner.vendor_id, plugin)
+                Ledger(db.connection(), owner.vendor_id).topup(FUNDS, idempotency_key="e2e:funds")
+            api = Client(deployment.api_url, owner.token)
+            api("POST", "/wabas", {"meta_waba_id": WABA, "name": "Sandbox", "access_token": "x"})
+            [number] = eventually(lambda: api("GET", "/phone-numbers")["items"], lambda items: len(items) >= 1,
+                                  "the sandbox's number to sync", 60)
+            api("POST", "/templates/sync", {})
+            eventually(lambda: api("GET", "/templates?status=APPROVED")["items"],
+                       lambda items: any(t["name"] == "order_update" for t in items), "the templates to sync", 60)
 
-        sandbox.api("customers/inbound", {"phone_number_id": NUMBER, "from": WROTE, "name": "Ann",
-                                          "text": "Where is my order?"})
-        eventually(lambda: api("GET", "/contacts")["items"],
-                   lambda items: any(c["last_inbound_at"] for c in items), "the customer's message", 60)
+            sandbox.api("customers/inbound", {"phone_number_id": NUMBER, "from": WROTE, "name": "Ann",
+                                              "text": "Where is my order?"})
+            eventually(lambda: api("GET", "/contacts")["items"],
+                       lambda items: any(c["last_inbound_at"] for c in items), "the customer's message", 60)
 
-        free = _send(api, number["id"], WROTE)
-        hold, capture, refund = _settled(api, free["id"], 3)
-        assert (hold["kind"], capture["kind"], refund["kind"]) == ("HOLD", "CAPTURE", "REFUND")
-        assert hold["amount"] == capture["amount"] == refund["amount"] != "0.000000"
-        delivered = api("GET", f"/messages/{free['id']}")["message"]
-        assert (delivered["pricing_category"], delivered["billable"]) == ("utility", False)
+            free = _send(api, number["id"], WROTE)
+            hold, capture, refund = _settled(api, free["id"], 3)
+            assert (hold["kind"], capture["kind"], refund["kind"]) == ("HOLD", "CAPTURE", "REFUND")
+            assert hold["amount"] == capture["amount"] == refund["amount"] != "0.000000"
+            delivered = api("GET", f"/messages/{free['id']}")["message"]
+            assert (delivered["pricing_category"], delivered["billable"]) == ("utility", False)
 
-        charged = _send(api, number["id"], SILENT)
-        eventually(lambda: api("GET", f"/messages/{charged['id']}")["message"],
-                   lambda m: m["billable"] is True and m["status"] in ("DELIVERED", "READ"),
-                   "the charged message's delivery", 60)
-        assert [e["kind"] for e in _settled(api, charged["id"], 2)] == ["HOLD", "CAPTURE"]
-        wallet = api("GET", "/wallet")["wallet"]
-        assert wallet["held"] == "0.000000"
-        assert wallet["balance"] == f"{(FUNDS - int(round(float(hold['amount']) * 10**6))) / 10**6:.6f}"
+            charged = _send(api, number["id"], SILENT)
+            eventually(lambda: api("GET", f"/messages/{charged['id']}")["message"],
+                       lambda m: m["billable"] is True and m["status"] in ("DELIVERED", "READ"),
+                       "the charged message's delivery", 60)
+            assert [e["kind"] for e in _settled(api, charged["id"], 2)] == ["HOLD", "CAPTURE"]
+            wallet = api("GET", "/wallet")["wallet"]
+            assert wallet["held"] == "0.000000"
+            assert wallet["balance"] == f"{(FUNDS - int(round(float(hold['amount']) * 10**6))) / 10**6:.6f}"
 
-        check = deployment.cli("wallet", "check")
-        assert check.returncode == 0 and "ok:" in check.stdout, check.stdout + check.stderr
-        stopped = deployment.stop()
-        assert all(code == 0 for code in stopped.values()), {n: deployment[n].tail() for n in stopped}
+            check = deployment.cli("wallet", "check")
+            assert check.returncode == 0 and "ok:" in check.stdout, check.stdout + check.stderr
+            stopped = deployment.stop()
+            assert all(code == 0 for code in stopped.values()), {n: deployment[n].tail() for n in stopped}
     finally:
-        deployment.kill_all()
-        sandbox.stop()
-        if registry is not None:
-            registry["kloyst.engine"].dispose()
         testing.drop_database(name)
