@@ -12,8 +12,8 @@ export the certificate's end of validity:
   (KloystTlsProbeFailing: nothing listens, or the name is served no certificate).
 
 The certificate is read, not judged: an expired or self-signed one still has a date to export.
-A probe is made at most every five minutes (scrapes in between are answered from the last one)
-and waits :data:`TIMEOUT_SECONDS` at most per target.
+A probe is made at most every five minutes (scrapes in between are answered from the last one);
+the targets are probed together, so a probe waits :data:`TIMEOUT_SECONDS` at most.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import socket
 import ssl
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from cryptography import x509
 from prometheus_client.core import GaugeMetricFamily
@@ -104,10 +105,13 @@ class TlsCertificates:
             return list(self._cached or ())
 
     def _probe(self, targets: list[str]) -> list:
+        """Every target at once: the scrape waits :data:`TIMEOUT_SECONDS` at most, however many do not answer."""
         expiry, success = self._families()
-        for target in targets:
+        with ThreadPoolExecutor(max_workers=len(targets), thread_name_prefix="kloyst-tls-probe") as pool:
+            probes = {target: pool.submit(certificate_expiry, target) for target in targets}
+        for target, probe in probes.items():
             try:
-                expiry.add_metric([target], certificate_expiry(target))
+                expiry.add_metric([target], probe.result())
                 success.add_metric([target], 1.0)
             except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
                 log.warning("metrics: the TLS probe of %s failed: %s: %s", target, type(exc).__name__, exc)

@@ -5,6 +5,7 @@ certificate made for the test."""
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 import pytest
 
@@ -63,3 +64,16 @@ def test_a_malformed_target_stops_start_up_naming_the_setting():
     settings = [s for s in kloyst_settings() if s.key == tls.SETTING]
     with pytest.raises(ConfigurationError, match="TLS_PROBE_TARGETS"):
         resolve({}, tuple(settings), {"TLS_PROBE_TARGETS": "ok.example.com, bad.example.com:https"})
+
+
+def test_targets_that_do_not_answer_are_waited_for_together_not_one_after_another(monkeypatch):
+    """A scrape must not wait the probe's timeout once per dead target (Prometheus gives up after 10 s)."""
+    def slow(target: str) -> float:
+        time.sleep(0.5)
+        raise TimeoutError(target)
+
+    monkeypatch.setattr(tls, "certificate_expiry", slow)
+    started = time.monotonic()
+    samples = _samples(tls.TlsCertificates(_Registry([f"dead-{n}.example.com" for n in range(6)])))
+    assert time.monotonic() - started < 2.0
+    assert sorted(samples.values()) == [0.0] * 6
