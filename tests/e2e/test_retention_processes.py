@@ -20,7 +20,7 @@ from e2e_support import http_json
 
 from kloyst import testing
 from kloyst.testing.deployment import Deployment, process_env, staging_settings
-from kloyst.testing.processes import free_port
+from kloyst.testing.processes import eventually, free_port
 from kloyst.outbox.models import OutboxEvent
 from kloyst.webhooks.models import WebhookDelivery
 
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.slow
 EXPIRED = 2_000  # delivered outbox events past their week: several batches of a smaller RETENTION_BATCH_SIZE
 
 
-def _seed(engine: sa.Engine) -> None:
+def _seed(engine: sa.Engine, expired: int = EXPIRED) -> None:
     """Expired and kept rows of the core's two policies, written as the relay and the drainer leave them.
 
     Ten processed deliveries (``processed_at = received_at``, a week and a day ago) and one not processed yet:
@@ -40,7 +40,7 @@ def _seed(engine: sa.Engine) -> None:
     event = {"vendor_id": None, "topic": "retention.test", "payload": {}, "attempts": 1, "failures": 0,
              "available_at": old, "created_at": old}
     with engine.begin() as connection:
-        connection.execute(outbox.insert(), [{**event, "status": "delivered", "delivered_at": old}] * EXPIRED
+        connection.execute(outbox.insert(), [{**event, "status": "delivered", "delivered_at": old}] * expired
                            + [{**event, "status": "dead", "delivered_at": None}])
         connection.execute(deliveries.insert(), [
             {"dedupe_key": hashlib.sha256(uuid.uuid4().bytes).digest(), "body": b"{}", "received_at": old,
@@ -92,6 +92,41 @@ def test_an_outbox_process_on_postgresql_prunes_on_its_timer_and_stops_cleanly(r
         log = "".join(path.read_text() for path in (tmp_path / "log").glob("app-*.log"))
         assert f"retention: kloyst.outbox_events: {EXPIRED} older than 7 days" in log
         assert "retention: kloyst.webhook_deliveries: 10 older than 7 days" in log
+    finally:
+        deployment.kill_all()
+        engine.dispose()
+        testing.drop_database(name)
+
+
+def test_an_outbox_process_killed_in_the_middle_of_a_pass_loses_nothing_and_the_next_pass_finishes(
+        request, tmp_path, kloyst_redis_url):
+    """SIGKILL while a pass is deleting: every batch is its own transaction, so what was not committed is still
+    there, nothing that must stay went, and the restarted process prunes the rest."""
+    worker = getattr(request.config, "workerinput", {}).get("workerid", "main")
+    name = f"kloyst_retention_kill_{worker}"
+    database_url = testing.create_database(name)
+    engine = sa.create_engine(database_url)
+    expired = 60_000
+    deployment = Deployment.from_settings(tmp_path, staging_settings(
+        database_url, kloyst_redis_url, queue="retention-kill",
+        **{"kloyst.retention.interval_seconds": "1", "kloyst.retention.batch_size": "500"}))
+    outbox = deployment.add("outbox", "OUTBOX")
+    try:
+        done = deployment.cli("db", "upgrade")
+        assert done.returncode == 0, done.stdout + done.stderr
+        _seed(engine, expired)
+        deployment.start()
+        in_the_middle = eventually(lambda: _left(engine), lambda left: left["delivered"] < expired,
+                                   "the pass to start deleting", 60, pause=0.02)
+        outbox.kill()
+        after_kill = _left(engine)
+        assert 0 < after_kill["delivered"] <= in_the_middle["delivered"], (in_the_middle, after_kill)
+        assert after_kill["dead"] == 1
+        with engine.connect() as connection:  # the delivery no drainer processed is never the pass's to take
+            assert connection.scalar(sa.text("SELECT count(*) FROM webhook_delivery WHERE processed_at IS NULL")) == 1
+        deployment.start()
+        _wait_pruned(engine, outbox.tail)
+        assert deployment.stop() == {"outbox": 0}
     finally:
         deployment.kill_all()
         engine.dispose()
